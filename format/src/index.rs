@@ -1,0 +1,431 @@
+//! The release index (`<name>.didx`): everything a device needs to rebuild an image from
+//! chunks, and nothing it has to trust before the detached minisign signature over these
+//! exact bytes has been checked.
+//!
+//! All integers are little-endian. Offsets are from the start of the file.
+//!
+//! | offset | size      | meaning                                                        |
+//! |--------|-----------|----------------------------------------------------------------|
+//! | 0      | 8         | magic `DFOTAIDX`                                               |
+//! | 8      | 2         | format version, 1                                              |
+//! | 10     | 2         | flags, 0 (any other value is rejected)                         |
+//! | 12     | 8         | creation time, unix seconds                                    |
+//! | 20     | 8         | expiry, unix seconds, 0 = none                                 |
+//! | 28     | 1         | chunker kind (1 = FastCDC 2020, normalization level 1)         |
+//! | 29     | 4         | chunker minimum size                                           |
+//! | 33     | 4         | chunker average size                                           |
+//! | 37     | 4         | chunker maximum size                                           |
+//! | 41     | 8         | image length in bytes                                          |
+//! | 49     | 32        | BLAKE3-256 of the whole image                                  |
+//! | 81     | 1         | length C of `compatible` (1..=255)                             |
+//! | 82     | C         | `compatible`, UTF-8, printable ASCII                           |
+//! | 82+C   | 1         | length V of `version` (1..=128)                                |
+//! | 83+C   | V         | `version`, `[A-Za-z0-9._+~-]`                                  |
+//! | 83+C+V | 4         | pack count P                                                   |
+//! | ...    | P × 40    | per pack: BLAKE3-256 of the pack file (32), pack length (8)    |
+//! | ...    | 4         | chunk count N                                                  |
+//! | ...    | N × 52    | per chunk in image order: id (32), length (4), compressed      |
+//! |        |           | length (4), pack number (4), offset in pack (8)                |
+//!
+//! The file ends right after the last chunk record; trailing bytes are rejected. A chunk's
+//! offset in the image is the sum of the lengths before it. The decoder checks every count
+//! against the bytes that remain before allocating, so no input makes it panic or allocate
+//! more than the input's own size allows.
+
+use crate::chunk::{ChunkId, ChunkerKind, ChunkerParams};
+use crate::FormatError;
+
+pub const MAGIC: &[u8; 8] = b"DFOTAIDX";
+pub const FORMAT_VERSION: u16 = 1;
+const PACK_RECORD: usize = 40;
+const CHUNK_RECORD: usize = 52;
+
+/// A pack file of the store: zstd frames of chunks, back to back, named by its BLAKE3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackRef {
+    pub id: [u8; 32],
+    pub length: u64,
+}
+
+impl PackRef {
+    /// Path of the pack relative to the store root.
+    pub fn store_path(&self) -> String {
+        format!("packs/{}.pack", crate::chunk::hex32(&self.id))
+    }
+}
+
+/// One chunk of the image, in image order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkEntry {
+    pub id: ChunkId,
+    /// Offset in the image; derived from the lengths before it, not stored.
+    pub offset: u64,
+    pub length: u32,
+    pub compressed_length: u32,
+    pub pack: u32,
+    pub pack_offset: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Index {
+    pub created: u64,
+    pub expires: Option<u64>,
+    pub chunker: ChunkerParams,
+    pub image_length: u64,
+    pub image_hash: [u8; 32],
+    pub compatible: String,
+    pub version: String,
+    pub packs: Vec<PackRef>,
+    pub chunks: Vec<ChunkEntry>,
+}
+
+/// Upper bound on a zstd frame holding `length` bytes (zstd's ZSTD_COMPRESSBOUND plus slack
+/// for the frame header and checksum).
+pub fn max_compressed_length(length: u32) -> u32 {
+    length.saturating_add(length / 128).saturating_add(1024)
+}
+
+pub fn validate_version(version: &str) -> Result<(), FormatError> {
+    let ok = !version.is_empty()
+        && version.len() <= 128
+        && version != "."
+        && version != ".."
+        && version.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(FormatError::BadVersion(version.chars().take(140).collect()))
+    }
+}
+
+pub fn validate_compatible(compatible: &str) -> Result<(), FormatError> {
+    let ok = !compatible.is_empty()
+        && compatible.len() <= 255
+        && compatible.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if ok {
+        Ok(())
+    } else {
+        Err(FormatError::BadCompatible(compatible.chars().take(260).collect()))
+    }
+}
+
+impl Index {
+    /// Checks the rules every index must satisfy; `decode` applies them, and `encode`
+    /// callers should before publishing.
+    pub fn validate(&self) -> Result<(), FormatError> {
+        self.chunker.validate()?;
+        validate_compatible(&self.compatible)?;
+        validate_version(&self.version)?;
+        if self.packs.len() > u32::MAX as usize || self.chunks.len() > u32::MAX as usize {
+            return Err(FormatError::Corrupt("too many packs or chunks".into()));
+        }
+        let mut offset = 0u64;
+        for (number, chunk) in self.chunks.iter().enumerate() {
+            if chunk.length == 0 || chunk.length > self.chunker.max_size {
+                return Err(FormatError::Corrupt(format!(
+                    "chunk {number} has length {} outside 1..={}",
+                    chunk.length, self.chunker.max_size
+                )));
+            }
+            if chunk.compressed_length == 0 || chunk.compressed_length > max_compressed_length(chunk.length) {
+                return Err(FormatError::Corrupt(format!(
+                    "chunk {number} has compressed length {} for {} bytes",
+                    chunk.compressed_length, chunk.length
+                )));
+            }
+            let pack = self.packs.get(chunk.pack as usize).ok_or_else(|| {
+                FormatError::Corrupt(format!("chunk {number} names pack {} of {}", chunk.pack, self.packs.len()))
+            })?;
+            let end = chunk.pack_offset.checked_add(u64::from(chunk.compressed_length));
+            if end.is_none_or(|end| end > pack.length) {
+                return Err(FormatError::Corrupt(format!("chunk {number} lies beyond the end of its pack")));
+            }
+            if chunk.offset != offset {
+                return Err(FormatError::Corrupt(format!("chunk {number} offset is not contiguous")));
+            }
+            offset += u64::from(chunk.length);
+        }
+        if offset != self.image_length {
+            return Err(FormatError::Corrupt(format!(
+                "chunks cover {offset} bytes but the image has {}",
+                self.image_length
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&self.created.to_le_bytes());
+        out.extend_from_slice(&self.expires.unwrap_or(0).to_le_bytes());
+        out.push(self.chunker.kind as u8);
+        out.extend_from_slice(&self.chunker.min_size.to_le_bytes());
+        out.extend_from_slice(&self.chunker.avg_size.to_le_bytes());
+        out.extend_from_slice(&self.chunker.max_size.to_le_bytes());
+        out.extend_from_slice(&self.image_length.to_le_bytes());
+        out.extend_from_slice(&self.image_hash);
+        out.push(self.compatible.len() as u8);
+        out.extend_from_slice(self.compatible.as_bytes());
+        out.push(self.version.len() as u8);
+        out.extend_from_slice(self.version.as_bytes());
+        out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
+        for pack in &self.packs {
+            out.extend_from_slice(&pack.id);
+            out.extend_from_slice(&pack.length.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.chunks.len() as u32).to_le_bytes());
+        for chunk in &self.chunks {
+            out.extend_from_slice(&chunk.id.0);
+            out.extend_from_slice(&chunk.length.to_le_bytes());
+            out.extend_from_slice(&chunk.compressed_length.to_le_bytes());
+            out.extend_from_slice(&chunk.pack.to_le_bytes());
+            out.extend_from_slice(&chunk.pack_offset.to_le_bytes());
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128 + self.packs.len() * PACK_RECORD + self.chunks.len() * CHUNK_RECORD);
+        self.encode(&mut out);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Index, FormatError> {
+        let mut reader = Reader { bytes, at: 0 };
+        if reader.take(8)? != MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        let version = reader.u16()?;
+        if version != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion(version));
+        }
+        let flags = reader.u16()?;
+        if flags != 0 {
+            return Err(FormatError::Corrupt(format!("unknown flags {flags:#x}")));
+        }
+        let created = reader.u64()?;
+        let expires = Some(reader.u64()?).filter(|&e| e != 0);
+        let chunker = ChunkerParams {
+            kind: ChunkerKind::from_byte(reader.u8()?)?,
+            min_size: reader.u32()?,
+            avg_size: reader.u32()?,
+            max_size: reader.u32()?,
+        };
+        chunker.validate()?;
+        let image_length = reader.u64()?;
+        let image_hash = reader.array32()?;
+        let compatible = reader.short_string("compatible")?;
+        let version = reader.short_string("version")?;
+        let pack_count = reader.count(PACK_RECORD)?;
+        let mut packs = Vec::with_capacity(pack_count);
+        for _ in 0..pack_count {
+            packs.push(PackRef { id: reader.array32()?, length: reader.u64()? });
+        }
+        let chunk_count = reader.count(CHUNK_RECORD)?;
+        let mut chunks = Vec::with_capacity(chunk_count);
+        let mut offset = 0u64;
+        for _ in 0..chunk_count {
+            let entry = ChunkEntry {
+                id: ChunkId(reader.array32()?),
+                offset,
+                length: reader.u32()?,
+                compressed_length: reader.u32()?,
+                pack: reader.u32()?,
+                pack_offset: reader.u64()?,
+            };
+            offset = offset.saturating_add(u64::from(entry.length));
+            chunks.push(entry);
+        }
+        if reader.at != bytes.len() {
+            return Err(FormatError::TrailingBytes(bytes.len() - reader.at));
+        }
+        let index = Index { created, expires, chunker, image_length, image_hash, compatible, version, packs, chunks };
+        index.validate()?;
+        Ok(index)
+    }
+
+    /// Total compressed bytes of all chunks, counting each distinct chunk once.
+    pub fn distinct_compressed_bytes(&self) -> u64 {
+        let mut seen = std::collections::HashSet::new();
+        self.chunks
+            .iter()
+            .filter(|c| seen.insert(c.id))
+            .map(|c| u64::from(c.compressed_length))
+            .sum()
+    }
+}
+
+/// A bounds-checked cursor: every read checks the remaining length first.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+        let remaining = self.bytes.len() - self.at;
+        if n > remaining {
+            return Err(FormatError::Truncated { at: self.at, wanted: n });
+        }
+        let slice = &self.bytes[self.at..self.at + n];
+        self.at += n;
+        Ok(slice)
+    }
+
+    fn array32(&mut self) -> Result<[u8; 32], FormatError> {
+        Ok(self.take(32)?.try_into().expect("took 32 bytes"))
+    }
+
+    fn u8(&mut self) -> Result<u8, FormatError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, FormatError> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("took 2 bytes")))
+    }
+
+    fn u32(&mut self) -> Result<u32, FormatError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("took 4 bytes")))
+    }
+
+    fn u64(&mut self) -> Result<u64, FormatError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("took 8 bytes")))
+    }
+
+    /// A record count, refused when the records could not fit in what remains.
+    fn count(&mut self, record_size: usize) -> Result<usize, FormatError> {
+        let count = self.u32()? as usize;
+        let remaining = self.bytes.len() - self.at;
+        if count > remaining / record_size {
+            return Err(FormatError::Truncated { at: self.at, wanted: count.saturating_mul(record_size) });
+        }
+        Ok(count)
+    }
+
+    fn short_string(&mut self, field: &'static str) -> Result<String, FormatError> {
+        let length = self.u8()? as usize;
+        let bytes = self.take(length)?;
+        let text = std::str::from_utf8(bytes).map_err(|_| FormatError::Corrupt(format!("{field} is not UTF-8")))?;
+        Ok(text.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn sample_index() -> Index {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let chunker = ChunkerParams::with_average(8192).unwrap();
+        let mut chunks = Vec::new();
+        let mut pack_offset = 0;
+        for chunk in chunker.chunk_stream(&data[..]) {
+            let chunk = chunk.unwrap();
+            let compressed_length = chunk.data.len() as u32 / 2 + 1;
+            chunks.push(ChunkEntry {
+                id: ChunkId::of(&chunk.data),
+                offset: chunk.offset,
+                length: chunk.data.len() as u32,
+                compressed_length,
+                pack: 0,
+                pack_offset,
+            });
+            pack_offset += u64::from(compressed_length);
+        }
+        Index {
+            created: 1_790_000_000,
+            expires: Some(1_800_000_000),
+            chunker,
+            image_length: data.len() as u64,
+            image_hash: *blake3::hash(&data).as_bytes(),
+            compatible: "acme-board-v1".into(),
+            version: "1.2.3".into(),
+            packs: vec![PackRef { id: [7; 32], length: pack_offset }],
+            chunks,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let index = sample_index();
+        index.validate().unwrap();
+        let bytes = index.to_bytes();
+        assert_eq!(Index::decode(&bytes).unwrap(), index);
+    }
+
+    #[test]
+    fn every_truncation_is_rejected() {
+        let bytes = sample_index().to_bytes();
+        for cut in 0..bytes.len() {
+            assert!(Index::decode(&bytes[..cut]).is_err(), "truncation at {cut} accepted");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_rejected() {
+        let mut bytes = sample_index().to_bytes();
+        bytes.push(0);
+        assert!(matches!(Index::decode(&bytes), Err(FormatError::TrailingBytes(1))));
+    }
+
+    #[test]
+    fn huge_counts_do_not_allocate() {
+        let mut bytes = sample_index().to_bytes();
+        let pack_count_at = 83 + "acme-board-v1".len() + "1.2.3".len();
+        bytes[pack_count_at..pack_count_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Index::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn old_and_corrupt_fixtures() {
+        // Fixtures kept forever: a valid version-1 index and corrupt variants of it.
+        let fixture = include_bytes!("../fixtures/v1-sample.didx");
+        let index = Index::decode(fixture).expect("version 1 fixture must stay readable");
+        assert_eq!(index.version, "1.2.3");
+        assert_eq!(index.compatible, "acme-board-v1");
+        for corrupt in [&include_bytes!("../fixtures/v1-bad-magic.didx")[..], &include_bytes!("../fixtures/v1-truncated.didx")[..]] {
+            assert!(Index::decode(corrupt).is_err());
+        }
+    }
+
+    #[test]
+    #[ignore = "writes the fixtures; run once with --ignored when the format version changes"]
+    fn write_fixtures() {
+        let bytes = sample_index().to_bytes();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(format!("{dir}/v1-sample.didx"), &bytes).unwrap();
+        let mut bad = bytes.clone();
+        bad[0] = b'X';
+        std::fs::write(format!("{dir}/v1-bad-magic.didx"), &bad).unwrap();
+        std::fs::write(format!("{dir}/v1-truncated.didx"), &bytes[..bytes.len() - 7]).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn random_mutations_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+            let mut bytes = sample_index().to_bytes();
+            let len = bytes.len();
+            for (at, value) in flips {
+                bytes[at % len] = value;
+            }
+            let _ = Index::decode(&bytes);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Index::decode(&bytes);
+        }
+
+        #[test]
+        fn random_headers_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&1u16.to_le_bytes());
+            bytes.extend_from_slice(&tail);
+            let _ = Index::decode(&bytes);
+        }
+    }
+}

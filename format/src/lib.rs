@@ -1,0 +1,54 @@
+//! The diffota wire format, shared by the publishing tool and the device: chunk ids and
+//! chunking parameters, the binary release index, channel files and signature checks.
+//! Pure code: no files, no network, no async.
+#![forbid(unsafe_code)]
+
+pub mod channel;
+pub mod chunk;
+pub mod index;
+pub mod signature;
+pub mod version;
+
+pub use channel::Channel;
+pub use chunk::{hex32, parse_hex32, Chunk, ChunkData, ChunkId, ChunkerKind, ChunkerParams, VerifiedChunk};
+pub use index::{ChunkEntry, Index, PackRef};
+pub use signature::{SignedIndex, TrustedKeys, VerifiedIndex};
+pub use version::compare_versions;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("not a diffota index (bad magic)")]
+    BadMagic,
+    #[error("index format version {0} is not supported (this build reads version 1)")]
+    UnsupportedVersion(u16),
+    #[error("index truncated at byte {at} ({wanted} more bytes expected)")]
+    Truncated { at: usize, wanted: usize },
+    #[error("index has {0} trailing bytes")]
+    TrailingBytes(usize),
+    #[error("corrupt index: {0}")]
+    Corrupt(String),
+    #[error("unknown chunker kind {0}")]
+    UnknownChunker(u8),
+    #[error("invalid chunker sizes min {min}, avg {avg}, max {max}")]
+    BadChunkerParams { min: u32, avg: u32, max: u32 },
+    #[error("invalid version {0:?}: 1 to 128 characters of letters, digits and ._+~-")]
+    BadVersion(String),
+    #[error("invalid compatible string {0:?}: 1 to 255 printable ASCII characters")]
+    BadCompatible(String),
+    #[error("invalid hex id {0:?}")]
+    BadHex(String),
+    #[error("chunk {expected}: hash mismatch (got {actual})")]
+    ChunkMismatch { expected: ChunkId, actual: ChunkId },
+    #[error("public key {label}: {reason}")]
+    BadPublicKey { label: String, reason: String },
+    #[error("{what}: unreadable signature file: {reason}")]
+    BadSignatureFile { what: String, reason: String },
+    #[error("{what}: signature does not verify: {reason}")]
+    SignatureInvalid { what: String, reason: String },
+    #[error("{what}: signed by a key that is not trusted")]
+    UntrustedKey { what: String },
+    #[error("no trusted public keys configured")]
+    NoTrustedKeys,
+    #[error("channel file: {0}")]
+    BadChannel(String),
+}
