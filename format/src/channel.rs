@@ -57,7 +57,12 @@ pub struct Rollout {
 
 impl Default for Rollout {
     fn default() -> Self {
-        Rollout { percent: 100.0, stages: Vec::new(), devices: Vec::new(), paused: false }
+        Rollout {
+            percent: 100.0,
+            stages: Vec::new(),
+            devices: Vec::new(),
+            paused: false,
+        }
     }
 }
 
@@ -90,10 +95,20 @@ impl std::fmt::Display for Eligibility {
         match self {
             Eligibility::Canary => write!(f, "listed as a canary device"),
             Eligibility::InRollout { bucket, threshold } => {
-                write!(f, "in rollout (bucket {:.2}% < {:.2}%)", pct(*bucket), pct(*threshold))
+                write!(
+                    f,
+                    "in rollout (bucket {:.2}% < {:.2}%)",
+                    pct(*bucket),
+                    pct(*threshold)
+                )
             }
             Eligibility::NotInRollout { bucket, threshold } => {
-                write!(f, "not in rollout (bucket {:.2}% >= {:.2}%)", pct(*bucket), pct(*threshold))
+                write!(
+                    f,
+                    "not in rollout (bucket {:.2}% >= {:.2}%)",
+                    pct(*bucket),
+                    pct(*threshold)
+                )
             }
             Eligibility::Paused => write!(f, "channel is paused"),
         }
@@ -118,7 +133,8 @@ fn basis_points(percent: f64) -> u32 {
 
 impl Channel {
     pub fn parse(bytes: &[u8]) -> Result<Channel, FormatError> {
-        let channel: Channel = serde_json::from_slice(bytes).map_err(|e| FormatError::BadChannel(e.to_string()))?;
+        let channel: Channel =
+            serde_json::from_slice(bytes).map_err(|e| FormatError::BadChannel(e.to_string()))?;
         channel.validate()?;
         Ok(channel)
     }
@@ -131,20 +147,33 @@ impl Channel {
 
     pub fn validate(&self) -> Result<(), FormatError> {
         if self.format != CHANNEL_FORMAT {
-            return Err(FormatError::BadChannel(format!("format {} is not supported", self.format)));
+            return Err(FormatError::BadChannel(format!(
+                "format {} is not supported",
+                self.format
+            )));
         }
         crate::index::validate_version(&self.release.version)?;
         crate::index::validate_compatible(&self.release.compatible)?;
         let path_ok = !self.release.index.is_empty()
             && !self.release.index.starts_with('/')
-            && self.release.index.split('/').all(|part| !part.is_empty() && part != "..");
+            && self
+                .release
+                .index
+                .split('/')
+                .all(|part| !part.is_empty() && part != "..");
         if !path_ok {
-            return Err(FormatError::BadChannel(format!("index path {:?} is not a relative store path", self.release.index)));
+            return Err(FormatError::BadChannel(format!(
+                "index path {:?} is not a relative store path",
+                self.release.index
+            )));
         }
-        let percents = std::iter::once(self.rollout.percent).chain(self.rollout.stages.iter().map(|s| s.percent));
+        let percents = std::iter::once(self.rollout.percent)
+            .chain(self.rollout.stages.iter().map(|s| s.percent));
         for percent in percents {
             if !(0.0..=100.0).contains(&percent) {
-                return Err(FormatError::BadChannel(format!("percentage {percent} outside 0..100")));
+                return Err(FormatError::BadChannel(format!(
+                    "percentage {percent} outside 0..100"
+                )));
             }
         }
         Ok(())
@@ -152,7 +181,12 @@ impl Channel {
 
     /// The percentage in force at `now`, in hundredths of a percent.
     pub fn threshold_at(&self, now: u64) -> u32 {
-        let staged = self.rollout.stages.iter().filter(|s| s.at <= now).max_by_key(|s| s.at);
+        let staged = self
+            .rollout
+            .stages
+            .iter()
+            .filter(|s| s.at <= now)
+            .max_by_key(|s| s.at);
         basis_points(staged.map_or(self.rollout.percent, |s| s.percent))
     }
 
@@ -184,8 +218,15 @@ mod tests {
             counter: 1,
             issued_at: 100,
             expires_at: 1000,
-            release: ReleaseRef { version: "2.0".into(), compatible: "board".into(), index: "releases/2.0/rootfs.didx".into() },
-            rollout: Rollout { percent, ..Rollout::default() },
+            release: ReleaseRef {
+                version: "2.0".into(),
+                compatible: "board".into(),
+                index: "releases/2.0/rootfs.didx".into(),
+            },
+            rollout: Rollout {
+                percent,
+                ..Rollout::default()
+            },
         }
     }
 
@@ -193,7 +234,9 @@ mod tests {
     fn json_round_trip_and_unknown_keys() {
         let c = channel(10.0);
         assert_eq!(Channel::parse(&c.to_json()).unwrap(), c);
-        let text = String::from_utf8(c.to_json()).unwrap().replace("\"format\"", "\"formta\"");
+        let text = String::from_utf8(c.to_json())
+            .unwrap()
+            .replace("\"format\"", "\"formta\"");
         assert!(Channel::parse(text.as_bytes()).is_err());
     }
 
@@ -202,9 +245,14 @@ mod tests {
         for percent in [1.0, 5.0, 25.0, 50.0, 100.0] {
             let c = channel(percent);
             let n = 100_000;
-            let eligible = (0..n).filter(|i| c.eligibility(&format!("device-{i}"), 0).is_eligible()).count();
+            let eligible = (0..n)
+                .filter(|i| c.eligibility(&format!("device-{i}"), 0).is_eligible())
+                .count();
             let fraction = eligible as f64 * 100.0 / n as f64;
-            assert!((fraction - percent).abs() <= 1.0, "{percent}% gave {fraction}%");
+            assert!(
+                (fraction - percent).abs() <= 1.0,
+                "{percent}% gave {fraction}%"
+            );
         }
     }
 
@@ -214,7 +262,10 @@ mod tests {
         c.rollout.devices.push("canary-1".into());
         assert_eq!(c.eligibility("canary-1", 0), Eligibility::Canary);
         assert!(!c.eligibility("other", 0).is_eligible());
-        c.rollout.stages = vec![Stage { at: 50, percent: 100.0 }];
+        c.rollout.stages = vec![Stage {
+            at: 50,
+            percent: 100.0,
+        }];
         assert!(c.eligibility("other", 60).is_eligible());
         assert!(!c.eligibility("other", 40).is_eligible());
         c.rollout.paused = true;

@@ -111,8 +111,14 @@ impl ChunkerParams {
     }
 
     pub fn validate(&self) -> Result<(), FormatError> {
-        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
-        let (min, avg, max) = (self.min_size as usize, self.avg_size as usize, self.max_size as usize);
+        use fastcdc::v2020::{
+            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+        };
+        let (min, avg, max) = (
+            self.min_size as usize,
+            self.avg_size as usize,
+            self.max_size as usize,
+        );
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&min)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
             && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&max)
@@ -124,7 +130,11 @@ impl ChunkerParams {
         if ok {
             Ok(())
         } else {
-            Err(FormatError::BadChunkerParams { min: self.min_size, avg: self.avg_size, max: self.max_size })
+            Err(FormatError::BadChunkerParams {
+                min: self.min_size,
+                avg: self.avg_size,
+                max: self.max_size,
+            })
         }
     }
 
@@ -138,8 +148,11 @@ impl ChunkerParams {
             fastcdc::v2020::Normalization::Level1,
         )
         .map(|item| {
-            item.map(|chunk| Chunk { offset: chunk.offset, data: chunk.data })
-                .map_err(std::io::Error::from)
+            item.map(|chunk| Chunk {
+                offset: chunk.offset,
+                data: chunk.data,
+            })
+            .map_err(std::io::Error::from)
         })
     }
 }
@@ -163,9 +176,15 @@ impl ChunkData {
     pub fn verify(self, expected: &ChunkId) -> Result<VerifiedChunk, FormatError> {
         let actual = ChunkId::of(&self.0);
         if actual == *expected {
-            Ok(VerifiedChunk { id: actual, data: self.0 })
+            Ok(VerifiedChunk {
+                id: actual,
+                data: self.0,
+            })
         } else {
-            Err(FormatError::ChunkMismatch { expected: *expected, actual })
+            Err(FormatError::ChunkMismatch {
+                expected: *expected,
+                actual,
+            })
         }
     }
 }
@@ -223,7 +242,10 @@ mod tests {
         let mut changed = data.clone();
         changed[200_000] ^= 0xff;
         let ids = |d: &[u8]| -> Vec<ChunkId> {
-            params.chunk_stream(d).map(|c| ChunkId::of(&c.unwrap().data)).collect()
+            params
+                .chunk_stream(d)
+                .map(|c| ChunkId::of(&c.unwrap().data))
+                .collect()
         };
         let before = ids(&data);
         let after = ids(&changed);

@@ -90,7 +90,9 @@ pub fn validate_version(version: &str) -> Result<(), FormatError> {
         && version.len() <= 128
         && version != "."
         && version != ".."
-        && version.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b));
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -101,11 +103,15 @@ pub fn validate_version(version: &str) -> Result<(), FormatError> {
 pub fn validate_compatible(compatible: &str) -> Result<(), FormatError> {
     let ok = !compatible.is_empty()
         && compatible.len() <= 255
-        && compatible.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+        && compatible
+            .bytes()
+            .all(|b| b.is_ascii_graphic() || b == b' ');
     if ok {
         Ok(())
     } else {
-        Err(FormatError::BadCompatible(compatible.chars().take(260).collect()))
+        Err(FormatError::BadCompatible(
+            compatible.chars().take(260).collect(),
+        ))
     }
 }
 
@@ -127,21 +133,33 @@ impl Index {
                     chunk.length, self.chunker.max_size
                 )));
             }
-            if chunk.compressed_length == 0 || chunk.compressed_length > max_compressed_length(chunk.length) {
+            if chunk.compressed_length == 0
+                || chunk.compressed_length > max_compressed_length(chunk.length)
+            {
                 return Err(FormatError::Corrupt(format!(
                     "chunk {number} has compressed length {} for {} bytes",
                     chunk.compressed_length, chunk.length
                 )));
             }
             let pack = self.packs.get(chunk.pack as usize).ok_or_else(|| {
-                FormatError::Corrupt(format!("chunk {number} names pack {} of {}", chunk.pack, self.packs.len()))
+                FormatError::Corrupt(format!(
+                    "chunk {number} names pack {} of {}",
+                    chunk.pack,
+                    self.packs.len()
+                ))
             })?;
-            let end = chunk.pack_offset.checked_add(u64::from(chunk.compressed_length));
+            let end = chunk
+                .pack_offset
+                .checked_add(u64::from(chunk.compressed_length));
             if end.is_none_or(|end| end > pack.length) {
-                return Err(FormatError::Corrupt(format!("chunk {number} lies beyond the end of its pack")));
+                return Err(FormatError::Corrupt(format!(
+                    "chunk {number} lies beyond the end of its pack"
+                )));
             }
             if chunk.offset != offset {
-                return Err(FormatError::Corrupt(format!("chunk {number} offset is not contiguous")));
+                return Err(FormatError::Corrupt(format!(
+                    "chunk {number} offset is not contiguous"
+                )));
             }
             offset += u64::from(chunk.length);
         }
@@ -186,7 +204,9 @@ impl Index {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128 + self.packs.len() * PACK_RECORD + self.chunks.len() * CHUNK_RECORD);
+        let mut out = Vec::with_capacity(
+            128 + self.packs.len() * PACK_RECORD + self.chunks.len() * CHUNK_RECORD,
+        );
         self.encode(&mut out);
         out
     }
@@ -220,7 +240,10 @@ impl Index {
         let pack_count = reader.count(PACK_RECORD)?;
         let mut packs = Vec::with_capacity(pack_count);
         for _ in 0..pack_count {
-            packs.push(PackRef { id: reader.array32()?, length: reader.u64()? });
+            packs.push(PackRef {
+                id: reader.array32()?,
+                length: reader.u64()?,
+            });
         }
         let chunk_count = reader.count(CHUNK_RECORD)?;
         let mut chunks = Vec::with_capacity(chunk_count);
@@ -240,7 +263,17 @@ impl Index {
         if reader.at != bytes.len() {
             return Err(FormatError::TrailingBytes(bytes.len() - reader.at));
         }
-        let index = Index { created, expires, chunker, image_length, image_hash, compatible, version, packs, chunks };
+        let index = Index {
+            created,
+            expires,
+            chunker,
+            image_length,
+            image_hash,
+            compatible,
+            version,
+            packs,
+            chunks,
+        };
         index.validate()?;
         Ok(index)
     }
@@ -266,7 +299,10 @@ impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
         let remaining = self.bytes.len() - self.at;
         if n > remaining {
-            return Err(FormatError::Truncated { at: self.at, wanted: n });
+            return Err(FormatError::Truncated {
+                at: self.at,
+                wanted: n,
+            });
         }
         let slice = &self.bytes[self.at..self.at + n];
         self.at += n;
@@ -282,15 +318,21 @@ impl<'a> Reader<'a> {
     }
 
     fn u16(&mut self) -> Result<u16, FormatError> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("took 2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("took 2 bytes"),
+        ))
     }
 
     fn u32(&mut self) -> Result<u32, FormatError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("took 4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("took 4 bytes"),
+        ))
     }
 
     fn u64(&mut self) -> Result<u64, FormatError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("took 8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("took 8 bytes"),
+        ))
     }
 
     /// A record count, refused when the records could not fit in what remains.
@@ -298,7 +340,10 @@ impl<'a> Reader<'a> {
         let count = self.u32()? as usize;
         let remaining = self.bytes.len() - self.at;
         if count > remaining / record_size {
-            return Err(FormatError::Truncated { at: self.at, wanted: count.saturating_mul(record_size) });
+            return Err(FormatError::Truncated {
+                at: self.at,
+                wanted: count.saturating_mul(record_size),
+            });
         }
         Ok(count)
     }
@@ -306,7 +351,8 @@ impl<'a> Reader<'a> {
     fn short_string(&mut self, field: &'static str) -> Result<String, FormatError> {
         let length = self.u8()? as usize;
         let bytes = self.take(length)?;
-        let text = std::str::from_utf8(bytes).map_err(|_| FormatError::Corrupt(format!("{field} is not UTF-8")))?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| FormatError::Corrupt(format!("{field} is not UTF-8")))?;
         Ok(text.to_owned())
     }
 }
@@ -317,7 +363,9 @@ mod tests {
     use proptest::prelude::*;
 
     pub(crate) fn sample_index() -> Index {
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let chunker = ChunkerParams::with_average(8192).unwrap();
         let mut chunks = Vec::new();
         let mut pack_offset = 0;
@@ -342,7 +390,10 @@ mod tests {
             image_hash: *blake3::hash(&data).as_bytes(),
             compatible: "acme-board-v1".into(),
             version: "1.2.3".into(),
-            packs: vec![PackRef { id: [7; 32], length: pack_offset }],
+            packs: vec![PackRef {
+                id: [7; 32],
+                length: pack_offset,
+            }],
             chunks,
         }
     }
@@ -359,7 +410,10 @@ mod tests {
     fn every_truncation_is_rejected() {
         let bytes = sample_index().to_bytes();
         for cut in 0..bytes.len() {
-            assert!(Index::decode(&bytes[..cut]).is_err(), "truncation at {cut} accepted");
+            assert!(
+                Index::decode(&bytes[..cut]).is_err(),
+                "truncation at {cut} accepted"
+            );
         }
     }
 
@@ -367,7 +421,10 @@ mod tests {
     fn trailing_bytes_rejected() {
         let mut bytes = sample_index().to_bytes();
         bytes.push(0);
-        assert!(matches!(Index::decode(&bytes), Err(FormatError::TrailingBytes(1))));
+        assert!(matches!(
+            Index::decode(&bytes),
+            Err(FormatError::TrailingBytes(1))
+        ));
     }
 
     #[test]
@@ -385,7 +442,10 @@ mod tests {
         let index = Index::decode(fixture).expect("version 1 fixture must stay readable");
         assert_eq!(index.version, "1.2.3");
         assert_eq!(index.compatible, "acme-board-v1");
-        for corrupt in [&include_bytes!("../fixtures/v1-bad-magic.didx")[..], &include_bytes!("../fixtures/v1-truncated.didx")[..]] {
+        for corrupt in [
+            &include_bytes!("../fixtures/v1-bad-magic.didx")[..],
+            &include_bytes!("../fixtures/v1-truncated.didx")[..],
+        ] {
             assert!(Index::decode(corrupt).is_err());
         }
     }
@@ -400,7 +460,11 @@ mod tests {
         let mut bad = bytes.clone();
         bad[0] = b'X';
         std::fs::write(format!("{dir}/v1-bad-magic.didx"), &bad).unwrap();
-        std::fs::write(format!("{dir}/v1-truncated.didx"), &bytes[..bytes.len() - 7]).unwrap();
+        std::fs::write(
+            format!("{dir}/v1-truncated.didx"),
+            &bytes[..bytes.len() - 7],
+        )
+        .unwrap();
     }
 
     proptest! {

@@ -6,11 +6,14 @@
 pub mod channel;
 pub mod chunk;
 pub mod index;
+pub mod ranges;
 pub mod signature;
 pub mod version;
 
 pub use channel::Channel;
-pub use chunk::{hex32, parse_hex32, Chunk, ChunkData, ChunkId, ChunkerKind, ChunkerParams, VerifiedChunk};
+pub use chunk::{
+    hex32, parse_hex32, Chunk, ChunkData, ChunkId, ChunkerKind, ChunkerParams, VerifiedChunk,
+};
 pub use index::{ChunkEntry, Index, PackRef};
 pub use signature::{SignedIndex, TrustedKeys, VerifiedIndex};
 pub use version::compare_versions;

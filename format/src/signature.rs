@@ -29,7 +29,10 @@ impl TrustedKeys {
         } else {
             PublicKey::from_base64(trimmed)
         }
-        .map_err(|e| FormatError::BadPublicKey { label: label.to_owned(), reason: e.to_string() })?;
+        .map_err(|e| FormatError::BadPublicKey {
+            label: label.to_owned(),
+            reason: e.to_string(),
+        })?;
         self.keys.push((label.to_owned(), key));
         Ok(())
     }
@@ -44,9 +47,17 @@ impl TrustedKeys {
 
     /// Verifies `signature_text` (a `.minisig` file) over `data`; returns the label of the
     /// key that made it.
-    pub fn verify(&self, what: &str, data: &[u8], signature_text: &str) -> Result<String, FormatError> {
-        let signature = Signature::decode(signature_text)
-            .map_err(|e| FormatError::BadSignatureFile { what: what.to_owned(), reason: e.to_string() })?;
+    pub fn verify(
+        &self,
+        what: &str,
+        data: &[u8],
+        signature_text: &str,
+    ) -> Result<String, FormatError> {
+        let signature =
+            Signature::decode(signature_text).map_err(|e| FormatError::BadSignatureFile {
+                what: what.to_owned(),
+                reason: e.to_string(),
+            })?;
         if self.keys.is_empty() {
             return Err(FormatError::NoTrustedKeys);
         }
@@ -59,8 +70,13 @@ impl TrustedKeys {
             }
         }
         match last_error {
-            Some(reason) => Err(FormatError::SignatureInvalid { what: what.to_owned(), reason }),
-            None => Err(FormatError::UntrustedKey { what: what.to_owned() }),
+            Some(reason) => Err(FormatError::SignatureInvalid {
+                what: what.to_owned(),
+                reason,
+            }),
+            None => Err(FormatError::UntrustedKey {
+                what: what.to_owned(),
+            }),
         }
     }
 }
@@ -83,7 +99,11 @@ impl SignedIndex<'_> {
     pub fn verify(&self, keys: &TrustedKeys) -> Result<VerifiedIndex, FormatError> {
         let signed_by = keys.verify("release index", self.bytes, self.signature)?;
         let index = Index::decode(self.bytes)?;
-        Ok(VerifiedIndex { index, bytes: self.bytes.to_vec(), signed_by })
+        Ok(VerifiedIndex {
+            index,
+            bytes: self.bytes.to_vec(),
+            signed_by,
+        })
     }
 }
 

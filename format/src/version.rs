@@ -5,7 +5,8 @@
 use std::cmp::Ordering;
 
 pub fn compare_versions(a: &str, b: &str) -> Ordering {
-    let split = |v: &str| -> Vec<String> { v.split(['.', '-', '+', '~']).map(str::to_owned).collect() };
+    let split =
+        |v: &str| -> Vec<String> { v.split(['.', '-', '+', '~']).map(str::to_owned).collect() };
     let (left, right) = (split(a), split(b));
     for (x, y) in left.iter().zip(right.iter()) {
         let order = match (x.parse::<u64>(), y.parse::<u64>()) {

@@ -1,0 +1,70 @@
+//! `chunk-server channel set`: writes and signs `channels/<name>.json`. Each new file gets a
+//! counter one above the file it replaces, so devices can refuse replays of older files.
+
+use diffota_format::channel::{Channel, ReleaseRef, Rollout, Stage, CHANNEL_FORMAT};
+
+use crate::make::{sign_file, MakeError};
+use crate::store::{io_error, read_index, Store, StoreError};
+
+pub struct ChannelOptions<'a> {
+    pub channel: &'a str,
+    pub release: &'a str,
+    /// Index file name inside the release (default `rootfs`).
+    pub name: &'a str,
+    pub percent: f64,
+    pub stages: Vec<Stage>,
+    pub devices: Vec<String>,
+    pub paused: bool,
+    pub now: u64,
+    pub lifetime_seconds: u64,
+    pub signing_key: &'a minisign::SecretKey,
+}
+
+pub fn set_channel(store: &Store, options: &ChannelOptions) -> Result<Channel, MakeError> {
+    let index_path = store.index_path(options.release, options.name);
+    let index = read_index(&index_path)?;
+    let path = store.channel_path(options.channel);
+    let previous_counter = match fs_err::read(&path) {
+        Ok(bytes) => {
+            Channel::parse(&bytes)
+                .map_err(|source| StoreError::Format {
+                    path: path.clone(),
+                    source,
+                })?
+                .counter
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(io_error(&path)(e).into()),
+    };
+    let channel = Channel {
+        format: CHANNEL_FORMAT,
+        channel: options.channel.to_owned(),
+        counter: previous_counter.max(options.now) + 1,
+        issued_at: options.now,
+        expires_at: options.now + options.lifetime_seconds,
+        release: ReleaseRef {
+            version: index.version.clone(),
+            compatible: index.compatible.clone(),
+            index: format!("releases/{}/{}.didx", options.release, options.name),
+        },
+        rollout: Rollout {
+            percent: options.percent,
+            stages: options.stages.clone(),
+            devices: options.devices.clone(),
+            paused: options.paused,
+        },
+    };
+    channel.validate()?;
+    let bytes = channel.to_json();
+    crate::fsutil::write_atomic(&path, &bytes).map_err(io_error(&path))?;
+    sign_file(
+        &path,
+        &bytes,
+        options.signing_key,
+        &format!(
+            "diffota channel {} counter {}",
+            options.channel, channel.counter
+        ),
+    )?;
+    Ok(channel)
+}

@@ -1,0 +1,158 @@
+//! Release signing keys: minisign key pairs in the files `minisign -G` writes, so keys made
+//! by the stock tool work here and our signatures verify with `minisign -Vm`.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use minisign::{KeyPair, PublicKey, SecretKey, SecretKeyBox};
+
+use crate::fsutil::write_atomic;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: already exists (pass --force to replace it)")]
+    Exists { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a minisign secret key: {reason}")]
+    BadSecretKey { path: PathBuf, reason: String },
+    #[error("{path}: wrong password or corrupt key")]
+    WrongPassword { path: PathBuf },
+    #[error("minisign: {0}")]
+    Minisign(String),
+}
+
+/// Where the password for an encrypted key comes from.
+#[derive(Clone, Debug)]
+pub enum Password {
+    /// Ask on the terminal.
+    Prompt,
+    Given(String),
+    /// The key is (or is to be) stored without a password.
+    None,
+}
+
+impl Password {
+    /// `--password-file`, else `$DIFFOTA_KEY_PASSWORD`, else a terminal prompt.
+    pub fn from_sources(password_file: Option<&Path>) -> Result<Password, KeyError> {
+        if let Some(path) = password_file {
+            let text = fs_err::read_to_string(path).map_err(|source| KeyError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+            return Ok(Password::Given(
+                text.trim_end_matches(['\r', '\n']).to_owned(),
+            ));
+        }
+        match std::env::var("DIFFOTA_KEY_PASSWORD") {
+            Ok(password) => Ok(Password::Given(password)),
+            Err(_) => Ok(Password::Prompt),
+        }
+    }
+}
+
+pub fn generate(
+    secret_path: &Path,
+    public_path: &Path,
+    password: Password,
+    force: bool,
+) -> Result<PublicKey, KeyError> {
+    for path in [secret_path, public_path] {
+        if path.exists() && !force {
+            return Err(KeyError::Exists {
+                path: path.to_owned(),
+            });
+        }
+    }
+    let pair = match password {
+        Password::None => KeyPair::generate_unencrypted_keypair(),
+        Password::Prompt => KeyPair::generate_encrypted_keypair(None),
+        Password::Given(p) => KeyPair::generate_encrypted_keypair(Some(p)),
+    }
+    .map_err(|e| KeyError::Minisign(e.to_string()))?;
+    let secret_box = pair
+        .sk
+        .to_box(Some("diffota secret key"))
+        .map_err(|e| KeyError::Minisign(e.to_string()))?;
+    let public_box = pair
+        .pk
+        .to_box()
+        .map_err(|e| KeyError::Minisign(e.to_string()))?;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| KeyError::Io { path, source }
+    };
+    write_atomic(secret_path, secret_box.to_string().as_bytes()).map_err(io(secret_path))?;
+    set_private(secret_path).map_err(io(secret_path))?;
+    write_atomic(public_path, public_box.to_string().as_bytes()).map_err(io(public_path))?;
+    Ok(pair.pk)
+}
+
+fn set_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs_err::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+/// Loads a secret key, asking for its password only when it is encrypted.
+pub fn load_secret_key(path: &Path, password: Password) -> Result<SecretKey, KeyError> {
+    let text = fs_err::read_to_string(path).map_err(|source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let bad = |reason: &str| KeyError::BadSecretKey {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let key_line = text
+        .lines()
+        .nth(1)
+        .ok_or_else(|| bad("expected a comment line and a key line"))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(key_line.trim())
+        .map_err(|_| bad("key line is not base64"))?;
+    // Bytes 2..4 name the key derivation: "Sc" (scrypt, encrypted) or zeros (no password).
+    let encrypted = match raw.get(2..4) {
+        Some(b"Sc") => true,
+        Some([0, 0]) => false,
+        _ => return Err(bad("unknown key derivation")),
+    };
+    let secret_box = SecretKeyBox::from_string(&text).map_err(|e| bad(&e.to_string()))?;
+    let result = if encrypted {
+        match password {
+            Password::Given(p) => SecretKey::from_box(secret_box, Some(p)),
+            Password::Prompt => SecretKey::from_box(secret_box, None),
+            Password::None => SecretKey::from_box(secret_box, Some(String::new())),
+        }
+    } else {
+        SecretKey::from_unencrypted_box(secret_box)
+    };
+    result.map_err(|e| {
+        if e.to_string().contains("password") || e.to_string().contains("Corrupt") {
+            KeyError::WrongPassword {
+                path: path.to_owned(),
+            }
+        } else {
+            bad(&e.to_string())
+        }
+    })
+}
+
+/// A detached signature in the `.minisig` text format, over `data`.
+pub fn sign(
+    secret_key: &SecretKey,
+    data: &[u8],
+    trusted_comment: &str,
+) -> Result<String, KeyError> {
+    let signature = minisign::sign(
+        None,
+        secret_key,
+        data,
+        Some(trusted_comment),
+        Some("signature from diffota chunk-server"),
+    )
+    .map_err(|e| KeyError::Minisign(e.to_string()))?;
+    Ok(signature.into_string())
+}

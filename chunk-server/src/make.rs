@@ -1,0 +1,407 @@
+//! `chunk-server make`: turns an image into a release of the store.
+//!
+//! The image is streamed: a reader thread cuts it with FastCDC and hashes the whole image,
+//! batches of about 8 MiB go through a bounded channel to the main thread, which hashes the
+//! chunks and compresses the ones the store lacks on all cores (rayon), then appends them in
+//! image order to one new pack. Memory is bounded by the batches in flight, not the image.
+//!
+//! Nothing appears under a final name before it is complete: the pack is written to a
+//! temporary file and renamed to its hash at the end, then the index, then its signature.
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
+
+use diffota_format::{ChunkEntry, ChunkId, ChunkerParams, Index, PackRef};
+use rayon::prelude::*;
+
+use crate::fsutil::{write_atomic, TempFile};
+use crate::store::{io_error, ChunkLocation, Store, StoreError};
+
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MakeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: image is empty")]
+    EmptyImage { path: PathBuf },
+    #[error("{path}: reading image: {source}")]
+    ReadImage {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: release {version} already exists with different content (releases are immutable; pick a new version)")]
+    ReleaseExists { path: PathBuf, version: String },
+    #[error("compressing chunk at offset {offset}: {source}")]
+    Compress { offset: u64, source: std::io::Error },
+    #[error("{0}")]
+    Format(#[from] diffota_format::FormatError),
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+}
+
+pub struct MakeOptions<'a> {
+    pub image: &'a Path,
+    pub version: &'a str,
+    pub compatible: &'a str,
+    /// File name of the index inside `releases/<version>/` (without `.didx`).
+    pub name: &'a str,
+    pub chunker: ChunkerParams,
+    pub zstd_level: i32,
+    /// Creation time written into the index (unix seconds); pass SOURCE_DATE_EPOCH for
+    /// reproducible indexes.
+    pub created: u64,
+    pub expires: Option<u64>,
+    pub signing_key: Option<&'a minisign::SecretKey>,
+    pub progress: &'a dyn Fn(u64),
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct MakeSummary {
+    pub version: String,
+    pub index: PathBuf,
+    pub signed: bool,
+    pub image_bytes: u64,
+    pub chunks: u64,
+    pub distinct_chunks: u64,
+    pub new_chunks: u64,
+    pub new_compressed_bytes: u64,
+    pub release_compressed_bytes: u64,
+    pub pack: Option<String>,
+    pub seconds: f64,
+}
+
+impl MakeSummary {
+    /// Image bytes per byte of new compressed data the release added to the store.
+    pub fn dedup_ratio(&self) -> f64 {
+        self.image_bytes as f64 / self.new_compressed_bytes.max(1) as f64
+    }
+
+    pub fn throughput_mib_s(&self) -> f64 {
+        self.image_bytes as f64 / (1024.0 * 1024.0) / self.seconds.max(1e-9)
+    }
+}
+
+struct Batch {
+    chunks: Vec<diffota_format::Chunk>,
+}
+
+/// Where a chunk of this release is: in a pack already in the store, or in the new pack.
+#[derive(Clone, Copy)]
+enum Placed {
+    Existing(ChunkLocation),
+    New {
+        pack_offset: u64,
+        compressed_length: u32,
+    },
+}
+
+pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeError> {
+    let started = Instant::now();
+    diffota_format::index::validate_version(options.version)?;
+    diffota_format::index::validate_compatible(options.compatible)?;
+    options.chunker.validate()?;
+    let image_path = options.image.to_owned();
+    let read_error = |source| MakeError::ReadImage {
+        path: image_path.clone(),
+        source,
+    };
+    let image = fs_err::File::open(options.image).map_err(|e| read_error(e.into()))?;
+    let known = store.known_chunks()?;
+
+    let packs_dir = store.packs_dir();
+    fs_err::create_dir_all(&packs_dir).map_err(io_error(&packs_dir))?;
+    let mut pack_file =
+        TempFile::create_beside(&packs_dir.join("new.pack")).map_err(io_error(&packs_dir))?;
+    let (image_length, image_hash, placed_chunks, new_chunks, pack_length, pack_hash) = {
+        let mut pack_writer =
+            HashingWriter::new(BufWriter::with_capacity(1 << 20, pack_file.file()));
+        let (sender, receiver) = sync_channel::<std::io::Result<Batch>>(2);
+        let chunker = options.chunker;
+        let reader = std::thread::spawn(move || read_batches(image, chunker, sender));
+
+        let mut placed_by_id: HashMap<ChunkId, Placed> = HashMap::new();
+        let mut placed_chunks: Vec<(ChunkId, u32, Placed)> = Vec::new();
+        let mut new_chunks = 0u64;
+        let mut done_bytes = 0u64;
+        for batch in receiver {
+            let batch = batch.map_err(read_error)?;
+            let chunks_of_batch = &batch.chunks;
+            let ids: Vec<ChunkId> = batch
+                .chunks
+                .par_iter()
+                .map(|c| ChunkId::of(&c.data))
+                .collect();
+            // Claim each chunk the store lacks once, in image order, then compress the claims.
+            let mut claimed = std::collections::HashSet::new();
+            let to_compress: Vec<usize> = (0..ids.len())
+                .filter(|&position| {
+                    let id = &ids[position];
+                    !placed_by_id.contains_key(id) && !known.contains_key(id) && claimed.insert(*id)
+                })
+                .collect();
+            let level = options.zstd_level;
+            let compressed: Vec<Vec<u8>> = to_compress
+                .par_iter()
+                .map(|&position| {
+                    let chunk = &chunks_of_batch[position];
+                    zstd::bulk::compress(&chunk.data, level).map_err(|source| MakeError::Compress {
+                        offset: chunk.offset,
+                        source,
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            for (position, frame) in to_compress.iter().zip(compressed) {
+                let pack_offset = pack_writer.written;
+                pack_writer
+                    .write_all(&frame)
+                    .map_err(io_error(&packs_dir))?;
+                placed_by_id.insert(
+                    ids[*position],
+                    Placed::New {
+                        pack_offset,
+                        compressed_length: frame.len() as u32,
+                    },
+                );
+                new_chunks += 1;
+            }
+            for (chunk, id) in batch.chunks.iter().zip(&ids) {
+                let placed = match placed_by_id.get(id) {
+                    Some(placed) => *placed,
+                    None => {
+                        let location = known[id];
+                        placed_by_id.insert(*id, Placed::Existing(location));
+                        Placed::Existing(location)
+                    }
+                };
+                placed_chunks.push((*id, chunk.data.len() as u32, placed));
+                done_bytes += chunk.data.len() as u64;
+            }
+            (options.progress)(done_bytes);
+        }
+        let (image_length, image_hash) = reader
+            .join()
+            .expect("reader thread panicked")
+            .map_err(read_error)?;
+        let pack_length = pack_writer.written;
+        let pack_hash = *pack_writer.hasher.finalize().as_bytes();
+        pack_writer.inner.flush().map_err(io_error(&packs_dir))?;
+        (
+            image_length,
+            image_hash,
+            placed_chunks,
+            new_chunks,
+            pack_length,
+            pack_hash,
+        )
+    };
+    if image_length == 0 {
+        return Err(MakeError::EmptyImage {
+            path: options.image.to_owned(),
+        });
+    }
+
+    // Build the pack table: packs already in the store that this release uses, then the new one.
+    let new_pack = (pack_length > 0).then_some(PackRef {
+        id: pack_hash,
+        length: pack_length,
+    });
+    let mut packs: Vec<PackRef> = Vec::new();
+    let mut pack_numbers: HashMap<[u8; 32], u32> = HashMap::new();
+    let mut number_of = |pack: PackRef, packs: &mut Vec<PackRef>| -> u32 {
+        *pack_numbers.entry(pack.id).or_insert_with(|| {
+            packs.push(pack);
+            (packs.len() - 1) as u32
+        })
+    };
+    let mut chunks = Vec::with_capacity(placed_chunks.len());
+    let mut offset = 0u64;
+    for (id, length, placed) in &placed_chunks {
+        let (pack, pack_offset, compressed_length) = match *placed {
+            Placed::Existing(location) => (
+                location.pack,
+                location.pack_offset,
+                location.compressed_length,
+            ),
+            Placed::New {
+                pack_offset,
+                compressed_length,
+            } => (
+                new_pack.expect("new chunks imply a new pack"),
+                pack_offset,
+                compressed_length,
+            ),
+        };
+        chunks.push(ChunkEntry {
+            id: *id,
+            offset,
+            length: *length,
+            compressed_length,
+            pack: number_of(pack, &mut packs),
+            pack_offset,
+        });
+        offset += u64::from(*length);
+    }
+    let index = Index {
+        created: options.created,
+        expires: options.expires,
+        chunker: options.chunker,
+        image_length,
+        image_hash,
+        compatible: options.compatible.to_owned(),
+        version: options.version.to_owned(),
+        packs,
+        chunks,
+    };
+    index.validate()?;
+    let index_bytes = index.to_bytes();
+
+    let index_path = store.index_path(options.version, options.name);
+    if let Ok(existing) = fs_err::read(&index_path) {
+        if existing != index_bytes {
+            return Err(MakeError::ReleaseExists {
+                path: index_path,
+                version: options.version.to_owned(),
+            });
+        }
+    }
+    if let Some(pack) = new_pack {
+        let final_path = store.pack_path(&pack);
+        if final_path.exists() {
+            drop(pack_file); // an identical pack is already in place
+        } else {
+            pack_file
+                .commit(&final_path)
+                .map_err(io_error(&final_path))?;
+        }
+    }
+    write_atomic(&index_path, &index_bytes).map_err(io_error(&index_path))?;
+    if let Some(key) = options.signing_key {
+        sign_file(
+            &index_path,
+            &index_bytes,
+            key,
+            &format!("diffota release {} {}", options.version, options.name),
+        )?;
+    }
+
+    let distinct: std::collections::HashSet<_> = index.chunks.iter().map(|c| c.id).collect();
+    Ok(MakeSummary {
+        version: options.version.to_owned(),
+        index: index_path,
+        signed: options.signing_key.is_some(),
+        image_bytes: image_length,
+        chunks: index.chunks.len() as u64,
+        distinct_chunks: distinct.len() as u64,
+        new_chunks,
+        new_compressed_bytes: pack_length,
+        release_compressed_bytes: index.distinct_compressed_bytes(),
+        pack: new_pack.map(|p| p.store_path()),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Writes `<path>.minisig` for the bytes of `path`.
+pub fn sign_file(
+    path: &Path,
+    bytes: &[u8],
+    key: &minisign::SecretKey,
+    comment: &str,
+) -> Result<PathBuf, MakeError> {
+    let signature = crate::keys::sign(key, bytes, comment)?;
+    let mut signature_path = path.as_os_str().to_owned();
+    signature_path.push(".minisig");
+    let signature_path = PathBuf::from(signature_path);
+    write_atomic(&signature_path, signature.as_bytes()).map_err(io_error(&signature_path))?;
+    Ok(signature_path)
+}
+
+/// The reader thread: cuts the image into batches and hashes the whole image on the way.
+fn read_batches(
+    image: fs_err::File,
+    chunker: ChunkerParams,
+    sender: std::sync::mpsc::SyncSender<std::io::Result<Batch>>,
+) -> std::io::Result<(u64, [u8; 32])> {
+    let mut hashing = HashingReader {
+        inner: image,
+        hasher: blake3::Hasher::new(),
+        read: 0,
+    };
+    let mut batch = Batch { chunks: Vec::new() };
+    let mut batch_bytes = 0;
+    for chunk in chunker.chunk_stream(&mut hashing) {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let kind = e.kind();
+                let _ = sender.send(Err(e));
+                return Err(std::io::Error::new(kind, "image read failed"));
+            }
+        };
+        batch_bytes += chunk.data.len();
+        batch.chunks.push(chunk);
+        if batch_bytes >= BATCH_BYTES {
+            if sender
+                .send(Ok(std::mem::replace(
+                    &mut batch,
+                    Batch { chunks: Vec::new() },
+                )))
+                .is_err()
+            {
+                return Err(std::io::Error::other("make stopped"));
+            }
+            batch_bytes = 0;
+        }
+    }
+    if !batch.chunks.is_empty() {
+        let _ = sender.send(Ok(batch));
+    }
+    Ok((hashing.read, *hashing.hasher.finalize().as_bytes()))
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+    read: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    written: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: blake3::Hasher::new(),
+            written: 0,
+        }
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,86 @@
+//! `chunk-server prune --keep N`: removes all but the newest N releases (a release a channel
+//! file points at is always kept), then the packs no kept release uses, then leftover
+//! temporary files of interrupted runs.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use crate::store::{io_error, read_index, Store, StoreError};
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct PruneReport {
+    pub removed_releases: Vec<String>,
+    pub removed_packs: Vec<String>,
+    pub freed_bytes: u64,
+}
+
+pub fn prune(store: &Store, keep: usize, dry_run: bool) -> Result<PruneReport, StoreError> {
+    let releases = store.releases()?;
+    let mut versions: Vec<String> = releases.iter().map(|r| r.version.clone()).collect();
+    versions.dedup();
+    let pinned = channel_versions(store);
+    let keep_versions: HashSet<&String> = versions
+        .iter()
+        .rev()
+        .take(keep)
+        .chain(versions.iter().filter(|v| pinned.contains(*v)))
+        .collect();
+    let mut report = PruneReport::default();
+    let mut used_packs = HashSet::new();
+    for release in &releases {
+        if keep_versions.contains(&release.version) {
+            for pack in read_index(&release.path)?.packs {
+                used_packs.insert(pack.id);
+            }
+        }
+    }
+    for version in versions.iter().filter(|v| !keep_versions.contains(v)) {
+        let dir = store.root().join("releases").join(version);
+        report.removed_releases.push(version.clone());
+        if !dry_run {
+            fs_err::remove_dir_all(&dir).map_err(io_error(&dir))?;
+        }
+    }
+    let packs_dir = store.packs_dir();
+    if packs_dir.exists() {
+        for entry in fs_err::read_dir(&packs_dir).map_err(io_error(&packs_dir))? {
+            let path: PathBuf = entry.map_err(io_error(&packs_dir))?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let in_use = name
+                .strip_suffix(".pack")
+                .and_then(|hex| diffota_format::parse_hex32(hex).ok())
+                .is_some_and(|id| used_packs.contains(&id));
+            let stale_temp = name.starts_with(".tmp-");
+            if in_use || (!stale_temp && !name.ends_with(".pack")) {
+                continue;
+            }
+            report.freed_bytes += fs_err::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            report.removed_packs.push(name);
+            if !dry_run {
+                fs_err::remove_file(&path).map_err(io_error(&path))?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Versions named by channel files (read without signature checks: this only decides what
+/// not to delete).
+fn channel_versions(store: &Store) -> HashSet<String> {
+    let dir = store.root().join("channels");
+    let mut versions = HashSet::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "json") {
+            if let Ok(channel) = std::fs::read(entry.path())
+                .map_err(|_| ())
+                .and_then(|b| diffota_format::Channel::parse(&b).map_err(|_| ()))
+            {
+                versions.insert(channel.release.version);
+            }
+        }
+    }
+    versions
+}

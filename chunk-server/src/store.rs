@@ -1,0 +1,159 @@
+//! The store: a directory of static files (see DESIGN.md, "Store layout"). This module
+//! knows the paths and reads what is there; `make`, `verify` and `prune` change it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use diffota_format::{ChunkId, Index, PackRef};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Format {
+        path: PathBuf,
+        source: diffota_format::FormatError,
+    },
+    #[error("store {0} has no release {1}")]
+    NoSuchRelease(PathBuf, String),
+}
+
+pub fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Where a chunk's compressed bytes already live in the store.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkLocation {
+    pub pack: PackRef,
+    pub pack_offset: u64,
+    pub compressed_length: u32,
+}
+
+/// One release index file in the store.
+#[derive(Clone, Debug)]
+pub struct ReleaseFile {
+    pub version: String,
+    pub name: String,
+    pub path: PathBuf,
+}
+
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    pub fn new(root: &Path) -> Store {
+        Store {
+            root: root.to_owned(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn packs_dir(&self) -> PathBuf {
+        self.root.join("packs")
+    }
+
+    pub fn pack_path(&self, pack: &PackRef) -> PathBuf {
+        self.root.join(pack.store_path())
+    }
+
+    pub fn index_path(&self, version: &str, name: &str) -> PathBuf {
+        self.root
+            .join("releases")
+            .join(version)
+            .join(format!("{name}.didx"))
+    }
+
+    pub fn channel_path(&self, channel: &str) -> PathBuf {
+        self.root.join("channels").join(format!("{channel}.json"))
+    }
+
+    /// Every `releases/<version>/<name>.didx`, sorted by version then name.
+    pub fn releases(&self) -> Result<Vec<ReleaseFile>, StoreError> {
+        let releases_dir = self.root.join("releases");
+        let mut found = Vec::new();
+        if !releases_dir.exists() {
+            return Ok(found);
+        }
+        for entry in fs_err::read_dir(&releases_dir).map_err(io_error(&releases_dir))? {
+            let entry = entry.map_err(io_error(&releases_dir))?;
+            let version = entry.file_name().to_string_lossy().into_owned();
+            if version.starts_with('.') || !entry.path().is_dir() {
+                continue;
+            }
+            let dir = entry.path();
+            for file in fs_err::read_dir(&dir).map_err(io_error(&dir))? {
+                let path = file.map_err(io_error(&dir))?.path();
+                let file_name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if let Some(name) = file_name.strip_suffix(".didx") {
+                    if !name.starts_with('.') {
+                        found.push(ReleaseFile {
+                            version: version.clone(),
+                            name: name.to_owned(),
+                            path,
+                        });
+                    }
+                }
+            }
+        }
+        found.sort_by(|a, b| {
+            diffota_format::compare_versions(&a.version, &b.version).then(a.name.cmp(&b.name))
+        });
+        Ok(found)
+    }
+
+    pub fn releases_of(&self, version: &str) -> Result<Vec<ReleaseFile>, StoreError> {
+        let matching: Vec<_> = self
+            .releases()?
+            .into_iter()
+            .filter(|r| r.version == version)
+            .collect();
+        if matching.is_empty() {
+            return Err(StoreError::NoSuchRelease(
+                self.root.clone(),
+                version.to_owned(),
+            ));
+        }
+        Ok(matching)
+    }
+
+    /// Where every chunk of every release already in the store lives.
+    pub fn known_chunks(&self) -> Result<HashMap<ChunkId, ChunkLocation>, StoreError> {
+        let mut known = HashMap::new();
+        for release in self.releases()? {
+            let index = read_index(&release.path)?;
+            for chunk in &index.chunks {
+                known.entry(chunk.id).or_insert(ChunkLocation {
+                    pack: index.packs[chunk.pack as usize],
+                    pack_offset: chunk.pack_offset,
+                    compressed_length: chunk.compressed_length,
+                });
+            }
+        }
+        Ok(known)
+    }
+}
+
+/// Reads and decodes an index file without checking its signature (the store's own files,
+/// on the build host).
+pub fn read_index(path: &Path) -> Result<Index, StoreError> {
+    let bytes = fs_err::read(path).map_err(io_error(path))?;
+    Index::decode(&bytes).map_err(|source| StoreError::Format {
+        path: path.to_owned(),
+        source,
+    })
+}
