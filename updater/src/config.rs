@@ -1,0 +1,290 @@
+//! The device configuration, `/etc/diffota.toml` by default. Unknown keys are errors that
+//! name the key: a typo must not silently turn a setting off. `Config::parse` is pure,
+//! `Config::load` reads the file, and both run `validate` for the rules across fields.
+//!
+//! Every path may be a regular file, so the whole device side runs in tests with
+//! file-backed slots and a file-backed bootloader environment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/diffota.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Store root: `https://…`, `http://…`, `file:///…` or a plain path.
+    pub server_url: String,
+    #[serde(default = "default_channel")]
+    pub channel: String,
+    /// Must equal the `compatible` string of every release this device accepts.
+    pub compatible: String,
+    /// Minisign public key files; a release signed by any of them is accepted.
+    #[serde(default)]
+    pub public_keys: Vec<PathBuf>,
+    /// Minisign public keys given inline (the base64 line of a `.pub` file).
+    #[serde(default)]
+    pub public_keys_inline: Vec<String>,
+    /// On the data partition, outside both slots.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub device_id: DeviceIdSource,
+    pub slots: SlotsConfig,
+    #[serde(default)]
+    pub boot: BootConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotsConfig {
+    pub a: PathBuf,
+    pub b: PathBuf,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceIdSource {
+    /// The id itself.
+    pub value: Option<String>,
+    /// A file whose first line is the id; default `/etc/machine-id`.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootConfig {
+    /// `none` (only records state; for tests and boards that flip slots otherwise).
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// The kernel command line, which the boot script gives `diffota.slot=a|b`.
+    #[serde(default = "default_cmdline")]
+    pub cmdline: PathBuf,
+    /// Boot attempts of a trial slot before the bootloader falls back.
+    #[serde(default = "default_attempts")]
+    pub boot_attempts: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// PEM bundle of CAs to trust instead of the system bundle.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (and `client_key`) for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// A transfer that receives nothing for this long is abandoned and retried.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout_secs: u64,
+    /// Range requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Attempts per request on 5xx, resets and timeouts.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Neighbouring chunks of a pack closer than this are fetched in one request.
+    #[serde(default = "default_max_gap")]
+    pub max_gap: u64,
+}
+
+fn default_channel() -> String {
+    "stable".into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/lib/diffota".into()
+}
+fn default_backend() -> String {
+    "none".into()
+}
+fn default_cmdline() -> PathBuf {
+    "/proc/cmdline".into()
+}
+fn default_attempts() -> u32 {
+    3
+}
+fn default_connect_timeout() -> u64 {
+    15
+}
+fn default_stall_timeout() -> u64 {
+    30
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_retries() -> u32 {
+    5
+}
+fn default_max_gap() -> u64 {
+    diffota_format::ranges::DEFAULT_MAX_GAP
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig {
+            backend: default_backend(),
+            cmdline: default_cmdline(),
+            boot_attempts: default_attempts(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            headers: BTreeMap::new(),
+            connect_timeout_secs: default_connect_timeout(),
+            stall_timeout_secs: default_stall_timeout(),
+            concurrency: default_concurrency(),
+            retries: default_retries(),
+            max_gap: default_max_gap(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.message().to_owned() + &span_note(text, e.span()),
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: origin.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = fs_err::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.server_url.trim().is_empty() {
+            return Err("server_url is empty".into());
+        }
+        diffota_format::index::validate_compatible(&self.compatible).map_err(|e| e.to_string())?;
+        if self.public_keys.is_empty() && self.public_keys_inline.is_empty() {
+            return Err("no public_keys or public_keys_inline: nothing could be verified".into());
+        }
+        if self.slots.a == self.slots.b {
+            return Err(format!(
+                "slots.a and slots.b are the same ({})",
+                self.slots.a.display()
+            ));
+        }
+        if self.http.concurrency == 0 || self.http.concurrency > 64 {
+            return Err("http.concurrency must be 1 to 64".into());
+        }
+        if self.boot.boot_attempts == 0 {
+            return Err("boot.boot_attempts must be at least 1".into());
+        }
+        if self.http.client_cert.is_some() != self.http.client_key.is_some() {
+            return Err("http.client_cert and http.client_key go together".into());
+        }
+        if self.boot.backend != "none" {
+            return Err(format!(
+                "boot.backend {:?} is not supported by this build (supported: none)",
+                self.boot.backend
+            ));
+        }
+        for name in self.http.headers.keys() {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!("http.headers: invalid header name {name:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn slot_path(&self, slot: crate::slot::Slot) -> &Path {
+        match slot {
+            crate::slot::Slot::A => &self.slots.a,
+            crate::slot::Slot::B => &self.slots.b,
+        }
+    }
+}
+
+fn span_note(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+server_url = "https://updates.example.com/store"
+compatible = "acme-board"
+public_keys = ["/etc/diffota/release.pub"]
+state_dir = "/data/diffota"
+
+[slots]
+a = "/dev/mmcblk0p2"
+b = "/dev/mmcblk0p3"
+
+[http]
+concurrency = 8
+headers = { Authorization = "Bearer x" }
+"#;
+
+    #[test]
+    fn parses_sample() {
+        let config = Config::parse(SAMPLE, Path::new("test.toml")).unwrap();
+        assert_eq!(config.channel, "stable");
+        assert_eq!(config.http.concurrency, 8);
+        assert_eq!(config.boot.boot_attempts, 3);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = SAMPLE.replace("state_dir", "state_dri");
+        let error = Config::parse(&text, Path::new("test.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("state_dri"), "{error}");
+    }
+
+    #[test]
+    fn same_slots_refused() {
+        let text = SAMPLE.replace("mmcblk0p3", "mmcblk0p2");
+        assert!(Config::parse(&text, Path::new("t")).is_err());
+    }
+}

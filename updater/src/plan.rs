@@ -1,0 +1,216 @@
+//! Planning an install, without touching any device: for every chunk of the new image,
+//! where its bytes can come from. In order of preference: already in place in the target
+//! slot (an interrupted or repeated install, or an older release at the same offset), copied
+//! from the running slot, or fetched. Local sources are only candidates: the executor
+//! re-hashes every chunk it takes from a slot, and a mismatch turns into a fetch, so a stale
+//! stored index costs a download, never a wrong byte.
+
+use std::collections::{HashMap, HashSet};
+
+use diffota_format::ranges::{plan_ranges, FetchRange};
+use diffota_format::{ChunkEntry, ChunkId, Index};
+
+/// Chunks a slot is believed to hold, by id, with one offset each.
+#[derive(Clone, Debug, Default)]
+pub struct SeedMap {
+    offsets: HashMap<ChunkId, (u64, u32)>,
+}
+
+impl SeedMap {
+    /// What a slot holds according to the index it was last written with.
+    pub fn from_index(index: &Index) -> SeedMap {
+        let mut seeds = SeedMap::default();
+        for chunk in &index.chunks {
+            seeds.insert(chunk.id, chunk.offset, chunk.length);
+        }
+        seeds
+    }
+
+    pub fn insert(&mut self, id: ChunkId, offset: u64, length: u32) {
+        self.offsets.entry(id).or_insert((offset, length));
+    }
+
+    pub fn get(&self, id: &ChunkId) -> Option<u64> {
+        self.offsets.get(id).map(|&(offset, _)| offset)
+    }
+
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+}
+
+/// Which chunks may already be in place in the target slot.
+#[derive(Clone, Debug, Default)]
+pub enum InPlace {
+    /// Nothing is known about the target: assume nothing is in place.
+    #[default]
+    Nothing,
+    /// An install of this same image into this slot was interrupted: check every chunk.
+    Everything,
+    /// The target's stored index: chunks with the same id at the same offset.
+    Known(HashSet<(ChunkId, u64)>),
+}
+
+impl InPlace {
+    pub fn from_index(index: &Index) -> InPlace {
+        InPlace::Known(index.chunks.iter().map(|c| (c.id, c.offset)).collect())
+    }
+
+    fn candidate(&self, chunk: &ChunkEntry) -> bool {
+        match self {
+            InPlace::Nothing => false,
+            InPlace::Everything => true,
+            InPlace::Known(set) => set.contains(&(chunk.id, chunk.offset)),
+        }
+    }
+}
+
+/// One chunk of the new image and its candidate local sources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub chunk: ChunkEntry,
+    pub check_in_place: bool,
+    /// Offset of the same chunk in the running slot.
+    pub seed_offset: Option<u64>,
+}
+
+impl Step {
+    pub fn is_local(&self) -> bool {
+        self.check_in_place || self.seed_offset.is_some()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+}
+
+/// What a plan will cost, as reported before downloading anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PlanSummary {
+    pub image_bytes: u64,
+    pub chunks: u64,
+    pub local_chunks: u64,
+    pub local_bytes: u64,
+    pub fetch_chunks: u64,
+    /// Compressed bytes of the chunks to fetch, merge gaps included.
+    pub fetch_bytes: u64,
+    pub fetch_requests: u64,
+}
+
+impl Plan {
+    pub fn build(index: &Index, running: &SeedMap, in_place: &InPlace) -> Plan {
+        let steps = index
+            .chunks
+            .iter()
+            .map(|chunk| Step {
+                chunk: *chunk,
+                check_in_place: in_place.candidate(chunk),
+                seed_offset: running.get(&chunk.id),
+            })
+            .collect();
+        Plan { steps }
+    }
+
+    /// Chunks with no local candidate.
+    pub fn fetch_chunks(&self) -> Vec<ChunkEntry> {
+        self.steps
+            .iter()
+            .filter(|s| !s.is_local())
+            .map(|s| s.chunk)
+            .collect()
+    }
+
+    pub fn summary(&self, max_gap: u64) -> PlanSummary {
+        let ranges = plan_ranges(&self.fetch_chunks(), max_gap);
+        summarize(&self.steps, &ranges)
+    }
+}
+
+pub fn summarize(steps: &[Step], ranges: &[FetchRange]) -> PlanSummary {
+    let local: Vec<_> = steps.iter().filter(|s| s.is_local()).collect();
+    PlanSummary {
+        image_bytes: steps.iter().map(|s| u64::from(s.chunk.length)).sum(),
+        chunks: steps.len() as u64,
+        local_chunks: local.len() as u64,
+        local_bytes: local.iter().map(|s| u64::from(s.chunk.length)).sum(),
+        fetch_chunks: steps.len() as u64 - local.len() as u64,
+        fetch_bytes: ranges.iter().map(|r| r.length()).sum(),
+        fetch_requests: ranges.len() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diffota_format::{ChunkerParams, PackRef};
+
+    fn index_of(parts: &[&[u8]]) -> Index {
+        let mut chunks = Vec::new();
+        let (mut offset, mut pack_offset) = (0u64, 0u64);
+        for part in parts {
+            chunks.push(ChunkEntry {
+                id: ChunkId::of(part),
+                offset,
+                length: part.len() as u32,
+                compressed_length: part.len() as u32,
+                pack: 0,
+                pack_offset,
+            });
+            offset += part.len() as u64;
+            pack_offset += part.len() as u64;
+        }
+        Index {
+            created: 0,
+            expires: None,
+            chunker: ChunkerParams::DEFAULT,
+            image_length: offset,
+            image_hash: [0; 32],
+            compatible: "c".into(),
+            version: "1".into(),
+            packs: vec![PackRef {
+                id: [1; 32],
+                length: pack_offset,
+            }],
+            chunks,
+        }
+    }
+
+    #[test]
+    fn copies_what_the_running_slot_has_and_fetches_the_rest() {
+        let old = index_of(&[b"aaaa", b"bbbb", b"cccc"]);
+        let new = index_of(&[b"aaaa", b"xxxx", b"cccc", b"yyyy"]);
+        let plan = Plan::build(&new, &SeedMap::from_index(&old), &InPlace::Nothing);
+        let sources: Vec<_> = plan.steps.iter().map(|s| s.seed_offset).collect();
+        assert_eq!(sources, vec![Some(0), None, Some(8), None]);
+        let summary = plan.summary(0);
+        assert_eq!((summary.local_chunks, summary.fetch_chunks), (2, 2));
+        assert_eq!(summary.fetch_requests, 2);
+        assert_eq!(
+            plan.summary(4).fetch_requests,
+            1,
+            "a 4-byte gap merges the two fetches"
+        );
+    }
+
+    #[test]
+    fn in_place_from_the_targets_index_only_at_the_same_offset() {
+        let target_old = index_of(&[b"xxxx", b"aaaa"]);
+        let new = index_of(&[b"xxxx", b"zzzz", b"aaaa"]);
+        let plan = Plan::build(&new, &SeedMap::default(), &InPlace::from_index(&target_old));
+        let checks: Vec<_> = plan.steps.iter().map(|s| s.check_in_place).collect();
+        assert_eq!(checks, vec![true, false, false]);
+    }
+
+    #[test]
+    fn resumed_install_checks_everything() {
+        let new = index_of(&[b"xxxx", b"zzzz"]);
+        let plan = Plan::build(&new, &SeedMap::default(), &InPlace::Everything);
+        assert!(plan.steps.iter().all(|s| s.check_in_place));
+        assert_eq!(plan.summary(0).fetch_requests, 0);
+    }
+}

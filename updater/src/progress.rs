@@ -1,0 +1,154 @@
+//! Install progress: a bar on a terminal, a log line every few seconds otherwise, JSON
+//! events (one object per line) with `--json`.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::plan::PlanSummary;
+use crate::slot::Slot;
+
+pub enum Event<'a> {
+    Started {
+        version: &'a str,
+        slot: Slot,
+        plan: &'a PlanSummary,
+    },
+    Written {
+        bytes: u64,
+    },
+    Verifying,
+    Finished,
+    Message(&'a str),
+}
+
+pub trait Progress: Sync {
+    fn event(&self, event: Event<'_>);
+}
+
+/// Reports nothing.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn event(&self, _event: Event<'_>) {}
+}
+
+pub enum Style {
+    Bar(indicatif::ProgressBar),
+    Log { last: Mutex<Instant> },
+    Json { last: Mutex<Instant> },
+}
+
+pub struct Reporter {
+    style: Style,
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Reporter {
+    pub fn new(json: bool) -> Reporter {
+        use std::io::IsTerminal;
+        let style = if json {
+            Style::Json {
+                last: Mutex::new(Instant::now()),
+            }
+        } else if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] [{bar:40}] {bytes}/{total_bytes} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            Style::Bar(bar)
+        } else {
+            Style::Log {
+                last: Mutex::new(Instant::now()),
+            }
+        };
+        Reporter {
+            style,
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+        }
+    }
+
+    fn json(value: serde_json::Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{value}");
+    }
+
+    fn due(last: &Mutex<Instant>, every: Duration) -> bool {
+        let mut last = last.lock().expect("progress lock");
+        if last.elapsed() >= every {
+            *last = Instant::now();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Progress for Reporter {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Started {
+                version,
+                slot,
+                plan,
+            } => {
+                self.total.store(plan.image_bytes, Ordering::Relaxed);
+                let line = format!(
+                    "installing {version} into slot {slot}: {} bytes, {} chunks local, {} to fetch ({} bytes in {} requests)",
+                    plan.image_bytes, plan.local_chunks, plan.fetch_chunks, plan.fetch_bytes, plan.fetch_requests
+                );
+                match &self.style {
+                    Style::Bar(bar) => {
+                        bar.set_length(plan.image_bytes);
+                        bar.println(line);
+                    }
+                    Style::Log { .. } => eprintln!("{line}"),
+                    Style::Json { .. } => Self::json(
+                        serde_json::json!({"event": "install_started", "version": version, "slot": slot, "plan": plan}),
+                    ),
+                }
+            }
+            Event::Written { bytes } => {
+                let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+                let total = self.total.load(Ordering::Relaxed);
+                match &self.style {
+                    Style::Bar(bar) => bar.set_position(done),
+                    Style::Log { last } if Self::due(last, Duration::from_secs(5)) => {
+                        eprintln!(
+                            "progress: {done} of {total} bytes ({:.0}%)",
+                            done as f64 * 100.0 / total.max(1) as f64
+                        )
+                    }
+                    Style::Json { last } if Self::due(last, Duration::from_secs(1)) => Self::json(
+                        serde_json::json!({"event": "progress", "done": done, "total": total}),
+                    ),
+                    _ => {}
+                }
+            }
+            Event::Verifying => match &self.style {
+                Style::Bar(bar) => bar.set_message("verifying"),
+                Style::Log { .. } => eprintln!("verifying the written slot"),
+                Style::Json { .. } => Self::json(serde_json::json!({"event": "verifying"})),
+            },
+            Event::Finished => {
+                if let Style::Bar(bar) = &self.style {
+                    bar.finish_and_clear();
+                }
+            }
+            Event::Message(text) => match &self.style {
+                Style::Bar(bar) => bar.println(text),
+                Style::Log { .. } => eprintln!("{text}"),
+                Style::Json { .. } => {
+                    Self::json(serde_json::json!({"event": "message", "text": text}))
+                }
+            },
+        }
+    }
+}

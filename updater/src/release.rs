@@ -1,0 +1,309 @@
+//! Finding and trusting a release: fetch the channel file (or take an index named on the
+//! command line), check signatures before parsing, then freshness (channel counter, expiry),
+//! `compatible`, rollout eligibility and version order.
+
+use std::cmp::Ordering;
+
+use diffota_format::channel::{Channel, Eligibility};
+use diffota_format::{compare_versions, FormatError, SignedIndex, TrustedKeys, VerifiedIndex};
+
+use crate::source::{FetchError, StoreSource, Traffic};
+use crate::state::State;
+
+const CHANNEL_LIMIT: u64 = 1024 * 1024;
+const SIGNATURE_LIMIT: u64 = 16 * 1024;
+const INDEX_LIMIT: u64 = 256 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("{what}: {source}")]
+    Format { what: String, source: FormatError },
+    #[error("channel {channel}: counter {counter} is older than {seen}, the newest this device has seen (replayed or stale channel file)")]
+    Replay {
+        channel: String,
+        counter: u64,
+        seen: u64,
+    },
+    #[error("channel {channel}: file expired at {expired_at} (unix time {expired_at_unix}); the server must publish a fresh one")]
+    ChannelExpired {
+        channel: String,
+        expired_at: String,
+        expired_at_unix: u64,
+    },
+    #[error("channel file names channel {found:?}, not {expected:?}")]
+    WrongChannel { expected: String, found: String },
+    #[error("release {version} expired at unix time {expired_at}")]
+    IndexExpired { version: String, expired_at: u64 },
+    #[error("release {version} is for {found:?}, this device is {expected:?}")]
+    Incompatible {
+        version: String,
+        expected: String,
+        found: String,
+    },
+    #[error("channel says release {channel_version} but its index is {index_version}")]
+    VersionMismatch {
+        channel_version: String,
+        index_version: String,
+    },
+    #[error("{0:?} is not a release index (.didx), store URL or channel")]
+    UnknownTarget(String),
+}
+
+/// What to install.
+#[derive(Clone, Debug)]
+pub enum ReleaseTarget {
+    Channel(String),
+    /// An index URL or path; the store root is the part before `/releases/`.
+    Index(String),
+}
+
+impl ReleaseTarget {
+    /// Store root and index path relative to it, for an index URL or path.
+    pub fn split_index_location(location: &str) -> Result<(String, String), ReleaseError> {
+        if !location.ends_with(".didx") {
+            return Err(ReleaseError::UnknownTarget(location.to_owned()));
+        }
+        match location.rfind("/releases/") {
+            Some(at) => Ok((location[..at].to_owned(), location[at + 1..].to_owned())),
+            None => match location.rfind('/') {
+                Some(at) => Ok((location[..at].to_owned(), location[at + 1..].to_owned())),
+                None => Ok((".".to_owned(), location.to_owned())),
+            },
+        }
+    }
+}
+
+/// A release whose index signature, compatibility and freshness have been checked.
+pub struct Release {
+    pub source: StoreSource,
+    pub index: VerifiedIndex,
+    pub index_signature: String,
+    pub channel: Option<Channel>,
+    pub eligibility: Option<Eligibility>,
+}
+
+pub struct Trust<'a> {
+    pub keys: &'a TrustedKeys,
+    pub compatible: &'a str,
+    pub device_id: &'a str,
+    pub now: u64,
+}
+
+fn format_error(what: &str) -> impl FnOnce(FormatError) -> ReleaseError + '_ {
+    move |source| ReleaseError::Format {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+pub async fn fetch_release(
+    store: &StoreSource,
+    target: &ReleaseTarget,
+    trust: &Trust<'_>,
+    state: &State,
+    traffic: &Traffic,
+) -> Result<Release, ReleaseError> {
+    let (source, index_path, channel) = match target {
+        ReleaseTarget::Channel(name) => {
+            let path = format!("channels/{name}.json");
+            let signature = store
+                .get(&format!("{path}.minisig"), SIGNATURE_LIMIT, traffic)
+                .await?;
+            let bytes = store.get(&path, CHANNEL_LIMIT, traffic).await?;
+            let what = store.describe(&path);
+            trust
+                .keys
+                .verify(&what, &bytes, &String::from_utf8_lossy(&signature))
+                .map_err(format_error(&what))?;
+            let channel = Channel::parse(&bytes).map_err(format_error(&what))?;
+            check_channel(&channel, name, trust, state)?;
+            (store.clone(), channel.release.index.clone(), Some(channel))
+        }
+        ReleaseTarget::Index(location) => {
+            let (root, relative) = ReleaseTarget::split_index_location(location)?;
+            let source = match store {
+                StoreSource::Http { client, .. } if root.starts_with("http") => StoreSource::Http {
+                    client: client.clone(),
+                    base: root,
+                },
+                _ if root.starts_with("http") => {
+                    return Err(ReleaseError::UnknownTarget(location.clone()))
+                }
+                _ => StoreSource::Local {
+                    root: root.strip_prefix("file://").unwrap_or(&root).into(),
+                },
+            };
+            (source, relative, None)
+        }
+    };
+    let what = source.describe(&index_path);
+    let signature = source
+        .get(&format!("{index_path}.minisig"), SIGNATURE_LIMIT, traffic)
+        .await?;
+    let signature = String::from_utf8_lossy(&signature).into_owned();
+    let bytes = source.get(&index_path, INDEX_LIMIT, traffic).await?;
+    let index = SignedIndex {
+        bytes: &bytes,
+        signature: &signature,
+    }
+    .verify(trust.keys)
+    .map_err(format_error(&what))?;
+    if index.compatible != trust.compatible {
+        return Err(ReleaseError::Incompatible {
+            version: index.version.clone(),
+            expected: trust.compatible.to_owned(),
+            found: index.compatible.clone(),
+        });
+    }
+    if let Some(expired_at) = index.expires.filter(|&e| e <= trust.now) {
+        return Err(ReleaseError::IndexExpired {
+            version: index.version.clone(),
+            expired_at,
+        });
+    }
+    if let Some(channel) = &channel {
+        if channel.release.version != index.version {
+            return Err(ReleaseError::VersionMismatch {
+                channel_version: channel.release.version.clone(),
+                index_version: index.version.clone(),
+            });
+        }
+    }
+    let eligibility = channel
+        .as_ref()
+        .map(|c| c.eligibility(trust.device_id, trust.now));
+    Ok(Release {
+        source,
+        index,
+        index_signature: signature,
+        channel,
+        eligibility,
+    })
+}
+
+fn check_channel(
+    channel: &Channel,
+    name: &str,
+    trust: &Trust<'_>,
+    state: &State,
+) -> Result<(), ReleaseError> {
+    if channel.channel != name {
+        return Err(ReleaseError::WrongChannel {
+            expected: name.to_owned(),
+            found: channel.channel.clone(),
+        });
+    }
+    let seen = state.channel_counters.get(name).copied().unwrap_or(0);
+    if channel.counter < seen {
+        return Err(ReleaseError::Replay {
+            channel: name.to_owned(),
+            counter: channel.counter,
+            seen,
+        });
+    }
+    if channel.expires_at <= trust.now {
+        return Err(ReleaseError::ChannelExpired {
+            channel: name.to_owned(),
+            expired_at: humanize_time(channel.expires_at),
+            expired_at_unix: channel.expires_at,
+        });
+    }
+    if channel.release.compatible != trust.compatible {
+        return Err(ReleaseError::Incompatible {
+            version: channel.release.version.clone(),
+            expected: trust.compatible.to_owned(),
+            found: channel.release.compatible.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for unix seconds (civil-from-days, proleptic Gregorian).
+pub fn humanize_time(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let seconds = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+/// Whether to install `offered` on a device running `running`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Install,
+    UpToDate,
+    Downgrade,
+}
+
+pub fn decide(
+    running: Option<&str>,
+    offered: &str,
+    allow_downgrade: bool,
+    force: bool,
+) -> Decision {
+    let Some(running) = running else {
+        return Decision::Install;
+    };
+    match compare_versions(offered, running) {
+        Ordering::Greater => Decision::Install,
+        Ordering::Equal if force => Decision::Install,
+        Ordering::Equal => Decision::UpToDate,
+        Ordering::Less if allow_downgrade => Decision::Install,
+        Ordering::Less => Decision::Downgrade,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions() {
+        assert_eq!(decide(None, "1.0", false, false), Decision::Install);
+        assert_eq!(decide(Some("1.0"), "1.1", false, false), Decision::Install);
+        assert_eq!(decide(Some("1.1"), "1.1", false, false), Decision::UpToDate);
+        assert_eq!(decide(Some("1.1"), "1.1", false, true), Decision::Install);
+        assert_eq!(
+            decide(Some("1.1"), "1.0", false, false),
+            Decision::Downgrade
+        );
+        assert_eq!(decide(Some("1.1"), "1.0", true, false), Decision::Install);
+    }
+
+    #[test]
+    fn index_locations() {
+        assert_eq!(
+            ReleaseTarget::split_index_location("https://x/store/releases/2.0/rootfs.didx")
+                .unwrap(),
+            (
+                "https://x/store".to_owned(),
+                "releases/2.0/rootfs.didx".to_owned()
+            )
+        );
+        assert_eq!(
+            ReleaseTarget::split_index_location("/mnt/usb/a.didx").unwrap(),
+            ("/mnt/usb".to_owned(), "a.didx".to_owned())
+        );
+        assert!(ReleaseTarget::split_index_location("/mnt/usb/a.bin").is_err());
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(humanize_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(humanize_time(1_796_083_200), "2026-12-01 00:00:00 UTC");
+    }
+}

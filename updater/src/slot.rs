@@ -1,0 +1,295 @@
+//! The two root filesystem slots: which one is running, and safe access to the other.
+//!
+//! Invariant: the running slot is never opened for writing. `TargetSlot::open` refuses the
+//! running slot (same path, same device or same file), and a target that is mounted.
+
+use std::fmt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use diffota_format::VerifiedChunk;
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Slot {
+    A,
+    B,
+}
+
+impl Slot {
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Slot> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "a" => Some(Slot::A),
+            "b" => Some(Slot::B),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot tell which slot is running: no diffota.slot= in {cmdline} and the root filesystem is on neither slot device")]
+    UnknownBootedSlot { cmdline: PathBuf },
+    #[error("{cmdline}: diffota.slot={value} is neither a nor b")]
+    BadSlotArgument { cmdline: PathBuf, value: String },
+    #[error("refusing to write slot {slot} ({path}): it is the running slot")]
+    TargetIsRunning { slot: Slot, path: PathBuf },
+    #[error("refusing to write slot {slot} ({path}): it is mounted at {mount_point}")]
+    TargetMounted {
+        slot: Slot,
+        path: PathBuf,
+        mount_point: String,
+    },
+    #[error("slot {slot} ({path}) holds {capacity} bytes but the image needs {needed}")]
+    TooSmall {
+        slot: Slot,
+        path: PathBuf,
+        capacity: u64,
+        needed: u64,
+    },
+    #[error("slot {slot} ({path}) at offset {offset}: {source}")]
+    Write {
+        slot: Slot,
+        path: PathBuf,
+        offset: u64,
+        source: std::io::Error,
+    },
+}
+
+/// The value of `diffota.slot=` on a kernel command line.
+pub fn slot_from_cmdline(cmdline: &str) -> Result<Option<Slot>, String> {
+    for word in cmdline.split_whitespace() {
+        if let Some(value) = word.strip_prefix("diffota.slot=") {
+            return Slot::parse(value).map(Some).ok_or_else(|| value.to_owned());
+        }
+    }
+    Ok(None)
+}
+
+/// Finds the running slot: `diffota.slot=` on the kernel command line, else the slot whose
+/// block device holds the root filesystem.
+pub fn booted_slot(cmdline_path: &Path, slot_a: &Path, slot_b: &Path) -> Result<Slot, SlotError> {
+    if let Ok(cmdline) = fs_err::read_to_string(cmdline_path) {
+        match slot_from_cmdline(&cmdline) {
+            Ok(Some(slot)) => return Ok(slot),
+            Ok(None) => {}
+            Err(value) => {
+                return Err(SlotError::BadSlotArgument {
+                    cmdline: cmdline_path.to_owned(),
+                    value,
+                })
+            }
+        }
+    }
+    if let Ok(root) = std::fs::metadata("/") {
+        for (slot, path) in [(Slot::A, slot_a), (Slot::B, slot_b)] {
+            if let Ok(device) = std::fs::metadata(path) {
+                if is_block_device(&device) && device.rdev() == root.dev() {
+                    return Ok(slot);
+                }
+            }
+        }
+    }
+    Err(SlotError::UnknownBootedSlot {
+        cmdline: cmdline_path.to_owned(),
+    })
+}
+
+fn is_block_device(metadata: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    metadata.file_type().is_block_device()
+}
+
+/// Capacity of a slot: a block device's size or a regular file's length.
+pub fn capacity(file: &std::fs::File) -> std::io::Result<u64> {
+    use std::io::Seek;
+    let mut handle = file;
+    handle.seek(std::io::SeekFrom::End(0))
+}
+
+/// Reads `length` bytes at `offset` of a slot (the running slot is opened read-only).
+pub fn read_at(file: &std::fs::File, offset: u64, length: usize) -> std::io::Result<Vec<u8>> {
+    let mut buffer = vec![0u8; length];
+    file.read_exact_at(&mut buffer, offset)?;
+    Ok(buffer)
+}
+
+/// The inactive slot, open for writing.
+pub struct TargetSlot {
+    pub slot: Slot,
+    pub path: PathBuf,
+    file: std::fs::File,
+}
+
+impl TargetSlot {
+    /// Opens `path` for writing after checking it is neither the running slot nor mounted
+    /// and that it can hold `needed` bytes.
+    pub fn open(
+        slot: Slot,
+        path: &Path,
+        running_path: &Path,
+        needed: u64,
+    ) -> Result<TargetSlot, SlotError> {
+        let io = |source| SlotError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let target_meta = fs_err::metadata(path).map_err(io)?;
+        if let Ok(running_meta) = std::fs::metadata(running_path) {
+            let same_device =
+                is_block_device(&target_meta) && target_meta.rdev() == running_meta.rdev();
+            let same_file =
+                target_meta.dev() == running_meta.dev() && target_meta.ino() == running_meta.ino();
+            if same_device || same_file {
+                return Err(SlotError::TargetIsRunning {
+                    slot,
+                    path: path.to_owned(),
+                });
+            }
+        }
+        if is_block_device(&target_meta) {
+            if let Some(mount_point) = mount_point_of(target_meta.rdev()) {
+                return Err(SlotError::TargetMounted {
+                    slot,
+                    path: path.to_owned(),
+                    mount_point,
+                });
+            }
+        }
+        let file = fs_err::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io)?
+            .into();
+        let capacity = capacity(&file).map_err(io)?;
+        if capacity < needed {
+            return Err(SlotError::TooSmall {
+                slot,
+                path: path.to_owned(),
+                capacity,
+                needed,
+            });
+        }
+        Ok(TargetSlot {
+            slot,
+            path: path.to_owned(),
+            file,
+        })
+    }
+
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
+    /// Positioned write of verified bytes; nothing else can be written to a slot.
+    pub fn write_chunk(&self, chunk: &VerifiedChunk, offset: u64) -> Result<(), SlotError> {
+        self.file
+            .write_all_at(chunk.bytes(), offset)
+            .map_err(|source| SlotError::Write {
+                slot: self.slot,
+                path: self.path.clone(),
+                offset,
+                source,
+            })
+    }
+
+    /// Flushes the slot to stable storage and drops its pages from the cache, so the read
+    /// back that follows sees what the storage holds.
+    pub fn sync_and_drop_cache(&self) -> Result<(), SlotError> {
+        self.file.sync_all().map_err(|source| SlotError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        drop_page_cache(&self.file);
+        Ok(())
+    }
+}
+
+/// Asks the kernel to forget cached pages of `file` (best effort).
+pub fn drop_page_cache(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise only reads the descriptor number; the fd stays owned by `file`.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
+/// The mount point of a block device, from /proc/self/mountinfo.
+fn mount_point_of(rdev: u64) -> Option<String> {
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let wanted = format!("{major}:{minor}");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(2) == Some(&wanted.as_str())).then(|| fields.get(4).unwrap_or(&"?").to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_slot() {
+        assert_eq!(
+            slot_from_cmdline("console=ttyS0 diffota.slot=b root=/dev/vda3"),
+            Ok(Some(Slot::B))
+        );
+        assert_eq!(slot_from_cmdline("console=ttyS0"), Ok(None));
+        assert_eq!(slot_from_cmdline("diffota.slot=c"), Err("c".to_owned()));
+    }
+
+    #[test]
+    fn running_slot_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.img");
+        std::fs::write(&a, vec![0u8; 4096]).unwrap();
+        let link = dir.path().join("b.img");
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        assert!(matches!(
+            TargetSlot::open(Slot::B, &link, &a, 10),
+            Err(SlotError::TargetIsRunning { .. })
+        ));
+    }
+
+    #[test]
+    fn small_slot_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"x").unwrap();
+        std::fs::write(&b, vec![0u8; 100]).unwrap();
+        assert!(matches!(
+            TargetSlot::open(Slot::B, &b, &a, 101),
+            Err(SlotError::TooSmall { .. })
+        ));
+        assert!(TargetSlot::open(Slot::B, &b, &a, 100).is_ok());
+    }
+}
