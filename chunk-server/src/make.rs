@@ -109,7 +109,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         path: image_path.clone(),
         source,
     };
-    let image = fs_err::File::open(options.image).map_err(|e| read_error(e.into()))?;
+    let image = fs_err::File::open(options.image).map_err(read_error)?;
     let known = store.known_chunks()?;
 
     let packs_dir = store.packs_dir();

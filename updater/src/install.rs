@@ -6,7 +6,6 @@
 //! is written; the bootloader is only pointed at a slot whose whole image was read back
 //! from storage and matched the signed image hash.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use std::time::Duration;
 use diffota_format::ranges::{plan_ranges, FetchRange};
 use diffota_format::{
     hex32, ChunkData, ChunkEntry, ChunkId, FormatError, Index, SignedIndex, TrustedKeys,
-    VerifiedIndex,
+    VerifiedChunk, VerifiedIndex,
 };
 use futures_util::StreamExt;
 
@@ -505,6 +504,7 @@ async fn fetch_range(
             next: 0,
             slot,
             progress,
+            last: None,
         };
         let result = source
             .get_range(&pack_path, range.start, range.end, &mut sink, traffic)
@@ -550,6 +550,8 @@ struct ChunkWriter<'a> {
     next: usize,
     slot: &'a TargetSlot,
     progress: &'a dyn Progress,
+    /// The last decoded chunk and its pack offset.
+    last: Option<(u64, VerifiedChunk)>,
 }
 
 impl RangeSink for ChunkWriter<'_> {
@@ -557,51 +559,58 @@ impl RangeSink for ChunkWriter<'_> {
 
     fn accept(&mut self, bytes: &[u8]) -> Result<(), InstallError> {
         self.buffer.extend_from_slice(bytes);
-        let mut decoded: HashMap<u64, diffota_format::VerifiedChunk> = HashMap::new();
         while let Some(chunk) = self.chunks.get(self.next) {
             let frame_start = (chunk.pack_offset - self.start) as usize;
             let frame_end = frame_start + chunk.compressed_length as usize;
             if frame_end > self.buffer.len() {
                 break;
             }
-            let bad = |reason: String| InstallError::BadChunk {
-                id: chunk.id,
-                url: self.url.to_owned(),
-                pack_offset: chunk.pack_offset,
-                reason,
-            };
-            if !decoded.contains_key(&chunk.pack_offset) {
-                let data = zstd::bulk::decompress(
-                    &self.buffer[frame_start..frame_end],
-                    chunk.length as usize,
-                )
-                .map_err(|e| bad(format!("zstd: {e}")))?;
-                let verified = ChunkData(data).verify(&chunk.id).map_err(|e| match e {
-                    FormatError::ChunkMismatch { .. } => {
-                        bad("hash mismatch (tampered or corrupt data)".into())
-                    }
-                    other => bad(other.to_string()),
-                })?;
-                decoded.insert(chunk.pack_offset, verified);
+            // Chunks that occur at several image offsets are decoded once (they are adjacent).
+            let reuse = self
+                .last
+                .as_ref()
+                .is_some_and(|(offset, _)| *offset == chunk.pack_offset);
+            if !reuse {
+                let verified = decode_frame(&self.buffer[frame_start..frame_end], chunk, self.url)?;
+                self.last = Some((chunk.pack_offset, verified));
             }
-            self.slot
-                .write_chunk(&decoded[&chunk.pack_offset], chunk.offset)?;
+            let (_, verified) = self.last.as_ref().expect("decoded above");
+            self.slot.write_chunk(verified, chunk.offset)?;
             self.progress.event(Event::Written {
                 bytes: u64::from(chunk.length),
             });
             self.next += 1;
-            // Drop bytes before the next chunk's frame (duplicates share an offset).
-            let keep_from = self.chunks.get(self.next).map_or(frame_end, |c| {
-                ((c.pack_offset - self.start) as usize).min(self.buffer.len())
-            });
-            if keep_from > 0 && keep_from >= frame_start {
-                self.buffer.drain(..keep_from);
-                self.start += keep_from as u64;
-                decoded.retain(|&offset, _| offset >= self.start);
-            }
+            // Keep only the bytes from the next chunk's frame on.
+            let keep_from = self
+                .chunks
+                .get(self.next)
+                .map_or(frame_end, |c| (c.pack_offset - self.start) as usize)
+                .min(self.buffer.len());
+            self.buffer.drain(..keep_from);
+            self.start += keep_from as u64;
         }
         Ok(())
     }
+}
+
+/// Decompresses one zstd frame and verifies it against the chunk id.
+fn decode_frame(
+    frame: &[u8],
+    chunk: &ChunkEntry,
+    url: &str,
+) -> Result<VerifiedChunk, InstallError> {
+    let bad = |reason: String| InstallError::BadChunk {
+        id: chunk.id,
+        url: url.to_owned(),
+        pack_offset: chunk.pack_offset,
+        reason,
+    };
+    let data = zstd::bulk::decompress(frame, chunk.length as usize)
+        .map_err(|e| bad(format!("zstd: {e}")))?;
+    ChunkData(data).verify(&chunk.id).map_err(|e| match e {
+        FormatError::ChunkMismatch { .. } => bad("hash mismatch (tampered or corrupt data)".into()),
+        other => bad(other.to_string()),
+    })
 }
 
 /// BLAKE3 of the first `length` bytes of the slot, read from storage.
