@@ -119,18 +119,22 @@ pub fn load_secret_key(path: &Path, password: Password) -> Result<SecretKey, Key
         Some([0, 0]) => false,
         _ => return Err(bad("unknown key derivation")),
     };
-    let secret_box = SecretKeyBox::from_string(&text).map_err(|e| bad(&e.to_string()))?;
-    let result = if encrypted {
-        match password {
-            Password::Given(p) => SecretKey::from_box(secret_box, Some(p)),
-            Password::Prompt => SecretKey::from_box(secret_box, None),
-            Password::None => SecretKey::from_box(secret_box, Some(String::new())),
-        }
+    let text = if encrypted {
+        text
     } else {
-        SecretKey::from_unencrypted_box(secret_box)
+        with_checksum(&text, raw)
+    };
+    let secret_box = SecretKeyBox::from_string(&text).map_err(|e| bad(&e.to_string()))?;
+    if !encrypted {
+        return SecretKey::from_unencrypted_box(secret_box).map_err(|e| bad(&e.to_string()));
+    }
+    let result = match password {
+        Password::Given(p) => SecretKey::from_box(secret_box, Some(p)),
+        Password::Prompt => SecretKey::from_box(secret_box, None),
+        Password::None => SecretKey::from_box(secret_box, Some(String::new())),
     };
     result.map_err(|e| {
-        if e.to_string().contains("password") || e.to_string().contains("Corrupt") {
+        if e.to_string().contains("Wrong password") {
             KeyError::WrongPassword {
                 path: path.to_owned(),
             }
@@ -138,6 +142,29 @@ pub fn load_secret_key(path: &Path, password: Password) -> Result<SecretKey, Key
             bad(&e.to_string())
         }
     })
+}
+
+/// `minisign -G -W` (the C tool) leaves the checksum of an unencrypted key zero; the
+/// minisign crate insists on it. Fill it in: BLAKE2b-256 of algorithm, key number and key.
+fn with_checksum(text: &str, mut raw: Vec<u8>) -> String {
+    use blake2::Digest;
+    const CHECKSUM_AT: usize = 2 + 2 + 2 + 32 + 8 + 8 + 8 + 64;
+    if raw.len() != CHECKSUM_AT + 32 || raw[CHECKSUM_AT..].iter().any(|&b| b != 0) {
+        return text.to_owned();
+    }
+    let mut hasher = blake2::Blake2b::<blake2::digest::consts::U32>::new();
+    hasher.update(&raw[..2]);
+    hasher.update(&raw[54..CHECKSUM_AT]);
+    let checksum = hasher.finalize();
+    raw[CHECKSUM_AT..].copy_from_slice(&checksum);
+    let comment = text
+        .lines()
+        .next()
+        .unwrap_or("untrusted comment: minisign secret key");
+    format!(
+        "{comment}\n{}\n",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }
 
 /// A detached signature in the `.minisig` text format, over `data`.

@@ -1,0 +1,566 @@
+//! The publishing side end to end: `chunk-server` make, verify, diff, sign, prune and serve,
+//! with the real binaries, and minisign interop with Debian's `minisign`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+
+use diffota_tests::sample::write_image;
+use diffota_tests::*;
+
+fn sample(dir: &Path, name: &str, mib: u64, release: u64) -> std::path::PathBuf {
+    let path = dir.join(name);
+    write_image(&path, mib << 20, 11, release).unwrap();
+    path
+}
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn pack_files(store: &Path) -> Vec<std::path::PathBuf> {
+    let mut packs: Vec<_> = std::fs::read_dir(store.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    packs.sort();
+    packs
+}
+
+#[test]
+fn make_then_verify_round_trip_and_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let image = sample(dir.path(), "v1.img", 8, 1);
+    let store = dir.path().join("store");
+    let summary = make_release(&store, &keys, "1.0", &image);
+    assert_eq!(summary["image_bytes"], 8 << 20);
+    assert_eq!(summary["new_chunks"], summary["distinct_chunks"]);
+    run_ok(
+        chunk_server()
+            .arg("verify")
+            .arg("--public-key")
+            .arg(&keys.public)
+            .arg(&store),
+    );
+
+    let index = store.join("releases/1.0/rootfs.didx");
+    let first = std::fs::read(&index).unwrap();
+    let packs_before = pack_files(&store);
+    let again = make_release(&store, &keys, "1.0", &image);
+    assert_eq!(
+        std::fs::read(&index).unwrap(),
+        first,
+        "same image, same version: byte-identical index"
+    );
+    assert_eq!(again["new_chunks"], 0);
+    assert_eq!(pack_files(&store), packs_before, "no new pack");
+
+    // A release version is immutable.
+    let other = sample(dir.path(), "v2.img", 8, 2);
+    let output = run(chunk_server()
+        .args(["make", "--store"])
+        .arg(&store)
+        .args([
+            "--version",
+            "1.0",
+            "--compatible",
+            "test-board",
+            "--zstd-level",
+            "3",
+            "--key",
+        ])
+        .arg(&keys.secret)
+        .arg(&other)
+        .env("SOURCE_DATE_EPOCH", "1790000000"));
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already exists"));
+    assert_eq!(std::fs::read(&index).unwrap(), first);
+}
+
+#[test]
+fn one_changed_block_adds_few_chunks_and_diff_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let v1 = sample(dir.path(), "v1.img", 16, 1);
+    let mut bytes = std::fs::read(&v1).unwrap();
+    let middle = bytes.len() / 2 / 4096 * 4096;
+    for (i, byte) in bytes[middle..middle + 4096].iter_mut().enumerate() {
+        *byte = (i as u8).wrapping_mul(31) ^ 0xa5;
+    }
+    let v2 = dir.path().join("v2.img");
+    std::fs::write(&v2, &bytes).unwrap();
+    let store = dir.path().join("store");
+    make_release(&store, &keys, "1.0", &v1);
+    let summary = make_release(&store, &keys, "2.0", &v2);
+    let new_chunks = summary["new_chunks"].as_u64().unwrap();
+    assert!(
+        (1..=3).contains(&new_chunks),
+        "{new_chunks} new chunks for one changed block"
+    );
+
+    let stdout = run_ok(
+        chunk_server()
+            .args(["diff", "--json"])
+            .arg(store.join("releases/1.0/rootfs.didx"))
+            .arg(store.join("releases/2.0/rootfs.didx")),
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["fetched_chunks"], new_chunks);
+    assert_eq!(
+        report["requests"], 3,
+        "one range for the new chunks, plus the index and its signature"
+    );
+    let index_size = std::fs::metadata(store.join("releases/2.0/rootfs.didx"))
+        .unwrap()
+        .len();
+    assert!(report["download_bytes"].as_u64().unwrap() < index_size + 3 * 300 * 1024);
+}
+
+#[test]
+fn verify_names_a_flipped_byte_in_pack_index_or_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let image = sample(dir.path(), "v1.img", 4, 1);
+    let pristine = dir.path().join("pristine");
+    make_release(&pristine, &keys, "1.0", &image);
+    let verify = |store: &Path| {
+        run(chunk_server()
+            .arg("verify")
+            .arg("--public-key")
+            .arg(&keys.public)
+            .arg(store))
+    };
+
+    let copy = |name: &str| {
+        let store = dir.path().join(name);
+        run_ok(Command::new("cp").arg("-r").arg(&pristine).arg(&store));
+        store
+    };
+
+    let store = copy("bad-pack");
+    let pack = pack_files(&store).remove(0);
+    flip_byte(&pack, 1000);
+    let output = verify(&store);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    let pack_name = pack.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        stdout.contains(&pack_name) && stdout.contains("corrupt pack"),
+        "{stdout}"
+    );
+
+    let store = copy("bad-index");
+    flip_byte(&store.join("releases/1.0/rootfs.didx"), 100);
+    let output = verify(&store);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("releases/1.0/rootfs.didx"));
+
+    let store = copy("bad-signature");
+    let signature = store.join("releases/1.0/rootfs.didx.minisig");
+    let text = std::fs::read_to_string(&signature).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut sig_line: Vec<u8> = lines[1].clone().into_bytes();
+    sig_line[20] = if sig_line[20] == b'A' { b'B' } else { b'A' };
+    lines[1] = String::from_utf8(sig_line).unwrap();
+    std::fs::write(&signature, lines.join("\n") + "\n").unwrap();
+    let output = verify(&store);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("signature"));
+
+    let store = copy("missing-pack");
+    std::fs::remove_file(pack_files(&store).remove(0)).unwrap();
+    let output = verify(&store);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("missing pack"));
+
+    assert!(verify(&pristine).status.success());
+}
+
+#[test]
+fn minisign_interop_both_ways() {
+    if !require_tool("minisign", "minisign") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = sample(dir.path(), "v1.img", 2, 1);
+    let store = dir.path().join("store");
+
+    // Our key and signature, checked by the stock tool.
+    let ours = Keys::generate(dir.path(), "ours");
+    make_release(&store, &ours, "1.0", &image);
+    let index = store.join("releases/1.0/rootfs.didx");
+    run_ok(
+        Command::new("minisign")
+            .arg("-Vm")
+            .arg(&index)
+            .arg("-p")
+            .arg(&ours.public),
+    );
+
+    // A key made by `minisign -G` (unencrypted with -W) signs with chunk-server, and a
+    // signature made by `minisign -S` verifies with chunk-server.
+    let theirs = Keys {
+        secret: dir.path().join("theirs.key"),
+        public: dir.path().join("theirs.pub"),
+    };
+    run_ok(
+        Command::new("minisign")
+            .args(["-G", "-W", "-p"])
+            .arg(&theirs.public)
+            .arg("-s")
+            .arg(&theirs.secret),
+    );
+    let store2 = dir.path().join("store2");
+    make_release(&store2, &theirs, "1.0", &image);
+    run_ok(
+        chunk_server()
+            .arg("verify")
+            .arg("--public-key")
+            .arg(&theirs.public)
+            .arg(&store2),
+    );
+    run_ok(
+        Command::new("minisign")
+            .arg("-Vm")
+            .arg(store2.join("releases/1.0/rootfs.didx"))
+            .arg("-p")
+            .arg(&theirs.public),
+    );
+
+    let unsigned_store = dir.path().join("store3");
+    run_ok(
+        chunk_server()
+            .args([
+                "make",
+                "--no-sign",
+                "--zstd-level",
+                "3",
+                "--compatible",
+                "test-board",
+                "--version",
+                "1.0",
+                "--store",
+            ])
+            .arg(&unsigned_store)
+            .arg(&image),
+    );
+    let unsigned_index = unsigned_store.join("releases/1.0/rootfs.didx");
+    run_ok(
+        Command::new("minisign")
+            .arg("-S")
+            .arg("-s")
+            .arg(&theirs.secret)
+            .arg("-m")
+            .arg(&unsigned_index),
+    );
+    run_ok(
+        chunk_server()
+            .arg("verify")
+            .arg("--public-key")
+            .arg(&theirs.public)
+            .arg(&unsigned_store),
+    );
+    // And an untrusted key is refused.
+    let output = run(chunk_server()
+        .arg("verify")
+        .arg("--public-key")
+        .arg(&ours.public)
+        .arg(&unsigned_store));
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("not trusted"));
+}
+
+#[test]
+fn password_protected_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, "correct horse\n").unwrap();
+    let (secret, public) = (dir.path().join("k.key"), dir.path().join("k.pub"));
+    run_ok(
+        chunk_server()
+            .arg("keygen")
+            .arg("--password-file")
+            .arg(&password)
+            .arg("--secret-key")
+            .arg(&secret)
+            .arg("--public-key")
+            .arg(&public),
+    );
+    let image = sample(dir.path(), "v1.img", 1, 1);
+    let store = dir.path().join("store");
+    let make = |password_file: &Path| {
+        run(chunk_server()
+            .args([
+                "make",
+                "--zstd-level",
+                "3",
+                "--compatible",
+                "c",
+                "--version",
+                "1",
+                "--store",
+            ])
+            .arg(&store)
+            .arg("--key")
+            .arg(&secret)
+            .arg("--password-file")
+            .arg(password_file)
+            .arg(&image))
+    };
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "wrong").unwrap();
+    let output = make(&wrong);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("wrong password"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !store.join("releases/1/rootfs.didx").exists(),
+        "nothing written under a final name"
+    );
+    assert!(make(&password).status.success());
+    run_ok(
+        chunk_server()
+            .arg("verify")
+            .arg("--public-key")
+            .arg(&public)
+            .arg(&store),
+    );
+    // keygen refuses to overwrite.
+    let output = run(chunk_server()
+        .arg("keygen")
+        .arg("--unencrypted")
+        .arg("--secret-key")
+        .arg(&secret)
+        .arg("--public-key")
+        .arg(&public));
+    assert!(!output.status.success());
+}
+
+#[test]
+fn bad_images_are_named_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let store = dir.path().join("store");
+    let empty = dir.path().join("empty.img");
+    std::fs::write(&empty, b"").unwrap();
+    for (image, message) in [
+        (empty.clone(), "image is empty"),
+        (dir.path().join("missing.img"), "missing.img"),
+    ] {
+        let output = run(chunk_server()
+            .args(["make", "--compatible", "c", "--version", "1", "--store"])
+            .arg(&store)
+            .arg("--key")
+            .arg(&keys.secret)
+            .arg(&image));
+        assert!(!output.status.success());
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(message),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let leftovers: Vec<_> = walk(&store).into_iter().filter(|p| p.is_file()).collect();
+    assert!(leftovers.is_empty(), "files left: {leftovers:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(walk(&path));
+            }
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn prune_keeps_the_newest_and_what_channels_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let store = dir.path().join("store");
+    for release in 1..=4 {
+        let image = sample(dir.path(), &format!("v{release}.img"), 2, release);
+        make_release(&store, &keys, &format!("{release}.0"), &image);
+    }
+    set_channel(&store, &keys, "old-stable", "1.0", &[]);
+    let stdout = run_ok(
+        chunk_server()
+            .args(["prune", "--keep", "2", "--store"])
+            .arg(&store),
+    );
+    assert!(stdout.contains("removed release 2.0"), "{stdout}");
+    assert!(
+        store.join("releases/1.0").exists(),
+        "a channel still points at 1.0"
+    );
+    assert!(!store.join("releases/2.0").exists());
+    assert!(store.join("releases/3.0").exists() && store.join("releases/4.0").exists());
+    run_ok(
+        chunk_server()
+            .arg("verify")
+            .arg("--public-key")
+            .arg(&keys.public)
+            .arg(&store),
+    );
+}
+
+/// Sends one raw HTTP/1.1 request (paths are sent exactly as given) and returns the status,
+/// the headers (lower-case names) and the body.
+fn raw_request(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, response[split + 4..].to_vec())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn serve_ranges_head_caching_and_traversal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(root.join("packs")).unwrap();
+    std::fs::create_dir_all(root.join("channels")).unwrap();
+    let content: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.join("packs/p.pack"), &content).unwrap();
+    std::fs::write(root.join("channels/stable.json"), b"{}").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), b"secret").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("packs/escape")).unwrap();
+    let server = StoreServer::start(&root, &dir.path().join("access.log"), None);
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let get = |path: &str, headers: &[(&str, &str)]| raw_request(&address, "GET", path, headers);
+
+    let (status, headers, body) = get("/packs/p.pack", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(body, content);
+    assert!(header(&headers, "cache-control")
+        .unwrap()
+        .contains("immutable"));
+    let etag = header(&headers, "etag").unwrap().to_owned();
+    assert!(header(&headers, "last-modified").is_some());
+
+    for (range, start, end) in [
+        ("bytes=0-99", 0, 100),
+        ("bytes=5000-5999", 5000, 6000),
+        ("bytes=-10", 9990, 10000),
+        ("bytes=9990-20000", 9990, 10000),
+    ] {
+        let (status, headers, body) = get("/packs/p.pack", &[("Range", range)]);
+        assert_eq!(status, 206, "{range}");
+        assert_eq!(body, &content[start..end], "{range}");
+        assert_eq!(
+            header(&headers, "content-range").unwrap(),
+            format!("bytes {start}-{}/10000", end - 1)
+        );
+    }
+    let (status, headers, _) = get("/packs/p.pack", &[("Range", "bytes=10000-")]);
+    assert_eq!(status, 416);
+    assert_eq!(header(&headers, "content-range"), Some("bytes */10000"));
+
+    let (status, headers, body) = raw_request(&address, "HEAD", "/packs/p.pack", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-length"), Some("10000"));
+    assert!(body.is_empty());
+
+    let (status, _, body) = get("/packs/p.pack", &[("If-None-Match", &etag)]);
+    assert_eq!(status, 304);
+    assert!(body.is_empty());
+
+    let (_, headers, _) = get("/channels/stable.json", &[]);
+    assert!(header(&headers, "cache-control")
+        .unwrap()
+        .contains("max-age=60"));
+
+    for path in [
+        "/../secret.txt",
+        "/packs/../../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/packs/%2E%2E/%2e%2e/secret.txt",
+        "/packs/escape",
+        "//etc/passwd",
+        "/packs/",
+        "/packs/..%2f..%2fsecret.txt",
+    ] {
+        let (status, _, body) = get(path, &[]);
+        assert_eq!(status, 404, "{path} answered {status}");
+        assert!(!String::from_utf8_lossy(&body).contains("secret"), "{path}");
+    }
+    let (status, _, _) = raw_request(&address, "POST", "/packs/p.pack", &[]);
+    assert_eq!(status, 405);
+
+    let served = server.served();
+    assert!(served.iter().any(|s| s.path == "/packs/p.pack"
+        && s.range == Some((0, 99))
+        && s.status == 206
+        && s.bytes == 100));
+}
+
+#[test]
+fn serve_handles_hundreds_of_concurrent_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(root.join("packs")).unwrap();
+    std::fs::write(root.join("packs/p.pack"), vec![7u8; 100_000]).unwrap();
+    let server = StoreServer::start(&root, &dir.path().join("access.log"), None);
+    let address = server.url.trim_start_matches("http://").to_owned();
+    // Open 300 connections first, then send a request on each.
+    let mut streams: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    for stream in &mut streams {
+        stream.write_all(format!("GET /packs/p.pack HTTP/1.1\r\nHost: {address}\r\nRange: bytes=0-999\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    }
+    for mut stream in streams {
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        assert!(response.starts_with(b"HTTP/1.1 206"));
+        assert!(response.ends_with(&[7u8; 1000]));
+    }
+}
