@@ -27,8 +27,8 @@ pub enum Fault {
     FailFirst(usize),
     /// Ignore Range: always 200 with the whole file.
     IgnoreRange,
-    /// Serve N pack requests, then stall every later one.
-    StallAfter(usize),
+    /// Send the first N bytes of every pack response, then stall.
+    StallAfterBytes(usize),
 }
 
 pub struct FaultServer {
@@ -180,9 +180,13 @@ fn handle(
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{content_range}Connection: close\r\n\r\n",
         body.len()
     )?;
-    let stall =
-        is_pack && (fault == Fault::Stall || matches!(fault, Fault::StallAfter(n) if number >= n));
-    if stall {
+    let stall_at = match fault {
+        Fault::Stall => Some(0),
+        Fault::StallAfterBytes(n) => Some(n.min(body.len())),
+        _ => None,
+    };
+    if let Some(sent) = stall_at.filter(|_| is_pack) {
+        out.write_all(&body[..sent])?;
         out.flush()?;
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));

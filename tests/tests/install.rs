@@ -1,0 +1,580 @@
+//! The device side end to end: `diffota install` with the real binaries against
+//! `chunk-server serve` (HTTP and HTTPS) or a misbehaving server on 127.0.0.1, on
+//! file-backed A/B devices.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use diffota_format::ranges::plan_ranges;
+use diffota_format::Index;
+use diffota_tests::faults::{Fault, FaultServer};
+use diffota_tests::sample::write_image;
+use diffota_tests::*;
+
+const MIB: u64 = 1 << 20;
+
+/// A store with releases 1.0 and 2.0 of an 8 MiB sample image, on channel `stable` at 2.0.
+struct Fixture {
+    dir: tempfile::TempDir,
+    keys: Keys,
+    store: PathBuf,
+    v1: PathBuf,
+    v2: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::generate(dir.path(), "release");
+        let store = dir.path().join("store");
+        let (v1, v2) = (dir.path().join("v1.img"), dir.path().join("v2.img"));
+        write_image(&v1, 8 * MIB, 5, 1).unwrap();
+        write_image(&v2, 8 * MIB, 5, 2).unwrap();
+        make_release(&store, &keys, "1.0", &v1);
+        make_release(&store, &keys, "2.0", &v2);
+        set_channel(&store, &keys, "stable", "2.0", &[]);
+        Fixture {
+            dir,
+            keys,
+            store,
+            v1,
+            v2,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A device running 1.0 from slot A (factory-flashed: no stored index).
+    fn device(&self, name: &str, slot_size: u64, server_url: &str, extra: &str) -> Device {
+        let device = Device::new(&self.path(name), &self.v1, slot_size);
+        device.configure(server_url, &[&self.keys.public], extra);
+        device
+    }
+
+    fn index(&self, version: &str) -> Index {
+        Index::decode(
+            &std::fs::read(self.store.join(format!("releases/{version}/rootfs.didx"))).unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_installed(device: &Device, image: &Path) {
+    let expected = std::fs::read(image).unwrap();
+    assert!(
+        device.slot_bytes("b", expected.len()) == expected,
+        "slot b does not hold the image"
+    );
+}
+
+fn assert_running_untouched(device: &Device, fixture: &Fixture) {
+    let expected = std::fs::read(&fixture.v1).unwrap();
+    assert!(
+        device.slot_bytes("a", expected.len()) == expected,
+        "the running slot was modified"
+    );
+}
+
+/// Runs an install that must fail with `message` in its error, leaving slot A untouched
+/// and no install recorded.
+fn assert_install_fails(device: &Device, fixture: &Fixture, args: &[&str], message: &str) {
+    let output = run(device.diffota().arg("install").args(args));
+    assert!(
+        !output.status.success(),
+        "install should have failed with {message:?}"
+    );
+    let error = stderr(&output);
+    assert!(
+        error.to_lowercase().contains(&message.to_lowercase()),
+        "expected {message:?} in: {error}"
+    );
+    assert_running_untouched(device, fixture);
+    let status = run_ok(device.diffota().args(["status", "--json"]));
+    assert!(
+        !status.contains("\"installed\""),
+        "an install was recorded: {status}"
+    );
+}
+
+#[test]
+fn v1_to_v2_fetches_exactly_the_missing_chunks() {
+    let fixture = Fixture::new();
+    let server = StoreServer::start(&fixture.store, &fixture.path("access.log"), None);
+    let device = fixture.device("device", 10 * MIB, &server.url, "");
+
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
+    assert_eq!(check["update_available"], true);
+    assert_eq!(check["version"], "2.0");
+    server.clear_log();
+
+    let stdout = run_ok(device.diffota().arg("install"));
+    assert!(stdout.contains("installed 2.0 into slot b"), "{stdout}");
+    assert_installed(&device, &fixture.v2);
+    assert_running_untouched(&device, &fixture);
+
+    // The pack ranges requested are exactly the merged ranges of the v2 chunks that v1 lacks.
+    let (v1, v2) = (fixture.index("1.0"), fixture.index("2.0"));
+    let held: HashSet<_> = v1.chunks.iter().map(|c| c.id).collect();
+    let missing: Vec<_> = v2
+        .chunks
+        .iter()
+        .filter(|c| !held.contains(&c.id))
+        .copied()
+        .collect();
+    assert!(!missing.is_empty() && missing.len() < v2.chunks.len() / 2);
+    let expected: BTreeSet<(String, u64, u64)> =
+        plan_ranges(&missing, diffota_format::ranges::DEFAULT_MAX_GAP)
+            .iter()
+            .map(|r| {
+                (
+                    format!("/{}", v2.packs[r.pack as usize].store_path()),
+                    r.start,
+                    r.end - 1,
+                )
+            })
+            .collect();
+    let served = server.served();
+    let pack_requests: BTreeSet<(String, u64, u64)> = served
+        .iter()
+        .filter(|s| s.path.starts_with("/packs/"))
+        .map(|s| {
+            assert_eq!(s.status, 206);
+            let (start, end) = s.range.expect("pack requests are range requests");
+            (s.path.clone(), start, end)
+        })
+        .collect();
+    assert_eq!(pack_requests, expected);
+    assert_eq!(
+        check["plan"]["fetch_requests"],
+        expected.len() as u64,
+        "check predicted the requests"
+    );
+    let metadata: Vec<_> = served
+        .iter()
+        .filter(|s| !s.path.starts_with("/packs/"))
+        .map(|s| s.path.as_str())
+        .collect();
+    assert_eq!(
+        metadata.len(),
+        4,
+        "channel, index and their signatures: {metadata:?}"
+    );
+
+    // Status reports it; installing again is a no-op (slot b now holds 2.0 but a still runs).
+    let status: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["status", "--json"]))).unwrap();
+    assert_eq!(status["state"]["slots"]["b"]["version"], "2.0");
+    assert_eq!(status["state"]["last_install"]["result"], "installed");
+    assert_eq!(status["running_slot"], "a");
+}
+
+#[test]
+fn second_install_seeds_from_the_stored_index_and_keeps_chunks_in_place() {
+    let fixture = Fixture::new();
+    let server = StoreServer::start(&fixture.store, &fixture.path("access.log"), None);
+    // A device with garbage in slot A installs 1.0 from nothing, boots it, then installs 2.0.
+    let device = fixture.device("device", 10 * MIB, &server.url, "");
+    std::fs::write(&device.slot_a, vec![0x5au8; 10 * MIB as usize]).unwrap();
+    set_channel(&fixture.store, &fixture.keys, "stable", "1.0", &[]);
+    run_ok(device.diffota().arg("install"));
+    assert_installed(&device, &fixture.v1);
+
+    device.boot_into("b");
+    set_channel(&fixture.store, &fixture.keys, "stable", "2.0", &[]);
+    server.clear_log();
+    let report: serde_json::Value = serde_json::from_str(
+        run_ok(device.diffota().args(["install", "--json"]))
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["outcome"], "installed");
+    assert_eq!(report["slot"], "a");
+    let expected = std::fs::read(&fixture.v2).unwrap();
+    assert!(device.slot_bytes("a", expected.len()) == expected);
+    let copied = report["copied_bytes"].as_u64().unwrap();
+    assert!(
+        copied > 4 * MIB,
+        "most of 2.0 comes from the running slot 1.0 ({copied} bytes)"
+    );
+
+    // The running slot changed after its install: the stale stored index is caught by the
+    // re-hash, and the affected chunks are fetched instead of copied.
+    let v1_index = fixture.index("1.0");
+    let v2_ids: HashSet<_> = fixture.index("2.0").chunks.iter().map(|c| c.id).collect();
+    let shared = v1_index
+        .chunks
+        .iter()
+        .find(|c| v2_ids.contains(&c.id) && c.offset > MIB)
+        .expect("a shared chunk");
+    let mut slot_b = std::fs::read(&device.slot_b).unwrap();
+    slot_b[shared.offset as usize + 10] ^= 0xff;
+    std::fs::write(&device.slot_b, &slot_b).unwrap();
+    std::fs::write(&device.slot_a, vec![0u8; 10 * MIB as usize]).unwrap();
+    server.clear_log();
+    run_ok(device.diffota().args(["install", "--force"]));
+    assert!(
+        device.slot_bytes("a", expected.len()) == expected,
+        "slot a holds 2.0 despite the modified seed"
+    );
+    let fetched_that_chunk = server.served().iter().any(|s| {
+        s.range.is_some_and(|(start, end)| {
+            let v2 = fixture.index("2.0");
+            let entry = v2.chunks.iter().find(|c| c.id == shared.id).unwrap();
+            start <= entry.pack_offset
+                && entry.pack_offset + u64::from(entry.compressed_length) - 1 <= end
+        })
+    });
+    assert!(
+        fetched_that_chunk,
+        "the chunk whose seed was modified was fetched"
+    );
+}
+
+#[test]
+fn https_with_a_test_ca() {
+    if !require_tool("openssl", "openssl") {
+        return;
+    }
+    let fixture = Fixture::new();
+    let ca = TestCa::create(fixture.dir.path());
+    let server = StoreServer::start(
+        &fixture.store,
+        &fixture.path("access.log"),
+        Some((&ca.server_cert, &ca.server_key)),
+    );
+    assert!(server.url.starts_with("https://"));
+    let device = fixture.device(
+        "device",
+        10 * MIB,
+        &server.url,
+        &format!("[http]\nca_file = {:?}\n", ca.ca_cert.display().to_string()),
+    );
+    run_ok(device.diffota().arg("install"));
+    assert_installed(&device, &fixture.v2);
+
+    // Without the CA the server is not trusted.
+    let untrusting = fixture.device("untrusting", 10 * MIB, &server.url, "[http]\nretries = 0\n");
+    assert_install_fails(&untrusting, &fixture, &[], "certificate");
+}
+
+#[test]
+fn file_store_and_explicit_index_path() {
+    let fixture = Fixture::new();
+    let device = fixture.device(
+        "device",
+        10 * MIB,
+        &format!("file://{}", fixture.store.display()),
+        "",
+    );
+    run_ok(device.diffota().arg("install"));
+    assert_installed(&device, &fixture.v2);
+
+    let plain = fixture.device("plain", 10 * MIB, "/nonexistent", "");
+    let index = fixture.store.join("releases/2.0/rootfs.didx");
+    run_ok(plain.diffota().arg("install").arg(&index));
+    assert_installed(&plain, &fixture.v2);
+}
+
+#[test]
+fn sigkill_during_install_then_resume_without_downloading_again() {
+    let fixture = Fixture::new();
+    let good = StoreServer::start(&fixture.store, &fixture.path("access.log"), None);
+    let (v1, v2) = (fixture.index("1.0"), fixture.index("2.0"));
+    let held: HashSet<_> = v1.chunks.iter().map(|c| c.id).collect();
+    let mut missing: Vec<_> = v2
+        .chunks
+        .iter()
+        .filter(|c| !held.contains(&c.id))
+        .copied()
+        .collect();
+    missing.sort_by_key(|c| c.pack_offset);
+    let ranges = plan_ranges(&missing, diffota_format::ranges::DEFAULT_MAX_GAP);
+    assert_eq!(
+        ranges.len(),
+        1,
+        "the chunks 2.0 added sit together in its pack"
+    );
+    let (range_start, range_end) = (ranges[0].start, ranges[0].end);
+    let length = (range_end - range_start) as usize;
+
+    // Kill the updater (SIGKILL) while the server has sent none, a third, and two thirds of
+    // the range; then run it again against a good server.
+    for sent in [0, length / 3, length * 2 / 3] {
+        let stalling = FaultServer::start(&fixture.store, Fault::StallAfterBytes(sent));
+        let device = fixture.device(
+            &format!("device-{sent}"),
+            10 * MIB,
+            &stalling.url,
+            "[http]\nstall_timeout_secs = 600\n",
+        );
+        let mut child = device
+            .diffota()
+            .arg("install")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stalling.pack_requests() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the install never requested a pack"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_running_untouched(&device, &fixture);
+
+        device.configure(&good.url, &[&fixture.keys.public], "");
+        good.clear_log();
+        let stdout = run_ok(device.diffota().arg("install"));
+        assert!(stdout.contains("installed 2.0"), "{stdout}");
+        assert_installed(&device, &fixture.v2);
+        assert_running_untouched(&device, &fixture);
+
+        // Chunks that arrived whole before the kill were written and are not fetched again.
+        let first_unwritten = missing
+            .iter()
+            .find(|c| {
+                (c.pack_offset + u64::from(c.compressed_length) - range_start) as usize > sent
+            })
+            .map(|c| c.pack_offset)
+            .unwrap();
+        let fetched: Vec<_> = good
+            .served()
+            .iter()
+            .filter(|s| s.path.starts_with("/packs/"))
+            .filter_map(|s| s.range)
+            .collect();
+        assert_eq!(
+            fetched,
+            vec![(first_unwritten, range_end - 1)],
+            "after {sent} bytes had arrived"
+        );
+        if sent > 0 {
+            assert!(
+                first_unwritten > range_start,
+                "something was kept after {sent} bytes"
+            );
+        }
+    }
+}
+
+#[test]
+fn misbehaving_servers() {
+    let fixture = Fixture::new();
+    let quick = "[http]\nretries = 1\nstall_timeout_secs = 1\n";
+
+    // Tampered chunk bytes: refused, nothing activated.
+    let server = FaultServer::start(&fixture.store, Fault::TamperPacks);
+    assert_install_fails(
+        &fixture.device("tamper", 10 * MIB, &server.url, quick),
+        &fixture,
+        &[],
+        "chunk",
+    );
+
+    // A truncated response is retried and then reported.
+    let server = FaultServer::start(&fixture.store, Fault::Truncate);
+    assert_install_fails(
+        &fixture.device("truncate", 10 * MIB, &server.url, quick),
+        &fixture,
+        &[],
+        "end of file",
+    );
+
+    // A missing pack.
+    let server = FaultServer::start(&fixture.store, Fault::PackNotFound);
+    assert_install_fails(
+        &fixture.device("404", 10 * MIB, &server.url, quick),
+        &fixture,
+        &[],
+        "404",
+    );
+
+    // A server that stalls times out.
+    let server = FaultServer::start(&fixture.store, Fault::Stall);
+    assert_install_fails(
+        &fixture.device("stall", 10 * MIB, &server.url, quick),
+        &fixture,
+        &[],
+        "timed out",
+    );
+
+    // More bytes than asked: the excess is never read, the install succeeds.
+    let server = FaultServer::start(&fixture.store, Fault::ExtraBytes);
+    let device = fixture.device("extra", 10 * MIB, &server.url, quick);
+    run_ok(device.diffota().arg("install"));
+    assert_installed(&device, &fixture.v2);
+
+    // 500 twice, then success: the retries carry it.
+    let server = FaultServer::start(&fixture.store, Fault::FailFirst(2));
+    let device = fixture.device(
+        "retry",
+        10 * MIB,
+        &server.url,
+        "[http]\nretries = 3\nconcurrency = 1\n",
+    );
+    run_ok(device.diffota().arg("install"));
+    assert_installed(&device, &fixture.v2);
+
+    // A server that ignores Range still works, with a warning.
+    let server = FaultServer::start(&fixture.store, Fault::IgnoreRange);
+    let device = fixture.device("norange", 10 * MIB, &server.url, quick);
+    let output = run(device.diffota().arg("install"));
+    assert!(output.status.success());
+    assert!(stderr(&output).contains("ignores Range"));
+    assert_installed(&device, &fixture.v2);
+}
+
+#[test]
+fn refused_releases_and_bad_device_input() {
+    let fixture = Fixture::new();
+    let server = StoreServer::start(&fixture.store, &fixture.path("access.log"), None);
+    let url = server.url.clone();
+
+    // An index whose bytes no longer match its signature.
+    let tampered_store = fixture.path("tampered-store");
+    run_ok(
+        std::process::Command::new("cp")
+            .arg("-r")
+            .arg(&fixture.store)
+            .arg(&tampered_store),
+    );
+    let index_path = tampered_store.join("releases/2.0/rootfs.didx");
+    let mut index = std::fs::read(&index_path).unwrap();
+    index[30] ^= 1;
+    std::fs::write(&index_path, index).unwrap();
+    let tampered = fixture.device(
+        "tampered",
+        10 * MIB,
+        &format!("file://{}", tampered_store.display()),
+        "",
+    );
+    assert_install_fails(&tampered, &fixture, &[], "signature does not verify");
+
+    // Signed by a key the device does not trust.
+    let other = Keys::generate(fixture.dir.path(), "other");
+    let untrusting = Device::new(&fixture.path("untrusting"), &fixture.v1, 10 * MIB);
+    untrusting.configure(&url, &[&other.public], "");
+    assert_install_fails(&untrusting, &fixture, &[], "not trusted");
+
+    // A release for another board behind a valid channel.
+    let foreign = fixture.path("foreign.img");
+    write_image(&foreign, 2 * MIB, 9, 1).unwrap();
+    run_ok(
+        chunk_server()
+            .args([
+                "make",
+                "--zstd-level",
+                "3",
+                "--compatible",
+                "other-board",
+                "--version",
+                "3.0",
+                "--store",
+            ])
+            .arg(&fixture.store)
+            .arg("--key")
+            .arg(&fixture.keys.secret)
+            .arg(&foreign),
+    );
+    set_channel(&fixture.store, &fixture.keys, "foreign", "3.0", &[]);
+    let device = fixture.device("foreign", 10 * MIB, &url, "channel = \"foreign\"\n");
+    let text = std::fs::read_to_string(&device.config)
+        .unwrap()
+        .replace("channel = \"foreign\"\n", "");
+    std::fs::write(
+        &device.config,
+        text.replacen("compatible", "channel = \"foreign\"\ncompatible", 1),
+    )
+    .unwrap();
+    assert_install_fails(&device, &fixture, &[], "other-board");
+
+    // Downgrade: the device runs 2.0 (recorded in its state); 1.0 is refused unless allowed.
+    set_channel(&fixture.store, &fixture.keys, "old", "1.0", &[]);
+    let device = fixture.device("downgrade", 10 * MIB, &url, "");
+    std::fs::create_dir_all(&device.state).unwrap();
+    std::fs::write(
+        device.state.join("state.json"),
+        r#"{"format":1,"slots":{"a":{"version":"2.0","image_hash":"00","image_length":1,"installed_at":0}}}"#,
+    )
+    .unwrap();
+    assert_install_fails(&device, &fixture, &["--channel", "old"], "older than 2.0");
+    run_ok(
+        device
+            .diffota()
+            .args(["install", "--channel", "old", "--allow-downgrade"]),
+    );
+    assert_installed(&device, &fixture.v1);
+
+    // An image larger than the slot.
+    let small = fixture.device("small", 8 * MIB - 4096, &url, "");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&small.slot_a)
+        .unwrap()
+        .set_len(8 * MIB)
+        .unwrap();
+    assert_install_fails(&small, &fixture, &[], "but the image needs");
+
+    // The target is the running slot (slot b is a link to slot a).
+    let same = fixture.device("same", 10 * MIB, &url, "");
+    std::fs::remove_file(&same.slot_b).unwrap();
+    std::os::unix::fs::symlink(&same.slot_a, &same.slot_b).unwrap();
+    assert_install_fails(&same, &fixture, &[], "it is the running slot");
+
+    // A corrupt state file.
+    let corrupt = fixture.device("corrupt", 10 * MIB, &url, "");
+    std::fs::create_dir_all(&corrupt.state).unwrap();
+    std::fs::write(corrupt.state.join("state.json"), "{ truncated").unwrap();
+    let output = run(corrupt.diffota().arg("install"));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("corrupt state file"),
+        "{}",
+        stderr(&output)
+    );
+    assert_running_untouched(&corrupt, &fixture);
+
+    // A config with a typo names the key.
+    let typo = fixture.device("typo", 10 * MIB, &url, "[http]\nconcurrenzy = 2\n");
+    let output = run(typo.diffota().arg("check"));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("concurrenzy"),
+        "{}",
+        stderr(&output)
+    );
+
+    // An expired channel file is refused with its expiry named, and nothing is written.
+    set_channel(
+        &fixture.store,
+        &fixture.keys,
+        "short",
+        "2.0",
+        &["--expires", "1s"],
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    let device = fixture.device("expired", 10 * MIB, &url, "");
+    assert_install_fails(&device, &fixture, &["--channel", "short"], "expired at");
+    assert!(
+        std::fs::read(&device.slot_b)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0),
+        "slot b untouched"
+    );
+}
