@@ -148,7 +148,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
                 .par_iter()
                 .map(|&position| {
                     let chunk = &chunks_of_batch[position];
-                    zstd::bulk::compress(&chunk.data, level).map_err(|source| MakeError::Compress {
+                    compress_chunk(&chunk.data, level).map_err(|source| MakeError::Compress {
                         offset: chunk.offset,
                         source,
                     })
@@ -301,6 +301,22 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         release_compressed_bytes: index.distinct_compressed_bytes(),
         pack: new_pack.map(|p| p.store_path()),
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// One zstd frame for a chunk; each worker thread keeps its compression context, which
+/// costs more to set up than to compress a chunk.
+fn compress_chunk(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+    }
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, compressor) = slot.as_mut().expect("set above");
+        compressor.compress(data)
     })
 }
 
