@@ -2,6 +2,7 @@
 //! 127.0.0.1 that records what it served, a misbehaving server for the bad-input cases,
 //! file-backed A/B devices, and a deterministic sample image generator.
 
+pub mod bootmodel;
 pub mod faults;
 pub mod sample;
 
@@ -278,12 +279,17 @@ impl Device {
 
     /// Writes the config; `extra` is appended verbatim (more TOML).
     pub fn configure(&self, server_url: &str, public_keys: &[&Path], extra: &str) {
+        self.configure_boot(server_url, public_keys, "", extra);
+    }
+
+    /// Writes the config with `boot` lines added to its `[boot]` table.
+    pub fn configure_boot(&self, server_url: &str, public_keys: &[&Path], boot: &str, extra: &str) {
         let keys: Vec<String> = public_keys
             .iter()
             .map(|k| format!("{:?}", k.display().to_string()))
             .collect();
         let text = format!(
-            "server_url = {server:?}\ncompatible = \"test-board\"\npublic_keys = [{keys}]\nstate_dir = {state:?}\ndevice_id = {{ value = \"test-device\" }}\n\n[slots]\na = {a:?}\nb = {b:?}\n\n[boot]\ncmdline = {cmdline:?}\n{extra}\n",
+            "server_url = {server:?}\ncompatible = \"test-board\"\npublic_keys = [{keys}]\nstate_dir = {state:?}\ndevice_id = {{ value = \"test-device\" }}\n\n[slots]\na = {a:?}\nb = {b:?}\n\n[boot]\ncmdline = {cmdline:?}\n{boot}\n{extra}\n",
             server = server_url,
             keys = keys.join(", "),
             state = self.state.display().to_string(),

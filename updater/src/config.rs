@@ -71,7 +71,7 @@ pub struct DeviceIdSource {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootConfig {
-    /// `none` (only records state; for tests and boards that flip slots otherwise).
+    /// `uboot`, `grub`, `custom`, or `none` (records nothing in a bootloader).
     #[serde(default = "default_backend")]
     pub backend: String,
     /// The kernel command line, which the boot script gives `diffota.slot=a|b`.
@@ -80,6 +80,25 @@ pub struct BootConfig {
     /// Boot attempts of a trial slot before the bootloader falls back.
     #[serde(default = "default_attempts")]
     pub boot_attempts: u32,
+    /// U-Boot: where the environment lives, in the format of `/etc/fw_env.config`.
+    #[serde(default = "default_fw_env_config")]
+    pub fw_env_config: PathBuf,
+    /// U-Boot: go through the real `fw_printenv`/`fw_setenv` instead of writing directly.
+    #[serde(default)]
+    pub use_fw_tools: bool,
+    #[serde(default = "default_fw_printenv")]
+    pub fw_printenv: PathBuf,
+    #[serde(default = "default_fw_setenv")]
+    pub fw_setenv: PathBuf,
+    /// GRUB: the environment block.
+    #[serde(default = "default_grubenv")]
+    pub grubenv: PathBuf,
+    /// custom: the board's script (see `boot/custom.rs` for its interface).
+    #[serde(default = "default_script")]
+    pub script: PathBuf,
+    /// What `install --reboot`, `mark-bad --reboot` and `rollback --reboot` run.
+    #[serde(default = "default_reboot_command")]
+    pub reboot_command: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -123,6 +142,24 @@ fn default_cmdline() -> PathBuf {
 fn default_attempts() -> u32 {
     3
 }
+fn default_fw_env_config() -> PathBuf {
+    "/etc/fw_env.config".into()
+}
+fn default_fw_printenv() -> PathBuf {
+    "fw_printenv".into()
+}
+fn default_fw_setenv() -> PathBuf {
+    "fw_setenv".into()
+}
+fn default_grubenv() -> PathBuf {
+    "/boot/efi/EFI/diffota/grubenv".into()
+}
+fn default_script() -> PathBuf {
+    "/usr/libexec/diffota/boot-custom".into()
+}
+fn default_reboot_command() -> Vec<String> {
+    vec!["systemctl".into(), "reboot".into()]
+}
 fn default_connect_timeout() -> u64 {
     15
 }
@@ -145,6 +182,13 @@ impl Default for BootConfig {
             backend: default_backend(),
             cmdline: default_cmdline(),
             boot_attempts: default_attempts(),
+            fw_env_config: default_fw_env_config(),
+            use_fw_tools: false,
+            fw_printenv: default_fw_printenv(),
+            fw_setenv: default_fw_setenv(),
+            grubenv: default_grubenv(),
+            script: default_script(),
+            reboot_command: default_reboot_command(),
         }
     }
 }
@@ -204,17 +248,22 @@ impl Config {
         if self.http.concurrency == 0 || self.http.concurrency > 64 {
             return Err("http.concurrency must be 1 to 64".into());
         }
-        if self.boot.boot_attempts == 0 {
-            return Err("boot.boot_attempts must be at least 1".into());
+        if !(1..=9).contains(&self.boot.boot_attempts) {
+            return Err(
+                "boot.boot_attempts must be 1 to 9 (the boot scripts count in one digit)".into(),
+            );
         }
         if self.http.client_cert.is_some() != self.http.client_key.is_some() {
             return Err("http.client_cert and http.client_key go together".into());
         }
-        if self.boot.backend != "none" {
+        if !["uboot", "grub", "custom", "none"].contains(&self.boot.backend.as_str()) {
             return Err(format!(
-                "boot.backend {:?} is not supported by this build (supported: none)",
+                "boot.backend {:?} is not one of uboot, grub, custom, none",
                 self.boot.backend
             ));
+        }
+        if self.boot.reboot_command.is_empty() {
+            return Err("boot.reboot_command is empty".into());
         }
         for name in self.http.headers.keys() {
             if name.is_empty()

@@ -27,7 +27,7 @@ use crate::release::{
 };
 use crate::slot::{booted_slot, read_at, Slot, SlotError, TargetSlot};
 use crate::source::{FetchError, RangeError, RangeSink, StoreSource, Traffic};
-use crate::state::{InProgress, InstallRecord, SlotRecord, State, StateDir, StateError};
+use crate::state::{InProgress, InstallRecord, SlotRecord, State, StateDir, StateError, Trial};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -91,6 +91,7 @@ pub enum Outcome {
     Installed(InstallReport),
     UpToDate { version: String },
     NotEligible { version: String, reason: String },
+    PreviouslyFailed { version: String, reason: String },
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -243,8 +244,13 @@ pub async fn check(
             || "no channel: explicit release".to_owned(),
             |e| e.to_string(),
         ),
-        decision: format!("{:?}", prepared.decision).to_lowercase(),
-        update_available: eligible && prepared.decision == Decision::Install,
+        decision: match prepared.state.failed(&index.version) {
+            Some(failed) => format!("previously failed here: {}", failed.reason),
+            None => format!("{:?}", prepared.decision).to_lowercase(),
+        },
+        update_available: eligible
+            && prepared.decision == Decision::Install
+            && prepared.state.failed(&index.version).is_none(),
         plan,
         metadata_bytes: traffic.bytes.load(Ordering::Relaxed),
     })
@@ -284,6 +290,12 @@ pub async fn install(
         });
     }
     let running_version = state.slots.get(&running).map(|r| r.version.clone());
+    if let Some(failed) = state.failed(&version).filter(|_| !options.force) {
+        return Ok(Outcome::PreviouslyFailed {
+            version,
+            reason: failed.reason.clone(),
+        });
+    }
     match decide(
         running_version.as_deref(),
         &version,
@@ -387,6 +399,7 @@ pub async fn install(
             image_hash,
             image_length: index.image_length,
             installed_at: now(),
+            good: false,
         },
     );
     state.last_install = Some(InstallRecord {
@@ -399,11 +412,22 @@ pub async fn install(
         image_bytes: report.image_bytes,
         copied_bytes: report.copied_bytes + report.in_place_bytes,
     });
+    state.trial = None;
     device.state_dir.save(&state)?;
     device.state_dir.set_in_progress(None)?;
+    // Bootloader first, then the record of the trial: a crash between the two leaves a
+    // trial the next mark-good simply commits, never a revert recorded for a slot not tried.
     device
         .bootloader
         .start_trial(target_slot, config.boot.boot_attempts)?;
+    state.trial = Some(Trial {
+        slot: target_slot,
+        version: version.clone(),
+        from_slot: running,
+        started_at: now(),
+        attempts: config.boot.boot_attempts,
+    });
+    device.state_dir.save(&state)?;
     tracing::info!(event = "install_finished", version = %version, slot = %target_slot, downloaded = report.downloaded_bytes, requests = report.requests);
     progress.event(Event::Finished);
     Ok(Outcome::Installed(report))

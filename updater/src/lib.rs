@@ -3,7 +3,9 @@
 
 pub mod boot;
 pub mod config;
+pub mod doctor;
 pub mod install;
+pub mod lifecycle;
 pub mod plan;
 pub mod progress;
 pub mod release;

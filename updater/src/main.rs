@@ -1,15 +1,17 @@
 //! `diffota`: the device updater. A thin shell: parse arguments, load the config, call the
-//! library, print results, map errors to exit codes.
+//! library, print results, map errors to exit codes (0 done or nothing to do, 1 error).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use diffota::boot::Bootloader;
 use diffota::config::{Config, DEFAULT_PATH};
 use diffota::install::{self, Device, InstallOptions, Outcome};
+use diffota::lifecycle::{self, MarkGood};
 use diffota::release::ReleaseTarget;
-use diffota::slot::booted_slot;
+use diffota::slot::{booted_slot, Slot};
 use diffota::state::StateDir;
 
 #[derive(Parser, Debug)]
@@ -34,22 +36,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Install the release into the inactive slot and verify it
+    /// Install the release into the inactive slot, verify it and boot it on trial next
     Install {
         #[command(flatten)]
         release: ReleaseArgs,
         /// Install even when the release is older than the running one
         #[arg(long)]
         allow_downgrade: bool,
-        /// Reinstall the running version, and ignore rollout eligibility
+        /// Reinstall the running version or a release that failed here; ignore rollout
         #[arg(long)]
         force: bool,
+        /// Reboot into the new slot when done
+        #[arg(long)]
+        reboot: bool,
         /// JSON events on stdout, one per line
         #[arg(long)]
         json: bool,
     },
-    /// Show the running slot, what each slot holds and the last install
+    /// After a boot: commit a healthy trial slot, or record that the bootloader fell back
+    MarkGood {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The running slot failed its health check: boot the other slot from the next boot on
+    MarkBad {
+        /// Switch even when the other slot holds no image known to be good
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        reboot: bool,
+    },
+    /// Boot the other slot (on trial) when it holds an image known to be good
+    Rollback {
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        reboot: bool,
+    },
+    /// Show the running slot, what each slot holds, the boot variables and the last install
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Provisioning self-test: config, keys, state directory, slots, bootloader environment
+    Doctor {
         #[arg(long)]
         json: bool,
     },
@@ -74,7 +104,6 @@ impl ReleaseArgs {
     }
 }
 
-/// Exit codes: 0 done (or nothing to do), 1 error.
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -87,7 +116,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("diffota: error: {e:#}");
             ExitCode::FAILURE
@@ -95,13 +124,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     let config = Config::load(&cli.config)?;
+    let mut bootloader =
+        diffota::boot::from_config(&config.boot).context("opening the bootloader environment")?;
+    let state_dir = StateDir::new(&config.state_dir);
+    let running = || booted_slot(&config.boot.cmdline, &config.slots.a, &config.slots.b);
     match cli.command {
         Command::Check { release, json } => {
             let keys = install::trusted_keys(&config)?;
-            let mut bootloader = diffota::boot::NoBootloader;
-            let device = device(&config, &keys, &mut bootloader)?;
+            let device = device(&config, &keys, bootloader.as_mut())?;
             let report = runtime()?
                 .block_on(install::check(&device, &release.target(&config)))
                 .context("checking for an update")?;
@@ -140,11 +172,11 @@ fn run(cli: Cli) -> Result<()> {
             release,
             allow_downgrade,
             force,
+            reboot,
             json,
         } => {
             let keys = install::trusted_keys(&config)?;
-            let mut bootloader = diffota::boot::NoBootloader;
-            let mut device = device(&config, &keys, &mut bootloader)?;
+            let mut device = device(&config, &keys, bootloader.as_mut())?;
             let reporter = diffota::progress::Reporter::new(json);
             let options = InstallOptions {
                 allow_downgrade,
@@ -158,63 +190,176 @@ fn run(cli: Cli) -> Result<()> {
                     &reporter,
                 ))
                 .context("installing")?;
+            let installed = matches!(outcome, Outcome::Installed(_));
             if json {
                 println!("{}", serde_json::to_string(&outcome)?);
             } else {
                 match outcome {
-                    Outcome::Installed(report) => {
-                        println!(
-                            "installed {} into slot {}: {} bytes downloaded in {} requests for a {} byte image ({} copied from the running slot, {} already in place) in {:.1} s",
-                            report.version,
-                            report.slot.map_or("?".into(), |s| s.to_string()),
-                            report.downloaded_bytes,
-                            report.requests,
-                            report.image_bytes,
-                            report.copied_bytes,
-                            report.in_place_bytes,
-                            report.seconds
-                        );
-                    }
-                    Outcome::UpToDate { version } => {
-                        println!("up to date: {version} is already running")
-                    }
-                    Outcome::NotEligible { version, reason } => {
-                        println!("not installing {version}: {reason}")
-                    }
-                }
-            }
-        }
-        Command::Status { json } => {
-            let state = StateDir::new(&config.state_dir).load()?;
-            let running = booted_slot(&config.boot.cmdline, &config.slots.a, &config.slots.b).ok();
-            if json {
-                let value = serde_json::json!({ "running_slot": running, "state": state });
-                println!("{}", serde_json::to_string_pretty(&value)?);
-            } else {
-                println!(
-                    "running slot: {}",
-                    running.map_or("unknown".into(), |s| s.to_string())
-                );
-                for slot in [diffota::slot::Slot::A, diffota::slot::Slot::B] {
-                    match state.slots.get(&slot) {
-                        Some(record) => println!(
-                            "slot {slot}: {} ({} bytes, installed at {})",
-                            record.version,
-                            record.image_length,
-                            diffota::release::humanize_time(record.installed_at)
-                        ),
-                        None => println!("slot {slot}: unknown"),
-                    }
-                }
-                match &state.last_install {
-                    Some(last) => println!(
-                        "last install: {} {} into slot {} ({} bytes downloaded)",
-                        last.result, last.version, last.slot, last.downloaded_bytes
+                    Outcome::Installed(report) => println!(
+                        "installed {} into slot {}: {} bytes downloaded in {} requests for a {} byte image ({} copied from the running slot, {} already in place) in {:.1} s; it boots on trial next",
+                        report.version,
+                        report.slot.map_or("?".into(), |s| s.to_string()),
+                        report.downloaded_bytes,
+                        report.requests,
+                        report.image_bytes,
+                        report.copied_bytes,
+                        report.in_place_bytes,
+                        report.seconds
                     ),
-                    None => println!("last install: none"),
+                    Outcome::UpToDate { version } => println!("up to date: {version} is already running"),
+                    Outcome::NotEligible { version, reason } => println!("not installing {version}: {reason}"),
+                    Outcome::PreviouslyFailed { version, reason } => {
+                        println!("not installing {version}: it failed on this device before ({reason}); a newer release or --force will")
+                    }
+                }
+            }
+            if installed && reboot {
+                reboot_now(&config)?;
+            }
+        }
+        Command::MarkGood { json } => {
+            let outcome = lifecycle::mark_good(running()?, bootloader.as_mut(), &state_dir)?;
+            if json {
+                println!("{}", serde_json::to_string(&outcome)?);
+            } else {
+                match outcome {
+                    MarkGood::Committed { slot, version } => {
+                        println!("slot {slot} ({version}) committed")
+                    }
+                    MarkGood::Reverted {
+                        slot,
+                        failed_version,
+                        reason,
+                    } => {
+                        println!("release {failed_version} failed: {reason}; staying on slot {slot}, and {failed_version} will not be installed again on its own")
+                    }
+                    MarkGood::AlreadyGood { slot } => {
+                        println!("slot {slot} is good (no trial pending)")
+                    }
                 }
             }
         }
+        Command::MarkBad { force, reboot } => {
+            let next = lifecycle::mark_bad(running()?, bootloader.as_mut(), &state_dir, force)?;
+            println!("slot {next} boots next");
+            if reboot {
+                reboot_now(&config)?;
+            }
+        }
+        Command::Rollback { force, reboot } => {
+            let next = lifecycle::rollback(
+                running()?,
+                bootloader.as_mut(),
+                &state_dir,
+                config.boot.boot_attempts,
+                force,
+            )?;
+            println!("slot {next} boots next, on trial");
+            if reboot {
+                reboot_now(&config)?;
+            }
+        }
+        Command::Status { json } => status(&config, bootloader.as_ref(), &state_dir, json)?,
+        Command::Doctor { json } => {
+            let checks = diffota::doctor::run_checks(&config, bootloader.as_ref());
+            let failed = checks.iter().filter(|c| !c.ok).count();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                for check in &checks {
+                    println!(
+                        "{} {}: {}",
+                        if check.ok { "ok  " } else { "FAIL" },
+                        check.name,
+                        check.detail
+                    );
+                }
+                println!("{} checks, {failed} failed", checks.len());
+            }
+            if failed > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(
+    config: &Config,
+    bootloader: &dyn Bootloader,
+    state_dir: &StateDir,
+    json: bool,
+) -> Result<()> {
+    let state = state_dir.load()?;
+    let running = booted_slot(&config.boot.cmdline, &config.slots.a, &config.slots.b).ok();
+    let boot = bootloader.state().map_err(|e| e.to_string());
+    if json {
+        let boot = match &boot {
+            Ok(boot) => serde_json::to_value(boot)?,
+            Err(e) => serde_json::json!({ "error": e }),
+        };
+        let value = serde_json::json!({ "running_slot": running, "boot": boot, "state": state });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!(
+        "running slot: {}",
+        running.map_or("unknown".into(), |s| s.to_string())
+    );
+    for slot in [Slot::A, Slot::B] {
+        match state.slots.get(&slot) {
+            Some(record) => println!(
+                "slot {slot}: {} ({} bytes, installed {}{})",
+                record.version,
+                record.image_length,
+                diffota::release::humanize_time(record.installed_at),
+                if record.good { ", good" } else { "" }
+            ),
+            None => println!("slot {slot}: unknown"),
+        }
+    }
+    match boot {
+        Ok(boot) => println!(
+            "bootloader: next boot slot {}, upgrade_available={}, bootcount={}, bootlimit={}",
+            boot.selected.map_or("?".into(), |s| s.to_string()),
+            u8::from(boot.upgrade_available),
+            boot.bootcount,
+            boot.bootlimit.map_or("?".into(), |l| l.to_string())
+        ),
+        Err(e) => println!("bootloader: {e}"),
+    }
+    if let Some(trial) = &state.trial {
+        println!(
+            "trial pending: {} in slot {} (from slot {})",
+            trial.version, trial.slot, trial.from_slot
+        );
+    }
+    match &state.last_install {
+        Some(last) => println!(
+            "last install: {} {} into slot {} ({} bytes downloaded)",
+            last.result, last.version, last.slot, last.downloaded_bytes
+        ),
+        None => println!("last install: none"),
+    }
+    for failed in &state.failed_releases {
+        println!(
+            "failed release {}: {} ({})",
+            failed.version,
+            failed.reason,
+            diffota::release::humanize_time(failed.at)
+        );
+    }
+    Ok(())
+}
+
+fn reboot_now(config: &Config) -> Result<()> {
+    let command = &config.boot.reboot_command;
+    let status = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .status()
+        .with_context(|| format!("running {}", command.join(" ")))?;
+    if !status.success() {
+        bail!("{} failed: {status}", command.join(" "));
     }
     Ok(())
 }
@@ -222,7 +367,7 @@ fn run(cli: Cli) -> Result<()> {
 fn device<'a>(
     config: &'a Config,
     keys: &'a diffota_format::TrustedKeys,
-    bootloader: &'a mut dyn diffota::boot::Bootloader,
+    bootloader: &'a mut dyn Bootloader,
 ) -> Result<Device<'a>> {
     let device_id = diffota::device_id(&config.device_id).map_err(anyhow::Error::msg)?;
     Ok(Device {
@@ -257,8 +402,12 @@ mod tests {
                 "https://h/store/releases/2/rootfs.didx",
                 "--allow-downgrade",
             ],
-            &["diffota", "install", "--force", "--json"],
+            &["diffota", "install", "--force", "--json", "--reboot"],
+            &["diffota", "mark-good"],
+            &["diffota", "mark-bad", "--reboot"],
+            &["diffota", "rollback", "--force"],
             &["diffota", "status", "--json"],
+            &["diffota", "doctor"],
         ] {
             Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }

@@ -35,6 +35,36 @@ pub struct State {
     /// Highest channel file counter accepted, per channel.
     #[serde(default)]
     pub channel_counters: BTreeMap<String, u64>,
+    /// A slot handed to the bootloader for a trial boot and not yet committed.
+    #[serde(default)]
+    pub trial: Option<Trial>,
+    /// Releases that did not come up healthy here; not installed again unless forced.
+    #[serde(default)]
+    pub failed_releases: Vec<FailedRelease>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trial {
+    pub slot: Slot,
+    pub version: String,
+    pub from_slot: Slot,
+    pub started_at: u64,
+    pub attempts: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailedRelease {
+    pub version: String,
+    pub reason: String,
+    pub at: u64,
+}
+
+impl State {
+    pub fn failed(&self, version: &str) -> Option<&FailedRelease> {
+        self.failed_releases.iter().find(|f| f.version == version)
+    }
 }
 
 /// What a slot holds, as written and verified by diffota.
@@ -45,6 +75,9 @@ pub struct SlotRecord {
     pub image_hash: String,
     pub image_length: u64,
     pub installed_at: u64,
+    /// Booted and found healthy (`mark-good`).
+    #[serde(default)]
+    pub good: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -258,6 +291,7 @@ mod tests {
                 image_hash: "00".into(),
                 image_length: 1,
                 installed_at: 5,
+                good: false,
             },
         );
         state_dir.save(&state).unwrap();

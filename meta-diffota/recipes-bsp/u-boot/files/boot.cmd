@@ -1,0 +1,53 @@
+# diffota A/B boot script for U-Boot. Build: mkimage -A arm64 -T script -C none -d boot.cmd boot.scr
+#
+# Boot variables (kept in the U-Boot environment, written by diffota on Linux):
+#   diffota_slot       a or b: the slot to boot
+#   upgrade_available  1 while diffota_slot is on trial
+#   bootcount          boots of the trial slot so far
+#   bootlimit          boots a trial slot gets before falling back (1 to 9)
+# Board variables (set by the layer's default environment):
+#   diffota_dev        device for `load`, e.g. "mmc 0"
+#   diffota_part_a/b   partition number of each slot's root filesystem
+#   diffota_root_a/b   root= for each slot, e.g. /dev/mmcblk0p2
+#   diffota_kernel     kernel path inside the root filesystem, e.g. /boot/Image
+#   diffota_fdt        device tree path inside the root filesystem (optional)
+#   diffota_args       extra kernel arguments
+# The counting follows U-Boot's bootcount/bootlimit/upgrade_available convention. Values
+# stay below 10, so setexpr's hexadecimal output equals the decimal value.
+
+# [defaults] a missing variable never stops the boot
+test -n "${diffota_slot}" || setenv diffota_slot a
+test -n "${bootlimit}" || setenv bootlimit 3
+test -n "${bootcount}" || setenv bootcount 0
+
+# [trial] count this boot of a trial slot; past the limit, fall back to the other slot
+if test "${upgrade_available}" = "1"; then
+    if test ${bootcount} -ge ${bootlimit}; then
+        echo "diffota: slot ${diffota_slot} did not come up healthy in ${bootlimit} boots; falling back"
+        if test "${diffota_slot}" = "a"; then setenv diffota_slot b; else setenv diffota_slot a; fi
+        setenv upgrade_available 0
+        setenv bootcount 0
+    else
+        setexpr bootcount ${bootcount} + 1
+    fi
+    saveenv
+fi
+
+# [boot] load and start the selected slot's kernel
+if test "${diffota_slot}" = "b"; then
+    setenv diffota_part ${diffota_part_b}
+    setenv diffota_root ${diffota_root_b}
+else
+    setenv diffota_part ${diffota_part_a}
+    setenv diffota_root ${diffota_root_a}
+fi
+echo "diffota: booting slot ${diffota_slot} (try ${bootcount} of ${bootlimit}, upgrade_available=${upgrade_available})"
+setenv bootargs "${diffota_args} root=${diffota_root} rootwait ro diffota.slot=${diffota_slot}"
+load ${diffota_dev}:${diffota_part} ${kernel_addr_r} ${diffota_kernel}
+if test -n "${diffota_fdt}" && load ${diffota_dev}:${diffota_part} ${fdt_addr_r} ${diffota_fdt}; then
+    booti ${kernel_addr_r} - ${fdt_addr_r} || bootz ${kernel_addr_r} - ${fdt_addr_r}
+else
+    booti ${kernel_addr_r} - ${fdtcontroladdr} || bootz ${kernel_addr_r} - ${fdtcontroladdr} || zboot ${kernel_addr_r}
+fi
+echo "diffota: slot ${diffota_slot} did not boot; resetting"
+reset

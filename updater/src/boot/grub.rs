@@ -1,0 +1,149 @@
+//! GRUB's environment block (`grubenv`), as `grub-editenv` and GRUB's `save_env` write it:
+//! exactly 1024 bytes, the header line `# GRUB Environment Block`, then `name=value` lines,
+//! padded with `#`. In values a backslash escapes `\`, and a newline is written as `\n`
+//! (backslash, newline). The file is replaced atomically (temporary file, fsync, rename),
+//! so a power cut leaves the old block or the new one.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{BootError, EnvStore};
+
+pub const BLOCK_SIZE: usize = 1024;
+const HEADER: &str = "# GRUB Environment Block\n";
+
+pub fn decode(bytes: &[u8]) -> Result<BTreeMap<String, String>, String> {
+    if bytes.len() != BLOCK_SIZE {
+        return Err(format!(
+            "is {} bytes, a GRUB environment block is {BLOCK_SIZE}",
+            bytes.len()
+        ));
+    }
+    if !bytes.starts_with(HEADER.as_bytes()) {
+        return Err("does not start with the GRUB environment block header".into());
+    }
+    let text = String::from_utf8_lossy(&bytes[HEADER.len()..]);
+    let mut vars = BTreeMap::new();
+    let mut chars = text.chars().peekable();
+    while chars.peek().is_some() {
+        // One logical line; `#` lines (comments, and the padding at the end) are skipped.
+        let mut line = String::new();
+        let mut complete = false;
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(escaped) => line.push(escaped),
+                    None => break,
+                },
+                '\n' => {
+                    complete = true;
+                    break;
+                }
+                other => line.push(other),
+            }
+        }
+        if !complete || line.starts_with('#') {
+            continue;
+        }
+        if let Some((name, value)) = line.split_once('=') {
+            vars.insert(name.to_owned(), value.to_owned());
+        }
+    }
+    Ok(vars)
+}
+
+pub fn encode(vars: &BTreeMap<String, String>) -> Result<Vec<u8>, String> {
+    let mut out = String::from(HEADER);
+    for (name, value) in vars {
+        if name.is_empty() || name.contains(['=', '\n', '\\']) {
+            return Err(format!("variable name {name:?} cannot be stored"));
+        }
+        out.push_str(name);
+        out.push('=');
+        for c in value.chars() {
+            if c == '\\' || c == '\n' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('\n');
+    }
+    if out.len() > BLOCK_SIZE {
+        return Err(format!(
+            "variables need {} bytes, the block holds {BLOCK_SIZE}",
+            out.len()
+        ));
+    }
+    let mut bytes = out.into_bytes();
+    bytes.resize(BLOCK_SIZE, b'#');
+    Ok(bytes)
+}
+
+pub struct GrubEnv {
+    pub path: PathBuf,
+}
+
+impl EnvStore for GrubEnv {
+    fn describe(&self) -> String {
+        format!("GRUB environment {}", self.path.display())
+    }
+
+    fn load(&self) -> Result<BTreeMap<String, String>, BootError> {
+        let bytes =
+            std::fs::read(&self.path).map_err(|e| BootError::env(&self.path, e.to_string()))?;
+        decode(&bytes).map_err(|e| BootError::env(&self.path, e))
+    }
+
+    fn store(&self, vars: &BTreeMap<String, String>) -> Result<(), BootError> {
+        let bytes = encode(vars).map_err(|e| BootError::env(&self.path, e))?;
+        replace_file(&self.path, &bytes).map_err(|e| BootError::env(&self.path, e.to_string()))
+    }
+}
+
+fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp = dir.join(format!(".grubenv.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_with_escapes() {
+        let vars: BTreeMap<String, String> =
+            [("diffota_slot", "b"), ("odd", "back\\slash\nnewline")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let bytes = encode(&vars).unwrap();
+        assert_eq!(bytes.len(), BLOCK_SIZE);
+        assert!(bytes.ends_with(b"###"));
+        assert_eq!(decode(&bytes).unwrap(), vars);
+        assert!(decode(&bytes[..1000]).is_err());
+        let mut with_comment = b"# GRUB Environment Block\n# WARNING: a comment\nx=1\n".to_vec();
+        with_comment.resize(BLOCK_SIZE, b'#');
+        assert_eq!(
+            decode(&with_comment).unwrap().get("x").map(String::as_str),
+            Some("1")
+        );
+        let mut bad = bytes.clone();
+        bad[0] = b'x';
+        assert!(decode(&bad).is_err());
+    }
+}
