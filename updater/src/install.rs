@@ -89,9 +89,22 @@ pub struct InstallOptions {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Installed(InstallReport),
-    UpToDate { version: String },
-    NotEligible { version: String, reason: String },
-    PreviouslyFailed { version: String, reason: String },
+    UpToDate {
+        version: String,
+    },
+    NotEligible {
+        version: String,
+        reason: String,
+    },
+    PreviouslyFailed {
+        version: String,
+        reason: String,
+    },
+    /// Already installed in the other slot, waiting for the reboot into its trial.
+    PendingReboot {
+        version: String,
+        slot: Slot,
+    },
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -290,6 +303,16 @@ pub async fn install(
         });
     }
     let running_version = state.slots.get(&running).map(|r| r.version.clone());
+    if let Some(trial) = state
+        .trial
+        .as_ref()
+        .filter(|t| t.version == version && t.slot != running && !options.force)
+    {
+        return Ok(Outcome::PendingReboot {
+            version,
+            slot: trial.slot,
+        });
+    }
     if let Some(failed) = state.failed(&version).filter(|_| !options.force) {
         return Ok(Outcome::PreviouslyFailed {
             version,

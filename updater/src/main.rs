@@ -208,6 +208,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ),
                     Outcome::UpToDate { version } => println!("up to date: {version} is already running"),
                     Outcome::NotEligible { version, reason } => println!("not installing {version}: {reason}"),
+                    Outcome::PendingReboot { version, slot } => println!("{version} is installed in slot {slot} and boots on trial after the next reboot"),
                     Outcome::PreviouslyFailed { version, reason } => {
                         println!("not installing {version}: it failed on this device before ({reason}); a newer release or --force will")
                     }

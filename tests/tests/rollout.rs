@@ -1,0 +1,213 @@
+//! Phased rollout and release security end to end: a fleet of file-backed devices against
+//! a real server, replayed and expired channel files, key rotation.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use diffota_format::channel::bucket;
+use diffota_tests::sample::write_image;
+use diffota_tests::*;
+
+const KIB: u64 = 1024;
+
+struct Store {
+    dir: tempfile::TempDir,
+    keys: Keys,
+    store: PathBuf,
+    v1: PathBuf,
+}
+
+fn store() -> Store {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let store = dir.path().join("store");
+    let (v1, v2) = (dir.path().join("v1.img"), dir.path().join("v2.img"));
+    write_image(&v1, 256 * KIB, 8, 1).unwrap();
+    write_image(&v2, 256 * KIB, 8, 2).unwrap();
+    make_release(&store, &keys, "1.0", &v1);
+    make_release(&store, &keys, "2.0", &v2);
+    Store {
+        dir,
+        keys,
+        store,
+        v1,
+    }
+}
+
+fn device(s: &Store, name: &str, url: &str, id: &str, keys: &[&std::path::Path]) -> Device {
+    let device = Device::new(&s.dir.path().join(name), &s.v1, 512 * KIB);
+    device.configure(url, keys, "");
+    let config = std::fs::read_to_string(&device.config)
+        .unwrap()
+        .replace("test-device", id);
+    std::fs::write(&device.config, config).unwrap();
+    device
+}
+
+#[test]
+fn fleet_of_200_at_10_then_50_percent() {
+    let s = store();
+    let server = StoreServer::start(&s.store, &s.dir.path().join("access.log"), None);
+    let ids: Vec<String> = (0..200).map(|i| format!("device_{i:03}")).collect();
+    let devices: Vec<Device> = ids
+        .iter()
+        .map(|id| device(&s, id, &server.url, id, &[&s.keys.public]))
+        .collect();
+    let round = |percent: &str| -> BTreeSet<String> {
+        set_channel(&s.store, &s.keys, "stable", "2.0", &["--percent", percent]);
+        let mut installed = BTreeSet::new();
+        for (id, device) in ids.iter().zip(&devices) {
+            let stdout = run_ok(device.diffota().arg("install"));
+            if stdout.contains("installed 2.0")
+                || stdout.contains("boots on trial after the next reboot")
+            {
+                installed.insert(id.clone());
+            } else {
+                assert!(stdout.contains("not in rollout"), "{id}: {stdout}");
+            }
+        }
+        installed
+    };
+    let at_10 = round("10");
+    let at_50 = round("50");
+    let expected = |percent: u32| -> BTreeSet<String> {
+        ids.iter()
+            .filter(|id| bucket(id, "2.0") < percent * 100)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(at_10, expected(10));
+    assert_eq!(at_50, expected(50));
+    assert!(
+        (8..=35).contains(&at_10.len()),
+        "{} of 200 at 10%",
+        at_10.len()
+    );
+    assert!(
+        (70..=130).contains(&at_50.len()),
+        "{} of 200 at 50%",
+        at_50.len()
+    );
+    assert!(
+        at_10.is_subset(&at_50),
+        "raising the percentage removed devices"
+    );
+
+    // A canary outside the rollout is always eligible; a paused channel starts nothing.
+    let outside = ids.iter().position(|id| !at_50.contains(id)).unwrap();
+    set_channel(
+        &s.store,
+        &s.keys,
+        "stable",
+        "2.0",
+        &["--percent", "0", "--device", &ids[outside]],
+    );
+    let check = run_ok(devices[outside].diffota().arg("check"));
+    assert!(check.contains("canary"), "{check}");
+    assert!(run_ok(devices[outside].diffota().arg("install")).contains("installed 2.0"));
+    set_channel(
+        &s.store,
+        &s.keys,
+        "stable",
+        "2.0",
+        &["--pause", "--device", &ids[outside]],
+    );
+    let fresh = device(&s, "fresh", &server.url, "device_fresh", &[&s.keys.public]);
+    assert!(run_ok(fresh.diffota().arg("install")).contains("channel is paused"));
+
+    // `channel show --devices` counts the eligible devices of a list.
+    set_channel(&s.store, &s.keys, "stable", "2.0", &["--percent", "50"]);
+    let list = s.dir.path().join("devices.txt");
+    std::fs::write(&list, ids.join("\n")).unwrap();
+    let shown = run_ok(
+        chunk_server()
+            .args(["channel", "show", "stable", "--store"])
+            .arg(&s.store)
+            .arg("--devices")
+            .arg(&list),
+    );
+    assert!(
+        shown.contains(&format!(
+            "{} of 200 listed devices are eligible now",
+            at_50.len()
+        )),
+        "{shown}"
+    );
+}
+
+#[test]
+fn replayed_channel_files_are_refused() {
+    let s = store();
+    let server = StoreServer::start(&s.store, &s.dir.path().join("access.log"), None);
+    set_channel(&s.store, &s.keys, "stable", "1.0", &[]);
+    let channel = s.store.join("channels/stable.json");
+    let signature = s.store.join("channels/stable.json.minisig");
+    let old = (
+        std::fs::read(&channel).unwrap(),
+        std::fs::read(&signature).unwrap(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    set_channel(&s.store, &s.keys, "stable", "2.0", &[]);
+    let dev = device(&s, "dev", &server.url, "replay-1", &[&s.keys.public]);
+    run_ok(dev.diffota().arg("check"));
+    run_ok(dev.diffota().arg("install"));
+    // A mirror serves the older, validly signed file.
+    std::fs::write(&channel, &old.0).unwrap();
+    std::fs::write(&signature, &old.1).unwrap();
+    let output = run(dev.diffota().arg("install"));
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("is older than"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn key_rotation() {
+    let s = store();
+    let server = StoreServer::start(&s.store, &s.dir.path().join("access.log"), None);
+    let new_keys = Keys::generate(s.dir.path(), "release-2027");
+    set_channel(&s.store, &s.keys, "stable", "2.0", &[]);
+    let resign = |keys: &Keys| {
+        run_ok(
+            chunk_server()
+                .arg("sign")
+                .arg("--key")
+                .arg(&keys.secret)
+                .arg(s.store.join("releases/2.0/rootfs.didx"))
+                .arg(s.store.join("channels/stable.json")),
+        );
+    };
+
+    // Step 1: devices trust both keys; the store is signed with the new key.
+    resign(&new_keys);
+    let both = device(
+        &s,
+        "both",
+        &server.url,
+        "rot-1",
+        &[&s.keys.public, &new_keys.public],
+    );
+    assert!(run_ok(both.diffota().arg("install")).contains("installed 2.0"));
+
+    // A device that still trusts only the old key refuses the new signatures.
+    let old_only = device(&s, "old-only", &server.url, "rot-2", &[&s.keys.public]);
+    let output = run(old_only.diffota().arg("install"));
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not trusted"));
+
+    // Step 2: the old key is removed from the config; releases signed only with it are refused.
+    resign(&s.keys);
+    let new_only = device(&s, "new-only", &server.url, "rot-3", &[&new_keys.public]);
+    let output = run(new_only.diffota().arg("install"));
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not trusted"));
+    assert!(
+        std::fs::read(&new_only.slot_b)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0),
+        "nothing written"
+    );
+}
