@@ -2,6 +2,7 @@
 //! checking and pruning stores, publishing channel files, and serving a store for
 //! development. `main.rs` is a thin shell over these modules.
 
+pub mod bundle;
 pub mod channel;
 pub mod diff;
 pub mod fsutil;

@@ -102,6 +102,47 @@ enum Command {
         old: PathBuf,
         new: PathBuf,
     },
+    /// Write one file with a release and the chunks devices on older releases lack
+    Bundle {
+        /// The store holding the releases (or use --to-image)
+        #[arg(
+            long,
+            required_unless_present = "to_image",
+            conflicts_with = "to_image"
+        )]
+        store: Option<PathBuf>,
+        /// The release to bundle
+        #[arg(
+            long,
+            required_unless_present = "to_image",
+            conflicts_with = "to_image"
+        )]
+        to: Option<String>,
+        /// A release the devices run (repeat); without it the bundle carries every chunk
+        #[arg(long)]
+        from: Vec<String>,
+        #[arg(long, default_value = "rootfs")]
+        name: String,
+        /// Without a store: the new image (with --version, --compatible, --key)
+        #[arg(long, requires_all = ["version", "compatible", "key"])]
+        to_image: Option<PathBuf>,
+        /// Without a store: an image the devices run (repeat)
+        #[arg(long, requires = "to_image")]
+        from_image: Vec<PathBuf>,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        compatible: Option<String>,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=22))]
+        zstd_level: i32,
+        #[arg(long)]
+        json: bool,
+        out: PathBuf,
+    },
     /// Remove all but the newest N releases and the packs only they used
     Prune {
         #[arg(long)]
@@ -413,6 +454,60 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{verb} {} bytes", report.freed_bytes);
         }
         Command::Channel { command } => return run_channel(command),
+        Command::Bundle {
+            store,
+            to,
+            from,
+            name,
+            to_image,
+            from_image,
+            version,
+            compatible,
+            key,
+            password_file,
+            zstd_level,
+            json,
+            out,
+        } => {
+            let summary = match (store, to, to_image) {
+                (Some(store), Some(to), None) => {
+                    chunk_server::bundle::bundle(&Store::new(&store), &to, &from, &name, &out)?
+                }
+                (None, None, Some(to_image)) => {
+                    let key = load_key(
+                        key.as_deref().expect("clap requires --key"),
+                        password_file.as_deref(),
+                    )?;
+                    bundle_from_images(
+                        &from_image,
+                        &to_image,
+                        version.as_deref().unwrap_or_default(),
+                        compatible.as_deref().unwrap_or_default(),
+                        &key,
+                        zstd_level,
+                        &out,
+                    )?
+                }
+                _ => bail!("give --store and --to, or --to-image"),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                println!(
+                    "{}: release {} with {} of its {} chunks ({} bytes), for devices on {}",
+                    summary.path.display(),
+                    summary.to,
+                    summary.bundled_chunks,
+                    summary.chunks,
+                    summary.bundle_bytes,
+                    if summary.from.is_empty() {
+                        "any release".to_owned()
+                    } else {
+                        summary.from.join(", ")
+                    }
+                );
+            }
+        }
         Command::Serve {
             dir,
             listen,
@@ -499,6 +594,57 @@ fn run_channel(command: ChannelCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The "generate a patch" path: a throwaway store beside OUT, releases made from the
+/// images, then a bundle from it.
+fn bundle_from_images(
+    from_images: &[PathBuf],
+    to_image: &Path,
+    version: &str,
+    compatible: &str,
+    key: &minisign::SecretKey,
+    zstd_level: i32,
+    out: &Path,
+) -> Result<chunk_server::bundle::BundleSummary> {
+    let store_dir = PathBuf::from(format!(
+        "{}.store-tmp-{}",
+        out.display(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let store = Store::new(&store_dir);
+        let created = now();
+        let make = |image: &Path, version: &str| -> Result<()> {
+            let options = chunk_server::make::MakeOptions {
+                image,
+                version,
+                compatible,
+                name: "rootfs",
+                chunker: ChunkerParams::DEFAULT,
+                zstd_level,
+                created,
+                expires: None,
+                signing_key: Some(key),
+                progress: &|_| {},
+            };
+            chunk_server::make::make(&store, &options)
+                .with_context(|| format!("chunking {}", image.display()))?;
+            Ok(())
+        };
+        let mut from = Vec::new();
+        for (number, image) in from_images.iter().enumerate() {
+            let from_version = format!("from-image-{}", number + 1);
+            make(image, &from_version)?;
+            from.push(from_version);
+        }
+        make(to_image, version)?;
+        Ok(chunk_server::bundle::bundle(
+            &store, version, &from, "rootfs", out,
+        )?)
+    })();
+    let _ = std::fs::remove_dir_all(&store_dir);
+    result
 }
 
 fn parse_stage(text: &str) -> Result<diffota_format::channel::Stage> {
@@ -596,6 +742,32 @@ mod tests {
             ],
             &["chunk-server", "diff", "a", "b"],
             &["chunk-server", "prune", "--store", "s", "--keep", "2"],
+            &[
+                "chunk-server",
+                "bundle",
+                "--store",
+                "s",
+                "--to",
+                "2",
+                "--from",
+                "1",
+                "out.dfb",
+            ],
+            &[
+                "chunk-server",
+                "bundle",
+                "--from-image",
+                "a",
+                "--to-image",
+                "b",
+                "--version",
+                "2",
+                "--compatible",
+                "c",
+                "--key",
+                "k",
+                "o",
+            ],
             &["chunk-server", "serve", "dir", "--listen", "127.0.0.1:0"],
             &[
                 "chunk-server",

@@ -3,6 +3,7 @@
 //! Pure code: no files, no network, no async.
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod channel;
 pub mod chunk;
 pub mod index;
@@ -54,4 +55,6 @@ pub enum FormatError {
     NoTrustedKeys,
     #[error("channel file: {0}")]
     BadChannel(String),
+    #[error("bundle: {0}")]
+    BadBundle(String),
 }

@@ -67,6 +67,12 @@ pub enum InstallError {
     },
     #[error("{0}")]
     Keys(String),
+    #[error("the bundle lacks {missing} chunks this device needs: it was made for devices on {made_for}, this device runs {running}, and no store is reachable to fetch the rest")]
+    BundleIncomplete {
+        missing: usize,
+        made_for: String,
+        running: String,
+    },
 }
 
 /// Everything an install needs from the device.
@@ -134,6 +140,14 @@ pub struct CheckReport {
     pub update_available: bool,
     pub plan: PlanSummary,
     pub metadata_bytes: u64,
+    /// For a bundle: the releases it was made for and the chunks this device needs that it lacks.
+    pub bundle: Option<BundleCheck>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct BundleCheck {
+    pub made_for: Vec<String>,
+    pub missing_chunks: u64,
 }
 
 pub fn now() -> u64 {
@@ -199,9 +213,14 @@ fn running_seeds(
     };
     let file = fs_err::File::open(path).map_err(read_error)?;
     let mut seeds = SeedMap::default();
+    // The partition is usually larger than the image it holds; cutting past the image's end
+    // would change the last chunk. Without a stored index the old image's length is unknown:
+    // assume it matches the new one (fixed-size filesystem images). A wrong guess only costs
+    // seeds, never correctness: every seed chunk is re-hashed before use.
+    let limited = std::io::Read::take(file, index.image_length);
     for chunk in index
         .chunker
-        .chunk_stream(std::io::BufReader::with_capacity(1 << 20, file))
+        .chunk_stream(std::io::BufReader::with_capacity(1 << 20, limited))
     {
         let chunk = chunk.map_err(read_error)?;
         seeds.insert(
@@ -239,7 +258,16 @@ pub async fn check(
     let prepared = prepare(device, target, &traffic).await?;
     let index = &prepared.release.index;
     let seeds = running_seeds(device, prepared.running, index, &crate::progress::Quiet)?;
-    let plan = Plan::build(index, &seeds, &InPlace::Nothing).summary(device.config.http.max_gap);
+    let planned = Plan::build(index, &seeds, &InPlace::Nothing);
+    let plan = planned.summary(device.config.http.max_gap);
+    let bundle = prepared.release.bundle.as_ref().map(|b| BundleCheck {
+        made_for: b.made_for.clone(),
+        missing_chunks: planned
+            .fetch_chunks()
+            .iter()
+            .filter(|c| !b.table.contains_key(&c.id))
+            .count() as u64,
+    });
     let eligibility = prepared.release.eligibility.clone();
     let eligible = eligibility.as_ref().is_none_or(|e| e.is_eligible());
     Ok(CheckReport {
@@ -266,6 +294,7 @@ pub async fn check(
             && prepared.state.failed(&index.version).is_none(),
         plan,
         metadata_bytes: traffic.bytes.load(Ordering::Relaxed),
+        bundle,
     })
 }
 
@@ -359,6 +388,16 @@ pub async fn install(
     };
     let seeds = running_seeds(device, running, index, progress)?;
     let plan = Plan::build(index, &seeds, &in_place);
+    if let Some(bundle) = &release.bundle {
+        ensure_bundle_suffices(
+            bundle,
+            &plan.fetch_chunks(),
+            &release,
+            running_version.as_deref(),
+            &traffic,
+        )
+        .await?;
+    }
     progress.event(Event::Started {
         version: &version,
         slot: target_slot,
@@ -385,17 +424,7 @@ pub async fn install(
             source,
         })?;
     let to_fetch = write_local_chunks(&plan, running_file.file(), &slot, &mut report, progress)?;
-    let ranges = plan_ranges(&to_fetch, config.http.max_gap);
-    fetch_chunks(
-        &release.source,
-        index,
-        ranges,
-        &slot,
-        config,
-        &traffic,
-        progress,
-    )
-    .await?;
+    fetch_all(&release, &to_fetch, &slot, config, &traffic, progress).await?;
     report.fetched_image_bytes = to_fetch.iter().map(|c| u64::from(c.length)).sum();
 
     progress.event(Event::Verifying);
@@ -510,11 +539,115 @@ fn write_local_chunks(
     Ok(to_fetch)
 }
 
+/// Fetches `chunks` from where the release came from: the store, or for a bundle the bundle
+/// file, and what the bundle lacks from the configured store.
+async fn fetch_all(
+    release: &Release,
+    chunks: &[ChunkEntry],
+    slot: &TargetSlot,
+    config: &Config,
+    traffic: &Traffic,
+    progress: &dyn Progress,
+) -> Result<(), InstallError> {
+    let mut pack_paths: Vec<String> = release.index.packs.iter().map(|p| p.store_path()).collect();
+    let Some(bundle) = &release.bundle else {
+        let ranges = plan_ranges(chunks, config.http.max_gap);
+        return fetch_chunks(
+            &release.source,
+            &pack_paths,
+            ranges,
+            slot,
+            config,
+            traffic,
+            progress,
+        )
+        .await;
+    };
+    let bundle_pack = pack_paths.len() as u32;
+    let (carried, missing): (Vec<_>, Vec<_>) = chunks
+        .iter()
+        .map(|c| (bundle.locate(c, bundle_pack), *c))
+        .partition(|(located, _)| located.is_some());
+    let carried: Vec<ChunkEntry> = carried
+        .into_iter()
+        .filter_map(|(located, _)| located)
+        .collect();
+    let missing: Vec<ChunkEntry> = missing.into_iter().map(|(_, chunk)| chunk).collect();
+    let store_paths = pack_paths.clone();
+    pack_paths.push(bundle.file_name());
+    let bundle_source = StoreSource::Local { root: bundle.dir() };
+    fetch_chunks(
+        &bundle_source,
+        &pack_paths,
+        plan_ranges(&carried, 0),
+        slot,
+        config,
+        traffic,
+        progress,
+    )
+    .await?;
+    if !missing.is_empty() {
+        let ranges = plan_ranges(&missing, config.http.max_gap);
+        fetch_chunks(
+            &release.source,
+            &store_paths,
+            ranges,
+            slot,
+            config,
+            traffic,
+            progress,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Before anything is written: the chunks neither the running slot nor the bundle has must
+/// be reachable in the configured store, or the install stops and says what the bundle is for.
+async fn ensure_bundle_suffices(
+    bundle: &crate::bundle::BundleChunks,
+    planned_fetches: &[ChunkEntry],
+    release: &Release,
+    running_version: Option<&str>,
+    traffic: &Traffic,
+) -> Result<(), InstallError> {
+    let missing = planned_fetches
+        .iter()
+        .filter(|c| !bundle.table.contains_key(&c.id))
+        .count();
+    if missing == 0 {
+        return Ok(());
+    }
+    let index_path = format!("releases/{}/{}.didx", release.index.version, bundle.name);
+    if release
+        .source
+        .get(&index_path, 256 * 1024 * 1024, traffic)
+        .await
+        .is_ok()
+    {
+        tracing::info!(
+            event = "bundle_incomplete",
+            missing,
+            "fetching what the bundle lacks from the store"
+        );
+        return Ok(());
+    }
+    Err(InstallError::BundleIncomplete {
+        missing,
+        made_for: if bundle.made_for.is_empty() {
+            "any release".into()
+        } else {
+            bundle.made_for.join(" or ")
+        },
+        running: running_version.unwrap_or("an unknown release").to_owned(),
+    })
+}
+
 /// Fetches the ranges, several at a time, retrying transient failures from the first chunk
 /// not yet written.
 async fn fetch_chunks(
     source: &StoreSource,
-    index: &Index,
+    pack_paths: &[String],
     ranges: Vec<FetchRange>,
     slot: &TargetSlot,
     config: &Config,
@@ -522,7 +655,7 @@ async fn fetch_chunks(
     progress: &dyn Progress,
 ) -> Result<(), InstallError> {
     let mut results = futures_util::stream::iter(ranges)
-        .map(|range| fetch_range(source, index, range, slot, config, traffic, progress))
+        .map(|range| fetch_range(source, pack_paths, range, slot, config, traffic, progress))
         .buffer_unordered(config.http.concurrency);
     while let Some(result) = results.next().await {
         result?;
@@ -532,15 +665,15 @@ async fn fetch_chunks(
 
 async fn fetch_range(
     source: &StoreSource,
-    index: &Index,
+    pack_paths: &[String],
     mut range: FetchRange,
     slot: &TargetSlot,
     config: &Config,
     traffic: &Traffic,
     progress: &dyn Progress,
 ) -> Result<(), InstallError> {
-    let pack_path = index.packs[range.pack as usize].store_path();
-    let url = source.describe(&pack_path);
+    let pack_path = &pack_paths[range.pack as usize];
+    let url = source.describe(pack_path);
     let mut attempt = 0;
     loop {
         let mut sink = ChunkWriter {
@@ -554,7 +687,7 @@ async fn fetch_range(
             last: None,
         };
         let result = source
-            .get_range(&pack_path, range.start, range.end, &mut sink, traffic)
+            .get_range(pack_path, range.start, range.end, &mut sink, traffic)
             .await;
         let written = sink.next;
         match result {

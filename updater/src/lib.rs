@@ -2,6 +2,7 @@
 //! state, and the bootloader seam. `main.rs` is a thin shell over these modules.
 
 pub mod boot;
+pub mod bundle;
 pub mod config;
 pub mod doctor;
 pub mod install;

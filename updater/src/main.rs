@@ -90,13 +90,19 @@ struct ReleaseArgs {
     /// Channel to follow instead of the configured one
     #[arg(long, conflicts_with = "index")]
     channel: Option<String>,
-    /// A release index URL or path (`…/releases/<version>/<name>.didx`) instead of a channel
+    /// A release index URL or path (`…/releases/<version>/<name>.didx`), or a bundle file,
+    /// instead of a channel
     index: Option<String>,
 }
 
 impl ReleaseArgs {
     fn target(&self, config: &Config) -> ReleaseTarget {
         match (&self.index, &self.channel) {
+            (Some(index), _)
+                if !index.ends_with(".didx") && std::path::Path::new(index).is_file() =>
+            {
+                ReleaseTarget::Bundle(index.into())
+            }
             (Some(index), _) => ReleaseTarget::Index(index.clone()),
             (None, Some(channel)) => ReleaseTarget::Channel(channel.clone()),
             (None, None) => ReleaseTarget::Channel(config.channel.clone()),
@@ -162,6 +168,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "download: {} bytes in {} requests for a {} byte image ({} of {} chunks from the running slot)",
                     plan.fetch_bytes, plan.fetch_requests, plan.image_bytes, plan.local_chunks, plan.chunks
                 );
+                if let Some(bundle) = &report.bundle {
+                    let made_for = if bundle.made_for.is_empty() {
+                        "any release".to_owned()
+                    } else {
+                        bundle.made_for.join(" or ")
+                    };
+                    if bundle.missing_chunks == 0 {
+                        println!("bundle: applies (made for devices on {made_for}); everything missing from the running slot is in the bundle");
+                    } else {
+                        println!("bundle: lacks {} chunks this device needs; it was made for devices on {made_for}", bundle.missing_chunks);
+                    }
+                }
                 println!(
                     "update available: {}",
                     if report.update_available { "yes" } else { "no" }

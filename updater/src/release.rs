@@ -7,6 +7,9 @@ use std::cmp::Ordering;
 use diffota_format::channel::{Channel, Eligibility};
 use diffota_format::{compare_versions, FormatError, SignedIndex, TrustedKeys, VerifiedIndex};
 
+use std::path::PathBuf;
+
+use crate::bundle::{BundleChunks, BundleError};
 use crate::source::{FetchError, StoreSource, Traffic};
 use crate::state::State;
 
@@ -49,6 +52,8 @@ pub enum ReleaseError {
     },
     #[error("{0:?} is not a release index (.didx), store URL or channel")]
     UnknownTarget(String),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
 }
 
 /// What to install.
@@ -57,6 +62,8 @@ pub enum ReleaseTarget {
     Channel(String),
     /// An index URL or path; the store root is the part before `/releases/`.
     Index(String),
+    /// A bundle file (`chunk-server bundle`).
+    Bundle(PathBuf),
 }
 
 impl ReleaseTarget {
@@ -82,6 +89,8 @@ pub struct Release {
     pub index_signature: String,
     pub channel: Option<Channel>,
     pub eligibility: Option<Eligibility>,
+    /// Set when the release came from a bundle file.
+    pub bundle: Option<BundleChunks>,
 }
 
 pub struct Trust<'a> {
@@ -106,6 +115,18 @@ pub async fn fetch_release(
     traffic: &Traffic,
 ) -> Result<Release, ReleaseError> {
     let (source, index_path, channel) = match target {
+        ReleaseTarget::Bundle(path) => {
+            let (index, index_signature, bundle) = crate::bundle::open(path, trust.keys)?;
+            check_index(&index, trust, None)?;
+            return Ok(Release {
+                source: store.clone(),
+                index,
+                index_signature,
+                channel: None,
+                eligibility: None,
+                bundle: Some(bundle),
+            });
+        }
         ReleaseTarget::Channel(name) => {
             let path = format!("channels/{name}.json");
             let signature = store
@@ -150,6 +171,26 @@ pub async fn fetch_release(
     }
     .verify(trust.keys)
     .map_err(format_error(&what))?;
+    check_index(&index, trust, channel.as_ref())?;
+    let eligibility = channel
+        .as_ref()
+        .map(|c| c.eligibility(trust.device_id, trust.now));
+    Ok(Release {
+        source,
+        index,
+        index_signature: signature,
+        channel,
+        eligibility,
+        bundle: None,
+    })
+}
+
+/// Compatibility, expiry, and agreement with the channel that named the index.
+fn check_index(
+    index: &VerifiedIndex,
+    trust: &Trust<'_>,
+    channel: Option<&Channel>,
+) -> Result<(), ReleaseError> {
     if index.compatible != trust.compatible {
         return Err(ReleaseError::Incompatible {
             version: index.version.clone(),
@@ -163,7 +204,7 @@ pub async fn fetch_release(
             expired_at,
         });
     }
-    if let Some(channel) = &channel {
+    if let Some(channel) = channel {
         if channel.release.version != index.version {
             return Err(ReleaseError::VersionMismatch {
                 channel_version: channel.release.version.clone(),
@@ -171,16 +212,7 @@ pub async fn fetch_release(
             });
         }
     }
-    let eligibility = channel
-        .as_ref()
-        .map(|c| c.eligibility(trust.device_id, trust.now));
-    Ok(Release {
-        source,
-        index,
-        index_signature: signature,
-        channel,
-        eligibility,
-    })
+    Ok(())
 }
 
 fn check_channel(

@@ -1,0 +1,137 @@
+//! `chunk-server bundle`: one file with everything a device needs to go to a release
+//! offline: the signed index as published, and the chunks a device on any of the given
+//! releases lacks (every chunk without `--from`). Layout: `diffota_format::bundle`.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use diffota_format::bundle::{encode_table, BundleHeader, BundledChunk, Section, SectionKind};
+use diffota_format::{ChunkId, Index};
+
+use crate::fsutil::TempFile;
+use crate::make::MakeError;
+use crate::store::{io_error, read_index, Store, StoreError};
+
+#[derive(Debug, serde::Serialize)]
+pub struct BundleSummary {
+    pub path: PathBuf,
+    pub to: String,
+    pub from: Vec<String>,
+    pub chunks: u64,
+    pub bundled_chunks: u64,
+    pub bundle_bytes: u64,
+}
+
+pub fn bundle(
+    store: &Store,
+    to: &str,
+    from: &[String],
+    name: &str,
+    out: &Path,
+) -> Result<BundleSummary, MakeError> {
+    let index_path = store.index_path(to, name);
+    let index_bytes = fs_err::read(&index_path).map_err(io_error(&index_path))?;
+    let index = Index::decode(&index_bytes).map_err(|source| StoreError::Format {
+        path: index_path.clone(),
+        source,
+    })?;
+    let signature_path = PathBuf::from(format!("{}.minisig", index_path.display()));
+    let signature = fs_err::read(&signature_path).map_err(io_error(&signature_path))?;
+
+    // A device on any of the from-releases holds what all of them share.
+    let mut held: Option<HashSet<ChunkId>> = None;
+    for version in from {
+        let ids: HashSet<ChunkId> = read_index(&store.index_path(version, name))?
+            .chunks
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        held = Some(match held {
+            None => ids,
+            Some(previous) => previous.intersection(&ids).copied().collect(),
+        });
+    }
+    let held = held.unwrap_or_default();
+    let mut seen = HashSet::new();
+    let carried: Vec<_> = index
+        .chunks
+        .iter()
+        .filter(|c| !held.contains(&c.id) && seen.insert(c.id))
+        .collect();
+
+    let mut table = Vec::with_capacity(carried.len());
+    let mut data_length = 0u64;
+    for chunk in &carried {
+        table.push((
+            chunk.id,
+            BundledChunk {
+                offset: data_length,
+                compressed_length: chunk.compressed_length,
+            },
+        ));
+        data_length += u64::from(chunk.compressed_length);
+    }
+    let table_bytes = encode_table(&table);
+    let notes = serde_json::to_vec(&serde_json::json!({ "to": to, "from": from, "name": name }))
+        .expect("notes serialize");
+    let parts: [(SectionKind, u64); 5] = [
+        (SectionKind::Index, index_bytes.len() as u64),
+        (SectionKind::Signature, signature.len() as u64),
+        (SectionKind::Notes, notes.len() as u64),
+        (SectionKind::ChunkTable, table_bytes.len() as u64),
+        (SectionKind::ChunkData, data_length),
+    ];
+    let mut offset = BundleHeader::encoded_length(parts.len());
+    let mut sections = Vec::new();
+    for (kind, length) in parts {
+        sections.push(Section {
+            kind,
+            offset,
+            length,
+        });
+        offset += length;
+    }
+
+    let mut temp = TempFile::create_beside(out).map_err(io_error(out))?;
+    {
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, temp.file());
+        let write_error = io_error(out);
+        let result: std::io::Result<()> = (|| {
+            writer.write_all(&BundleHeader { sections }.encode())?;
+            writer.write_all(&index_bytes)?;
+            writer.write_all(&signature)?;
+            writer.write_all(&notes)?;
+            writer.write_all(&table_bytes)?;
+            let mut open_pack: Option<(u32, std::fs::File)> = None;
+            for chunk in &carried {
+                if open_pack
+                    .as_ref()
+                    .is_none_or(|(number, _)| *number != chunk.pack)
+                {
+                    let path = store.pack_path(&index.packs[chunk.pack as usize]);
+                    let file = std::fs::File::open(&path).map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                    })?;
+                    open_pack = Some((chunk.pack, file));
+                }
+                let (_, file) = open_pack.as_ref().expect("opened above");
+                let mut frame = vec![0u8; chunk.compressed_length as usize];
+                file.read_exact_at(&mut frame, chunk.pack_offset)?;
+                writer.write_all(&frame)?;
+            }
+            writer.flush()
+        })();
+        result.map_err(write_error)?;
+    }
+    temp.commit(out).map_err(io_error(out))?;
+    Ok(BundleSummary {
+        path: out.to_owned(),
+        to: to.to_owned(),
+        from: from.to_vec(),
+        chunks: index.chunks.len() as u64,
+        bundled_chunks: carried.len() as u64,
+        bundle_bytes: offset,
+    })
+}

@@ -1,0 +1,301 @@
+//! Bundles (`.dfb`): a whole update in one file, for devices without a network. A bundle
+//! holds a release's signed index and signature exactly as published, a table of the chunks
+//! it carries, and those chunks' zstd frames. Only the index is signed: the table and the
+//! frames need no signature because every chunk is verified by its id before it is written,
+//! so a tampered table or frame can only make an install fail, never write a wrong byte.
+//!
+//! All integers are little-endian.
+//!
+//! | offset | size | meaning |
+//! |---|---|---|
+//! | 0 | 8 | magic `DFOTABND` |
+//! | 8 | 2 | format version, 1 |
+//! | 10 | 2 | flags, 0 |
+//! | 12 | 4 | section count S (4) |
+//! | 16 | S × 20 | per section: kind (4), offset in the file (8), length (8) |
+//! | … | | the sections, in any order, not overlapping, inside the file |
+//!
+//! Sections: 1 = release index (`.didx` bytes), 2 = its minisign signature (text),
+//! 3 = chunk table, 4 = chunk data (zstd frames), 5 = notes (JSON, informational:
+//! `{"to": "2.0", "from": ["1.0"]}`). The chunk table is a count (4) then per chunk: id (32),
+//! offset in the data section (8), compressed length (4).
+
+use std::collections::HashMap;
+
+use crate::chunk::ChunkId;
+use crate::FormatError;
+
+pub const MAGIC: &[u8; 8] = b"DFOTABND";
+pub const FORMAT_VERSION: u16 = 1;
+const SECTION_RECORD: usize = 20;
+const TABLE_RECORD: usize = 44;
+/// Largest index or table a bundle may declare (the decoder allocates this much at most).
+pub const MAX_METADATA: u64 = 256 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum SectionKind {
+    Index = 1,
+    Signature = 2,
+    ChunkTable = 3,
+    ChunkData = 4,
+    Notes = 5,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Section {
+    pub kind: SectionKind,
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// The header and section table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleHeader {
+    pub sections: Vec<Section>,
+}
+
+impl BundleHeader {
+    pub fn encoded_length(sections: usize) -> u64 {
+        16 + (sections * SECTION_RECORD) as u64
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::encoded_length(self.sections.len()) as usize);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&(self.sections.len() as u32).to_le_bytes());
+        for section in &self.sections {
+            out.extend_from_slice(&(section.kind as u32).to_le_bytes());
+            out.extend_from_slice(&section.offset.to_le_bytes());
+            out.extend_from_slice(&section.length.to_le_bytes());
+        }
+        out
+    }
+
+    /// How many bytes the header occupies, from its first 16 bytes.
+    pub fn length_from_prefix(prefix: &[u8; 16]) -> Result<u64, FormatError> {
+        if &prefix[..8] != MAGIC {
+            return Err(FormatError::BadBundle(
+                "not a diffota bundle (bad magic)".into(),
+            ));
+        }
+        let version = u16::from_le_bytes([prefix[8], prefix[9]]);
+        if version != FORMAT_VERSION {
+            return Err(FormatError::BadBundle(format!(
+                "bundle format version {version} is not supported"
+            )));
+        }
+        let count = u32::from_le_bytes(prefix[12..16].try_into().expect("4 bytes")) as usize;
+        if count == 0 || count > 16 {
+            return Err(FormatError::BadBundle(format!("{count} sections")));
+        }
+        Ok(Self::encoded_length(count))
+    }
+
+    /// Decodes the header of a file of `file_length` bytes and checks every section lies
+    /// inside the file, without overlaps, each kind at most once, and the required ones present.
+    pub fn decode(bytes: &[u8], file_length: u64) -> Result<BundleHeader, FormatError> {
+        let bad = |m: String| FormatError::BadBundle(m);
+        let prefix: &[u8; 16] = bytes
+            .get(..16)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| bad("truncated header".into()))?;
+        let length = Self::length_from_prefix(prefix)? as usize;
+        if bytes.len() != length {
+            return Err(bad(format!(
+                "header is {} bytes, expected {length}",
+                bytes.len()
+            )));
+        }
+        if u16::from_le_bytes([bytes[10], bytes[11]]) != 0 {
+            return Err(bad("unknown flags".into()));
+        }
+        let mut sections = Vec::new();
+        for record in bytes[16..].chunks_exact(SECTION_RECORD) {
+            let kind = match u32::from_le_bytes(record[..4].try_into().expect("4 bytes")) {
+                1 => SectionKind::Index,
+                2 => SectionKind::Signature,
+                3 => SectionKind::ChunkTable,
+                4 => SectionKind::ChunkData,
+                5 => SectionKind::Notes,
+                other => return Err(bad(format!("unknown section kind {other}"))),
+            };
+            let offset = u64::from_le_bytes(record[4..12].try_into().expect("8 bytes"));
+            let length = u64::from_le_bytes(record[12..20].try_into().expect("8 bytes"));
+            let end = offset
+                .checked_add(length)
+                .ok_or_else(|| bad("section length overflows".into()))?;
+            if offset < bytes.len() as u64 || end > file_length {
+                return Err(bad(format!("section {kind:?} ({offset}..{end}) lies outside the file of {file_length} bytes (truncated?)")));
+            }
+            if kind != SectionKind::ChunkData && length > MAX_METADATA {
+                return Err(bad(format!("section {kind:?} declares {length} bytes")));
+            }
+            sections.push(Section {
+                kind,
+                offset,
+                length,
+            });
+        }
+        let mut sorted = sections.clone();
+        sorted.sort_by_key(|s| s.offset);
+        for pair in sorted.windows(2) {
+            if pair[0].offset + pair[0].length > pair[1].offset {
+                return Err(bad("sections overlap".into()));
+            }
+        }
+        for kind in [
+            SectionKind::Index,
+            SectionKind::Signature,
+            SectionKind::ChunkTable,
+            SectionKind::ChunkData,
+        ] {
+            match sections.iter().filter(|s| s.kind == kind).count() {
+                1 => {}
+                0 => return Err(bad(format!("no {kind:?} section"))),
+                _ => return Err(bad(format!("several {kind:?} sections"))),
+            }
+        }
+        Ok(BundleHeader { sections })
+    }
+
+    pub fn section(&self, kind: SectionKind) -> Option<Section> {
+        self.sections.iter().copied().find(|s| s.kind == kind)
+    }
+}
+
+/// Where a chunk's frame lies in the data section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BundledChunk {
+    pub offset: u64,
+    pub compressed_length: u32,
+}
+
+pub fn encode_table(chunks: &[(ChunkId, BundledChunk)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + chunks.len() * TABLE_RECORD);
+    out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+    for (id, chunk) in chunks {
+        out.extend_from_slice(&id.0);
+        out.extend_from_slice(&chunk.offset.to_le_bytes());
+        out.extend_from_slice(&chunk.compressed_length.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes a chunk table whose frames must lie within `data_length` bytes.
+pub fn decode_table(
+    bytes: &[u8],
+    data_length: u64,
+) -> Result<HashMap<ChunkId, BundledChunk>, FormatError> {
+    let bad = |m: String| FormatError::BadBundle(m);
+    let count = bytes
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or_else(|| bad("chunk table truncated".into()))?;
+    if bytes.len() - 4 != count.saturating_mul(TABLE_RECORD) {
+        return Err(bad(format!(
+            "chunk table of {} bytes cannot hold {count} chunks",
+            bytes.len()
+        )));
+    }
+    let mut table = HashMap::with_capacity(count);
+    for record in bytes[4..].chunks_exact(TABLE_RECORD) {
+        let id = ChunkId(record[..32].try_into().expect("32 bytes"));
+        let offset = u64::from_le_bytes(record[32..40].try_into().expect("8 bytes"));
+        let compressed_length = u32::from_le_bytes(record[40..44].try_into().expect("4 bytes"));
+        if offset
+            .checked_add(u64::from(compressed_length))
+            .is_none_or(|end| end > data_length)
+            || compressed_length == 0
+        {
+            return Err(bad(format!("chunk {id} lies outside the chunk data")));
+        }
+        table.insert(
+            id,
+            BundledChunk {
+                offset,
+                compressed_length,
+            },
+        );
+    }
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> BundleHeader {
+        BundleHeader {
+            sections: vec![
+                Section {
+                    kind: SectionKind::Index,
+                    offset: 96,
+                    length: 10,
+                },
+                Section {
+                    kind: SectionKind::Signature,
+                    offset: 106,
+                    length: 5,
+                },
+                Section {
+                    kind: SectionKind::ChunkTable,
+                    offset: 111,
+                    length: 4,
+                },
+                Section {
+                    kind: SectionKind::ChunkData,
+                    offset: 115,
+                    length: 0,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn header_round_trip_and_bounds() {
+        let bytes = header().encode();
+        assert_eq!(bytes.len() as u64, BundleHeader::encoded_length(4));
+        assert_eq!(BundleHeader::decode(&bytes, 115).unwrap(), header());
+        assert!(BundleHeader::decode(&bytes, 114)
+            .unwrap_err()
+            .to_string()
+            .contains("truncated"));
+        for cut in 0..bytes.len() {
+            assert!(BundleHeader::decode(&bytes[..cut], 115).is_err());
+        }
+        let mut overlapping = header();
+        overlapping.sections[1].offset = 100;
+        assert!(BundleHeader::decode(&overlapping.encode(), 115).is_err());
+        let mut missing = header();
+        missing.sections.pop();
+        assert!(BundleHeader::decode(&missing.encode(), 115).is_err());
+    }
+
+    #[test]
+    fn table_round_trip_and_bounds() {
+        let chunks = vec![
+            (
+                ChunkId([1; 32]),
+                BundledChunk {
+                    offset: 0,
+                    compressed_length: 10,
+                },
+            ),
+            (
+                ChunkId([2; 32]),
+                BundledChunk {
+                    offset: 10,
+                    compressed_length: 5,
+                },
+            ),
+        ];
+        let bytes = encode_table(&chunks);
+        let table = decode_table(&bytes, 15).unwrap();
+        assert_eq!(table[&ChunkId([2; 32])], chunks[1].1);
+        assert!(decode_table(&bytes, 14).is_err());
+        assert!(decode_table(&bytes[..bytes.len() - 1], 15).is_err());
+    }
+}

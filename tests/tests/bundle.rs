@@ -1,0 +1,331 @@
+//! Offline update files: `chunk-server bundle` and `diffota install FILE`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use diffota::boot::grub::GrubEnv;
+use diffota::boot::EnvStore;
+use diffota_tests::sample::write_image;
+use diffota_tests::*;
+
+const MIB: u64 = 1 << 20;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    keys: Keys,
+    store: PathBuf,
+    /// Releases 0.9, 1.0, 2.0.
+    images: [PathBuf; 3],
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let store = dir.path().join("store");
+    let images = [
+        dir.path().join("v0.9.img"),
+        dir.path().join("v1.0.img"),
+        dir.path().join("v2.0.img"),
+    ];
+    for (number, (image, version)) in images.iter().zip(["0.9", "1.0", "2.0"]).enumerate() {
+        write_image(image, 6 * MIB, 21, number as u64 + 1).unwrap();
+        make_release(&store, &keys, version, image);
+    }
+    Setup {
+        dir,
+        keys,
+        store,
+        images,
+    }
+}
+
+fn bundle(setup: &Setup, to: &str, from: &[&str], name: &str) -> PathBuf {
+    let out = setup.dir.path().join(name);
+    let mut command = chunk_server();
+    command
+        .args(["bundle", "--to", to, "--store"])
+        .arg(&setup.store);
+    for version in from {
+        command.args(["--from", version]);
+    }
+    run_ok(command.arg(&out));
+    out
+}
+
+/// A device running `running`, with a GRUB environment so "nothing written to the
+/// bootloader" can be checked, and a store URL that does not exist.
+fn device(setup: &Setup, name: &str, running: &Path) -> (Device, PathBuf) {
+    let device = Device::new(&setup.dir.path().join(name), running, 7 * MIB);
+    let grubenv = device.dir.join("grubenv");
+    let vars: BTreeMap<String, String> = [("diffota_slot", "a"), ("bootlimit", "3")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    GrubEnv {
+        path: grubenv.clone(),
+    }
+    .store(&vars)
+    .unwrap();
+    device.configure_boot(
+        "/nonexistent-store",
+        &[&setup.keys.public],
+        &format!(
+            "backend = \"grub\"\ngrubenv = {:?}\n",
+            grubenv.display().to_string()
+        ),
+        "",
+    );
+    (device, grubenv)
+}
+
+fn slot_b_holds(device: &Device, image: &Path) -> bool {
+    let expected = std::fs::read(image).unwrap();
+    device.slot_bytes("b", expected.len()) == expected
+}
+
+#[test]
+fn delta_bundle_installs_and_reports_its_size() {
+    let setup = setup();
+    let file = bundle(&setup, "2.0", &["1.0"], "1.0-to-2.0.dfb");
+    let (device, grubenv) = device(&setup, "device", &setup.images[1]);
+    let check = run_ok(device.diffota().arg("check").arg(&file));
+    assert!(check.contains("bundle: applies"), "{check}");
+    let stdout = run_ok(device.diffota().arg("install").arg(&file));
+    assert!(stdout.contains("installed 2.0 into slot b"), "{stdout}");
+    assert!(slot_b_holds(&device, &setup.images[2]));
+    assert!(std::fs::read_to_string(&grubenv)
+        .unwrap()
+        .contains("diffota_slot=b"));
+
+    let size = std::fs::metadata(&file).unwrap().len();
+    let full = std::fs::metadata(&setup.images[2]).unwrap().len();
+    let mut report = format!("bundle 1.0 -> 2.0: {size} bytes for a {full} byte image");
+    if require_tool("zstd", "zstd") {
+        let zstd = run_ok(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("zstd -19 -q -c {:?} | wc -c", setup.images[2])),
+        );
+        report.push_str(&format!("; zstd -19 of the image: {} bytes", zstd.trim()));
+    }
+    if require_tool("xdelta3", "xdelta3") {
+        let delta = setup.dir.path().join("delta.vcdiff");
+        run_ok(
+            Command::new("xdelta3")
+                .arg("-e")
+                .arg("-f")
+                .arg("-s")
+                .arg(&setup.images[1])
+                .arg(&setup.images[2])
+                .arg(&delta),
+        );
+        report.push_str(&format!(
+            "; xdelta3 -e -s v1 v2: {} bytes",
+            std::fs::metadata(&delta).unwrap().len()
+        ));
+    }
+    println!("{report}");
+    eprintln!("{report}");
+}
+
+#[test]
+fn full_bundle_installs_over_garbage() {
+    let setup = setup();
+    let file = bundle(&setup, "2.0", &[], "full.dfb");
+    let garbage = setup.dir.path().join("garbage.img");
+    std::fs::write(&garbage, vec![0x6bu8; 6 * MIB as usize]).unwrap();
+    let (device, _) = device(&setup, "device", &garbage);
+    run_ok(device.diffota().arg("install").arg(&file));
+    assert!(slot_b_holds(&device, &setup.images[2]));
+}
+
+#[test]
+fn bundle_for_another_release_names_what_it_needs() {
+    let setup = setup();
+    let file = bundle(&setup, "2.0", &["1.0"], "1.0-to-2.0.dfb");
+    let (device, grubenv) = device(&setup, "device", &setup.images[0]);
+    let before = std::fs::read(&grubenv).unwrap();
+    let check = run_ok(device.diffota().arg("check").arg(&file));
+    assert!(check.contains("made for devices on 1.0"), "{check}");
+    let output = run(device.diffota().arg("install").arg(&file));
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("made for devices on 1.0"), "{error}");
+    assert_eq!(
+        std::fs::read(&grubenv).unwrap(),
+        before,
+        "bootloader untouched"
+    );
+    assert!(
+        std::fs::read(&device.slot_b)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0),
+        "nothing written to slot b"
+    );
+
+    // With the store reachable, what the bundle lacks is fetched from it.
+    device.configure_boot(
+        &format!("file://{}", setup.store.display()),
+        &[&setup.keys.public],
+        &format!(
+            "backend = \"grub\"\ngrubenv = {:?}\n",
+            grubenv.display().to_string()
+        ),
+        "",
+    );
+    run_ok(device.diffota().arg("install").arg(&file));
+    assert!(slot_b_holds(&device, &setup.images[2]));
+}
+
+#[test]
+fn patch_from_two_images_without_a_store() {
+    let setup = setup();
+    let out = setup.dir.path().join("patch.dfb");
+    run_ok(
+        chunk_server()
+            .arg("bundle")
+            .arg("--from-image")
+            .arg(&setup.images[1])
+            .arg("--to-image")
+            .arg(&setup.images[2])
+            .args([
+                "--version",
+                "2.0",
+                "--compatible",
+                "test-board",
+                "--zstd-level",
+                "3",
+                "--key",
+            ])
+            .arg(&setup.keys.secret)
+            .arg(&out),
+    );
+    let (device, _) = device(&setup, "device", &setup.images[1]);
+    run_ok(device.diffota().arg("install").arg(&out));
+    assert!(slot_b_holds(&device, &setup.images[2]));
+    let leftovers: Vec<_> = std::fs::read_dir(setup.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("store-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary store left behind");
+}
+
+#[test]
+fn bad_bundles_are_refused() {
+    let setup = setup();
+    let good = bundle(&setup, "2.0", &["1.0"], "good.dfb");
+    let bytes = std::fs::read(&good).unwrap();
+    let header_length = 16 + 5 * 20;
+    let index_offset = u64::from_le_bytes(bytes[16 + 4..16 + 12].try_into().unwrap()) as usize;
+    let variants: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated",
+            bytes[..bytes.len() - 100].to_vec(),
+            "outside the file",
+        ),
+        ("header-only", bytes[..header_length - 3].to_vec(), "bundle"),
+        (
+            "index-flipped",
+            {
+                let mut b = bytes.clone();
+                b[index_offset + 40] ^= 1;
+                b
+            },
+            "signature does not verify",
+        ),
+        (
+            "data-flipped",
+            {
+                let mut b = bytes.clone();
+                let at = b.len() - 5000;
+                b[at] ^= 0x40;
+                b
+            },
+            "chunk",
+        ),
+        (
+            "oversized",
+            {
+                let mut b = bytes.clone();
+                b[16 + 12..16 + 20].copy_from_slice(&u64::MAX.to_le_bytes());
+                b
+            },
+            "bundle",
+        ),
+        (
+            "not-a-bundle",
+            b"hello, this is not a bundle at all, just some text".to_vec(),
+            "bad magic",
+        ),
+    ];
+    for (name, content, message) in variants {
+        let path = setup.dir.path().join(format!("{name}.dfb"));
+        std::fs::write(&path, content).unwrap();
+        let (device, grubenv) = device(&setup, name, &setup.images[1]);
+        let before = std::fs::read(&grubenv).unwrap();
+        let running_before = std::fs::read(&device.slot_a).unwrap();
+        let output = run(device.diffota().arg("install").arg(&path));
+        assert!(!output.status.success(), "{name} was accepted");
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            error.contains(message),
+            "{name}: expected {message:?} in {error}"
+        );
+        assert_eq!(
+            std::fs::read(&grubenv).unwrap(),
+            before,
+            "{name}: bootloader touched"
+        );
+        assert_eq!(
+            std::fs::read(&device.slot_a).unwrap(),
+            running_before,
+            "{name}: running slot touched"
+        );
+    }
+
+    // Another board's bundle, and a bundle signed by a key the device does not trust.
+    let other_store = setup.dir.path().join("other-store");
+    run_ok(
+        chunk_server()
+            .args([
+                "make",
+                "--zstd-level",
+                "3",
+                "--compatible",
+                "other-board",
+                "--version",
+                "2.0",
+                "--store",
+            ])
+            .arg(&other_store)
+            .arg("--key")
+            .arg(&setup.keys.secret)
+            .arg(&setup.images[2]),
+    );
+    let other = setup.dir.path().join("other.dfb");
+    run_ok(
+        chunk_server()
+            .args(["bundle", "--to", "2.0", "--store"])
+            .arg(&other_store)
+            .arg(&other),
+    );
+    let (device, _) = device(&setup, "compatible", &setup.images[1]);
+    let output = run(device.diffota().arg("install").arg(&other));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("other-board"));
+
+    let stranger = Keys::generate(setup.dir.path(), "stranger");
+    let stranger_store = setup.dir.path().join("stranger-store");
+    make_release(&stranger_store, &stranger, "2.0", &setup.images[2]);
+    let untrusted = setup.dir.path().join("untrusted.dfb");
+    run_ok(
+        chunk_server()
+            .args(["bundle", "--to", "2.0", "--store"])
+            .arg(&stranger_store)
+            .arg(&untrusted),
+    );
+    let output = run(device.diffota().arg("install").arg(&untrusted));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not trusted"));
+}

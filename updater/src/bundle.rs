@@ -1,0 +1,156 @@
+//! Reading a bundle on the device (`diffota install FILE`): the signed index is verified
+//! before anything else in the file is read; the chunk table and data are only ever used
+//! through chunks that are verified by their ids.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use diffota_format::bundle::{decode_table, BundleHeader, BundledChunk, SectionKind, MAX_METADATA};
+use diffota_format::{ChunkEntry, ChunkId, FormatError, SignedIndex, TrustedKeys, VerifiedIndex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Format { path: PathBuf, source: FormatError },
+}
+
+/// The chunks a bundle carries and where they are in its file.
+#[derive(Clone, Debug)]
+pub struct BundleChunks {
+    pub path: PathBuf,
+    pub data_offset: u64,
+    pub table: HashMap<ChunkId, BundledChunk>,
+    /// The releases the bundle was made for (empty: any).
+    pub made_for: Vec<String>,
+    pub name: String,
+}
+
+impl BundleChunks {
+    /// `chunk` as it lies in the bundle file, numbered as pack `pack`; None when not carried.
+    pub fn locate(&self, chunk: &ChunkEntry, pack: u32) -> Option<ChunkEntry> {
+        self.table.get(&chunk.id).map(|bundled| ChunkEntry {
+            pack,
+            pack_offset: self.data_offset + bundled.offset,
+            compressed_length: bundled.compressed_length,
+            ..*chunk
+        })
+    }
+
+    pub fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned()
+    }
+}
+
+/// Opens a bundle: header, then the index and signature, verified, then the chunk table.
+pub fn open(
+    path: &Path,
+    keys: &TrustedKeys,
+) -> Result<(VerifiedIndex, String, BundleChunks), BundleError> {
+    let io = |source| BundleError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let format = |source| BundleError::Format {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let file_length = file.metadata().map_err(io)?.len();
+    let mut prefix = [0u8; 16];
+    file.read_exact_at(&mut prefix, 0).map_err(|_| {
+        format(FormatError::BadBundle(
+            "file is too short to be a bundle".into(),
+        ))
+    })?;
+    let header_length = BundleHeader::length_from_prefix(&prefix).map_err(format)?;
+    if header_length > file_length {
+        return Err(format(FormatError::BadBundle(format!(
+            "truncated: the header needs {header_length} bytes, the file has {file_length}"
+        ))));
+    }
+    let header_bytes = read_section(&file, 0, header_length).map_err(io)?;
+    let header = BundleHeader::decode(&header_bytes, file_length).map_err(format)?;
+    let section = |kind| {
+        header
+            .section(kind)
+            .expect("decode checked the required sections")
+    };
+    let index = section(SectionKind::Index);
+    let signature = section(SectionKind::Signature);
+    let index_bytes = read_section(&file, index.offset, index.length).map_err(io)?;
+    let signature_text = String::from_utf8_lossy(
+        &read_section(&file, signature.offset, signature.length).map_err(io)?,
+    )
+    .into_owned();
+    let verified = SignedIndex {
+        bytes: &index_bytes,
+        signature: &signature_text,
+    }
+    .verify(keys)
+    .map_err(format)?;
+
+    let table = section(SectionKind::ChunkTable);
+    let data = section(SectionKind::ChunkData);
+    let table = decode_table(
+        &read_section(&file, table.offset, table.length).map_err(io)?,
+        data.length,
+    )
+    .map_err(format)?;
+    let (made_for, name) = match header.section(SectionKind::Notes) {
+        Some(notes) => {
+            let value: serde_json::Value = serde_json::from_slice(
+                &read_section(&file, notes.offset, notes.length).map_err(io)?,
+            )
+            .unwrap_or_default();
+            let from = value["from"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (from, value["name"].as_str().unwrap_or("rootfs").to_owned())
+        }
+        None => (Vec::new(), "rootfs".to_owned()),
+    };
+    Ok((
+        verified,
+        signature_text,
+        BundleChunks {
+            path: path.to_owned(),
+            data_offset: data.offset,
+            table,
+            made_for,
+            name,
+        },
+    ))
+}
+
+fn read_section(file: &std::fs::File, offset: u64, length: u64) -> std::io::Result<Vec<u8>> {
+    if length > MAX_METADATA {
+        return Err(std::io::Error::other(format!(
+            "section of {length} bytes is too large"
+        )));
+    }
+    let mut bytes = vec![0u8; length as usize];
+    file.read_exact_at(&mut bytes, offset)?;
+    Ok(bytes)
+}
