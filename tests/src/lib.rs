@@ -3,6 +3,7 @@
 //! file-backed A/B devices, and a deterministic sample image generator.
 
 pub mod bootmodel;
+pub mod crates_inc;
 pub mod faults;
 pub mod sample;
 

@@ -1,0 +1,34 @@
+SUMMARY = "diffota device updater: A/B updates that download only the chunks the device lacks"
+DESCRIPTION = "Installs releases from a diffota chunk store into the inactive root filesystem \
+slot, verifies them, and hands them to the bootloader for a trial boot; a systemd unit \
+commits a healthy boot."
+
+require diffota.inc
+
+DIFFOTA_CRATE = "diffota"
+
+inherit systemd
+
+SRC_URI += " \
+    file://diffota-update.service \
+    file://diffota-update.timer \
+    file://diffota-mark-good.service \
+"
+
+SYSTEMD_SERVICE:${PN} = "diffota-update.timer diffota-mark-good.service"
+SYSTEMD_AUTO_ENABLE:${PN} = "enable"
+
+# Use the units from the workspace's systemd/ directory.
+FILESEXTRAPATHS:prepend := "${THISDIR}/files:"
+
+do_install:append() {
+    install -d ${D}${systemd_system_unitdir}
+    for unit in diffota-update.service diffota-update.timer diffota-mark-good.service; do
+        install -m 0644 ${UNPACKDIR}/${unit} ${D}${systemd_system_unitdir}/${unit}
+    done
+    install -d ${D}${localstatedir}/lib/diffota
+}
+
+FILES:${PN} += "${systemd_system_unitdir} ${localstatedir}/lib/diffota"
+RDEPENDS:${PN} += "diffota-config"
+RRECOMMENDS:${PN} += "ca-certificates"

@@ -1,0 +1,66 @@
+#!/bin/sh
+# Renders diffota.toml.in into /etc/diffota.toml and installs the public keys.
+# Usage: render-config.sh TEMPLATE OUT_CONFIG KEY_DIR KEY_INSTALL_DIR
+# Every DIFFOTA_* value comes from the environment; DIFFOTA_PUBLIC_KEYS is a space-separated
+# list of public key files (a key rotation ships two).
+set -eu
+
+template=$1
+out=$2
+key_dir=$3
+key_install_dir=$4
+
+fail() {
+    echo "render-config.sh: $*" >&2
+    exit 1
+}
+
+for name in DIFFOTA_SERVER_URL DIFFOTA_CHANNEL DIFFOTA_COMPATIBLE DIFFOTA_PUBLIC_KEYS \
+    DIFFOTA_STATE_DIR DIFFOTA_DEVICE_ID_FILE DIFFOTA_SLOT_A DIFFOTA_SLOT_B \
+    DIFFOTA_BOOTLOADER DIFFOTA_BOOT_ATTEMPTS DIFFOTA_GRUBENV; do
+    eval "value=\${$name:-}"
+    [ -n "$value" ] || fail "$name is not set"
+done
+
+case "$DIFFOTA_BOOTLOADER" in
+    uboot|grub|custom|none) ;;
+    *) fail "DIFFOTA_BOOTLOADER=$DIFFOTA_BOOTLOADER is not one of uboot, grub, custom, none" ;;
+esac
+case "$DIFFOTA_BOOT_ATTEMPTS" in
+    [1-9]) ;;
+    *) fail "DIFFOTA_BOOT_ATTEMPTS=$DIFFOTA_BOOT_ATTEMPTS is not 1 to 9" ;;
+esac
+
+mkdir -p "$key_dir"
+paths=""
+for key in $DIFFOTA_PUBLIC_KEYS; do
+    [ -f "$key" ] || fail "public key $key does not exist"
+    name=$(basename "$key")
+    cp "$key" "$key_dir/$name"
+    chmod 0644 "$key_dir/$name"
+    paths="$paths${paths:+, }\"$key_install_dir/$name\""
+done
+
+# Values go into TOML strings: refuse characters that would need escaping.
+for name in DIFFOTA_SERVER_URL DIFFOTA_CHANNEL DIFFOTA_COMPATIBLE DIFFOTA_SLOT_A DIFFOTA_SLOT_B; do
+    eval "value=\${$name}"
+    case "$value" in
+        *\"*|*\\*|*@*@*) fail "$name contains a character that cannot go into the config: $value" ;;
+    esac
+done
+
+sed -e "s|@DIFFOTA_SERVER_URL@|$DIFFOTA_SERVER_URL|" \
+    -e "s|@DIFFOTA_CHANNEL@|$DIFFOTA_CHANNEL|" \
+    -e "s|@DIFFOTA_COMPATIBLE@|$DIFFOTA_COMPATIBLE|" \
+    -e "s|@DIFFOTA_PUBLIC_KEY_PATHS@|$paths|" \
+    -e "s|@DIFFOTA_STATE_DIR@|$DIFFOTA_STATE_DIR|" \
+    -e "s|@DIFFOTA_DEVICE_ID_FILE@|$DIFFOTA_DEVICE_ID_FILE|" \
+    -e "s|@DIFFOTA_SLOT_A@|$DIFFOTA_SLOT_A|" \
+    -e "s|@DIFFOTA_SLOT_B@|$DIFFOTA_SLOT_B|" \
+    -e "s|@DIFFOTA_BOOTLOADER@|$DIFFOTA_BOOTLOADER|" \
+    -e "s|@DIFFOTA_BOOT_ATTEMPTS@|$DIFFOTA_BOOT_ATTEMPTS|" \
+    -e "s|@DIFFOTA_GRUBENV@|$DIFFOTA_GRUBENV|" \
+    "$template" > "$out"
+if grep -q '@DIFFOTA_' "$out"; then
+    fail "unrendered placeholders left in $out"
+fi

@@ -1,0 +1,441 @@
+//! The Yocto layer and the systemd units, checked without a Yocto build: the crates list is
+//! current, the image type's shell runs on a real ext4 image, the config template renders to
+//! a config diffota accepts, shell scripts pass shellcheck, units pass systemd-analyze, and
+//! the recipes pass a static check.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use diffota_tests::*;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn layer() -> PathBuf {
+    root().join("meta-diffota")
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn crates_inc_matches_cargo_lock() {
+    let expected = diffota_tests::crates_inc::generate_for_workspace(&root()).unwrap();
+    let actual = std::fs::read_to_string(root().join(diffota_tests::crates_inc::INC_PATH)).unwrap();
+    assert!(
+        actual == expected,
+        "{} is out of date with Cargo.lock: run `cargo run -p diffota-tests --bin update-crates-inc`",
+        diffota_tests::crates_inc::INC_PATH
+    );
+}
+
+/// The body of a bitbake shell function, e.g. `IMAGE_CMD:diffota () { … }`.
+fn shell_function(text: &str, name: &str) -> String {
+    let start = text
+        .find(&format!("{name} () {{\n"))
+        .unwrap_or_else(|| panic!("{name} not found"));
+    let body = &text[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    let end = body.find("\n}\n").expect("function end");
+    body[..end].to_owned()
+}
+
+/// Expands `${VAR}` as bitbake would, from `vars`; other `$` uses are left to the shell.
+fn expand(text: &str, vars: &BTreeMap<&str, String>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let end = rest[at..].find('}').expect("closing brace") + at;
+        let name = &rest[at + 2..end];
+        match vars.get(name) {
+            Some(value) => out.push_str(value),
+            None => panic!("the image command uses ${{{name}}}, which the test does not set"),
+        }
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn image_cmd_script(vars: &BTreeMap<&str, String>) -> String {
+    let class =
+        std::fs::read_to_string(layer().join("classes/image_types_diffota.bbclass")).unwrap();
+    let body = expand(&shell_function(&class, "IMAGE_CMD:diffota"), vars);
+    format!("#!/bin/sh\nset -e\nbbfatal() {{ echo \"ERROR: $*\" >&2; exit 1; }}\nbbnote() {{ echo \"NOTE: $*\"; }}\n{body}\n")
+}
+
+#[test]
+fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
+    if !require_tool("mkfs.ext4", "e2fsprogs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("rootfs");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
+    std::fs::write(tree.join("etc/os-release"), "NAME=diffota-test\n").unwrap();
+    std::fs::write(
+        tree.join("usr/bin/app"),
+        (0..300_000u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let deploy = dir.path().join("deploy");
+    std::fs::create_dir_all(&deploy).unwrap();
+    let image = deploy.join("example-image-qemux86-64.rootfs.ext4");
+    run_ok(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&tree)
+            .args([
+                "-U",
+                "6f1b6c5a-5d0e-4c0e-9a4e-0d1f2a3b4c5d",
+                "-E",
+                "hash_seed=1d2c3b4a-0f9e-4d8c-8b7a-6e5d4c3b2a19",
+            ])
+            .arg(&image)
+            .arg("16M")
+            .env("E2FSPROGS_FAKE_TIME", "1790000000"),
+    );
+    let keys = Keys::generate(dir.path(), "release");
+    let store = dir.path().join("store");
+    let mut vars: BTreeMap<&str, String> = BTreeMap::new();
+    vars.insert("DIFFOTA_SIGNING_KEY", keys.secret.display().to_string());
+    vars.insert("DIFFOTA_SIGNING_KEY_PASSWORD_FILE", String::new());
+    vars.insert("IMGDEPLOYDIR", deploy.display().to_string());
+    vars.insert("IMAGE_NAME", "example-image-qemux86-64".into());
+    vars.insert("IMAGE_NAME_SUFFIX", ".rootfs".into());
+    vars.insert("DIFFOTA_ROOTFS_FSTYPE", "ext4".into());
+    vars.insert("DIFFOTA_STORE", store.display().to_string());
+    vars.insert("DIFFOTA_VERSION", "5.0-20261128".into());
+    vars.insert("DIFFOTA_COMPATIBLE", "qemux86-64".into());
+    vars.insert("DIFFOTA_IMAGE_NAME", "rootfs".into());
+    vars.insert("DIFFOTA_ZSTD_LEVEL", "3".into());
+    vars.insert("DIFFOTA_MAKE_ARGS", String::new());
+    let script = dir.path().join("image_cmd.sh");
+    std::fs::write(&script, image_cmd_script(&vars)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin("chunk-server").parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run_ok(Command::new("sh").arg(&script).env("PATH", &path));
+    run_ok(
+        chunk_server()
+            .arg("verify")
+            .arg("--public-key")
+            .arg(&keys.public)
+            .arg(&store)
+            .arg("5.0-20261128"),
+    );
+    let summary =
+        std::fs::read_to_string(deploy.join("example-image-qemux86-64.rootfs.diffota")).unwrap();
+    assert!(summary.contains("release 5.0-20261128"), "{summary}");
+
+    // No key: a clear bbfatal, nothing made.
+    vars.insert("DIFFOTA_SIGNING_KEY", String::new());
+    vars.insert("DIFFOTA_VERSION", "5.1".into());
+    std::fs::write(&script, image_cmd_script(&vars)).unwrap();
+    let output = run(Command::new("sh").arg(&script).env("PATH", &path));
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DIFFOTA_SIGNING_KEY is not set"));
+    assert!(!store.join("releases/5.1").exists());
+}
+
+#[test]
+fn config_template_renders_to_a_config_diffota_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let other = Keys::generate(dir.path(), "release-next");
+    let (slot_a, slot_b) = (dir.path().join("a.img"), dir.path().join("b.img"));
+    std::fs::write(&slot_a, vec![0u8; 4096]).unwrap();
+    std::fs::write(&slot_b, vec![0u8; 4096]).unwrap();
+    let files = layer().join("recipes-core/diffota/files");
+    let out = dir.path().join("etc/diffota.toml");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let key_dir = dir.path().join("etc/diffota/keys");
+    let device_id = dir.path().join("machine-id");
+    std::fs::write(&device_id, "0123456789abcdef\n").unwrap();
+    let render = |bootloader: &str| {
+        run(Command::new("sh")
+            .arg(files.join("render-config.sh"))
+            .arg(files.join("diffota.toml.in"))
+            .arg(&out)
+            .arg(&key_dir)
+            .arg(&key_dir)
+            .env("DIFFOTA_SERVER_URL", "https://updates.example.com/store")
+            .env("DIFFOTA_CHANNEL", "stable")
+            .env("DIFFOTA_COMPATIBLE", "qemux86-64")
+            .env(
+                "DIFFOTA_PUBLIC_KEYS",
+                format!("{} {}", keys.public.display(), other.public.display()),
+            )
+            .env("DIFFOTA_STATE_DIR", dir.path().join("state"))
+            .env("DIFFOTA_DEVICE_ID_FILE", &device_id)
+            .env("DIFFOTA_SLOT_A", &slot_a)
+            .env("DIFFOTA_SLOT_B", &slot_b)
+            .env("DIFFOTA_BOOTLOADER", bootloader)
+            .env("DIFFOTA_BOOT_ATTEMPTS", "3")
+            .env("DIFFOTA_GRUBENV", dir.path().join("grubenv")))
+    };
+    assert!(render("none").status.success());
+    std::fs::write(dir.path().join("cmdline"), "diffota.slot=a\n").unwrap();
+    let config = std::fs::read_to_string(&out).unwrap();
+    std::fs::write(
+        &out,
+        config.replace(
+            "[boot]\n",
+            &format!(
+                "[boot]\ncmdline = {:?}\n",
+                dir.path().join("cmdline").display().to_string()
+            ),
+        ),
+    )
+    .unwrap();
+    let stdout = run_ok(diffota().arg("--config").arg(&out).arg("doctor"));
+    assert!(
+        stdout.contains("2 key(s)") && stdout.contains("0 failed"),
+        "{stdout}"
+    );
+    let bad = render("lilo");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("DIFFOTA_BOOTLOADER=lilo"));
+}
+
+#[test]
+fn shell_scripts_pass_shellcheck() {
+    if !require_tool("shellcheck", "shellcheck") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut scripts: Vec<PathBuf> = files_under(&layer())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
+        .collect();
+    scripts.extend([
+        root().join("demo/run.sh"),
+        root().join("scripts/test.sh"),
+        root().join(".ci/run"),
+    ]);
+    // The image command, with bitbake's variables standing as shell variables.
+    let class =
+        std::fs::read_to_string(layer().join("classes/image_types_diffota.bbclass")).unwrap();
+    let body = shell_function(&class, "IMAGE_CMD:diffota");
+    let mut header = String::from("#!/bin/sh\nset -e\nbbfatal() { echo \"ERROR: $*\" >&2; exit 1; }\nbbnote() { echo \"NOTE: $*\"; }\n");
+    for name in [
+        "DIFFOTA_SIGNING_KEY",
+        "DIFFOTA_SIGNING_KEY_PASSWORD_FILE",
+        "IMGDEPLOYDIR",
+        "IMAGE_NAME",
+        "IMAGE_NAME_SUFFIX",
+        "DIFFOTA_ROOTFS_FSTYPE",
+        "DIFFOTA_STORE",
+        "DIFFOTA_VERSION",
+        "DIFFOTA_COMPATIBLE",
+        "DIFFOTA_IMAGE_NAME",
+        "DIFFOTA_ZSTD_LEVEL",
+        "DIFFOTA_MAKE_ARGS",
+    ] {
+        header.push_str(&format!("{name}=\"${{{name}:-}}\"\n"));
+    }
+    let image_cmd = dir.path().join("image_cmd.sh");
+    std::fs::write(&image_cmd, format!("{header}{body}\n")).unwrap();
+    scripts.push(image_cmd);
+    for script in scripts {
+        // The shebang says which shell; the image command has `#!/bin/sh` as bitbake runs it.
+        run_ok(
+            Command::new("shellcheck")
+                .arg("--severity=style")
+                .arg(&script)
+                .env("SHELLCHECK_OPTS", ""),
+        );
+    }
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze() {
+    if !require_tool("systemd-analyze", "systemd") {
+        return;
+    }
+    let stage = tempfile::tempdir().unwrap();
+    let root_dir = stage.path();
+    let unit_dir = root_dir.join("etc/systemd/system");
+    std::fs::create_dir_all(&unit_dir).unwrap();
+    std::fs::create_dir_all(root_dir.join("usr/bin")).unwrap();
+    std::fs::create_dir_all(root_dir.join("bin")).unwrap();
+    std::fs::create_dir_all(root_dir.join("usr/lib/systemd")).unwrap();
+    run_ok(
+        Command::new("cp")
+            .arg("-r")
+            .arg("/lib/systemd/system")
+            .arg(root_dir.join("usr/lib/systemd/")),
+    );
+    for stub in ["usr/bin/diffota", "bin/systemctl"] {
+        std::fs::write(root_dir.join(stub), "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(
+            root_dir.join(stub),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    std::fs::write(root_dir.join("etc/diffota.toml"), "").unwrap();
+    std::fs::write(
+        unit_dir.join("myapp.service"),
+        "[Unit]\nDescription=stand-in application\n[Service]\nExecStart=/usr/bin/diffota\n",
+    )
+    .unwrap();
+    let mut units = Vec::new();
+    for file in files_under(&root().join("systemd")) {
+        let name = file.file_name().unwrap().to_owned();
+        std::fs::copy(&file, unit_dir.join(&name)).unwrap();
+        units.push(Path::new("/etc/systemd/system").join(name));
+    }
+    assert!(units.len() >= 4);
+    let output = run(Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(format!("--root={}", root_dir.display()))
+        .args(&units));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && text.trim().is_empty(),
+        "systemd-analyze verify said:\n{text}"
+    );
+}
+
+#[test]
+fn layer_static_check() {
+    let layer = layer();
+    let layer_conf = std::fs::read_to_string(layer.join("conf/layer.conf")).unwrap();
+    for needed in [
+        "BBFILE_COLLECTIONS += \"diffota\"",
+        "BBFILE_PATTERN_diffota",
+        "LAYERDEPENDS_diffota",
+        "LAYERSERIES_COMPAT_diffota",
+    ] {
+        assert!(layer_conf.contains(needed), "layer.conf lacks {needed}");
+    }
+    let compat = layer_conf
+        .lines()
+        .find(|l| l.starts_with("LAYERSERIES_COMPAT_diffota"))
+        .unwrap();
+    assert!(
+        compat.contains("wrynose") && compat.contains("whinlatter"),
+        "{compat}"
+    );
+
+    let recipes: Vec<PathBuf> = files_under(&layer)
+        .into_iter()
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "bb" || e == "bbappend" || e == "inc" || e == "bbclass")
+        })
+        .collect();
+    assert!(recipes.len() >= 8, "{recipes:?}");
+    for recipe in &recipes {
+        let text = std::fs::read_to_string(recipe).unwrap();
+        let name = recipe.strip_prefix(&layer).unwrap().display().to_string();
+        for line in text.lines() {
+            let line = line.trim();
+            assert!(
+                !(line.starts_with("S =") || line.starts_with("S=")),
+                "{name}: assigns S (breaks on releases with UNPACKDIR): {line}"
+            );
+            assert!(
+                !line.contains("${WORKDIR}/git"),
+                "{name}: uses ${{WORKDIR}}/git"
+            );
+            assert!(
+                !line.contains("_append")
+                    && !line.contains("_prepend")
+                    && !line.contains("_remove"),
+                "{name}: old override syntax: {line}"
+            );
+        }
+        if recipe.extension().is_some_and(|e| e == "bb") {
+            for needed in ["SUMMARY", "LICENSE"] {
+                assert!(
+                    text.contains(&format!("{needed} =")) || text.contains("require "),
+                    "{name} lacks {needed}"
+                );
+            }
+        }
+        // License checksums that point into the repository must match the files.
+        for checksum in text
+            .split_whitespace()
+            .filter(|w| w.contains("file://") && w.contains("md5="))
+        {
+            let checksum = checksum.trim_matches('"');
+            let (file, md5) = checksum
+                .trim_start_matches("file://")
+                .split_once(";md5=")
+                .unwrap();
+            if file.starts_with("${") {
+                continue;
+            }
+            let output = run_ok(Command::new("md5sum").arg(root().join(file)));
+            assert!(
+                output.starts_with(md5),
+                "{name}: LIC_FILES_CHKSUM {md5} does not match {file}"
+            );
+        }
+    }
+    // wks files where every supported release searches (a layer's wic/ is on WKS_SEARCH_PATH).
+    for wks in ["wic/diffota-uboot.wks", "wic/diffota-efi.wks"] {
+        let text = std::fs::read_to_string(layer.join(wks)).unwrap();
+        assert_eq!(
+            text.matches("--label rootfs_").count(),
+            2,
+            "{wks}: two root filesystem slots"
+        );
+        assert!(
+            text.contains("/data"),
+            "{wks}: a data partition for the state directory"
+        );
+    }
+    // The layer README names every variable the recipes and classes read with ??=.
+    let readme = std::fs::read_to_string(layer.join("README.md")).unwrap();
+    for recipe in &recipes {
+        for line in std::fs::read_to_string(recipe).unwrap().lines() {
+            if let Some((name, _)) = line.split_once(" ??=") {
+                assert!(
+                    readme.contains(name.trim()),
+                    "meta-diffota/README.md does not document {}",
+                    name.trim()
+                );
+            }
+        }
+    }
+    // The units the recipe installs exist in systemd/.
+    for unit in [
+        "diffota-update.service",
+        "diffota-update.timer",
+        "diffota-mark-good.service",
+    ] {
+        assert!(
+            layer.join("recipes-core/diffota/files").join(unit).exists(),
+            "{unit} missing from the recipe's files"
+        );
+    }
+}
