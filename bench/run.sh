@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The peer benchmark: for each image kind (ext4, erofs, squashfs) of the Debian release pair
+# from build-images.sh, in one run: diffota, casync, bita, zchunk, plain zstd -19 of v2 and
+# xdelta3. Every network transfer goes through one nginx on 127.0.0.1 whose access log gives
+# bytes and requests; times are medians of RUNS runs; peak RSS from /usr/bin/time.
+#
+# Usage: bench/run.sh [KIND...]      (default: ext4 erofs squashfs; RUNS=3 by default)
+# Needs: debootstrap erofs-utils squashfs-tools casync zchunk xdelta3 zstd nginx time (Debian),
+# bita (cargo install bita), root.
+set -euo pipefail
+cd "$(dirname "$0")"
+bench=$PWD
+root=$(cd .. && pwd)
+runs=${RUNS:-3}
+kinds=("$@")
+[ ${#kinds[@]} -gt 0 ] || kinds=(ext4 erofs squashfs)
+for tool in casync zck zckdl xdelta3 zstd nginx bita /usr/bin/time; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (see the header of this script)" >&2; exit 1; }
+done
+
+"$bench/build-images.sh" >/dev/null
+cargo build --release --quiet -p chunk-server -p diffota --manifest-path "$root/Cargo.toml"
+cs=$root/target/release/chunk-server
+dota=$root/target/release/diffota
+cache=$bench/cache
+work=$bench/cache/work
+results=$bench/results
+mkdir -p "$results"
+
+# One nginx for every tool: static files, ranges (multi-range too, for zchunk), access log.
+rm -rf "$work" && mkdir -p "$work/www" "$work/nginx"
+cat > "$work/nginx/nginx.conf" <<NGINX
+daemon off;
+worker_processes 2;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log $work/access.log bench;
+  log_format bench '\$request_method \$uri \$http_range \$status \$bytes_sent';
+  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  server { listen 127.0.0.1:18600; root $work/www; }
+}
+NGINX
+nginx -c "$work/nginx/nginx.conf" &
+nginx_pid=$!
+trap 'kill $nginx_pid 2>/dev/null || true' EXIT
+sleep 0.5
+url=http://127.0.0.1:18600
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+traffic() { awk '{b += $5; n += 1} END {printf "%d %d\n", b, n}' "$work/access.log"; }
+# timed CMD...: runs CMD, appends "seconds peak_rss_kib" to $work/timed
+timed() { /usr/bin/time -f "%e %M" -a -o "$work/timed" "$@" >/dev/null 2>"$work/last.err" || { cat "$work/last.err" >&2; return 1; }; }
+last_time() { tail -n 1 "$work/timed" | cut -d' ' -f1; }
+last_rss() { tail -n 1 "$work/timed" | cut -d' ' -f2; }
+
+for kind in "${kinds[@]}"; do
+  v1=$cache/v1.$kind
+  v2=$cache/v2.$kind
+  size=$(stat -c %s "$v2")
+  declare -A bytes=() requests=() make_s=() install_s=() make_rss=() install_rss=()
+  : > "$work/timed"
+
+  # diffota
+  rm -rf "$work/www/dota"; key=$work/bench.key
+  [ -f "$key" ] || "$cs" keygen --unencrypted --secret-key "$key" --public-key "$work/bench.pub" --force >/dev/null
+  timed "$cs" make --store "$work/www/dota" --version 1 --compatible bench --key "$key" "$v1"
+  timed "$cs" make --store "$work/www/dota" --version 2 --compatible bench --key "$key" "$v2"
+  make_s[diffota]=$(last_time); make_rss[diffota]=$(last_rss)
+  "$cs" channel set --store "$work/www/dota" stable --release 2 --key "$key" >/dev/null
+  mkdir -p "$work/dev/state"
+  cat > "$work/dev/diffota.toml" <<TOML
+server_url = "$url/dota"
+compatible = "bench"
+public_keys = ["$work/bench.pub"]
+state_dir = "$work/dev/state"
+device_id = { value = "bench" }
+[slots]
+a = "$work/dev/a.img"
+b = "$work/dev/b.img"
+[boot]
+cmdline = "$work/dev/cmdline"
+TOML
+  echo "diffota.slot=a" > "$work/dev/cmdline"
+  times=()
+  for _ in $(seq "$runs"); do
+    rm -rf "$work/dev/state"/* ; cp "$v1" "$work/dev/a.img"; truncate -s "$((size + 64 * 1024 * 1024))" "$work/dev/a.img"
+    rm -f "$work/dev/b.img"; truncate -s "$((size + 64 * 1024 * 1024))" "$work/dev/b.img"
+    : > "$work/access.log"; sync
+    timed "$dota" --config "$work/dev/diffota.toml" install
+    times+=("$(last_time)"); install_rss[diffota]=$(last_rss)
+    cmp -n "$size" "$work/dev/b.img" "$v2"
+  done
+  install_s[diffota]=$(printf '%s\n' "${times[@]}" | median)
+  read -r bytes[diffota] requests[diffota] < <(traffic)
+
+  # casync (64 KiB average chunks, its default, zstd)
+  rm -rf "$work/www/casync"; mkdir -p "$work/www/casync"
+  timed casync make --compression=zstd --store="$work/www/casync/store.castr" "$work/www/casync/v1.caibx" "$v1"
+  timed casync make --compression=zstd --store="$work/www/casync/store.castr" "$work/www/casync/v2.caibx" "$v2"
+  make_s[casync]=$(last_time); make_rss[casync]=$(last_rss)
+  times=()
+  for _ in $(seq "$runs"); do
+    rm -f "$work/out.img"; : > "$work/access.log"
+    timed casync extract --store="$url/casync/store.castr" --seed="$v1" "$url/casync/v2.caibx" "$work/out.img"
+    times+=("$(last_time)"); install_rss[casync]=$(last_rss)
+    cmp "$work/out.img" "$v2"
+  done
+  install_s[casync]=$(printf '%s\n' "${times[@]}" | median)
+  read -r bytes[casync] requests[casync] < <(traffic)
+
+  # bita (its defaults)
+  rm -rf "$work/www/bita"; mkdir -p "$work/www/bita"
+  timed bita compress -i "$v1" "$work/www/bita/v1.cba"
+  timed bita compress -i "$v2" "$work/www/bita/v2.cba"
+  make_s[bita]=$(last_time); make_rss[bita]=$(last_rss)
+  times=()
+  for _ in $(seq "$runs"); do
+    rm -f "$work/out.img"; : > "$work/access.log"
+    timed bita clone --seed "$v1" "$url/bita/v2.cba" "$work/out.img"
+    times+=("$(last_time)"); install_rss[bita]=$(last_rss)
+    cmp "$work/out.img" "$v2"
+  done
+  install_s[bita]=$(printf '%s\n' "${times[@]}" | median)
+  read -r bytes[bita] requests[bita] < <(traffic)
+
+  # zchunk (zckdl with the old release as the source)
+  rm -rf "$work/www/zck"; mkdir -p "$work/www/zck"
+  timed zck -o "$work/www/zck/v1.zck" "$v1"
+  timed zck -o "$work/www/zck/v2.zck" "$v2"
+  make_s[zchunk]=$(last_time); make_rss[zchunk]=$(last_rss)
+  times=()
+  for _ in $(seq "$runs"); do
+    rm -f "$work/v2.zck"; : > "$work/access.log"
+    (cd "$work" && timed zckdl -s "$work/www/zck/v1.zck" "$url/zck/v2.zck")
+    times+=("$(last_time)"); install_rss[zchunk]=$(last_rss)
+  done
+  install_s[zchunk]=$(printf '%s\n' "${times[@]}" | median)
+  read -r bytes[zchunk] requests[zchunk] < <(traffic)
+
+  # References without chunking: a whole compressed image, and a precomputed binary delta.
+  zstd_bytes=$(zstd -19 -T0 -q -c "$v2" | wc -c)
+  xdelta3 -e -f -s "$v1" "$v2" "$work/delta.vcdiff"
+  xdelta_bytes=$(stat -c %s "$work/delta.vcdiff")
+
+  {
+    echo "### $kind (v2: $size bytes, $runs runs, $(date -u +%Y-%m-%d))"
+    echo
+    echo "| tool | downloaded | requests | make v2 | install (median) | make RSS | install RSS | bytes vs casync | bytes vs bita |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    for tool in diffota casync bita zchunk; do
+      printf '| %s | %s | %s | %ss | %ss | %s MiB | %s MiB | %s | %s |\n' "$tool" "${bytes[$tool]}" "${requests[$tool]}" \
+        "${make_s[$tool]}" "${install_s[$tool]}" "$(( make_rss[$tool] / 1024 ))" "$(( install_rss[$tool] / 1024 ))" \
+        "$(awk -v a="${bytes[$tool]}" -v b="${bytes[casync]}" 'BEGIN {printf "%.2fx", a / b}')" \
+        "$(awk -v a="${bytes[$tool]}" -v b="${bytes[bita]}" 'BEGIN {printf "%.2fx", a / b}')"
+    done
+    echo "| zstd -19 of v2 | $zstd_bytes | 1 | | | | | | |"
+    echo "| xdelta3 v1 -> v2 | $xdelta_bytes | 1 | | | | | | |"
+    echo
+  } | tee "$results/$kind.md"
+done
