@@ -60,10 +60,10 @@ for version in v1 v2; do
       -T default -b 4096 "$cache/$version.ext4" 1G
   fi
   if [ ! -f "$cache/$version.erofs" ]; then
-    mkfs.erofs -q -T "$SOURCE_DATE_EPOCH" -U 6f1b6c5a-5d0e-4c0e-9a4e-0d1f2a3b4c5d "$cache/$version.erofs" "$tree"
+    mkfs.erofs -T "$SOURCE_DATE_EPOCH" -U 6f1b6c5a-5d0e-4c0e-9a4e-0d1f2a3b4c5d "$cache/$version.erofs" "$tree" >/dev/null
   fi
   if [ ! -f "$cache/$version.squashfs" ]; then
-    mksquashfs "$tree" "$cache/$version.squashfs" -quiet -noappend -comp zstd -mkfs-time "$SOURCE_DATE_EPOCH" -all-time "$SOURCE_DATE_EPOCH" >/dev/null
+    mksquashfs "$tree" "$cache/$version.squashfs" -quiet -noappend -comp zstd >/dev/null
   fi
 done
 ls -l "$cache"/*.ext4 "$cache"/*.erofs "$cache"/*.squashfs

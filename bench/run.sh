@@ -36,8 +36,8 @@ pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log;
 events { worker_connections 1024; }
 http {
+  log_format bench '\$request_method \$uri \$status \$bytes_sent "\$http_range"';
   access_log $work/access.log bench;
-  log_format bench '\$request_method \$uri \$http_range \$status \$bytes_sent';
   client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
   uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
   server { listen 127.0.0.1:18600; root $work/www; }
@@ -47,10 +47,11 @@ nginx -c "$work/nginx/nginx.conf" &
 nginx_pid=$!
 trap 'kill $nginx_pid 2>/dev/null || true' EXIT
 sleep 0.5
+kill -0 "$nginx_pid" || { echo "bench: nginx did not start" >&2; cat "$work/nginx/error.log" >&2; exit 1; }
 url=http://127.0.0.1:18600
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-traffic() { awk '{b += $5; n += 1} END {printf "%d %d\n", b, n}' "$work/access.log"; }
+traffic() { awk '{b += $4; n += 1} END {printf "%d %d\n", b, n}' "$work/access.log"; }
 # timed CMD...: runs CMD, appends "seconds peak_rss_kib" to $work/timed
 timed() { /usr/bin/time -f "%e %M" -a -o "$work/timed" "$@" >/dev/null 2>"$work/last.err" || { cat "$work/last.err" >&2; return 1; }; }
 last_time() { tail -n 1 "$work/timed" | cut -d' ' -f1; }

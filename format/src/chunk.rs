@@ -90,12 +90,14 @@ impl ChunkerKind {
 }
 
 impl ChunkerParams {
-    /// The release default: 16 KiB / 64 KiB / 256 KiB, casync's average.
+    /// The release default: 4 KiB / 16 KiB / 64 KiB. Measured on a Debian ext4 release pair
+    /// (bench/): 16 KiB downloads 43.7 MB against 46.8 MB at 32 KiB and 51.7 MB at 64 KiB,
+    /// index included, at the cost of a larger index (1.3 MB for a 1 GiB image).
     pub const DEFAULT: ChunkerParams = ChunkerParams {
         kind: ChunkerKind::FastCdc2020,
-        min_size: 16 * 1024,
-        avg_size: 64 * 1024,
-        max_size: 256 * 1024,
+        min_size: 4 * 1024,
+        avg_size: 16 * 1024,
+        max_size: 64 * 1024,
     };
 
     /// Parameters for an average chunk size, with min = avg/4 and max = avg*4.
