@@ -31,7 +31,7 @@ pub const UBOOT_SCRIPT_LINES: &[&str] = &[
 
 /// The lines of `diffota.cfg` the model implements, in order.
 pub const GRUB_SCRIPT_LINES: &[&str] = &[
-    "load_env diffota_slot upgrade_available bootcount bootlimit",
+    "load_env -f \"${diffota_grubenv}\" diffota_slot upgrade_available bootcount bootlimit",
     "if [ -z \"${diffota_slot}\" ]; then set diffota_slot=a; fi",
     "if [ -z \"${bootlimit}\" ]; then set bootlimit=3; fi",
     "if [ \"${upgrade_available}\" = \"1\" ]; then",
@@ -39,7 +39,7 @@ pub const GRUB_SCRIPT_LINES: &[&str] = &[
     "if [ \"${diffota_slot}\" = \"a\" ]; then set diffota_slot=b; else set diffota_slot=a; fi",
     "set upgrade_available=0",
     "elif [ \"${bootcount}\" = \"0\" ]; then set bootcount=1",
-    "save_env diffota_slot upgrade_available bootcount",
+    "save_env -f \"${diffota_grubenv}\" diffota_slot upgrade_available bootcount",
     "linux ${diffota_part}${diffota_kernel} ${diffota_args} root=${diffota_root} rootwait ro diffota.slot=${diffota_slot}",
 ];
 

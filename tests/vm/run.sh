@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# End to end in a real virtual machine: OVMF firmware, a standalone GRUB EFI binary with the
+# shipped grub.cfg fragment (meta-diffota/recipes-bsp/grub/files/diffota.cfg) and grubenv on
+# the ESP, Debian's kernel, root filesystems A and B built here (busybox-static, a static
+# diffota, an init that plays systemd's part), and a data partition holding the state
+# directory and the store (used as a file:// source). Everything comes from Debian packages
+# and this repository; nothing is committed.
+#
+# Scenarios, asserted from serial-console markers and from grubenv read back on the host:
+#   1. factory boot on A -> diffota install 2.0 -> reboot into B on trial -> mark-good
+#   2. a broken release (3.0: never healthy) -> tried bootlimit times -> back on B ->
+#      reverted and recorded -> the same release is refused
+#   3. power cut: QEMU killed in the middle of an install (4.0) -> next boot is the old
+#      slot -> the install resumes and completes
+#
+# Usage: tests/vm/run.sh    (root; apt-get installs what it needs; ~/.cache-free: work in target/vm-test)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+work=$repo/target/vm-test
+rm -rf "$work"
+mkdir -p "$work"
+log() { echo "vm-test: $*"; }
+fail() { echo "vm-test: FAIL: $*" >&2; exit 1; }
+
+need=(qemu-system-x86 ovmf grub-efi-amd64-bin busybox-static mtools dosfstools fdisk kmod e2fsprogs grub-common cpio)
+missing=()
+for package in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+log "kernel from Debian"
+kernel_package=$(apt-cache depends linux-image-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -n 1)
+(cd "$work" && apt-get download "$kernel_package" >/dev/null 2>&1)
+dpkg-deb -x "$work"/linux-image-*.deb "$work/kernel"
+kver=$(ls "$work/kernel/lib/modules")
+depmod -b "$work/kernel" "$kver"
+vmlinuz=$(ls "$work/kernel/boot"/vmlinuz-*)
+
+log "initramfs: busybox, block and filesystem modules, switch_root"
+initrd_dir=$work/initrd
+mkdir -p "$initrd_dir"/{bin,dev,proc,sys,newroot,modules}
+cp /bin/busybox "$initrd_dir/bin/busybox"
+modules=(virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk crc16 mbcache jbd2 crc32c_generic ext4 fat vfat nls_cp437 nls_utf8 nls_ascii)
+for module in "${modules[@]}"; do
+  path=$(find "$work/kernel/lib/modules/$kver" -name "$module.ko*" | head -n 1)
+  [ -n "$path" ] && cp "$path" "$initrd_dir/modules/"
+done
+cat > "$initrd_dir/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox --install -s /bin
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for module in virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk crc16 mbcache jbd2 crc32c_generic ext4 fat vfat nls_cp437 nls_utf8 nls_ascii; do
+  [ -f /modules/$module.ko ] && insmod /modules/$module.ko 2>/dev/null
+done
+root=$(sed -n 's/.* root=\([^ ]*\).*/\1/p' /proc/cmdline)
+for _ in $(seq 50); do [ -b "$root" ] && break; sleep 0.1; done
+mount -o ro "$root" /newroot || { echo "DIFFOTA-VM: cannot mount $root"; poweroff -f; }
+umount /proc /sys
+mount --move /dev /newroot/dev
+exec switch_root /newroot /sbin/init
+INIT
+chmod +x "$initrd_dir/init"
+(cd "$initrd_dir" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initrd.img"
+
+log "static diffota and chunk-server"
+RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$repo/target/vm-static \
+  cargo build --release --quiet -p diffota --target x86_64-unknown-linux-gnu
+static_diffota=$repo/target/vm-static/x86_64-unknown-linux-gnu/release/diffota
+cargo build --release --quiet -p chunk-server
+cs=$repo/target/release/chunk-server
+"$cs" keygen --unencrypted --secret-key "$work/release.key" --public-key "$work/release.pub" >/dev/null
+
+# make_rootfs VERSION HEALTHY: a root filesystem image for one release.
+make_rootfs() {
+  local version=$1 healthy=$2 tree=$work/tree-$1
+  mkdir -p "$tree"/{bin,sbin,usr/bin,etc/diffota,proc,sys,dev,tmp,data,boot/efi}
+  cp /bin/busybox "$tree/bin/busybox"
+  for applet in sh mount umount sed cat echo grep sleep sync rm poweroff reboot mkdir ls; do ln -sf busybox "$tree/bin/$applet"; done
+  cp "$static_diffota" "$tree/usr/bin/diffota"
+  cp "$vmlinuz" "$tree/boot/vmlinuz"
+  cp "$work/initrd.img" "$tree/boot/initrd.img"
+  cp "$work/release.pub" "$tree/etc/diffota/release.pub"
+  echo "$version" > "$tree/etc/release"
+  echo "healthy=$healthy" > "$tree/etc/health"
+  # 4.0 carries an application payload, so its install lasts long enough to be cut.
+  if [ "$version" = 4.0 ]; then mkdir -p "$tree/opt/app"; head -c $((20 * 1024 * 1024)) /dev/urandom > "$tree/opt/app/payload"; fi
+  cat > "$tree/etc/diffota.toml" <<TOML
+server_url = "file:///data/store"
+compatible = "vm-x86_64"
+public_keys = ["/etc/diffota/release.pub"]
+state_dir = "/data/diffota"
+device_id = { value = "vm-1" }
+
+[slots]
+a = "/dev/vda2"
+b = "/dev/vda3"
+
+[boot]
+backend = "grub"
+grubenv = "/boot/efi/EFI/diffota/grubenv"
+boot_attempts = 3
+TOML
+  cat > "$tree/sbin/init" <<'INIT'
+#!/bin/sh
+# Plays systemd's part: mount, report, mark-good when healthy, run the host's action.
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t tmpfs tmp /tmp
+mount -t vfat /dev/vda4 /data
+mount -t vfat /dev/vda1 /boot/efi
+slot=$(sed -n 's/.*diffota.slot=\([ab]\).*/\1/p' /proc/cmdline)
+echo "DIFFOTA-VM: booted slot=$slot release=$(cat /etc/release)"
+if grep -q healthy=yes /etc/health; then
+  diffota mark-good
+  echo "DIFFOTA-VM: mark-good rc=$?"
+else
+  echo "DIFFOTA-VM: never healthy, rebooting"
+  umount /data /boot/efi
+  reboot -f
+fi
+action=$(cat /data/action 2>/dev/null)
+rm -f /data/action
+sync
+case "$action" in
+  install)
+    echo "DIFFOTA-VM: install starting"
+    diffota install
+    echo "DIFFOTA-VM: install rc=$?"
+    ;;
+esac
+diffota status
+sync
+umount /data /boot/efi
+echo "DIFFOTA-VM: powering off"
+poweroff -f
+INIT
+  chmod +x "$tree/sbin/init"
+  rm -f "$work/rootfs-$version.ext4"
+  E2FSPROGS_FAKE_TIME=1790000000 mkfs.ext4 -q -F -d "$tree" -U 6f1b6c5a-5d0e-4c0e-9a4e-0d1f2a3b4c5d \
+    -E hash_seed=1d2c3b4a-0f9e-4d8c-8b7a-6e5d4c3b2a19 "$work/rootfs-$version.ext4" 64M
+}
+
+log "releases: 1.0 (factory), 2.0, 3.0 (broken), 4.0"
+store=$work/store
+for release in 1.0:yes 2.0:yes 3.0:no 4.0:yes; do
+  version=${release%%:*}
+  make_rootfs "$version" "${release##*:}"
+  SOURCE_DATE_EPOCH=1790000000 "$cs" make --store "$store" --version "$version" --compatible vm-x86_64 \
+    --key "$work/release.key" --zstd-level 3 "$work/rootfs-$version.ext4" >/dev/null
+done
+publish() { "$cs" channel set --store "$store" stable --release "$1" --key "$work/release.key" >/dev/null; }
+
+log "disk: ESP (GRUB, fragment, grubenv), rootfs A (1.0), rootfs B (empty), data (state, store)"
+mib=$((1024 * 1024))
+esp_start=1; a_start=65; b_start=129; data_start=193; data_size=160
+disk=$work/disk.img
+truncate -s $(((data_start + data_size + 1) * mib)) "$disk"
+sfdisk --quiet "$disk" <<PARTS
+label: gpt
+start=$((esp_start * 2048)), size=$((64 * 2048)), type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp
+start=$((a_start * 2048)), size=$((64 * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=rootfs_a
+start=$((b_start * 2048)), size=$((64 * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=rootfs_b
+start=$((data_start * 2048)), size=$((data_size * 2048)), type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name=data
+PARTS
+esp="$disk@@$((esp_start * mib))"
+data="$disk@@$((data_start * mib))"
+
+cat > "$work/grub-embedded.cfg" <<'GRUB'
+set diffota_part_a=(hd0,gpt2)
+set diffota_part_b=(hd0,gpt3)
+set diffota_root_a=/dev/vda2
+set diffota_root_b=/dev/vda3
+set diffota_kernel=/boot/vmlinuz
+set diffota_initrd=/boot/initrd.img
+set diffota_args="console=ttyS0 panic=-1"
+set diffota_grubenv=(hd0,gpt1)/EFI/diffota/grubenv
+source (hd0,gpt1)/EFI/diffota/diffota.cfg
+GRUB
+grub-mkstandalone -O x86_64-efi -o "$work/BOOTX64.EFI" \
+  --modules="part_gpt fat ext2 normal linux configfile loadenv test echo gzio" \
+  "boot/grub/grub.cfg=$work/grub-embedded.cfg"
+grub-editenv "$work/grubenv" create
+grub-editenv "$work/grubenv" set diffota_slot=a upgrade_available=0 bootcount=0 bootlimit=3
+
+mkfs.vfat -n ESP -C "$work/esp.img" $((64 * 1024)) >/dev/null
+mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/EFI/diffota
+mcopy -i "$work/esp.img" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i "$work/esp.img" "$repo/meta-diffota/recipes-bsp/grub/files/diffota.cfg" ::/EFI/diffota/diffota.cfg
+mcopy -i "$work/esp.img" "$work/grubenv" ::/EFI/diffota/grubenv
+dd if="$work/esp.img" of="$disk" bs=1M seek=$esp_start conv=notrunc status=none
+dd if="$work/rootfs-1.0.ext4" of="$disk" bs=1M seek=$a_start conv=notrunc status=none
+mkfs.vfat -n DATA -C "$work/data.img" $((data_size * 1024)) >/dev/null
+dd if="$work/data.img" of="$disk" bs=1M seek=$data_start conv=notrunc status=none
+sync_store() { mdeltree -i "$data" ::/store >/dev/null 2>&1 || true; mcopy -s -i "$data" "$store" ::/store; }
+action() { echo "$1" > "$work/action"; mcopy -o -i "$data" "$work/action" ::/action; }
+grubenv_get() { mcopy -o -i "$esp" ::/EFI/diffota/grubenv "$work/grubenv.out"; grub-editenv "$work/grubenv.out" list | sed -n "s/^$1=//p"; }
+
+cp /usr/share/OVMF/OVMF_VARS_4M.fd "$work/vars.fd"
+accel=tcg
+[ -w /dev/kvm ] && accel=kvm:tcg
+boot_number=0
+# boot [KILL_AFTER_MARKER]: one boot until the guest powers off or reboots; with an
+# argument, QEMU is killed (a power cut) as soon as that marker appears.
+boot() {
+  boot_number=$((boot_number + 1))
+  local serial=$work/serial-$boot_number.log
+  : > "$serial"
+  timeout 300 qemu-system-x86_64 -machine "q35,accel=$accel" -m 512 -smp 2 -no-reboot -display none -monitor none -nic none \
+    -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+    -drive if=pflash,format=raw,file="$work/vars.fd" \
+    -drive file="$disk",if=virtio,format=raw \
+    -serial "file:$serial" &
+  local qemu=$!
+  if [ $# -gt 0 ]; then
+    for _ in $(seq 3000); do grep -q "$1" "$serial" && break; kill -0 $qemu 2>/dev/null || break; sleep 0.01; done
+    sleep 0.2
+    kill -9 $qemu 2>/dev/null || true
+  fi
+  wait $qemu || true
+  grep "DIFFOTA-VM" "$serial" | sed "s/^/  boot $boot_number: /" || true
+  last_serial=$serial
+}
+expect() { grep -q "$1" "$last_serial" || fail "boot $boot_number: expected '$1' on the serial console (see $last_serial)"; }
+expect_env() { local got; got=$(grubenv_get "$1"); [ "$got" = "$2" ] || fail "grubenv $1=$got, expected $2"; }
+
+started=$(date +%s)
+log "scenario 1: factory boot on A, install 2.0, trial boot of B, mark-good"
+publish 2.0; sync_store; action install
+boot
+expect "booted slot=a release=1.0"; expect "install rc=0"
+expect_env diffota_slot b; expect_env upgrade_available 1
+boot
+expect "booted slot=b release=2.0"; expect "mark-good rc=0"; expect "slot b (2.0) committed"
+expect_env diffota_slot b; expect_env upgrade_available 0; expect_env bootcount 0
+
+log "scenario 2: a broken release is tried bootlimit times, then B again; it is not installed again"
+publish 3.0; sync_store; action install
+boot
+expect "booted slot=b release=2.0"; expect "install rc=0"
+expect_env diffota_slot a; expect_env upgrade_available 1
+for try in 1 2 3; do
+  boot
+  expect "booted slot=a release=3.0"; expect "never healthy"
+  expect_env bootcount "$try"
+done
+boot
+expect "booted slot=b release=2.0"; expect "release 3.0 failed"
+expect_env diffota_slot b; expect_env upgrade_available 0
+action install
+boot
+expect "booted slot=b release=2.0"; expect "not installing 3.0: it failed on this device before"
+expect "failed release 3.0"
+expect_env diffota_slot b
+
+log "scenario 3: power cut during the install of 4.0; the old slot boots; the install resumes"
+publish 4.0; sync_store; action install
+boot "install starting"
+expect "install starting"
+if grep -q "install rc=" "$last_serial"; then log "(the install finished before the cut; the resume below then finds everything in place)"; fi
+expect_env diffota_slot b; expect_env upgrade_available 0
+action install
+boot
+expect "booted slot=b release=2.0"; expect "install rc=0"
+expect_env diffota_slot a; expect_env upgrade_available 1
+boot
+expect "booted slot=a release=4.0"; expect "slot a (4.0) committed"
+expect_env upgrade_available 0
+
+log "PASS: $boot_number boots in $(( $(date +%s) - started )) s (accel $accel)"
