@@ -2,9 +2,10 @@
 # End to end in a real virtual machine: OVMF firmware, a standalone GRUB EFI binary with the
 # shipped grub.cfg fragment (meta-diffota/recipes-bsp/grub/files/diffota.cfg) and grubenv on
 # the ESP, Debian's kernel, root filesystems A and B built here (busybox-static, a static
-# diffota, an init that plays systemd's part), and a data partition holding the state
-# directory and the store (used as a file:// source). Everything comes from Debian packages
-# and this repository; nothing is committed.
+# diffota, an init that plays systemd's part), an ext4 data partition holding the state
+# directory, and a second, read-only disk holding the store (a file:// source) and the
+# action for the next boot. Everything comes from Debian packages and this repository;
+# nothing is committed.
 #
 # Scenarios, asserted from serial-console markers and from grubenv read back on the host:
 #   1. factory boot on A -> diffota install 2.0 -> reboot into B on trial -> mark-good
@@ -44,7 +45,7 @@ log "initramfs: busybox, block and filesystem modules, switch_root"
 initrd_dir=$work/initrd
 mkdir -p "$initrd_dir"/{bin,dev,proc,sys,newroot,modules}
 cp /bin/busybox "$initrd_dir/bin/busybox"
-modules=(virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk crc16 mbcache jbd2 crc32c_generic ext4 fat vfat nls_cp437 nls_utf8 nls_ascii)
+modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk crc16 mbcache jbd2 crc32c_generic ext4 fat vfat nls_cp437 nls_utf8 nls_ascii)
 for module in "${modules[@]}"; do
   path=$(find "$work/kernel/lib/modules/$kver" -name "$module.ko*" | head -n 1)
   [ -n "$path" ] && cp "$path" "$initrd_dir/modules/"
@@ -55,7 +56,7 @@ cat > "$initrd_dir/init" <<'INIT'
 /bin/busybox --install -s /bin
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for module in virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk crc16 mbcache jbd2 crc32c_generic ext4 fat vfat nls_cp437 nls_utf8 nls_ascii; do
+for module in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk crc16 mbcache jbd2 crc32c_generic ext4 fat vfat nls_cp437 nls_utf8 nls_ascii; do
   [ -f /modules/$module.ko ] && insmod /modules/$module.ko 2>/dev/null
 done
 root=$(sed -n 's/.* root=\([^ ]*\).*/\1/p' /proc/cmdline)
@@ -79,7 +80,7 @@ cs=$repo/target/release/chunk-server
 # make_rootfs VERSION HEALTHY: a root filesystem image for one release.
 make_rootfs() {
   local version=$1 healthy=$2 tree=$work/tree-$1
-  mkdir -p "$tree"/{bin,sbin,usr/bin,etc/diffota,proc,sys,dev,tmp,data,boot/efi}
+  mkdir -p "$tree"/{bin,sbin,usr/bin,etc/diffota,proc,sys,dev,tmp,data,store,boot/efi}
   cp /bin/busybox "$tree/bin/busybox"
   for applet in sh mount umount sed cat echo grep sleep sync rm poweroff reboot mkdir ls; do ln -sf busybox "$tree/bin/$applet"; done
   cp "$static_diffota" "$tree/usr/bin/diffota"
@@ -91,7 +92,7 @@ make_rootfs() {
   # 4.0 carries an application payload, so its install lasts long enough to be cut.
   if [ "$version" = 4.0 ]; then mkdir -p "$tree/opt/app"; head -c $((20 * 1024 * 1024)) /dev/urandom > "$tree/opt/app/payload"; fi
   cat > "$tree/etc/diffota.toml" <<TOML
-server_url = "file:///data/store"
+server_url = "file:///store/store"
 compatible = "vm-x86_64"
 public_keys = ["/etc/diffota/release.pub"]
 state_dir = "/data/diffota"
@@ -112,8 +113,10 @@ TOML
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t tmpfs tmp /tmp
-mount -t vfat /dev/vda4 /data
+mkdir -p /store
+mount -t ext4 /dev/vda4 /data
 mount -t vfat /dev/vda1 /boot/efi
+mount -t ext4 -o ro /dev/vdb /store
 slot=$(sed -n 's/.*diffota.slot=\([ab]\).*/\1/p' /proc/cmdline)
 echo "DIFFOTA-VM: booted slot=$slot release=$(cat /etc/release)"
 if grep -q healthy=yes /etc/health; then
@@ -121,12 +124,10 @@ if grep -q healthy=yes /etc/health; then
   echo "DIFFOTA-VM: mark-good rc=$?"
 else
   echo "DIFFOTA-VM: never healthy, rebooting"
-  umount /data /boot/efi
+  umount /data /boot/efi /store
   reboot -f
 fi
-action=$(cat /data/action 2>/dev/null)
-rm -f /data/action
-sync
+action=$(cat /store/action 2>/dev/null)
 case "$action" in
   install)
     echo "DIFFOTA-VM: install starting"
@@ -136,7 +137,7 @@ case "$action" in
 esac
 diffota status
 sync
-umount /data /boot/efi
+umount /data /boot/efi /store
 echo "DIFFOTA-VM: powering off"
 poweroff -f
 INIT
@@ -156,7 +157,7 @@ for release in 1.0:yes 2.0:yes 3.0:no 4.0:yes; do
 done
 publish() { "$cs" channel set --store "$store" stable --release "$1" --key "$work/release.key" >/dev/null; }
 
-log "disk: ESP (GRUB, fragment, grubenv), rootfs A (1.0), rootfs B (empty), data (state, store)"
+log "disk: ESP (GRUB, fragment, grubenv), rootfs A (1.0), rootfs B (empty), data (state); a store disk"
 mib=$((1024 * 1024))
 esp_start=1; a_start=65; b_start=129; data_start=193; data_size=160
 disk=$work/disk.img
@@ -166,10 +167,9 @@ label: gpt
 start=$((esp_start * 2048)), size=$((64 * 2048)), type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp
 start=$((a_start * 2048)), size=$((64 * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=rootfs_a
 start=$((b_start * 2048)), size=$((64 * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=rootfs_b
-start=$((data_start * 2048)), size=$((data_size * 2048)), type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name=data
+start=$((data_start * 2048)), size=$((data_size * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=data
 PARTS
 esp="$disk@@$((esp_start * mib))"
-data="$disk@@$((data_start * mib))"
 
 cat > "$work/grub-embedded.cfg" <<'GRUB'
 set diffota_part_a=(hd0,gpt2)
@@ -195,32 +195,44 @@ mcopy -i "$work/esp.img" "$repo/meta-diffota/recipes-bsp/grub/files/diffota.cfg"
 mcopy -i "$work/esp.img" "$work/grubenv" ::/EFI/diffota/grubenv
 dd if="$work/esp.img" of="$disk" bs=1M seek=$esp_start conv=notrunc status=none
 dd if="$work/rootfs-1.0.ext4" of="$disk" bs=1M seek=$a_start conv=notrunc status=none
-mkfs.vfat -n DATA -C "$work/data.img" $((data_size * 1024)) >/dev/null
+mkfs.ext4 -q -F -L data "$work/data.img" "${data_size}M"
 dd if="$work/data.img" of="$disk" bs=1M seek=$data_start conv=notrunc status=none
-sync_store() { mdeltree -i "$data" ::/store >/dev/null 2>&1 || true; mcopy -s -i "$data" "$store" ::/store; }
-action() { echo "$1" > "$work/action"; mcopy -o -i "$data" "$work/action" ::/action; }
+# The store disk is rebuilt before every boot: the store as published, and the action the
+# guest's init runs on that boot (none unless action() was called).
+next_action=""
+action() { next_action=$1; }
+store_disk() {
+  rm -rf "$work/store-disk" && mkdir -p "$work/store-disk"
+  cp -r "$store" "$work/store-disk/store"
+  [ -z "$next_action" ] || echo "$next_action" > "$work/store-disk/action"
+  next_action=""
+  mkfs.ext4 -q -F -d "$work/store-disk" "$work/store.img" 128M
+}
 grubenv_get() { mcopy -o -i "$esp" ::/EFI/diffota/grubenv "$work/grubenv.out"; grub-editenv "$work/grubenv.out" list | sed -n "s/^$1=//p"; }
 
 cp /usr/share/OVMF/OVMF_VARS_4M.fd "$work/vars.fd"
-accel=tcg
-[ -w /dev/kvm ] && accel=kvm:tcg
+# Software emulation by default: on this workplace /dev/kvm exists but fails inside OVMF.
+accel=${DIFFOTA_VM_ACCEL:-tcg}
 boot_number=0
 # boot [KILL_AFTER_MARKER]: one boot until the guest powers off or reboots; with an
 # argument, QEMU is killed (a power cut) as soon as that marker appears.
 boot() {
   boot_number=$((boot_number + 1))
+  store_disk
   local serial=$work/serial-$boot_number.log
   : > "$serial"
   timeout 300 qemu-system-x86_64 -machine "q35,accel=$accel" -m 512 -smp 2 -no-reboot -display none -monitor none -nic none \
     -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
     -drive if=pflash,format=raw,file="$work/vars.fd" \
     -drive file="$disk",if=virtio,format=raw \
+    -drive file="$work/store.img",if=virtio,format=raw,readonly=on \
     -serial "file:$serial" &
   local qemu=$!
   if [ $# -gt 0 ]; then
     for _ in $(seq 3000); do grep -q "$1" "$serial" && break; kill -0 $qemu 2>/dev/null || break; sleep 0.01; done
     sleep 0.2
-    kill -9 $qemu 2>/dev/null || true
+    # The power cut: SIGKILL to QEMU itself (the child of timeout).
+    pkill -9 -P $qemu 2>/dev/null || true
   fi
   wait $qemu || true
   grep "DIFFOTA-VM" "$serial" | sed "s/^/  boot $boot_number: /" || true
@@ -231,7 +243,7 @@ expect_env() { local got; got=$(grubenv_get "$1"); [ "$got" = "$2" ] || fail "gr
 
 started=$(date +%s)
 log "scenario 1: factory boot on A, install 2.0, trial boot of B, mark-good"
-publish 2.0; sync_store; action install
+publish 2.0; action install
 boot
 expect "booted slot=a release=1.0"; expect "install rc=0"
 expect_env diffota_slot b; expect_env upgrade_available 1
@@ -240,7 +252,7 @@ expect "booted slot=b release=2.0"; expect "mark-good rc=0"; expect "slot b (2.0
 expect_env diffota_slot b; expect_env upgrade_available 0; expect_env bootcount 0
 
 log "scenario 2: a broken release is tried bootlimit times, then B again; it is not installed again"
-publish 3.0; sync_store; action install
+publish 3.0; action install
 boot
 expect "booted slot=b release=2.0"; expect "install rc=0"
 expect_env diffota_slot a; expect_env upgrade_available 1
@@ -259,7 +271,7 @@ expect "failed release 3.0"
 expect_env diffota_slot b
 
 log "scenario 3: power cut during the install of 4.0; the old slot boots; the install resumes"
-publish 4.0; sync_store; action install
+publish 4.0; action install
 boot "install starting"
 expect "install starting"
 if grep -q "install rc=" "$last_serial"; then log "(the install finished before the cut; the resume below then finds everything in place)"; fi
