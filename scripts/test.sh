@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, then every unit and end-to-end test.
+# The test command: formatting, lints, every unit and end-to-end test, and with
+# DIFFOTA_VM_TEST=1 (as in CI) the virtual machine test (tests/vm/run.sh, about 10 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
+if [ "${DIFFOTA_VM_TEST:-0}" = 1 ]; then
+  tests/vm/run.sh
+fi

@@ -76,7 +76,11 @@ fn fleet_of_200_at_10_then_50_percent() {
             .cloned()
             .collect()
     };
-    println!("fleet: {} of 200 devices installed at 10%, {} at 50%", at_10.len(), at_50.len());
+    println!(
+        "fleet: {} of 200 devices installed at 10%, {} at 50%",
+        at_10.len(),
+        at_50.len()
+    );
     assert_eq!(at_10, expected(10));
     assert_eq!(at_50, expected(50));
     assert!(

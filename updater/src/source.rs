@@ -112,6 +112,8 @@ impl StoreSource {
                 if length > limit {
                     return Err(FetchError::TooLarge { url, limit });
                 }
+                traffic.requests.fetch_add(1, Ordering::Relaxed);
+                traffic.bytes.fetch_add(length, Ordering::Relaxed);
                 std::fs::read(&path).map_err(io)
             }
             StoreSource::Http { client, .. } => {
@@ -164,11 +166,13 @@ impl StoreSource {
                     })
                 };
                 let file = std::fs::File::open(&path).map_err(io)?;
+                traffic.requests.fetch_add(1, Ordering::Relaxed);
                 let mut at = start;
                 let mut buffer = vec![0u8; 256 * 1024];
                 while at < end {
                     let want = ((end - at) as usize).min(buffer.len());
                     file.read_exact_at(&mut buffer[..want], at).map_err(io)?;
+                    traffic.bytes.fetch_add(want as u64, Ordering::Relaxed);
                     sink.accept(&buffer[..want]).map_err(RangeError::Sink)?;
                     at += want as u64;
                 }
