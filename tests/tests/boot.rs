@@ -22,6 +22,13 @@ fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+const GRUB_DEFAULTS: &[(&str, &str)] = &[
+    ("diffota_slot", "a"),
+    ("bootlimit", "3"),
+    ("bootcount", "0"),
+    ("upgrade_available", "0"),
+];
+
 const UBOOT_DEFAULTS: &[(&str, &str)] = &[
     ("diffota_slot", "a"),
     ("bootlimit", "3"),
@@ -182,6 +189,13 @@ impl Releases {
         set_channel(&self.store, &self.keys, "stable", version, &[]);
     }
 
+    /// A directory for a bootloader environment.
+    fn env_dir(&self, name: &str) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     fn image(&self, version: &str) -> &Path {
         let number: usize = version[..1].parse().unwrap();
         &self.images[number - 1]
@@ -316,9 +330,7 @@ fn uboot_cycle_direct_environment() {
         return;
     }
     let releases = Releases::new();
-    let env_dir = releases.dir.path().join("uboot-direct");
-    std::fs::create_dir_all(&env_dir).unwrap();
-    let config = init_uboot_env(&env_dir, UBOOT_DEFAULTS, true);
+    let config = init_uboot_env(&releases.env_dir("uboot-direct"), UBOOT_DEFAULTS, true);
     let device = device_for(
         &releases,
         "direct",
@@ -336,9 +348,7 @@ fn uboot_cycle_through_fw_tools() {
         return;
     }
     let releases = Releases::new();
-    let env_dir = releases.dir.path().join("uboot-tools");
-    std::fs::create_dir_all(&env_dir).unwrap();
-    let config = init_uboot_env(&env_dir, UBOOT_DEFAULTS, false);
+    let config = init_uboot_env(&releases.env_dir("uboot-tools"), UBOOT_DEFAULTS, false);
     let device = device_for(
         &releases,
         "tools",
@@ -356,17 +366,7 @@ fn grub_cycle() {
         return;
     }
     let releases = Releases::new();
-    let env_dir = releases.dir.path().join("grub");
-    std::fs::create_dir_all(&env_dir).unwrap();
-    let file = init_grubenv(
-        &env_dir,
-        &[
-            ("diffota_slot", "a"),
-            ("bootlimit", "3"),
-            ("bootcount", "0"),
-            ("upgrade_available", "0"),
-        ],
-    );
+    let file = init_grubenv(&releases.env_dir("grub"), GRUB_DEFAULTS);
     let device = device_for(
         &releases,
         "grub",
@@ -386,17 +386,8 @@ fn custom_script_backend() {
     // A board script that keeps its variables in a grubenv through grub-editenv: the
     // documented get/set interface, exercised by a whole cycle.
     let releases = Releases::new();
-    let env_dir = releases.dir.path().join("custom");
-    std::fs::create_dir_all(&env_dir).unwrap();
-    let file = init_grubenv(
-        &env_dir,
-        &[
-            ("diffota_slot", "a"),
-            ("bootlimit", "3"),
-            ("bootcount", "0"),
-            ("upgrade_available", "0"),
-        ],
-    );
+    let env_dir = releases.env_dir("custom");
+    let file = init_grubenv(&env_dir, GRUB_DEFAULTS);
     let script = env_dir.join("boot-custom");
     std::fs::write(
         &script,

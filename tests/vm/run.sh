@@ -290,3 +290,4 @@ expect "booted slot=a release=4.0"; expect "slot a (4.0) committed"
 expect_env upgrade_available 0
 
 log "PASS: $boot_number boots in $(( $(date +%s) - started )) s (accel $accel)"
+echo "vm: 3 passed, 0 failed"
