@@ -275,6 +275,7 @@ impl Device {
             .set_len(slot_size)
             .unwrap();
         std::fs::write(&device.cmdline, "console=ttyS0 diffota.slot=a rootwait\n").unwrap();
+        std::fs::write(device.dir.join("boot_id"), "boot-0\n").unwrap();
         device
     }
 
@@ -290,13 +291,14 @@ impl Device {
             .map(|k| format!("{:?}", k.display().to_string()))
             .collect();
         let text = format!(
-            "server_url = {server:?}\ncompatible = \"test-board\"\npublic_keys = [{keys}]\nstate_dir = {state:?}\ndevice_id = {{ value = \"test-device\" }}\n\n[slots]\na = {a:?}\nb = {b:?}\n\n[boot]\ncmdline = {cmdline:?}\n{boot}\n{extra}\n",
+            "server_url = {server:?}\ncompatible = \"test-board\"\npublic_keys = [{keys}]\nstate_dir = {state:?}\ndevice_id = {{ value = \"test-device\" }}\n\n[slots]\na = {a:?}\nb = {b:?}\n\n[boot]\ncmdline = {cmdline:?}\nboot_id_file = {boot_id:?}\n{boot}\n{extra}\n",
             server = server_url,
             keys = keys.join(", "),
             state = self.state.display().to_string(),
             a = self.slot_a.display().to_string(),
             b = self.slot_b.display().to_string(),
             cmdline = self.cmdline.display().to_string(),
+            boot_id = self.dir.join("boot_id").display().to_string(),
         );
         std::fs::write(&self.config, text).unwrap();
     }
@@ -307,12 +309,23 @@ impl Device {
         command
     }
 
+    /// A reboot into `slot`: a new kernel command line and a new boot id.
     pub fn boot_into(&self, slot: &str) {
         std::fs::write(
             &self.cmdline,
             format!("console=ttyS0 diffota.slot={slot} rootwait\n"),
         )
         .unwrap();
+        let boot_id = self.dir.join("boot_id");
+        let boots: u64 = std::fs::read_to_string(&boot_id)
+            .ok()
+            .and_then(|text| {
+                text.trim()
+                    .strip_prefix("boot-")
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or(0);
+        std::fs::write(&boot_id, format!("boot-{}\n", boots + 1)).unwrap();
     }
 
     /// The first `length` bytes of a slot file.

@@ -234,6 +234,10 @@ fn cycle(releases: &Releases, device: &Device, env: &EnvTool) {
         ("b", "1", "0")
     );
     assert_eq!(boot["bootlimit"], "3");
+    // mark-good again before the reboot (a second health run, an operator): not a revert.
+    let stdout = run_ok(device.diffota().arg("mark-good"));
+    assert!(stdout.contains("armed for a trial boot"), "{stdout}");
+    assert_eq!(env.read()["upgrade_available"], "1");
     assert_eq!(reboot(device), "b");
     assert_eq!(env.read()["bootcount"], "1");
     let stdout = run_ok(device.diffota().arg("mark-good"));

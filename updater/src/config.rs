@@ -96,6 +96,9 @@ pub struct BootConfig {
     /// custom: the board's script (see `boot/custom.rs` for its interface).
     #[serde(default = "default_script")]
     pub script: PathBuf,
+    /// Changes with every boot; tells mark-good whether a trial was tried yet.
+    #[serde(default = "default_boot_id_file")]
+    pub boot_id_file: PathBuf,
     /// What `install --reboot`, `mark-bad --reboot` and `rollback --reboot` run.
     #[serde(default = "default_reboot_command")]
     pub reboot_command: Vec<String>,
@@ -157,6 +160,9 @@ fn default_grubenv() -> PathBuf {
 fn default_script() -> PathBuf {
     "/usr/libexec/diffota/boot-custom".into()
 }
+fn default_boot_id_file() -> PathBuf {
+    "/proc/sys/kernel/random/boot_id".into()
+}
 fn default_reboot_command() -> Vec<String> {
     vec!["systemctl".into(), "reboot".into()]
 }
@@ -189,6 +195,7 @@ impl Default for BootConfig {
             grubenv: default_grubenv(),
             script: default_script(),
             reboot_command: default_reboot_command(),
+            boot_id_file: default_boot_id_file(),
         }
     }
 }

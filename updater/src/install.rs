@@ -478,6 +478,7 @@ pub async fn install(
         from_slot: running,
         started_at: now(),
         attempts: config.boot.boot_attempts,
+        boot_id: crate::lifecycle::current_boot_id(&config.boot.boot_id_file),
     });
     device.state_dir.save(&state)?;
     tracing::info!(event = "install_finished", version = %version, slot = %target_slot, downloaded = report.downloaded_bytes, requests = report.requests);

@@ -26,10 +26,18 @@ pub enum AfterBoot {
     Reverted { trial: Trial },
     /// No trial pending: the running slot is simply confirmed.
     Confirm,
+    /// A trial is armed but the system has not booted since: nothing to decide yet.
+    NotYetTried { trial: Trial },
 }
 
-pub fn after_boot(running: Slot, trial: Option<&Trial>) -> AfterBoot {
+/// `boot_id` is this boot's id; None when unknown, and then every call counts as after a reboot.
+pub fn after_boot(running: Slot, trial: Option<&Trial>, boot_id: Option<&str>) -> AfterBoot {
     match trial {
+        Some(trial) if boot_id.is_some() && trial.boot_id.as_deref() == boot_id => {
+            AfterBoot::NotYetTried {
+                trial: trial.clone(),
+            }
+        }
         Some(trial) if trial.slot == running => AfterBoot::Commit {
             trial: trial.clone(),
         },
@@ -38,6 +46,14 @@ pub fn after_boot(running: Slot, trial: Option<&Trial>) -> AfterBoot {
         },
         None => AfterBoot::Confirm,
     }
+}
+
+/// This boot's id, from the configured file (`/proc/sys/kernel/random/boot_id`).
+pub fn current_boot_id(path: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// What `mark-good` did, for the report.
@@ -56,15 +72,26 @@ pub enum MarkGood {
     AlreadyGood {
         slot: Slot,
     },
+    TrialPending {
+        slot: Slot,
+        version: String,
+    },
 }
 
 pub fn mark_good(
     running: Slot,
     bootloader: &mut dyn Bootloader,
     state_dir: &StateDir,
+    boot_id: Option<&str>,
 ) -> Result<MarkGood, LifecycleError> {
     let mut state = state_dir.load()?;
-    let outcome = match after_boot(running, state.trial.as_ref()) {
+    let outcome = match after_boot(running, state.trial.as_ref(), boot_id) {
+        AfterBoot::NotYetTried { trial } => {
+            return Ok(MarkGood::TrialPending {
+                slot: trial.slot,
+                version: trial.version,
+            })
+        }
         AfterBoot::Commit { trial } => {
             bootloader.commit(running)?;
             if let Some(record) = state.slots.get_mut(&running) {
@@ -164,6 +191,7 @@ pub fn rollback(
     state_dir: &StateDir,
     attempts: u32,
     force: bool,
+    boot_id: Option<String>,
 ) -> Result<Slot, LifecycleError> {
     let mut state = state_dir.load()?;
     let other = running.other();
@@ -178,6 +206,7 @@ pub fn rollback(
         from_slot: running,
         started_at: now(),
         attempts,
+        boot_id,
     });
     state_dir.save(&state)?;
     tracing::info!(event = "rollback_started", from = %running, to = %other);
@@ -195,23 +224,44 @@ mod tests {
             from_slot: slot.other(),
             started_at: 0,
             attempts: 3,
+            boot_id: Some("boot-1".into()),
         }
     }
 
     #[test]
     fn decisions_after_boot() {
+        let next_boot = Some("boot-2");
         assert_eq!(
-            after_boot(Slot::B, Some(&trial(Slot::B))),
+            after_boot(Slot::B, Some(&trial(Slot::B)), next_boot),
             AfterBoot::Commit {
                 trial: trial(Slot::B)
             }
         );
         assert_eq!(
-            after_boot(Slot::A, Some(&trial(Slot::B))),
+            after_boot(Slot::A, Some(&trial(Slot::B)), next_boot),
             AfterBoot::Reverted {
                 trial: trial(Slot::B)
             }
         );
-        assert_eq!(after_boot(Slot::A, None), AfterBoot::Confirm);
+        assert_eq!(after_boot(Slot::A, None, next_boot), AfterBoot::Confirm);
+        assert_eq!(after_boot(Slot::A, None, None), AfterBoot::Confirm);
+    }
+
+    #[test]
+    fn regression_mark_good_before_the_reboot_is_not_a_revert() {
+        // mark-good run again in the boot that armed the trial must not record a failure.
+        assert_eq!(
+            after_boot(Slot::A, Some(&trial(Slot::B)), Some("boot-1")),
+            AfterBoot::NotYetTried {
+                trial: trial(Slot::B)
+            }
+        );
+        // Without a boot id the old behaviour stays: treated as after a reboot.
+        assert_eq!(
+            after_boot(Slot::A, Some(&trial(Slot::B)), None),
+            AfterBoot::Reverted {
+                trial: trial(Slot::B)
+            }
+        );
     }
 }

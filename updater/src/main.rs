@@ -237,7 +237,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::MarkGood { json } => {
-            let outcome = lifecycle::mark_good(running()?, bootloader.as_mut(), &state_dir)?;
+            let boot_id = lifecycle::current_boot_id(&config.boot.boot_id_file);
+            let outcome = lifecycle::mark_good(
+                running()?,
+                bootloader.as_mut(),
+                &state_dir,
+                boot_id.as_deref(),
+            )?;
             if json {
                 println!("{}", serde_json::to_string(&outcome)?);
             } else {
@@ -254,6 +260,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                     MarkGood::AlreadyGood { slot } => {
                         println!("slot {slot} is good (no trial pending)")
+                    }
+                    MarkGood::TrialPending { slot, version } => {
+                        println!("{version} in slot {slot} is armed for a trial boot; nothing to mark before the reboot")
                     }
                 }
             }
@@ -272,6 +281,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &state_dir,
                 config.boot.boot_attempts,
                 force,
+                lifecycle::current_boot_id(&config.boot.boot_id_file),
             )?;
             println!("slot {next} boots next, on trial");
             if reboot {

@@ -51,6 +51,10 @@ pub struct Trial {
     pub from_slot: Slot,
     pub started_at: u64,
     pub attempts: u32,
+    /// The kernel's boot id when the trial was armed: the trial has been tried only once
+    /// the system has booted since.
+    #[serde(default)]
+    pub boot_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
