@@ -24,7 +24,7 @@ pub const UBOOT_SCRIPT_LINES: &[&str] = &[
     "if test \"${diffota_slot}\" = \"a\"; then setenv diffota_slot b; else setenv diffota_slot a; fi",
     "setenv upgrade_available 0",
     "setenv bootcount 0",
-    "setexpr bootcount ${bootcount} + 1",
+    "elif test \"${bootcount}\" = \"0\"; then setenv bootcount 1",
     "saveenv",
     "setenv bootargs \"${diffota_args} root=${diffota_root} rootwait ro diffota.slot=${diffota_slot}\"",
 ];
@@ -74,7 +74,7 @@ pub fn boot(vars: &mut BTreeMap<String, String>) -> (String, bool) {
             vars.insert("upgrade_available".into(), "0".into());
             vars.insert("bootcount".into(), "0".into());
         } else {
-            // `setexpr bootcount ${bootcount} + 1` / the GRUB step chain
+            // the step chain: `elif test "${bootcount}" = "0"; then setenv bootcount 1` …
             vars.insert("bootcount".into(), (count + 1).to_string());
         }
         // `saveenv` / `save_env …`

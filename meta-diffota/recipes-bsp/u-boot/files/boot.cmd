@@ -12,8 +12,9 @@
 #   diffota_kernel     kernel path inside the root filesystem, e.g. /boot/Image
 #   diffota_fdt        device tree path inside the root filesystem (optional)
 #   diffota_args       extra kernel arguments
-# The counting follows U-Boot's bootcount/bootlimit/upgrade_available convention. Values
-# stay below 10, so setexpr's hexadecimal output equals the decimal value.
+# The counting follows U-Boot's bootcount/bootlimit/upgrade_available convention. It steps
+# bootcount through its values instead of using setexpr, which many U-Boot builds (Debian's
+# qemu-x86_64 among them) leave out.
 
 # [defaults] a missing variable never stops the boot
 test -n "${diffota_slot}" || setenv diffota_slot a
@@ -27,8 +28,15 @@ if test "${upgrade_available}" = "1"; then
         if test "${diffota_slot}" = "a"; then setenv diffota_slot b; else setenv diffota_slot a; fi
         setenv upgrade_available 0
         setenv bootcount 0
-    else
-        setexpr bootcount ${bootcount} + 1
+    elif test "${bootcount}" = "0"; then setenv bootcount 1
+    elif test "${bootcount}" = "1"; then setenv bootcount 2
+    elif test "${bootcount}" = "2"; then setenv bootcount 3
+    elif test "${bootcount}" = "3"; then setenv bootcount 4
+    elif test "${bootcount}" = "4"; then setenv bootcount 5
+    elif test "${bootcount}" = "5"; then setenv bootcount 6
+    elif test "${bootcount}" = "6"; then setenv bootcount 7
+    elif test "${bootcount}" = "7"; then setenv bootcount 8
+    else setenv bootcount 9
     fi
     saveenv
 fi
