@@ -25,7 +25,7 @@ pub const UBOOT_SCRIPT_LINES: &[&str] = &[
     "setenv upgrade_available 0",
     "setenv bootcount 0",
     "elif test \"${bootcount}\" = \"0\"; then setenv bootcount 1",
-    "saveenv",
+    "run diffota_save_env",
     "setenv bootargs \"${diffota_args} root=${diffota_root} rootwait ro diffota.slot=${diffota_slot}\"",
 ];
 
@@ -77,7 +77,7 @@ pub fn boot(vars: &mut BTreeMap<String, String>) -> (String, bool) {
             // the step chain: `elif test "${bootcount}" = "0"; then setenv bootcount 1` …
             vars.insert("bootcount".into(), (count + 1).to_string());
         }
-        // `saveenv` / `save_env …`
+        // `run diffota_save_env` (saveenv by default) / `save_env …`
         saved = true;
     }
     // [boot] `… diffota.slot=${diffota_slot}`

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End to end in a real virtual machine: OVMF firmware, a standalone GRUB EFI binary with the
+# End to end in a real virtual machine. Default (grub): OVMF firmware, a standalone GRUB EFI binary with the
 # shipped grub.cfg fragment (meta-diffota/recipes-bsp/grub/files/diffota.cfg) and grubenv on
 # the ESP, Debian's kernel, root filesystems A and B built here (busybox-static, a static
 # diffota, an init that plays systemd's part), an ext4 data partition holding the state
@@ -14,17 +14,25 @@
 #   3. power cut: QEMU killed in the middle of an install (4.0) -> next boot is the old
 #      slot -> the install resumes and completes
 #
-# Usage: tests/vm/run.sh    (root; apt-get installs what it needs; ~/.cache-free: work in target/vm-test)
+# With `uboot` as argument the same scenarios run under Debian's U-Boot for qemu-x86_64
+# (u-boot-qemu) with the shipped boot.cmd: that U-Boot keeps no environment of its own
+# (ENV_IS_NOWHERE), so a small board preamble (boot.scr) imports it from uboot.env on the FAT
+# boot partition and stores it back with `env export` + `fatwrite`; diffota writes the same
+# file through its U-Boot backend, and the host reads it with the real fw_printenv.
+#
+# Usage: tests/vm/run.sh [grub|uboot]   (root; apt-get installs what it needs; work in target/vm-test-*)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
-work=$repo/target/vm-test
+bootloader=${1:-grub}
+case "$bootloader" in grub|uboot) ;; *) echo "usage: $0 [grub|uboot]" >&2; exit 2 ;; esac
+work=$repo/target/vm-test-$bootloader
 rm -rf "$work"
 mkdir -p "$work"
 log() { echo "vm-test: $*"; }
 fail() { echo "vm-test: FAIL: $*" >&2; exit 1; }
 
-need=(qemu-system-x86 ovmf grub-efi-amd64-bin busybox-static mtools dosfstools fdisk kmod e2fsprogs grub-common cpio)
+need=(qemu-system-x86 ovmf grub-efi-amd64-bin busybox-static mtools dosfstools fdisk kmod e2fsprogs grub-common cpio u-boot-qemu u-boot-tools libubootenv-tool)
 missing=()
 for package in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -61,7 +69,7 @@ for module in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev vir
 done
 root=$(sed -n 's/.* root=\([^ ]*\).*/\1/p' /proc/cmdline)
 for _ in $(seq 50); do [ -b "$root" ] && break; sleep 0.1; done
-mount -o ro "$root" /newroot || { echo "DIFFOTA-VM: cannot mount $root"; poweroff -f; }
+mount -o ro "$root" /newroot || { echo "DIFFOTA-VM: cannot mount $root"; reboot -f; }
 umount /proc /sys
 mount --move /dev /newroot/dev
 exec switch_root /newroot /sbin/init
@@ -89,6 +97,7 @@ make_rootfs() {
   cp "$work/release.pub" "$tree/etc/diffota/release.pub"
   echo "$version" > "$tree/etc/release"
   echo "healthy=$healthy" > "$tree/etc/health"
+  echo "/boot/efi/uboot.env 0x0 0x4000" > "$tree/etc/fw_env.config"
   # 4.0 carries an application payload, so its install lasts long enough to be cut.
   if [ "$version" = 4.0 ]; then mkdir -p "$tree/opt/app"; head -c $((20 * 1024 * 1024)) /dev/urandom > "$tree/opt/app/payload"; fi
   cat > "$tree/etc/diffota.toml" <<TOML
@@ -103,9 +112,8 @@ a = "/dev/vda2"
 b = "/dev/vda3"
 
 [boot]
-backend = "grub"
-grubenv = "/boot/efi/EFI/diffota/grubenv"
 boot_attempts = 3
+$boot_backend
 TOML
   cat > "$tree/sbin/init" <<'INIT'
 #!/bin/sh
@@ -138,8 +146,8 @@ esac
 diffota status
 sync
 umount /data /boot/efi /store
-echo "DIFFOTA-VM: powering off"
-poweroff -f
+echo "DIFFOTA-VM: done, rebooting (QEMU exits: -no-reboot)"
+reboot -f
 INIT
   chmod +x "$tree/sbin/init"
   rm -f "$work/rootfs-$version.ext4"
@@ -147,6 +155,11 @@ INIT
     -E hash_seed=1d2c3b4a-0f9e-4d8c-8b7a-6e5d4c3b2a19 "$work/rootfs-$version.ext4" 64M
 }
 
+if [ "$bootloader" = grub ]; then
+  boot_backend=$'backend = "grub"\ngrubenv = "/boot/efi/EFI/diffota/grubenv"'
+else
+  boot_backend=$'backend = "uboot"\nfw_env_config = "/etc/fw_env.config"'
+fi
 log "releases: 1.0 (factory), 2.0, 3.0 (broken), 4.0"
 store=$work/store
 for release in 1.0:yes 2.0:yes 3.0:no 4.0:yes; do
@@ -157,21 +170,23 @@ for release in 1.0:yes 2.0:yes 3.0:no 4.0:yes; do
 done
 publish() { "$cs" channel set --store "$store" stable --release "$1" --key "$work/release.key" >/dev/null; }
 
-log "disk: ESP (GRUB, fragment, grubenv), rootfs A (1.0), rootfs B (empty), data (state); a store disk"
+log "disk ($bootloader): boot partition, rootfs A (1.0), rootfs B (empty), data (state); a store disk"
 mib=$((1024 * 1024))
 esp_start=1; a_start=65; b_start=129; data_start=193; data_size=160
 disk=$work/disk.img
 truncate -s $(((data_start + data_size + 1) * mib)) "$disk"
 sfdisk --quiet "$disk" <<PARTS
 label: gpt
-start=$((esp_start * 2048)), size=$((64 * 2048)), type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp
+start=$((esp_start * 2048)), size=$((64 * 2048)), type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp, attrs="LegacyBIOSBootable"
 start=$((a_start * 2048)), size=$((64 * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=rootfs_a
 start=$((b_start * 2048)), size=$((64 * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=rootfs_b
 start=$((data_start * 2048)), size=$((data_size * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=data
 PARTS
 esp="$disk@@$((esp_start * mib))"
 
-cat > "$work/grub-embedded.cfg" <<'GRUB'
+mkfs.vfat -n ESP -C "$work/esp.img" $((64 * 1024)) >/dev/null
+if [ "$bootloader" = grub ]; then
+  cat > "$work/grub-embedded.cfg" <<'GRUB'
 set diffota_part_a=(hd0,gpt2)
 set diffota_part_b=(hd0,gpt3)
 set diffota_root_a=/dev/vda2
@@ -182,17 +197,39 @@ set diffota_args="console=ttyS0 panic=-1"
 set diffota_grubenv=(hd0,gpt1)/EFI/diffota/grubenv
 source (hd0,gpt1)/EFI/diffota/diffota.cfg
 GRUB
-grub-mkstandalone -O x86_64-efi -o "$work/BOOTX64.EFI" \
-  --modules="part_gpt fat ext2 normal linux configfile loadenv test echo gzio" \
-  "boot/grub/grub.cfg=$work/grub-embedded.cfg"
-grub-editenv "$work/grubenv" create
-grub-editenv "$work/grubenv" set diffota_slot=a upgrade_available=0 bootcount=0 bootlimit=3
-
-mkfs.vfat -n ESP -C "$work/esp.img" $((64 * 1024)) >/dev/null
-mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/EFI/diffota
-mcopy -i "$work/esp.img" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
-mcopy -i "$work/esp.img" "$repo/meta-diffota/recipes-bsp/grub/files/diffota.cfg" ::/EFI/diffota/diffota.cfg
-mcopy -i "$work/esp.img" "$work/grubenv" ::/EFI/diffota/grubenv
+  grub-mkstandalone -O x86_64-efi -o "$work/BOOTX64.EFI" \
+    --modules="part_gpt fat ext2 normal linux configfile loadenv test echo gzio" \
+    "boot/grub/grub.cfg=$work/grub-embedded.cfg"
+  grub-editenv "$work/grubenv" create
+  grub-editenv "$work/grubenv" set diffota_slot=a upgrade_available=0 bootcount=0 bootlimit=3
+  mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/EFI/diffota
+  mcopy -i "$work/esp.img" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+  mcopy -i "$work/esp.img" "$repo/meta-diffota/recipes-bsp/grub/files/diffota.cfg" ::/EFI/diffota/diffota.cfg
+  mcopy -i "$work/esp.img" "$work/grubenv" ::/EFI/diffota/grubenv
+else
+  # The board preamble: where things are, and the environment kept in a file.
+  cat > "$work/preamble.cmd" <<'UBOOT'
+setenv diffota_dev virtio 0
+setenv diffota_part_a 2
+setenv diffota_part_b 3
+setenv diffota_root_a /dev/vda2
+setenv diffota_root_b /dev/vda3
+setenv diffota_kernel /boot/vmlinuz
+setenv diffota_initrd /boot/initrd.img
+setenv diffota_args console=ttyS0 panic=-1
+setenv diffota_save_env 'env export -c -s 0x4000 ${loadaddr} diffota_slot upgrade_available bootcount bootlimit; fatwrite virtio 0:1 ${loadaddr} uboot.env 0x4000'
+if load virtio 0:1 ${loadaddr} uboot.env; then env import -c ${loadaddr} 0x4000; fi
+load virtio 0:1 ${scriptaddr} diffota.scr
+source ${scriptaddr}
+UBOOT
+  mkimage -A x86_64 -T script -C none -d "$work/preamble.cmd" "$work/boot.scr" >/dev/null
+  mkimage -A x86_64 -T script -C none -d "$repo/meta-diffota/recipes-bsp/u-boot/files/boot.cmd" "$work/diffota.scr" >/dev/null
+  printf 'diffota_slot=a\nupgrade_available=0\nbootcount=0\nbootlimit=3\n' > "$work/uboot-env.txt"
+  mkenvimage -s 0x4000 -o "$work/uboot.env" "$work/uboot-env.txt"
+  mcopy -i "$work/esp.img" "$work/boot.scr" ::/boot.scr
+  mcopy -i "$work/esp.img" "$work/diffota.scr" ::/diffota.scr
+  mcopy -i "$work/esp.img" "$work/uboot.env" ::/uboot.env
+fi
 dd if="$work/esp.img" of="$disk" bs=1M seek=$esp_start conv=notrunc status=none
 dd if="$work/rootfs-1.0.ext4" of="$disk" bs=1M seek=$a_start conv=notrunc status=none
 mkfs.ext4 -q -F -L data "$work/data.img" "${data_size}M"
@@ -208,9 +245,24 @@ store_disk() {
   next_action=""
   mkfs.ext4 -q -F -d "$work/store-disk" "$work/store.img" 128M
 }
-grubenv_get() { mcopy -o -i "$esp" ::/EFI/diffota/grubenv "$work/grubenv.out"; grub-editenv "$work/grubenv.out" list | sed -n "s/^$1=//p"; }
+# The boot variables as the host reads them with the bootloader's own tools.
+env_get() {
+  if [ "$bootloader" = grub ]; then
+    mcopy -o -i "$esp" ::/EFI/diffota/grubenv "$work/grubenv.out"
+    grub-editenv "$work/grubenv.out" list | sed -n "s/^$1=//p"
+  else
+    mcopy -o -i "$esp" ::/uboot.env "$work/uboot.env.out"
+    echo "$work/uboot.env.out 0x0 0x4000" > "$work/fw_env.config"
+    fw_printenv -c "$work/fw_env.config" -n "$1" 2>/dev/null
+  fi
+}
 
 cp /usr/share/OVMF/OVMF_VARS_4M.fd "$work/vars.fd"
+if [ "$bootloader" = grub ]; then
+  firmware=(-drive "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd" -drive "if=pflash,format=raw,file=$work/vars.fd")
+else
+  firmware=(-bios "${DIFFOTA_UBOOT_ROM:-/usr/lib/u-boot/qemu-x86/u-boot.rom}")
+fi
 # Software emulation by default: on this workplace /dev/kvm exists but fails inside OVMF.
 accel=${DIFFOTA_VM_ACCEL:-tcg}
 boot_number=0
@@ -222,8 +274,7 @@ boot() {
   local serial=$work/serial-$boot_number.log
   : > "$serial"
   timeout 300 qemu-system-x86_64 -machine "q35,accel=$accel" -m 512 -smp 2 -no-reboot -display none -monitor none -nic none \
-    -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
-    -drive if=pflash,format=raw,file="$work/vars.fd" \
+    "${firmware[@]}" \
     -drive file="$disk",if=virtio,format=raw \
     -drive file="$work/store.img",if=virtio,format=raw,readonly=on \
     -serial "file:$serial" &
@@ -239,7 +290,7 @@ boot() {
   last_serial=$serial
 }
 expect() { grep -q "$1" "$last_serial" || fail "boot $boot_number: expected '$1' on the serial console (see $last_serial)"; }
-expect_env() { local got; got=$(grubenv_get "$1"); [ "$got" = "$2" ] || fail "grubenv $1=$got, expected $2"; }
+expect_env() { local got; got=$(env_get "$1"); [ "$got" = "$2" ] || fail "boot variable $1=$got, expected $2"; }
 
 started=$(date +%s)
 log "scenario 1: factory boot on A, install 2.0, trial boot of B, mark-good"
@@ -289,5 +340,5 @@ boot
 expect "booted slot=a release=4.0"; expect "slot a (4.0) committed"
 expect_env upgrade_available 0
 
-log "PASS: $boot_number boots in $(( $(date +%s) - started )) s (accel $accel)"
+log "PASS ($bootloader): $boot_number boots in $(( $(date +%s) - started )) s (accel $accel)"
 echo "vm: 3 passed, 0 failed"

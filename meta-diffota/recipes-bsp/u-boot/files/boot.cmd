@@ -10,8 +10,12 @@
 #   diffota_part_a/b   partition number of each slot's root filesystem
 #   diffota_root_a/b   root= for each slot, e.g. /dev/mmcblk0p2
 #   diffota_kernel     kernel path inside the root filesystem, e.g. /boot/Image
+#   diffota_initrd     initramfs path inside the root filesystem (optional)
 #   diffota_fdt        device tree path inside the root filesystem (optional)
 #   diffota_args       extra kernel arguments
+#   diffota_save_env   how to store the environment (default: saveenv); boards whose U-Boot
+#                      keeps no environment (ENV_IS_NOWHERE) import it from a file before
+#                      running this script and set this to `env export` + `fatwrite`
 # The counting follows U-Boot's bootcount/bootlimit/upgrade_available convention. It steps
 # bootcount through its values instead of using setexpr, which many U-Boot builds (Debian's
 # qemu-x86_64 among them) leave out.
@@ -20,6 +24,7 @@
 test -n "${diffota_slot}" || setenv diffota_slot a
 test -n "${bootlimit}" || setenv bootlimit 3
 test -n "${bootcount}" || setenv bootcount 0
+test -n "${diffota_save_env}" || setenv diffota_save_env saveenv
 
 # [trial] count this boot of a trial slot; past the limit, fall back to the other slot
 if test "${upgrade_available}" = "1"; then
@@ -38,7 +43,7 @@ if test "${upgrade_available}" = "1"; then
     elif test "${bootcount}" = "7"; then setenv bootcount 8
     else setenv bootcount 9
     fi
-    saveenv
+    run diffota_save_env
 fi
 
 # [boot] load and start the selected slot's kernel
@@ -52,8 +57,16 @@ fi
 echo "diffota: booting slot ${diffota_slot} (try ${bootcount} of ${bootlimit}, upgrade_available=${upgrade_available})"
 setenv bootargs "${diffota_args} root=${diffota_root} rootwait ro diffota.slot=${diffota_slot}"
 load ${diffota_dev}:${diffota_part} ${kernel_addr_r} ${diffota_kernel}
+setenv diffota_rd -
+setenv diffota_rd_size 0
+if test -n "${diffota_initrd}" && load ${diffota_dev}:${diffota_part} ${ramdisk_addr_r} ${diffota_initrd}; then
+    setenv diffota_rd ${ramdisk_addr_r}:${filesize}
+    setenv diffota_rd_size ${filesize}
+fi
 if test -n "${diffota_fdt}" && load ${diffota_dev}:${diffota_part} ${fdt_addr_r} ${diffota_fdt}; then
-    booti ${kernel_addr_r} - ${fdt_addr_r} || bootz ${kernel_addr_r} - ${fdt_addr_r}
+    booti ${kernel_addr_r} ${diffota_rd} ${fdt_addr_r} || bootz ${kernel_addr_r} ${diffota_rd} ${fdt_addr_r}
+elif test "${diffota_rd}" != "-"; then
+    zboot ${kernel_addr_r} 0 ${ramdisk_addr_r} ${diffota_rd_size} || booti ${kernel_addr_r} ${diffota_rd} ${fdtcontroladdr}
 else
     booti ${kernel_addr_r} - ${fdtcontroladdr} || bootz ${kernel_addr_r} - ${fdtcontroladdr} || zboot ${kernel_addr_r}
 fi
