@@ -198,13 +198,7 @@ pub fn init_grubenv(dir: &Path, defaults: &[(&str, &str)]) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::vars;
 
     #[test]
     fn a_trial_gets_bootlimit_boots_then_falls_back() {

@@ -116,6 +116,17 @@ impl Keys {
 
 /// `chunk-server make` with a fast zstd level; returns the JSON summary.
 pub fn make_release(store: &Path, keys: &Keys, version: &str, image: &Path) -> serde_json::Value {
+    make_release_for(store, keys, version, "test-board", image)
+}
+
+/// `make_release` for another `compatible` (a release for some other board).
+pub fn make_release_for(
+    store: &Path,
+    keys: &Keys,
+    version: &str,
+    compatible: &str,
+    image: &Path,
+) -> serde_json::Value {
     let stdout = run_ok(
         chunk_server()
             .args([
@@ -124,7 +135,7 @@ pub fn make_release(store: &Path, keys: &Keys, version: &str, image: &Path) -> s
                 "--zstd-level",
                 "3",
                 "--compatible",
-                "test-board",
+                compatible,
                 "--version",
                 version,
                 "--store",
@@ -136,6 +147,14 @@ pub fn make_release(store: &Path, keys: &Keys, version: &str, image: &Path) -> s
             .env("SOURCE_DATE_EPOCH", "1790000000"),
     );
     serde_json::from_str(&stdout).expect("make --json prints JSON")
+}
+
+/// A variable map from pairs (bootloader environments).
+pub fn vars(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 pub fn set_channel(store: &Path, keys: &Keys, channel: &str, version: &str, extra: &[&str]) {

@@ -3,7 +3,6 @@
 //! power loss during an environment write, and whole install → boot → mark-good / revert
 //! cycles with the boot script's logic played by `diffota_tests::bootmodel`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use diffota::boot::grub::GrubEnv;
@@ -14,13 +13,6 @@ use diffota_tests::sample::write_image;
 use diffota_tests::*;
 
 const MIB: u64 = 1 << 20;
-
-fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 const GRUB_DEFAULTS: &[(&str, &str)] = &[
     ("diffota_slot", "a"),

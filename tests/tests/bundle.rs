@@ -288,22 +288,12 @@ fn bad_bundles_are_refused() {
 
     // Another board's bundle, and a bundle signed by a key the device does not trust.
     let other_store = setup.dir.path().join("other-store");
-    run_ok(
-        chunk_server()
-            .args([
-                "make",
-                "--zstd-level",
-                "3",
-                "--compatible",
-                "other-board",
-                "--version",
-                "2.0",
-                "--store",
-            ])
-            .arg(&other_store)
-            .arg("--key")
-            .arg(&setup.keys.secret)
-            .arg(&setup.images[2]),
+    make_release_for(
+        &other_store,
+        &setup.keys,
+        "2.0",
+        "other-board",
+        &setup.images[2],
     );
     let other = setup.dir.path().join("other.dfb");
     run_ok(

@@ -474,22 +474,12 @@ fn refused_releases_and_bad_device_input() {
     // A release for another board behind a valid channel.
     let foreign = fixture.path("foreign.img");
     write_image(&foreign, 2 * MIB, 9, 1).unwrap();
-    run_ok(
-        chunk_server()
-            .args([
-                "make",
-                "--zstd-level",
-                "3",
-                "--compatible",
-                "other-board",
-                "--version",
-                "3.0",
-                "--store",
-            ])
-            .arg(&fixture.store)
-            .arg("--key")
-            .arg(&fixture.keys.secret)
-            .arg(&foreign),
+    make_release_for(
+        &fixture.store,
+        &fixture.keys,
+        "3.0",
+        "other-board",
+        &foreign,
     );
     set_channel(&fixture.store, &fixture.keys, "foreign", "3.0", &[]);
     let device = fixture.device("foreign", 10 * MIB, &url, "channel = \"foreign\"\n");
