@@ -79,7 +79,8 @@ impl Store {
         self.root.join("channels").join(format!("{channel}.json"))
     }
 
-    /// Every `releases/<version>/<name>.didx`, sorted by version then name.
+    /// Every `releases/<version>/<name>.didx`, sorted by version (in the release version
+    /// order, equal-ranking versions such as `1.0` and `1.0.0` by their text) then name.
     pub fn releases(&self) -> Result<Vec<ReleaseFile>, StoreError> {
         let releases_dir = self.root.join("releases");
         let mut found = Vec::new();
@@ -111,7 +112,9 @@ impl Store {
             }
         }
         found.sort_by(|a, b| {
-            diffota_format::compare_versions(&a.version, &b.version).then(a.name.cmp(&b.name))
+            diffota_format::compare_versions(&a.version, &b.version)
+                .then_with(|| a.version.cmp(&b.version))
+                .then_with(|| a.name.cmp(&b.name))
         });
         Ok(found)
     }

@@ -439,6 +439,49 @@ fn misbehaving_servers() {
     assert_installed(&device, &fixture.v2);
 }
 
+/// A device whose state records `version` as running in slot A.
+fn record_running_version(device: &Device, version: &str) {
+    std::fs::create_dir_all(&device.state).unwrap();
+    std::fs::write(
+        device.state.join("state.json"),
+        format!(
+            r#"{{"format":1,"slots":{{"a":{{"version":"{version}","image_hash":"00","image_length":1,"installed_at":0}}}}}}"#
+        ),
+    )
+    .unwrap();
+}
+
+/// Pre-releases sort before their release: a device on 1.0~rc1 takes 1.0, a device on 1.0
+/// refuses 1.0~rc1 (and 1.0-rc1) as a downgrade.
+#[test]
+fn pre_releases_are_older_than_their_release() {
+    let fixture = Fixture::new();
+    let rc = fixture.path("rc.img");
+    write_image(&rc, 8 * MIB, 5, 3).unwrap();
+    make_release(&fixture.store, &fixture.keys, "1.0~rc1", &rc);
+    make_release(&fixture.store, &fixture.keys, "1.0-rc1", &rc);
+    set_channel(&fixture.store, &fixture.keys, "final", "1.0", &[]);
+    set_channel(&fixture.store, &fixture.keys, "tilde-rc", "1.0~rc1", &[]);
+    set_channel(&fixture.store, &fixture.keys, "hyphen-rc", "1.0-rc1", &[]);
+    let url = format!("file://{}", fixture.store.display());
+
+    let on_rc = fixture.device("on-rc", 10 * MIB, &url, "");
+    record_running_version(&on_rc, "1.0~rc1");
+    run_ok(on_rc.diffota().args(["install", "--channel", "final"]));
+    assert_installed(&on_rc, &fixture.v1);
+
+    for channel in ["tilde-rc", "hyphen-rc"] {
+        let on_final = fixture.device(&format!("on-final-{channel}"), 10 * MIB, &url, "");
+        record_running_version(&on_final, "1.0");
+        assert_install_fails(
+            &on_final,
+            &fixture,
+            &["--channel", channel],
+            "older than 1.0",
+        );
+    }
+}
+
 #[test]
 fn refused_releases_and_bad_device_input() {
     let fixture = Fixture::new();
@@ -496,12 +539,7 @@ fn refused_releases_and_bad_device_input() {
     // Downgrade: the device runs 2.0 (recorded in its state); 1.0 is refused unless allowed.
     set_channel(&fixture.store, &fixture.keys, "old", "1.0", &[]);
     let device = fixture.device("downgrade", 10 * MIB, &url, "");
-    std::fs::create_dir_all(&device.state).unwrap();
-    std::fs::write(
-        device.state.join("state.json"),
-        r#"{"format":1,"slots":{"a":{"version":"2.0","image_hash":"00","image_length":1,"installed_at":0}}}"#,
-    )
-    .unwrap();
+    record_running_version(&device, "2.0");
     assert_install_fails(&device, &fixture, &["--channel", "old"], "older than 2.0");
     run_ok(
         device

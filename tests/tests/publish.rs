@@ -416,6 +416,47 @@ fn prune_keeps_the_newest_and_what_channels_use() {
     );
 }
 
+/// prune keeps the newest in the release version order, not in text order.
+#[test]
+fn prune_orders_pre_releases_and_builds_as_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let store = dir.path().join("store");
+    let versions = [
+        "1.0-rc9",
+        "1.0-rc10",
+        "1.0~rc1",
+        "1.0+build9",
+        "1.0+build10",
+    ];
+    for (n, version) in versions.iter().enumerate() {
+        let image = sample(dir.path(), &format!("v{n}.img"), 2, n as u64 + 1);
+        make_release(&store, &keys, version, &image);
+    }
+    run_ok(
+        chunk_server()
+            .args(["prune", "--keep", "2", "--store"])
+            .arg(&store),
+    );
+    let mut left: Vec<String> = std::fs::read_dir(store.join("releases"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["1.0+build10", "1.0+build9"]);
+    let image = sample(dir.path(), "final.img", 2, 9);
+    make_release(&store, &keys, "1.0-rc11", &image);
+    run_ok(
+        chunk_server()
+            .args(["prune", "--keep", "1", "--store"])
+            .arg(&store),
+    );
+    assert!(
+        store.join("releases/1.0+build10").exists() && !store.join("releases/1.0-rc11").exists(),
+        "1.0-rc11 is a pre-release of 1.0, older than 1.0+build10"
+    );
+}
+
 /// Sends one raw HTTP/1.1 request (paths are sent exactly as given) and returns the status,
 /// the headers (lower-case names) and the body.
 fn raw_request(
