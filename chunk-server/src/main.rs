@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use chunk_server::keys::{self, Password};
 use chunk_server::store::Store;
 use clap::{Parser, Subcommand};
+use diffota_cli::{errln, out, outln};
 use diffota_format::{ChunkerParams, TrustedKeys};
 
 #[derive(Parser, Debug)]
@@ -215,19 +216,20 @@ enum ChannelCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DIFFOTA_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    diffota_cli::init_logging(diffota_cli::LogTimes::Shown);
     let cli = Cli::parse();
-    match run(cli) {
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("chunk-server: error: {e:#}");
+            errln!("chunk-server: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    };
+    // A reader that went away is fine; output that could not be written is a failure.
+    match diffota_cli::output::finish() {
+        Ok(()) => code,
+        Err(e) => {
+            errln!("chunk-server: error: writing the output: {e}");
             ExitCode::FAILURE
         }
     }
@@ -259,7 +261,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Password::from_sources(password_file.as_deref())?
             };
             keys::generate(&secret_key, &public_key, password, force)?;
-            println!(
+            outln!(
                 "secret key: {}\npublic key: {}",
                 secret_key.display(),
                 public_key.display()
@@ -315,20 +317,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bar.finish_and_clear();
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+                outln!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
-                println!(
+                outln!(
                     "release {} -> {}{}",
                     summary.version,
                     summary.index.display(),
                     if summary.signed { "" } else { " (unsigned)" }
                 );
-                println!("  image            {} bytes", summary.image_bytes);
-                println!(
+                outln!("  image            {} bytes", summary.image_bytes);
+                outln!(
                     "  chunks           {} ({} distinct)",
-                    summary.chunks, summary.distinct_chunks
+                    summary.chunks,
+                    summary.distinct_chunks
                 );
-                println!(
+                outln!(
                     "  new chunks       {} ({} compressed bytes{})",
                     summary.new_chunks,
                     summary.new_compressed_bytes,
@@ -338,15 +341,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         .map(|p| format!(" in {p}"))
                         .unwrap_or_default()
                 );
-                println!(
+                outln!(
                     "  release size     {} compressed bytes",
                     summary.release_compressed_bytes
                 );
-                println!(
+                outln!(
                     "  dedup ratio      {:.2}x (image bytes per new stored byte)",
                     summary.dedup_ratio()
                 );
-                println!(
+                outln!(
                     "  throughput       {:.1} MiB/s ({:.2} s)",
                     summary.throughput_mib_s(),
                     summary.seconds
@@ -369,7 +372,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
                 let signature =
                     chunk_server::make::sign_file(&file, &bytes, &secret_key, &comment)?;
-                println!("{}", signature.display());
+                outln!("{}", signature.display());
             }
         }
         Command::Verify {
@@ -390,12 +393,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 keys.as_ref(),
             )?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 for problem in &report.problems {
-                    println!("BAD {problem}");
+                    outln!("BAD {problem}");
                 }
-                println!(
+                outln!(
                     "{} releases, {} packs, {} chunks checked: {} problems",
                     report.releases,
                     report.packs,
@@ -421,20 +424,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let index_bytes = fs_err::metadata(&new)?.len() + signature_size;
             let report = chunk_server::diff::diff(&old_index, &new_index, index_bytes, max_gap);
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("{} -> {}", old_index.version, new_index.version);
-                println!(
+                outln!("{} -> {}", old_index.version, new_index.version);
+                outln!(
                     "  chunks           {} ({} reused, {} fetched)",
-                    report.chunks, report.reused_chunks, report.fetched_chunks
+                    report.chunks,
+                    report.reused_chunks,
+                    report.fetched_chunks
                 );
-                println!(
+                outln!(
                     "  image bytes      {} reused, {} fetched",
-                    report.reused_bytes, report.fetched_image_bytes
+                    report.reused_bytes,
+                    report.fetched_image_bytes
                 );
-                println!(
+                outln!(
                     "  download         {} bytes in {} requests (index included)",
-                    report.download_bytes, report.requests
+                    report.download_bytes,
+                    report.requests
                 );
             }
         }
@@ -446,12 +453,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let report = chunk_server::prune::prune(&Store::new(&store), keep, dry_run)?;
             let verb = if dry_run { "would remove" } else { "removed" };
             for release in &report.removed_releases {
-                println!("{verb} release {release}");
+                outln!("{verb} release {release}");
             }
             for pack in &report.removed_packs {
-                println!("{verb} pack {pack}");
+                outln!("{verb} pack {pack}");
             }
-            println!("{verb} {} bytes", report.freed_bytes);
+            outln!("{verb} {} bytes", report.freed_bytes);
         }
         Command::Channel { command } => return run_channel(command),
         Command::Bundle {
@@ -491,9 +498,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 _ => bail!("give --store and --to, or --to-image"),
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+                outln!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
-                println!(
+                outln!(
                     "{}: release {} with {} of its {} chunks ({} bytes), for devices on {}",
                     summary.path.display(),
                     summary.to,
@@ -568,7 +575,7 @@ fn run_channel(command: ChannelCommand) -> Result<ExitCode> {
                 signing_key: &signing_key,
             };
             let written = chunk_server::channel::set_channel(&Store::new(&store), &options)?;
-            print!("{}", String::from_utf8_lossy(&written.to_json()));
+            out!("{}", String::from_utf8_lossy(&written.to_json()));
         }
         ChannelCommand::Show {
             store,
@@ -579,14 +586,14 @@ fn run_channel(command: ChannelCommand) -> Result<ExitCode> {
             let bytes = fs_err::read(&path)?;
             let parsed = diffota_format::Channel::parse(&bytes)
                 .with_context(|| format!("reading {}", path.display()))?;
-            print!("{}", String::from_utf8_lossy(&parsed.to_json()));
+            out!("{}", String::from_utf8_lossy(&parsed.to_json()));
             if let Some(devices) = devices {
                 let ids = read_lines(&devices)?;
                 let eligible = ids
                     .iter()
                     .filter(|id| parsed.eligibility(id, now()).is_eligible())
                     .count();
-                println!(
+                outln!(
                     "{eligible} of {} listed devices are eligible now",
                     ids.len()
                 );

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use diffota_cli::outln;
 use futures_util::TryStreamExt;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
@@ -91,7 +92,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         source,
     })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("listening on {scheme}://{local}");
+    outln!("listening on {scheme}://{local}");
     let _ = std::io::stdout().flush();
     loop {
         let (stream, _) = match listener.accept().await {

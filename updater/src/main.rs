@@ -13,6 +13,7 @@ use diffota::lifecycle::{self, MarkGood};
 use diffota::release::ReleaseTarget;
 use diffota::slot::{booted_slot, Slot};
 use diffota::state::StateDir;
+use diffota_cli::{errln, outln};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -111,20 +112,20 @@ impl ReleaseArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DIFFOTA_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .init();
+    diffota_cli::init_logging(diffota_cli::LogTimes::Left);
     let cli = Cli::parse();
-    match run(cli) {
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("diffota: error: {e:#}");
+            errln!("diffota: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    };
+    // A reader that went away is fine; output that could not be written is a failure.
+    match diffota_cli::output::finish() {
+        Ok(()) => code,
+        Err(e) => {
+            errln!("diffota: error: writing the output: {e}");
             ExitCode::FAILURE
         }
     }
@@ -144,9 +145,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .block_on(install::check(&device, &release.target(&config)))
                 .context("checking for an update")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!(
+                outln!(
                     "running slot {} ({})",
                     report.running_slot,
                     report
@@ -155,16 +156,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         .unwrap_or("unknown version")
                 );
                 if let Some(channel) = &report.channel {
-                    println!(
+                    outln!(
                         "channel {channel} (counter {}) offers {}",
                         report.channel_counter.unwrap_or(0),
                         report.version
                     );
                 }
-                println!("eligibility: {}", report.eligibility);
-                println!("decision: {}", report.decision);
+                outln!("eligibility: {}", report.eligibility);
+                outln!("decision: {}", report.decision);
                 let plan = &report.plan;
-                println!(
+                outln!(
                     "download: {} bytes in {} requests for a {} byte image ({} of {} chunks from the running slot)",
                     plan.fetch_bytes, plan.fetch_requests, plan.image_bytes, plan.local_chunks, plan.chunks
                 );
@@ -175,12 +176,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         bundle.made_for.join(" or ")
                     };
                     if bundle.missing_chunks == 0 {
-                        println!("bundle: applies (made for devices on {made_for}); everything missing from the running slot is in the bundle");
+                        outln!("bundle: applies (made for devices on {made_for}); everything missing from the running slot is in the bundle");
                     } else {
-                        println!("bundle: lacks {} chunks this device needs; it was made for devices on {made_for}", bundle.missing_chunks);
+                        outln!("bundle: lacks {} chunks this device needs; it was made for devices on {made_for}", bundle.missing_chunks);
                     }
                 }
-                println!(
+                outln!(
                     "update available: {}",
                     if report.update_available { "yes" } else { "no" }
                 );
@@ -210,10 +211,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .context("installing")?;
             let installed = matches!(outcome, Outcome::Installed(_));
             if json {
-                println!("{}", serde_json::to_string(&outcome)?);
+                outln!("{}", serde_json::to_string(&outcome)?);
             } else {
                 match outcome {
-                    Outcome::Installed(report) => println!(
+                    Outcome::Installed(report) => outln!(
                         "installed {} into slot {}: {} bytes downloaded in {} requests for a {} byte image ({} copied from the running slot, {} already in place) in {:.1} s; it boots on trial next",
                         report.version,
                         report.slot.map_or("?".into(), |s| s.to_string()),
@@ -224,11 +225,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         report.in_place_bytes,
                         report.seconds
                     ),
-                    Outcome::UpToDate { version } => println!("up to date: {version} is already running"),
-                    Outcome::NotEligible { version, reason } => println!("not installing {version}: {reason}"),
-                    Outcome::PendingReboot { version, slot } => println!("{version} is installed in slot {slot} and boots on trial after the next reboot"),
+                    Outcome::UpToDate { version } => outln!("up to date: {version} is already running"),
+                    Outcome::NotEligible { version, reason } => outln!("not installing {version}: {reason}"),
+                    Outcome::PendingReboot { version, slot } => outln!("{version} is installed in slot {slot} and boots on trial after the next reboot"),
                     Outcome::PreviouslyFailed { version, reason } => {
-                        println!("not installing {version}: it failed on this device before ({reason}); a newer release or --force will")
+                        outln!("not installing {version}: it failed on this device before ({reason}); a newer release or --force will")
                     }
                 }
             }
@@ -245,31 +246,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 boot_id.as_deref(),
             )?;
             if json {
-                println!("{}", serde_json::to_string(&outcome)?);
+                outln!("{}", serde_json::to_string(&outcome)?);
             } else {
                 match outcome {
                     MarkGood::Committed { slot, version } => {
-                        println!("slot {slot} ({version}) committed")
+                        outln!("slot {slot} ({version}) committed")
                     }
                     MarkGood::Reverted {
                         slot,
                         failed_version,
                         reason,
                     } => {
-                        println!("release {failed_version} failed: {reason}; staying on slot {slot}, and {failed_version} will not be installed again on its own")
+                        outln!("release {failed_version} failed: {reason}; staying on slot {slot}, and {failed_version} will not be installed again on its own")
                     }
                     MarkGood::AlreadyGood { slot } => {
-                        println!("slot {slot} is good (no trial pending)")
+                        outln!("slot {slot} is good (no trial pending)")
                     }
                     MarkGood::TrialPending { slot, version } => {
-                        println!("{version} in slot {slot} is armed for a trial boot; nothing to mark before the reboot")
+                        outln!("{version} in slot {slot} is armed for a trial boot; nothing to mark before the reboot")
                     }
                 }
             }
         }
         Command::MarkBad { force, reboot } => {
             let next = lifecycle::mark_bad(running()?, bootloader.as_mut(), &state_dir, force)?;
-            println!("slot {next} boots next");
+            outln!("slot {next} boots next");
             if reboot {
                 reboot_now(&config)?;
             }
@@ -283,7 +284,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 force,
                 lifecycle::current_boot_id(&config.boot.boot_id_file),
             )?;
-            println!("slot {next} boots next, on trial");
+            outln!("slot {next} boots next, on trial");
             if reboot {
                 reboot_now(&config)?;
             }
@@ -293,17 +294,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let checks = diffota::doctor::run_checks(&config, bootloader.as_ref());
             let failed = checks.iter().filter(|c| !c.ok).count();
             if json {
-                println!("{}", serde_json::to_string_pretty(&checks)?);
+                outln!("{}", serde_json::to_string_pretty(&checks)?);
             } else {
                 for check in &checks {
-                    println!(
+                    outln!(
                         "{} {}: {}",
                         if check.ok { "ok  " } else { "FAIL" },
                         check.name,
                         check.detail
                     );
                 }
-                println!("{} checks, {failed} failed", checks.len());
+                outln!("{} checks, {failed} failed", checks.len());
             }
             if failed > 0 {
                 return Ok(ExitCode::FAILURE);
@@ -328,50 +329,55 @@ fn status(
             Err(e) => serde_json::json!({ "error": e }),
         };
         let value = serde_json::json!({ "running_slot": running, "boot": boot, "state": state });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "running slot: {}",
         running.map_or("unknown".into(), |s| s.to_string())
     );
     for slot in [Slot::A, Slot::B] {
         match state.slots.get(&slot) {
-            Some(record) => println!(
+            Some(record) => outln!(
                 "slot {slot}: {} ({} bytes, installed {}{})",
                 record.version,
                 record.image_length,
                 diffota::release::humanize_time(record.installed_at),
                 if record.good { ", good" } else { "" }
             ),
-            None => println!("slot {slot}: unknown"),
+            None => outln!("slot {slot}: unknown"),
         }
     }
     match boot {
-        Ok(boot) => println!(
+        Ok(boot) => outln!(
             "bootloader: next boot slot {}, upgrade_available={}, bootcount={}, bootlimit={}",
             boot.selected.map_or("?".into(), |s| s.to_string()),
             u8::from(boot.upgrade_available),
             boot.bootcount,
             boot.bootlimit.map_or("?".into(), |l| l.to_string())
         ),
-        Err(e) => println!("bootloader: {e}"),
+        Err(e) => outln!("bootloader: {e}"),
     }
     if let Some(trial) = &state.trial {
-        println!(
+        outln!(
             "trial pending: {} in slot {} (from slot {})",
-            trial.version, trial.slot, trial.from_slot
+            trial.version,
+            trial.slot,
+            trial.from_slot
         );
     }
     match &state.last_install {
-        Some(last) => println!(
+        Some(last) => outln!(
             "last install: {} {} into slot {} ({} bytes downloaded)",
-            last.result, last.version, last.slot, last.downloaded_bytes
+            last.result,
+            last.version,
+            last.slot,
+            last.downloaded_bytes
         ),
-        None => println!("last install: none"),
+        None => outln!("last install: none"),
     }
     for failed in &state.failed_releases {
-        println!(
+        outln!(
             "failed release {}: {} ({})",
             failed.version,
             failed.reason,

@@ -1,10 +1,11 @@
 //! Install progress: a bar on a terminal, a log line every few seconds otherwise, JSON
 //! events (one object per line) with `--json`.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use diffota_cli::{errln, outln};
 
 use crate::plan::PlanSummary;
 use crate::slot::Slot;
@@ -76,8 +77,7 @@ impl Reporter {
     }
 
     fn json(value: serde_json::Value) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{value}");
+        outln!("{value}");
     }
 
     fn due(last: &Mutex<Instant>, every: Duration) -> bool {
@@ -109,7 +109,7 @@ impl Progress for Reporter {
                         bar.set_length(plan.image_bytes);
                         bar.println(line);
                     }
-                    Style::Log { .. } => eprintln!("{line}"),
+                    Style::Log { .. } => errln!("{line}"),
                     Style::Json { .. } => Self::json(
                         serde_json::json!({"event": "install_started", "version": version, "slot": slot, "plan": plan}),
                     ),
@@ -121,7 +121,7 @@ impl Progress for Reporter {
                 match &self.style {
                     Style::Bar(bar) => bar.set_position(done),
                     Style::Log { last } if Self::due(last, Duration::from_secs(5)) => {
-                        eprintln!(
+                        errln!(
                             "progress: {done} of {total} bytes ({:.0}%)",
                             done as f64 * 100.0 / total.max(1) as f64
                         )
@@ -134,7 +134,7 @@ impl Progress for Reporter {
             }
             Event::Verifying => match &self.style {
                 Style::Bar(bar) => bar.set_message("verifying"),
-                Style::Log { .. } => eprintln!("verifying the written slot"),
+                Style::Log { .. } => errln!("verifying the written slot"),
                 Style::Json { .. } => Self::json(serde_json::json!({"event": "verifying"})),
             },
             Event::Finished => {
@@ -144,7 +144,7 @@ impl Progress for Reporter {
             }
             Event::Message(text) => match &self.style {
                 Style::Bar(bar) => bar.println(text),
-                Style::Log { .. } => eprintln!("{text}"),
+                Style::Log { .. } => errln!("{text}"),
                 Style::Json { .. } => {
                     Self::json(serde_json::json!({"event": "message", "text": text}))
                 }
