@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, every unit and end-to-end test, and with
-# DIFFOTA_VM_TEST=1 (as in CI) the virtual machine tests (tests/vm/run.sh grub and uboot, about 15 minutes).
+# DIFFOTA_YOCTO_TEST=1 (as in CI) the layer under real bitbake (tests/yocto/run.sh, about 25 minutes)
+# and with DIFFOTA_VM_TEST=1 (as in CI) the virtual machine tests (tests/vm/run.sh grub and
+# uboot, about 15 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
+if [ "${DIFFOTA_YOCTO_TEST:-0}" = 1 ]; then
+  tests/yocto/run.sh
+else
+  echo "******** SKIPPED: meta-diffota under real bitbake (set DIFFOTA_YOCTO_TEST=1 to run tests/yocto/run.sh) ********" >&2
+fi
 if [ "${DIFFOTA_VM_TEST:-0}" = 1 ]; then
   tests/vm/run.sh grub
   tests/vm/run.sh uboot

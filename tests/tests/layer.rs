@@ -234,6 +234,7 @@ fn shell_scripts_pass_shellcheck() {
         root().join("demo/run.sh"),
         root().join("scripts/test.sh"),
         root().join(".ci/run"),
+        root().join("tests/yocto/run.sh"),
     ]);
     // The image command, with bitbake's variables standing as shell variables.
     let class =
@@ -401,8 +402,16 @@ fn layer_static_check() {
             );
         }
     }
-    // wks files where every supported release searches (a layer's wic/ is on WKS_SEARCH_PATH).
-    for wks in ["wic/diffota-uboot.wks", "wic/diffota-efi.wks"] {
+    // wks files in files/wic/, where wrynose looks; layer.conf adds it for whinlatter.
+    assert!(
+        layer_conf.contains("WKS_SEARCH_PATH:append = \":${DIFFOTA_LAYERDIR}/files/wic\""),
+        "layer.conf does not add files/wic to WKS_SEARCH_PATH"
+    );
+    assert!(
+        !layer.join("wic").exists(),
+        "wks files in wic/: wrynose refuses the layer"
+    );
+    for wks in ["files/wic/diffota-uboot.wks", "files/wic/diffota-efi.wks"] {
         let text = std::fs::read_to_string(layer.join(wks)).unwrap();
         assert_eq!(
             text.matches("--label rootfs_").count(),
@@ -412,6 +421,18 @@ fn layer_static_check() {
         assert!(
             text.contains("/data"),
             "{wks}: a data partition for the state directory"
+        );
+        assert!(
+            !text.contains("bootimg-"),
+            "{wks}: plugin names are bootimg_efi / bootimg_partition since walnascar"
+        );
+    }
+    // A layer that is copied or vendored loses links out of it.
+    for path in files_under(&layer) {
+        assert!(
+            !path.symlink_metadata().unwrap().is_symlink(),
+            "{} is a symbolic link",
+            path.display()
         );
     }
     // The layer README names every variable the recipes and classes read with ??=.
@@ -427,15 +448,117 @@ fn layer_static_check() {
             }
         }
     }
-    // The units the recipe installs exist in systemd/.
+    // The units the recipe installs from the fetched tree exist there.
+    let recipe =
+        std::fs::read_to_string(layer.join("recipes-core/diffota/diffota_git.bb")).unwrap();
+    let units = recipe
+        .lines()
+        .find_map(|l| l.strip_prefix("DIFFOTA_UNITS = "))
+        .expect("diffota_git.bb sets DIFFOTA_UNITS")
+        .trim_matches('"');
+    for unit in units.split_whitespace() {
+        assert!(
+            root().join("systemd").join(unit).exists(),
+            "{unit} missing from systemd/"
+        );
+    }
+}
+
+/// SRCREV is a fixed commit of this repository whose Cargo.lock has exactly the registry
+/// crates of diffota-crates.inc: a build of that commit finds every crate it needs.
+#[test]
+fn srcrev_is_a_commit_with_this_cargo_lock() {
+    let inc = std::fs::read_to_string(layer().join("recipes-core/diffota/diffota.inc")).unwrap();
+    let srcrev = inc
+        .lines()
+        .find_map(|l| l.strip_prefix("SRCREV ?= "))
+        .expect("diffota.inc sets SRCREV ?=")
+        .trim_matches('"')
+        .to_string();
+    assert!(
+        srcrev.len() == 40 && srcrev.bytes().all(|b| b.is_ascii_hexdigit()),
+        "SRCREV {srcrev} is not a commit id (AUTOREV needs the network while parsing)"
+    );
+    let output = run(Command::new("git")
+        .arg("-C")
+        .arg(root())
+        .args(["show", &format!("{srcrev}:Cargo.lock")]));
+    assert!(
+        output.status.success(),
+        "SRCREV {srcrev} is not a commit of this repository: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let crates_at_srcrev =
+        diffota_tests::crates_inc::generate(&String::from_utf8_lossy(&output.stdout)).unwrap();
+    let crates_inc =
+        std::fs::read_to_string(root().join(diffota_tests::crates_inc::INC_PATH)).unwrap();
+    assert!(
+        crates_at_srcrev == crates_inc,
+        "the crates of Cargo.lock changed since SRCREV {srcrev}: commit, then move SRCREV in diffota.inc to that commit"
+    );
     for unit in [
         "diffota-update.service",
         "diffota-update.timer",
         "diffota-mark-good.service",
     ] {
+        let output = run(Command::new("git").arg("-C").arg(root()).args([
+            "cat-file",
+            "-e",
+            &format!("{srcrev}:systemd/{unit}"),
+        ]));
         assert!(
-            layer.join("recipes-core/diffota/files").join(unit).exists(),
-            "{unit} missing from the recipe's files"
+            output.status.success(),
+            "SRCREV {srcrev} has no systemd/{unit}"
+        );
+    }
+}
+
+/// The kas machine files carry exactly the layer README's local.conf blocks.
+#[test]
+fn kas_files_carry_the_readme_settings() {
+    let readme = std::fs::read_to_string(layer().join("README.md")).unwrap();
+    let block = |name: &str| -> String {
+        let tag = format!("<!-- local.conf: {name} -->\n```\n");
+        let start = readme
+            .find(&tag)
+            .unwrap_or_else(|| panic!("README lacks {tag}"))
+            + tag.len();
+        let len = readme[start..].find("```").unwrap();
+        readme[start..start + len].to_string()
+    };
+    for (file, bootloader) in [
+        ("qemuarm64-uboot.yml", "uboot"),
+        ("qemux86-64-efi.yml", "grub"),
+    ] {
+        let kas = std::fs::read_to_string(layer().join("kas").join(file)).unwrap();
+        for (key, name) in [
+            ("diffota-common", "common"),
+            ("diffota-bootloader", bootloader),
+        ] {
+            let start = kas
+                .find(&format!("  {key}: |\n"))
+                .unwrap_or_else(|| panic!("{file} lacks {key}"))
+                + key.len()
+                + 6;
+            let body: String = kas[start..]
+                .lines()
+                .take_while(|l| l.starts_with("    "))
+                .map(|l| format!("{}\n", &l[4..]))
+                .collect();
+            assert_eq!(
+                body,
+                block(name),
+                "{file}: {key} differs from the README's {name} block"
+            );
+        }
+    }
+    for release in ["wrynose", "whinlatter"] {
+        let kas =
+            std::fs::read_to_string(layer().join("kas").join(format!("{release}.yml"))).unwrap();
+        assert!(kas.contains(&format!("branch: {release}")), "{release}.yml");
+        assert!(
+            readme.contains(&format!("kas/{release}.yml")),
+            "README does not show kas/{release}.yml"
         );
     }
 }

@@ -21,10 +21,17 @@ DIFFOTA_GRUBENV ??= "/boot/EFI/BOOT/grubenv"
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
 
-python () {
-    if not d.getVar('DIFFOTA_PUBLIC_KEYS'):
+# Without trusted keys the device would accept no release. Checked when the recipe is built,
+# not while parsing: adding the layer must not break builds that do not install diffota.
+python diffota_config_check_keys() {
+    keys = (d.getVar('DIFFOTA_PUBLIC_KEYS') or '').split()
+    if not keys:
         bb.fatal("DIFFOTA_PUBLIC_KEYS is not set: give the release public key file(s) (minisign .pub) in local.conf")
+    for key in keys:
+        if not os.path.isfile(key):
+            bb.fatal("DIFFOTA_PUBLIC_KEYS names %s, which does not exist" % key)
 }
+do_install[prefuncs] += "diffota_config_check_keys"
 
 do_install[file-checksums] += "${@' '.join('%s:True' % k for k in (d.getVar('DIFFOTA_PUBLIC_KEYS') or '').split())}"
 do_install[vardeps] += "DIFFOTA_SERVER_URL DIFFOTA_CHANNEL DIFFOTA_COMPATIBLE DIFFOTA_PUBLIC_KEYS DIFFOTA_STATE_DIR \

@@ -9,22 +9,16 @@ DIFFOTA_CRATE = "diffota"
 
 inherit systemd
 
-SRC_URI += " \
-    file://diffota-update.service \
-    file://diffota-update.timer \
-    file://diffota-mark-good.service \
-"
-
 SYSTEMD_SERVICE:${PN} = "diffota-update.timer diffota-mark-good.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
-# Use the units from the workspace's systemd/ directory.
-FILESEXTRAPATHS:prepend := "${THISDIR}/files:"
+# The units come from the fetched source tree (systemd/), the same commit as the binary.
+DIFFOTA_UNITS = "diffota-update.service diffota-update.timer diffota-mark-good.service"
 
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}
-    for unit in diffota-update.service diffota-update.timer diffota-mark-good.service; do
-        install -m 0644 ${UNPACKDIR}/${unit} ${D}${systemd_system_unitdir}/${unit}
+    for unit in ${DIFFOTA_UNITS}; do
+        install -m 0644 ${S}/systemd/${unit} ${D}${systemd_system_unitdir}/${unit}
     done
     install -d ${D}${localstatedir}/lib/diffota
 }
