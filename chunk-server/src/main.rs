@@ -391,6 +391,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &Store::new(&store),
                 version.as_deref(),
                 keys.as_ref(),
+                now(),
             )?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&report)?);

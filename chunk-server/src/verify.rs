@@ -1,6 +1,8 @@
-//! `chunk-server verify`: checks that a store can serve its releases: each index's signature,
-//! each pack present with the length the index says and the hash its name says, and every
-//! chunk decompressing to bytes with its id. Every problem is collected and named.
+//! `chunk-server verify`: checks that devices will accept the store's releases: each index's
+//! signature and expiry, each pack present with the length the index says and the hash its
+//! name says, every chunk decompressing to bytes with its id, and the chunks in order hashing
+//! to the index's whole-image hash (what a device checks when it reads the slot back). Every
+//! problem is collected and named.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
@@ -18,11 +20,16 @@ pub struct VerifyReport {
     pub problems: Vec<String>,
 }
 
-/// Verifies `version` (or every release); `keys` = None skips signature checks.
+/// Chunks decompressed at once while hashing an image in order: bounds memory to a few MiB.
+const CHUNKS_PER_BATCH: usize = 64;
+
+/// Verifies `version` (or every release) as of `now` (seconds since the epoch); `keys` = None
+/// skips signature checks.
 pub fn verify_store(
     store: &Store,
     version: Option<&str>,
     keys: Option<&TrustedKeys>,
+    now: u64,
 ) -> Result<VerifyReport, StoreError> {
     let releases = match version {
         Some(version) => store.releases_of(version)?,
@@ -77,31 +84,65 @@ pub fn verify_store(
                 }
             });
         }
-        let to_check: Vec<_> = index
-            .chunks
-            .iter()
-            .filter(|c| {
-                usable_packs[c.pack as usize]
-                    && chunks_seen.insert((index.packs[c.pack as usize].id, c.pack_offset))
-            })
-            .collect();
-        report.chunks += to_check.len() as u64;
-        let problems: Vec<String> = to_check
-            .par_iter()
-            .filter_map(|chunk| {
-                let pack = &index.packs[chunk.pack as usize];
-                check_chunk(store, pack, chunk).err().map(|reason| {
-                    format!(
-                        "{shown}: chunk {} (image offset {}) in {} at offset {}: {reason}",
-                        chunk.id,
-                        chunk.offset,
-                        pack.store_path(),
-                        chunk.pack_offset
-                    )
+        if let Some(expires) = index.expires.filter(|&expires| expires <= now) {
+            report.problems.push(format!(
+                "{shown}: expired at {} (devices refuse it)",
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires)
+                )
+            ));
+        }
+        // Every chunk in image order: its bytes (checked against its id the first time the
+        // store's copy is seen) feed the whole-image hash.
+        let mut image = blake3::Hasher::new();
+        let mut image_complete = true;
+        for batch in index.chunks.chunks(CHUNKS_PER_BATCH) {
+            let first_seen: Vec<bool> = batch
+                .iter()
+                .map(|c| {
+                    usable_packs[c.pack as usize]
+                        && chunks_seen.insert((index.packs[c.pack as usize].id, c.pack_offset))
                 })
-            })
-            .collect();
-        report.problems.extend(problems);
+                .collect();
+            report.chunks += first_seen.iter().filter(|&&first| first).count() as u64;
+            let results: Vec<Result<Vec<u8>, String>> = batch
+                .par_iter()
+                .zip(first_seen.par_iter())
+                .map(|(chunk, &first)| {
+                    if !usable_packs[chunk.pack as usize] {
+                        return Err(String::new());
+                    }
+                    let pack = &index.packs[chunk.pack as usize];
+                    read_chunk(store, pack, chunk, first).map_err(|reason| {
+                        format!(
+                            "{shown}: chunk {} (image offset {}) in {} at offset {}: {reason}",
+                            chunk.id,
+                            chunk.offset,
+                            pack.store_path(),
+                            chunk.pack_offset
+                        )
+                    })
+                })
+                .collect();
+            for (result, &first) in results.into_iter().zip(&first_seen) {
+                match result {
+                    Ok(data) => {
+                        image.update(&data);
+                    }
+                    Err(problem) => {
+                        image_complete = false;
+                        if first && !problem.is_empty() {
+                            report.problems.push(problem);
+                        }
+                    }
+                }
+            }
+        }
+        if image_complete && image.finalize().as_bytes() != &index.image_hash {
+            report.problems.push(format!(
+                "{shown}: its chunks in order do not hash to the index's image hash (devices reject the written slot)"
+            ));
+        }
     }
     Ok(report)
 }
@@ -126,11 +167,13 @@ fn check_pack(store: &Store, pack: &PackRef) -> Result<(), String> {
     Ok(())
 }
 
-fn check_chunk(
+/// The chunk's bytes from its pack; `check_id` also checks them against the chunk's id.
+fn read_chunk(
     store: &Store,
     pack: &PackRef,
     chunk: &diffota_format::ChunkEntry,
-) -> Result<(), String> {
+    check_id: bool,
+) -> Result<Vec<u8>, String> {
     let file = std::fs::File::open(store.pack_path(pack)).map_err(|e| e.to_string())?;
     let mut frame = vec![0u8; chunk.compressed_length as usize];
     file.read_exact_at(&mut frame, chunk.pack_offset)
@@ -144,8 +187,11 @@ fn check_chunk(
             chunk.length
         ));
     }
+    if !check_id {
+        return Ok(data);
+    }
     ChunkData(data)
         .verify(&chunk.id)
-        .map(|_| ())
+        .map(|verified| verified.into_bytes())
         .map_err(|_| "hash mismatch".to_owned())
 }

@@ -177,6 +177,42 @@ fn verify_names_a_flipped_byte_in_pack_index_or_signature() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("missing pack"));
 
+    // Validly signed indexes that devices would still reject: a wrong whole-image hash (the
+    // slot fails its read-back) and an index that has expired.
+    let edit_and_resign = |name: &str, edit: &dyn Fn(&mut diffota_format::Index)| {
+        let store = copy(name);
+        let index_path = store.join("releases/1.0/rootfs.didx");
+        let mut index =
+            diffota_format::Index::decode(&std::fs::read(&index_path).unwrap()).unwrap();
+        edit(&mut index);
+        let mut bytes = Vec::new();
+        index.encode(&mut bytes);
+        std::fs::write(&index_path, bytes).unwrap();
+        std::fs::remove_file(store.join("releases/1.0/rootfs.didx.minisig")).unwrap();
+        run_ok(
+            chunk_server()
+                .arg("sign")
+                .arg("--key")
+                .arg(&keys.secret)
+                .arg(&index_path),
+        );
+        verify(&store)
+    };
+    let output = edit_and_resign("bad-image-hash", &|index| index.image_hash[0] ^= 1);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("do not hash to the index's image hash"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let output = edit_and_resign("expired", &|index| index.expires = Some(index.created + 1));
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("expired at"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
     assert!(verify(&pristine).status.success());
 }
 
