@@ -257,17 +257,12 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         chunks,
     };
     index.validate()?;
-    let index_bytes = index.to_bytes();
 
     let index_path = store.index_path(options.version, options.name);
-    if let Ok(existing) = fs_err::read(&index_path) {
-        if existing != index_bytes {
-            return Err(MakeError::ReleaseExists {
-                path: index_path,
-                version: options.version.to_owned(),
-            });
-        }
-    }
+    // Making a release that is already published is a no-op whatever the clock says (a
+    // rerun of the same build): the published index stays as it is, and a signature an
+    // interrupted run did not write is completed. Another image under its version is refused.
+    let published = read_published(&index_path, &index, options.version)?;
     if let Some(pack) = new_pack {
         let final_path = store.pack_path(&pack);
         if final_path.exists() {
@@ -278,21 +273,31 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
                 .map_err(io_error(&final_path))?;
         }
     }
-    write_atomic(&index_path, &index_bytes).map_err(io_error(&index_path))?;
+    let (index, index_bytes) = match published {
+        Some(published) => published,
+        None => {
+            let bytes = index.to_bytes();
+            write_atomic(&index_path, &bytes).map_err(io_error(&index_path))?;
+            (index, bytes)
+        }
+    };
+    let signature_path = signature_path_of(&index_path);
     if let Some(key) = options.signing_key {
-        sign_file(
-            &index_path,
-            &index_bytes,
-            key,
-            &format!("diffota release {} {}", options.version, options.name),
-        )?;
+        if !signature_path.exists() {
+            sign_file(
+                &index_path,
+                &index_bytes,
+                key,
+                &format!("diffota release {} {}", options.version, options.name),
+            )?;
+        }
     }
 
     let distinct: std::collections::HashSet<_> = index.chunks.iter().map(|c| c.id).collect();
     Ok(MakeSummary {
         version: options.version.to_owned(),
         index: index_path,
-        signed: options.signing_key.is_some(),
+        signed: signature_path.exists(),
         image_bytes: image_length,
         chunks: index.chunks.len() as u64,
         distinct_chunks: distinct.len() as u64,
@@ -320,6 +325,34 @@ fn compress_chunk(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     })
 }
 
+/// The index already at `path` when it publishes the same release as `index` (with its
+/// bytes); None when there is none; an error when it is another release under the version.
+fn read_published(
+    path: &Path,
+    index: &Index,
+    version: &str,
+) -> Result<Option<(Index, Vec<u8>)>, MakeError> {
+    let bytes = match fs_err::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(path)(e).into()),
+    };
+    match Index::decode(&bytes) {
+        Ok(published) if published.is_same_release(index) => Ok(Some((published, bytes))),
+        _ => Err(MakeError::ReleaseExists {
+            path: path.to_owned(),
+            version: version.to_owned(),
+        }),
+    }
+}
+
+/// `<path>.minisig`.
+pub fn signature_path_of(path: &Path) -> PathBuf {
+    let mut signature_path = path.as_os_str().to_owned();
+    signature_path.push(".minisig");
+    PathBuf::from(signature_path)
+}
+
 /// Writes `<path>.minisig` for the bytes of `path`.
 pub fn sign_file(
     path: &Path,
@@ -328,9 +361,7 @@ pub fn sign_file(
     comment: &str,
 ) -> Result<PathBuf, MakeError> {
     let signature = crate::keys::sign(key, bytes, comment)?;
-    let mut signature_path = path.as_os_str().to_owned();
-    signature_path.push(".minisig");
-    let signature_path = PathBuf::from(signature_path);
+    let signature_path = signature_path_of(path);
     write_atomic(&signature_path, signature.as_bytes()).map_err(io_error(&signature_path))?;
     Ok(signature_path)
 }

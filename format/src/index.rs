@@ -116,6 +116,23 @@ pub fn validate_compatible(compatible: &str) -> Result<(), FormatError> {
 }
 
 impl Index {
+    /// Whether two indexes publish the same release: the same image (length and hash), cut
+    /// the same way, for the same devices, under the same version. When the index was
+    /// written (`created`, `expires`) and where its chunks sit in the store do not count.
+    pub fn is_same_release(&self, other: &Index) -> bool {
+        self.version == other.version
+            && self.compatible == other.compatible
+            && self.chunker == other.chunker
+            && self.image_length == other.image_length
+            && self.image_hash == other.image_hash
+            && self.chunks.len() == other.chunks.len()
+            && self
+                .chunks
+                .iter()
+                .zip(&other.chunks)
+                .all(|(a, b)| a.id == b.id && a.length == b.length)
+    }
+
     /// Checks the rules every index must satisfy; `decode` applies them, and `encode`
     /// callers should before publishing.
     pub fn validate(&self) -> Result<(), FormatError> {
@@ -395,6 +412,31 @@ mod tests {
                 length: pack_offset,
             }],
             chunks,
+        }
+    }
+
+    #[test]
+    fn same_release_ignores_when_and_where_but_not_what() {
+        let index = sample_index();
+        let mut rewritten = index.clone();
+        rewritten.created += 60;
+        rewritten.expires = None;
+        rewritten.packs[0].id = [8; 32];
+        rewritten.chunks[1].pack_offset += 1;
+        assert!(index.is_same_release(&rewritten));
+        let changes: [fn(&mut Index); 5] = [
+            |i| i.image_hash[0] ^= 1,
+            |i| i.compatible.push('x'),
+            |i| i.version.push('1'),
+            |i| i.chunks[0].id = ChunkId::of(b"other"),
+            |i| {
+                i.chunks.pop();
+            },
+        ];
+        for change in changes {
+            let mut other = index.clone();
+            change(&mut other);
+            assert!(!index.is_same_release(&other));
         }
     }
 

@@ -452,6 +452,112 @@ fn prune_keeps_the_newest_and_what_channels_use() {
     );
 }
 
+fn make_command(store: &Path, keys: &Keys, version: &str, image: &Path) -> Command {
+    let mut command = chunk_server();
+    command
+        .args([
+            "make",
+            "--zstd-level",
+            "3",
+            "--compatible",
+            "test-board",
+            "--version",
+            version,
+            "--store",
+        ])
+        .arg(store)
+        .arg("--key")
+        .arg(&keys.secret)
+        .arg(image)
+        .env_remove("SOURCE_DATE_EPOCH");
+    command
+}
+
+fn verify_store(store: &Path, keys: &Keys) -> std::process::Output {
+    run(chunk_server()
+        .arg("verify")
+        .arg("--public-key")
+        .arg(&keys.public)
+        .arg(store))
+}
+
+/// Making an existing release again is a no-op whatever the clock says, and completes a
+/// signature that is missing; another image under the version stays refused.
+#[test]
+fn make_again_is_a_no_op_and_completes_a_missing_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let image = sample(dir.path(), "v1.img", 4, 1);
+    let store = dir.path().join("store");
+    run_ok(&mut make_command(&store, &keys, "2.0", &image));
+    let index = store.join("releases/2.0/rootfs.didx");
+    let published = std::fs::read(&index).unwrap();
+    let signature = std::fs::read(store.join("releases/2.0/rootfs.didx.minisig")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    run_ok(&mut make_command(&store, &keys, "2.0", &image));
+    assert_eq!(
+        std::fs::read(&index).unwrap(),
+        published,
+        "the published index stays"
+    );
+    assert_eq!(
+        std::fs::read(store.join("releases/2.0/rootfs.didx.minisig")).unwrap(),
+        signature
+    );
+
+    // An interrupted run left the index without its signature: the next make signs it.
+    std::fs::remove_file(store.join("releases/2.0/rootfs.didx.minisig")).unwrap();
+    assert!(!verify_store(&store, &keys).status.success());
+    run_ok(&mut make_command(&store, &keys, "2.0", &image));
+    assert!(verify_store(&store, &keys).status.success());
+    assert_eq!(std::fs::read(&index).unwrap(), published);
+
+    let other = sample(dir.path(), "v2.img", 4, 2);
+    let output = run(&mut make_command(&store, &keys, "2.0", &other));
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("already exists with different content")
+    );
+}
+
+/// `make` killed at several moments leaves nothing half-written under a final name, and the
+/// next make completes the release.
+#[test]
+fn make_killed_at_any_moment_then_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let image = sample(dir.path(), "big.img", 64, 1);
+    // Moments spread over a make of this image (bounded: six kills).
+    for (round, delay_ms) in [0u64, 20, 60, 150, 300, 600].into_iter().enumerate() {
+        let store = dir.path().join(format!("store-{round}"));
+        let mut child = make_command(&store, &keys, "1.0", &image)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        // Whatever is under a final name is whole (signatures aside: the kill may fall
+        // between index and signature).
+        let partial = run(chunk_server()
+            .args(["verify", "--no-signature-check"])
+            .arg(&store));
+        assert!(
+            !store.exists() || partial.status.success(),
+            "after a kill at {delay_ms} ms: {}",
+            String::from_utf8_lossy(&partial.stdout)
+        );
+        run_ok(&mut make_command(&store, &keys, "1.0", &image));
+        let output = verify_store(&store, &keys);
+        assert!(
+            output.status.success(),
+            "after a kill at {delay_ms} ms and a new make: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+}
+
 /// prune keeps the newest in the release version order, not in text order.
 #[test]
 fn prune_orders_pre_releases_and_builds_as_versions() {

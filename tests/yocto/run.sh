@@ -195,7 +195,12 @@ check_image() {
     *"chunk-server make"*"--key \"$work/keys/release.key\""*) ;;
     *) fail "$(basename "$dump"): do_image_diffota does not run chunk-server make with the signing key" ;;
   esac
-  expect_var "$dump" WKS_FULL_PATH "$layer/files/wic/$wks"
+  # kas writes layer paths relative to the build directory.
+  local wks_found
+  wks_found=$(var_of "$dump" WKS_FULL_PATH)
+  if [ -z "$wks_found" ] || [ "$(realpath -m "$wks_found")" != "$layer/files/wic/$wks" ]; then
+    fail "$(basename "$dump"): WKS_FULL_PATH is '$wks_found', expected $layer/files/wic/$wks"
+  fi
   expect_contains "$dump" IMAGE_INSTALL diffota
   expect_contains "$dump" IMAGE_INSTALL diffota-config
 }
