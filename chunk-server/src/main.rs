@@ -170,6 +170,15 @@ enum Command {
         /// Append one line per request: METHOD PATH RANGE STATUS BYTES
         #[arg(long)]
         access_log: Option<PathBuf>,
+        /// Time a client has to send a request's headers (and the TLS handshake)
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        header_timeout: std::time::Duration,
+        /// Close a connection that moves no byte for this long
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        idle_timeout: std::time::Duration,
+        /// Connections served at once (keep it below the file descriptor limit); more wait
+        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
     },
 }
 
@@ -522,6 +531,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tls_cert,
             tls_key,
             access_log,
+            header_timeout,
+            idle_timeout,
+            max_connections,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -532,6 +544,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 tls_cert,
                 tls_key,
                 access_log,
+                limits: chunk_server::serve::ConnectionLimits {
+                    header_timeout,
+                    idle_timeout,
+                    max_connections: max_connections as usize,
+                },
             };
             runtime.block_on(chunk_server::serve::serve(options))?;
         }

@@ -12,8 +12,11 @@ use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use diffota_cli::outln;
@@ -22,7 +25,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, ReadBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -48,6 +51,124 @@ pub struct ServeOptions {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub access_log: Option<PathBuf>,
+    pub limits: ConnectionLimits,
+}
+
+/// What keeps idle and slow clients from using up the server's connections and file
+/// descriptors.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Time for a client to send a request's headers (and, with TLS, its handshake).
+    pub header_timeout: Duration,
+    /// A connection that moves no byte either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+        }
+    }
+}
+
+/// When a connection last moved a byte, shared between its I/O and its idle watchdog.
+struct Activity {
+    start: tokio::time::Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(now, AtomicOrdering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(AtomicOrdering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    /// Returns once the connection has moved no byte for `limit`.
+    async fn until_idle_for(&self, limit: Duration) {
+        loop {
+            let idle = self.idle();
+            if idle >= limit {
+                return;
+            }
+            tokio::time::sleep(limit - idle).await;
+        }
+    }
+}
+
+/// A stream that records every byte it moves in its [`Activity`].
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, data);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -94,7 +215,15 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     outln!("listening on {scheme}://{local}");
     let _ = std::io::stdout().flush();
+    let limits = options.limits;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
+        // At the cap, stop accepting: new clients wait in the backlog, not in our descriptors.
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -106,34 +235,64 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let site = site.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let site = site.clone();
-                async move { Ok::<_, Infallible>(site.handle(request).await) }
-            });
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let result = match tls {
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(tls_stream) => {
-                        builder
-                            .serve_connection(hyper_util::rt::TokioIo::new(tls_stream), service)
-                            .await
-                    }
-                    Err(e) => {
-                        tracing::debug!(event = "tls_handshake_failed", error = %e);
-                        return;
-                    }
-                },
-                None => {
-                    builder
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await
-                }
+            let _slot = slot;
+            let activity = Arc::new(Activity::new());
+            let stream = Tracked {
+                inner: stream,
+                activity: activity.clone(),
             };
-            if let Err(e) = result {
-                tracing::debug!(event = "connection_error", error = %e);
+            tokio::select! {
+                () = serve_connection(site, tls, stream, limits) => {}
+                () = activity.until_idle_for(limits.idle_timeout) => {
+                    tracing::debug!(event = "idle_connection_closed");
+                }
             }
         });
+    }
+}
+
+async fn serve_connection(
+    site: Arc<Site>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stream: Tracked<tokio::net::TcpStream>,
+    limits: ConnectionLimits,
+) {
+    let service = hyper::service::service_fn(move |request| {
+        let site = site.clone();
+        async move { Ok::<_, Infallible>(site.handle(request).await) }
+    });
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let result = match tls {
+        Some(acceptor) => {
+            match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => {
+                    builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls_stream), service)
+                        .await
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(event = "tls_handshake_failed", error = %e);
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(event = "tls_handshake_timed_out");
+                    return;
+                }
+            }
+        }
+        None => {
+            builder
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(event = "connection_error", error = %e);
     }
 }
 

@@ -187,6 +187,16 @@ pub struct StoreServer {
 
 impl StoreServer {
     pub fn start(dir: &Path, log: &Path, tls: Option<(&Path, &Path)>) -> StoreServer {
+        StoreServer::start_with(dir, log, tls, |_| {})
+    }
+
+    /// `start`, with further arguments or process settings given by `configure`.
+    pub fn start_with(
+        dir: &Path,
+        log: &Path,
+        tls: Option<(&Path, &Path)>,
+        configure: impl FnOnce(&mut Command),
+    ) -> StoreServer {
         let mut command = chunk_server();
         command
             .arg("serve")
@@ -200,6 +210,7 @@ impl StoreServer {
                 .arg("--tls-key")
                 .arg(key);
         }
+        configure(&mut command);
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -747,3 +747,108 @@ fn serve_handles_hundreds_of_concurrent_connections() {
         assert!(response.ends_with(&[7u8; 1000]));
     }
 }
+
+/// Idle and slow clients cannot lock honest ones out: 200 connections that send nothing, on
+/// a server limited to 128 file descriptors and 100 connections, are closed after the idle
+/// timeout; a client that trickles its headers is closed after the header timeout; an
+/// honest client is served throughout.
+#[test]
+fn serve_sheds_idle_and_slow_clients() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(root.join("packs")).unwrap();
+    std::fs::write(root.join("packs/p.pack"), vec![7u8; 100_000]).unwrap();
+    let server = StoreServer::start_with(&root, &dir.path().join("access.log"), None, |command| {
+        command.args([
+            "--idle-timeout",
+            "1s",
+            "--header-timeout",
+            "1s",
+            "--max-connections",
+            "100",
+        ]);
+        // SAFETY: setrlimit is async-signal-safe and touches only the child being started.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 128,
+                    rlim_max: 128,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    });
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let patience = std::time::Duration::from_secs(30);
+
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    let mut slow = TcpStream::connect(&address).unwrap();
+
+    // An honest client is served while the idle ones are held (it may wait for a slot).
+    let mut honest = TcpStream::connect(&address).unwrap();
+    honest.set_read_timeout(Some(patience)).unwrap();
+    honest
+        .write_all(format!("GET /packs/p.pack HTTP/1.1\r\nHost: {address}\r\nRange: bytes=0-999\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut response = Vec::new();
+    honest.read_to_end(&mut response).unwrap();
+    assert!(
+        response.starts_with(b"HTTP/1.1 206"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    assert!(response.ends_with(&[7u8; 1000]));
+
+    // Every idle connection is closed by the server (end of stream, or a reset), not left open.
+    for (number, mut stream) in idle.into_iter().enumerate() {
+        stream.set_read_timeout(Some(patience)).unwrap();
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("idle connection {number} was not closed: {other:?}"),
+        }
+    }
+
+    // A client sending one header byte every 200 ms is closed by the header timeout.
+    slow.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let request = format!(
+        "GET /packs/p.pack HTTP/1.1\r\nHost: {address}\r\nX-Slow: {}",
+        "a".repeat(200)
+    );
+    let mut closed = false;
+    for byte in request.as_bytes() {
+        if slow.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buffer = [0u8; 512];
+        match slow.read(&mut buffer) {
+            Ok(_) => {
+                closed = true; // an answer (408) or the end of the stream
+                break;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        closed,
+        "a client trickling its headers for 40 s was never closed"
+    );
+}
