@@ -26,6 +26,7 @@ use hyper::body::Frame;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, ReadBuf};
+use tokio_rustls::rustls::pki_types::{self, pem::PemObject, CertificateDer, PrivateKeyDer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -41,6 +42,11 @@ pub enum ServeError {
     },
     #[error("{path}: no certificate or key found in PEM file")]
     NoPem { path: PathBuf },
+    #[error("{path}: not valid PEM: {source}")]
+    Pem {
+        path: PathBuf,
+        source: tokio_rustls::rustls::pki_types::pem::Error,
+    },
     #[error("TLS setup: {0}")]
     Tls(String),
 }
@@ -304,21 +310,29 @@ fn tls_acceptor(
         let path = path.to_owned();
         move |source| ServeError::Io { path, source }
     };
+    let pem = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ServeError::Pem { path, source }
+    };
     let cert_pem = fs_err::read(cert_path).map_err(io(cert_path))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(io(cert_path))?;
+        .map_err(pem(cert_path))?;
     if certs.is_empty() {
         return Err(ServeError::NoPem {
             path: cert_path.to_owned(),
         });
     }
     let key_pem = fs_err::read(key_path).map_err(io(key_path))?;
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(io(key_path))?
-        .ok_or_else(|| ServeError::NoPem {
-            path: key_path.to_owned(),
-        })?;
+    let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
+        Ok(key) => key,
+        Err(pki_types::pem::Error::NoItemsFound) => {
+            return Err(ServeError::NoPem {
+                path: key_path.to_owned(),
+            })
+        }
+        Err(source) => return Err(pem(key_path)(source)),
+    };
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+
 use crate::config::HttpConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -312,14 +314,14 @@ fn http_client(http: &HttpConfig) -> Result<reqwest::Client, FetchError> {
                 path: key_path.clone(),
                 source,
             })?;
-            let key = rustls_pemfile::private_key(&mut &key_pem[..])
-                .map_err(|source| FetchError::Io {
-                    path: key_path.clone(),
-                    source,
-                })?
-                .ok_or_else(|| {
-                    FetchError::Tls(format!("{}: no private key found", key_path.display()))
-                })?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+                FetchError::Tls(match e {
+                    rustls::pki_types::pem::Error::NoItemsFound => {
+                        format!("{}: no private key found", key_path.display())
+                    }
+                    e => format!("{}: not valid PEM: {e}", key_path.display()),
+                })
+            })?;
             builder
                 .with_client_auth_cert(certs, key)
                 .map_err(|e| FetchError::Tls(e.to_string()))?
@@ -352,12 +354,9 @@ fn read_pem_certs(
         path: path.to_owned(),
         source,
     })?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|source| FetchError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        .map_err(|e| FetchError::Tls(format!("{}: not valid PEM: {e}", path.display())))?;
     if certs.is_empty() {
         return Err(FetchError::Tls(format!(
             "{}: no certificates found",
