@@ -128,25 +128,40 @@ pub fn make_release_for(
     image: &Path,
 ) -> serde_json::Value {
     let stdout = run_ok(
-        chunk_server()
-            .args([
-                "make",
-                "--json",
-                "--zstd-level",
-                "3",
-                "--compatible",
-                compatible,
-                "--version",
-                version,
-                "--store",
-            ])
-            .arg(store)
-            .arg("--key")
-            .arg(&keys.secret)
-            .arg(image)
+        make_command(store, keys, version, compatible, image)
+            .arg("--json")
             .env("SOURCE_DATE_EPOCH", "1790000000"),
     );
     serde_json::from_str(&stdout).expect("make --json prints JSON")
+}
+
+/// `chunk-server make` of `image` as `version` with a fast zstd level, signed with `keys`,
+/// with the clock as it is (no SOURCE_DATE_EPOCH).
+pub fn make_command(
+    store: &Path,
+    keys: &Keys,
+    version: &str,
+    compatible: &str,
+    image: &Path,
+) -> Command {
+    let mut command = chunk_server();
+    command
+        .args([
+            "make",
+            "--zstd-level",
+            "3",
+            "--compatible",
+            compatible,
+            "--version",
+            version,
+            "--store",
+        ])
+        .arg(store)
+        .arg("--key")
+        .arg(&keys.secret)
+        .arg(image)
+        .env_remove("SOURCE_DATE_EPOCH");
+    command
 }
 
 /// A variable map from pairs (bootloader environments).

@@ -452,27 +452,6 @@ fn prune_keeps_the_newest_and_what_channels_use() {
     );
 }
 
-fn make_command(store: &Path, keys: &Keys, version: &str, image: &Path) -> Command {
-    let mut command = chunk_server();
-    command
-        .args([
-            "make",
-            "--zstd-level",
-            "3",
-            "--compatible",
-            "test-board",
-            "--version",
-            version,
-            "--store",
-        ])
-        .arg(store)
-        .arg("--key")
-        .arg(&keys.secret)
-        .arg(image)
-        .env_remove("SOURCE_DATE_EPOCH");
-    command
-}
-
 fn verify_store(store: &Path, keys: &Keys) -> std::process::Output {
     run(chunk_server()
         .arg("verify")
@@ -489,12 +468,24 @@ fn make_again_is_a_no_op_and_completes_a_missing_signature() {
     let keys = Keys::generate(dir.path(), "release");
     let image = sample(dir.path(), "v1.img", 4, 1);
     let store = dir.path().join("store");
-    run_ok(&mut make_command(&store, &keys, "2.0", &image));
+    run_ok(&mut make_command(
+        &store,
+        &keys,
+        "2.0",
+        "test-board",
+        &image,
+    ));
     let index = store.join("releases/2.0/rootfs.didx");
     let published = std::fs::read(&index).unwrap();
     let signature = std::fs::read(store.join("releases/2.0/rootfs.didx.minisig")).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    run_ok(&mut make_command(&store, &keys, "2.0", &image));
+    run_ok(&mut make_command(
+        &store,
+        &keys,
+        "2.0",
+        "test-board",
+        &image,
+    ));
     assert_eq!(
         std::fs::read(&index).unwrap(),
         published,
@@ -508,12 +499,24 @@ fn make_again_is_a_no_op_and_completes_a_missing_signature() {
     // An interrupted run left the index without its signature: the next make signs it.
     std::fs::remove_file(store.join("releases/2.0/rootfs.didx.minisig")).unwrap();
     assert!(!verify_store(&store, &keys).status.success());
-    run_ok(&mut make_command(&store, &keys, "2.0", &image));
+    run_ok(&mut make_command(
+        &store,
+        &keys,
+        "2.0",
+        "test-board",
+        &image,
+    ));
     assert!(verify_store(&store, &keys).status.success());
     assert_eq!(std::fs::read(&index).unwrap(), published);
 
     let other = sample(dir.path(), "v2.img", 4, 2);
-    let output = run(&mut make_command(&store, &keys, "2.0", &other));
+    let output = run(&mut make_command(
+        &store,
+        &keys,
+        "2.0",
+        "test-board",
+        &other,
+    ));
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("already exists with different content")
@@ -530,7 +533,7 @@ fn make_killed_at_any_moment_then_made_again() {
     // Moments spread over a make of this image (bounded: six kills).
     for (round, delay_ms) in [0u64, 20, 60, 150, 300, 600].into_iter().enumerate() {
         let store = dir.path().join(format!("store-{round}"));
-        let mut child = make_command(&store, &keys, "1.0", &image)
+        let mut child = make_command(&store, &keys, "1.0", "test-board", &image)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -548,7 +551,13 @@ fn make_killed_at_any_moment_then_made_again() {
             "after a kill at {delay_ms} ms: {}",
             String::from_utf8_lossy(&partial.stdout)
         );
-        run_ok(&mut make_command(&store, &keys, "1.0", &image));
+        run_ok(&mut make_command(
+            &store,
+            &keys,
+            "1.0",
+            "test-board",
+            &image,
+        ));
         let output = verify_store(&store, &keys);
         assert!(
             output.status.success(),
