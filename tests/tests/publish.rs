@@ -734,12 +734,23 @@ fn serve_ranges_head_caching_and_traversal() {
         && s.bytes == 100));
 }
 
-#[test]
-fn serve_handles_hundreds_of_concurrent_connections() {
+/// A store whose only file is `packs/p.pack`: 100,000 bytes of 7.
+fn store_with_one_pack() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     std::fs::create_dir_all(root.join("packs")).unwrap();
     std::fs::write(root.join("packs/p.pack"), vec![7u8; 100_000]).unwrap();
+    (dir, root)
+}
+
+/// A request for the first 1000 bytes of that pack, closing the connection after it.
+fn range_request(address: &str) -> String {
+    format!("GET /packs/p.pack HTTP/1.1\r\nHost: {address}\r\nRange: bytes=0-999\r\nConnection: close\r\n\r\n")
+}
+
+#[test]
+fn serve_handles_hundreds_of_concurrent_connections() {
+    let (dir, root) = store_with_one_pack();
     let server = StoreServer::start(&root, &dir.path().join("access.log"), None);
     let address = server.url.trim_start_matches("http://").to_owned();
     // Open 300 connections first, then send a request on each.
@@ -747,7 +758,9 @@ fn serve_handles_hundreds_of_concurrent_connections() {
         .map(|_| TcpStream::connect(&address).unwrap())
         .collect();
     for stream in &mut streams {
-        stream.write_all(format!("GET /packs/p.pack HTTP/1.1\r\nHost: {address}\r\nRange: bytes=0-999\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        stream
+            .write_all(range_request(&address).as_bytes())
+            .unwrap();
     }
     for mut stream in streams {
         let mut response = Vec::new();
@@ -764,10 +777,7 @@ fn serve_handles_hundreds_of_concurrent_connections() {
 #[test]
 fn serve_sheds_idle_and_slow_clients() {
     use std::os::unix::process::CommandExt;
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    std::fs::create_dir_all(root.join("packs")).unwrap();
-    std::fs::write(root.join("packs/p.pack"), vec![7u8; 100_000]).unwrap();
+    let (dir, root) = store_with_one_pack();
     let server = StoreServer::start_with(&root, &dir.path().join("access.log"), None, |command| {
         command.args([
             "--idle-timeout",
@@ -804,7 +814,7 @@ fn serve_sheds_idle_and_slow_clients() {
     let mut honest = TcpStream::connect(&address).unwrap();
     honest.set_read_timeout(Some(patience)).unwrap();
     honest
-        .write_all(format!("GET /packs/p.pack HTTP/1.1\r\nHost: {address}\r\nRange: bytes=0-999\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(range_request(&address).as_bytes())
         .unwrap();
     let mut response = Vec::new();
     honest.read_to_end(&mut response).unwrap();
