@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, every unit and end-to-end test, and with
+# The test command: formatting, lints, every unit and end-to-end test (the fuzz corpus replay
+# among them), the supply-chain check (scripts/supply-chain.sh, cargo-deny offline), and with
 # DIFFOTA_YOCTO_TEST=1 (as in CI) the layer under real bitbake (tests/yocto/run.sh, about 25 minutes)
 # and with DIFFOTA_VM_TEST=1 (as in CI) the virtual machine tests (tests/vm/run.sh grub and
 # uboot, about 15 minutes).
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
+scripts/supply-chain.sh
 if [ "${DIFFOTA_YOCTO_TEST:-0}" = 1 ]; then
   tests/yocto/run.sh
 else

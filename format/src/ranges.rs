@@ -52,6 +52,55 @@ pub fn plan_ranges(chunks: &[ChunkEntry], max_gap: u64) -> Vec<FetchRange> {
     ranges
 }
 
+/// A `Content-Range` answer to a range request (RFC 9110 section 14.4): bytes `start..end`
+/// of a representation of `complete_length` bytes, when the server knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentRange {
+    pub start: u64,
+    /// Exclusive.
+    pub end: u64,
+    pub complete_length: Option<u64>,
+}
+
+impl ContentRange {
+    /// Parses `bytes first-last/complete` (complete may be `*`). Anything else, an
+    /// unsatisfied-range answer (`bytes */length`), `last < first` or a range past the
+    /// complete length is None: the device then cannot trust which bytes it got.
+    pub fn parse(value: &str) -> Option<ContentRange> {
+        let spec = value.trim().strip_prefix("bytes ")?.trim_start();
+        let (span, complete) = spec.split_once('/')?;
+        let (first, last) = span.split_once('-')?;
+        let start = parse_decimal(first)?;
+        let last = parse_decimal(last)?;
+        let complete_length = match complete {
+            "*" => None,
+            digits => Some(parse_decimal(digits)?),
+        };
+        let end = last.checked_add(1)?;
+        if last < start || complete_length.is_some_and(|length| end > length) {
+            return None;
+        }
+        Some(ContentRange {
+            start,
+            end,
+            complete_length,
+        })
+    }
+
+    /// Whether this answer holds all of `start..end`, from `start` on.
+    pub fn covers(&self, start: u64, end: u64) -> bool {
+        self.start == start && self.end >= end
+    }
+}
+
+/// Digits only: no sign, no spaces inside, as the HTTP grammar has it.
+fn parse_decimal(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +143,32 @@ mod tests {
         assert_eq!(ranges.len(), 1);
         assert_eq!(ranges[0].length(), 10);
         assert_eq!(ranges[0].chunks.len(), 2);
+    }
+
+    #[test]
+    fn content_range_answers() {
+        let parsed = |v: &str| ContentRange::parse(v).map(|r| (r.start, r.end, r.complete_length));
+        assert_eq!(parsed("bytes 0-99/1000"), Some((0, 100, Some(1000))));
+        assert_eq!(parsed("bytes 10-10/*"), Some((10, 11, None)));
+        assert_eq!(parsed("bytes 999-999/1000"), Some((999, 1000, Some(1000))));
+        for bad in [
+            "",
+            "bytes */1000",
+            "bytes 5-4/1000",
+            "bytes 0-1000/1000",
+            "bytes 0-99",
+            "bytes +0-99/1000",
+            "bytes 0- 99/1000",
+            "items 0-99/1000",
+            "bytes 0-18446744073709551615/*",
+            "bytes 0-99999999999999999999/*",
+        ] {
+            assert_eq!(parsed(bad), None, "{bad:?}");
+        }
+        let range = ContentRange::parse("bytes 100-299/1000").unwrap();
+        assert!(range.covers(100, 300));
+        assert!(range.covers(100, 200));
+        assert!(!range.covers(100, 301));
+        assert!(!range.covers(0, 200));
     }
 }

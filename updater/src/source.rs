@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use diffota_format::ranges::ContentRange;
 use rustls::pki_types::pem::PemObject;
 
 use crate::config::HttpConfig;
@@ -199,7 +200,8 @@ impl StoreSource {
                         .get(reqwest::header::CONTENT_RANGE)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    if !content_range.starts_with(&format!("bytes {start}-")) {
+                    let answered = ContentRange::parse(content_range);
+                    if !answered.is_some_and(|range| range.covers(start, end)) {
                         return Err(RangeError::Fetch(FetchError::Fatal { url, message: format!("asked for bytes {start}-{} but got Content-Range {content_range:?}", end - 1) }));
                     }
                 } else {

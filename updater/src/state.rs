@@ -20,8 +20,21 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: corrupt state file ({message}); move it aside to start from a clean state")]
-    Corrupt { path: PathBuf, message: String },
+    #[error("{path}: corrupt state file ({source}); move it aside to start from a clean state")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: StateFormatError,
+    },
+}
+
+/// Why the bytes of a state file are not a state this build reads.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFormatError {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("format {found} is not {STATE_FORMAT}")]
+    UnknownFormat { found: u32 },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -66,6 +79,17 @@ pub struct FailedRelease {
 }
 
 impl State {
+    /// Reads a state file's bytes: JSON of this build's format, no unknown fields.
+    pub fn decode(bytes: &[u8]) -> Result<State, StateFormatError> {
+        let state: State = serde_json::from_slice(bytes)?;
+        if state.format != STATE_FORMAT {
+            return Err(StateFormatError::UnknownFormat {
+                found: state.format,
+            });
+        }
+        Ok(state)
+    }
+
     pub fn failed(&self, version: &str) -> Option<&FailedRelease> {
         self.failed_releases.iter().find(|f| f.version == version)
     }
@@ -138,18 +162,7 @@ impl StateDir {
                 ..State::default()
             }),
             Some(bytes) => {
-                let state: State =
-                    serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
-                if state.format != STATE_FORMAT {
-                    return Err(StateError::Corrupt {
-                        path,
-                        message: format!("format {} is not {STATE_FORMAT}", state.format),
-                    });
-                }
-                Ok(state)
+                State::decode(&bytes).map_err(|source| StateError::Corrupt { path, source })
             }
         }
     }
