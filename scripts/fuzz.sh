@@ -19,20 +19,22 @@ if [ $# -gt 0 ]; then
 else
   mapfile -t targets < <(cargo fuzz list)
 fi
+# Built once, from the tree as it is now; the runs below use these binaries.
 cargo fuzz build -s none --release
+bin=target/x86_64-unknown-linux-gnu/release
 summary=()
 for target in "${targets[@]}"; do
   work="work/$target"
   mkdir -p "$work" "artifacts/$target"
   log=$(mktemp)
   echo "==> $target: ${seconds}s" >&2
-  if ! cargo fuzz run -s none --release "$target" "$work" "corpus/$target" -- \
-      -max_total_time="$seconds" -max_len=1048576 -timeout=5 -rss_limit_mb=1024 \
-      -print_final_stats=1 2>"$log"; then
+  if ! "$bin/$target" -artifact_prefix="artifacts/$target/" -max_total_time="$seconds" \
+      -max_len=1048576 -timeout=5 -rss_limit_mb=1024 -print_final_stats=1 \
+      "$work" "corpus/$target" 2>"$log"; then
     tail -n 30 "$log" >&2
     crash=$(find "artifacts/$target" -type f -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
-    cargo fuzz tmin -s none --release "$target" "$crash" >/dev/null 2>&1 || true
-    echo "FOUND: $target fails on $crash (minimised: the newest minimized-from-* beside it)" >&2
+    "$bin/$target" -minimize_crash=1 -max_total_time=60 -exact_artifact_path="$crash.min" "$crash" >/dev/null 2>&1 || true
+    echo "FOUND: $target fails on $crash (minimised: $crash.min)" >&2
     exit 1
   fi
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")

@@ -33,7 +33,7 @@ pub fn run_checks(config: &Config, bootloader: &dyn Bootloader) -> Vec<Check> {
     let mut checks = Vec::new();
     checks.push(check(
         "trusted public keys",
-        crate::install::trusted_keys(config)
+        crate::keys::trusted_keys(config)
             .map(|k| format!("{} key(s)", k.len()))
             .map_err(|e| e.to_string()),
     ));
@@ -75,7 +75,7 @@ pub fn run_checks(config: &Config, bootloader: &dyn Bootloader) -> Vec<Check> {
             .map_err(|e| e.to_string())
             .and_then(|size| {
                 sizes.push(size);
-                match state.slots.get(&slot) {
+                match state.slot(slot) {
                     Some(record) if record.image_length > size => Err(format!(
                         "{size} bytes, smaller than its recorded image ({})",
                         record.image_length
@@ -105,7 +105,7 @@ pub fn run_checks(config: &Config, bootloader: &dyn Bootloader) -> Vec<Check> {
         let result = bootloader.state().map_err(|e| e.to_string()).and_then(|boot| {
             let selected = boot.selected.ok_or_else(|| format!("{SLOT_VAR} is not set"))?;
             boot.bootlimit.ok_or_else(|| format!("{BOOTLIMIT} is not set"))?;
-            match (&running, &state.trial) {
+            match (&running, state.trial()) {
                 (Ok(running), None) if *running != selected => Err(format!("{SLOT_VAR}={selected} but slot {running} is running and no trial is pending")),
                 _ => Ok(format!("{SLOT_VAR}={selected}, upgrade_available={}, bootcount={}", u8::from(boot.upgrade_available), boot.bootcount)),
             }

@@ -6,13 +6,14 @@ pub mod bundle;
 pub mod config;
 pub mod doctor;
 pub mod install;
-pub mod lifecycle;
+pub mod keys;
 pub mod plan;
 pub mod progress;
 pub mod release;
 pub mod slot;
 pub mod source;
 pub mod state;
+pub mod system;
 
 /// The device id: the configured value, else the first line of the configured file, else
 /// `/etc/machine-id`.

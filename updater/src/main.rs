@@ -9,10 +9,9 @@ use clap::{Parser, Subcommand};
 use diffota::boot::Bootloader;
 use diffota::config::{Config, DEFAULT_PATH};
 use diffota::install::{self, Device, InstallOptions, Outcome};
-use diffota::lifecycle::{self, MarkGood};
 use diffota::release::ReleaseTarget;
 use diffota::slot::{booted_slot, Slot};
-use diffota::state::StateDir;
+use diffota::state::{DeviceState, MarkGood, StateDir};
 use diffota_cli::{errln, outln};
 
 #[derive(Parser, Debug)]
@@ -139,7 +138,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let running = || booted_slot(&config.boot.cmdline, &config.slots.a, &config.slots.b);
     match cli.command {
         Command::Check { release, json } => {
-            let keys = install::trusted_keys(&config)?;
+            let keys = diffota::keys::trusted_keys(&config)?;
             let device = device(&config, &keys, bootloader.as_mut())?;
             let report = runtime()?
                 .block_on(install::check(&device, &release.target(&config)))
@@ -194,7 +193,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             reboot,
             json,
         } => {
-            let keys = install::trusted_keys(&config)?;
+            let keys = diffota::keys::trusted_keys(&config)?;
             let mut device = device(&config, &keys, bootloader.as_mut())?;
             let reporter = diffota::progress::Reporter::new(json);
             let options = InstallOptions {
@@ -238,11 +237,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::MarkGood { json } => {
-            let boot_id = lifecycle::current_boot_id(&config.boot.boot_id_file);
-            let outcome = lifecycle::mark_good(
+            let boot_id = diffota::system::boot_id(&config.boot.boot_id_file);
+            let outcome = DeviceState::load(&state_dir)?.mark_good(
                 running()?,
                 bootloader.as_mut(),
-                &state_dir,
                 boot_id.as_deref(),
             )?;
             if json {
@@ -269,20 +267,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::MarkBad { force, reboot } => {
-            let next = lifecycle::mark_bad(running()?, bootloader.as_mut(), &state_dir, force)?;
+            let next =
+                DeviceState::load(&state_dir)?.mark_bad(running()?, bootloader.as_mut(), force)?;
             outln!("slot {next} boots next");
             if reboot {
                 reboot_now(&config)?;
             }
         }
         Command::Rollback { force, reboot } => {
-            let next = lifecycle::rollback(
+            let next = DeviceState::load(&state_dir)?.rollback(
                 running()?,
                 bootloader.as_mut(),
-                &state_dir,
                 config.boot.boot_attempts,
                 force,
-                lifecycle::current_boot_id(&config.boot.boot_id_file),
+                diffota::system::boot_id(&config.boot.boot_id_file),
             )?;
             outln!("slot {next} boots next, on trial");
             if reboot {
@@ -337,7 +335,7 @@ fn status(
         running.map_or("unknown".into(), |s| s.to_string())
     );
     for slot in [Slot::A, Slot::B] {
-        match state.slots.get(&slot) {
+        match state.slot(slot) {
             Some(record) => outln!(
                 "slot {slot}: {} ({} bytes, installed {}{})",
                 record.version,
@@ -358,7 +356,7 @@ fn status(
         ),
         Err(e) => outln!("bootloader: {e}"),
     }
-    if let Some(trial) = &state.trial {
+    if let Some(trial) = state.trial() {
         outln!(
             "trial pending: {} in slot {} (from slot {})",
             trial.version,
@@ -366,7 +364,7 @@ fn status(
             trial.from_slot
         );
     }
-    match &state.last_install {
+    match state.last_install() {
         Some(last) => outln!(
             "last install: {} {} into slot {} ({} bytes downloaded)",
             last.result,
@@ -376,7 +374,7 @@ fn status(
         ),
         None => outln!("last install: none"),
     }
-    for failed in &state.failed_releases {
+    for failed in state.failed_releases() {
         outln!(
             "failed release {}: {} ({})",
             failed.version,

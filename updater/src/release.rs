@@ -227,7 +227,7 @@ fn check_channel(
             found: channel.channel.clone(),
         });
     }
-    let seen = state.channel_counters.get(name).copied().unwrap_or(0);
+    let seen = state.channel_counter(name);
     if channel.counter < seen {
         return Err(ReleaseError::Replay {
             channel: name.to_owned(),

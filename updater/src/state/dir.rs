@@ -1,17 +1,14 @@
-//! Persistent device state in the state directory (on the data partition, outside both
-//! slots): what each slot holds, the last install's result, the highest channel counter
-//! seen, and for each slot the signed index it was last written with (its seed for the next
-//! install). Every file is replaced atomically: write, fsync, rename, fsync the directory.
+//! The state directory (on the data partition, outside both slots): the state file, the
+//! install-in-progress marker and each slot's seed index. Every file is replaced atomically:
+//! write, fsync, rename, fsync the directory.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::record::{InProgress, State, StateFormatError};
 use crate::slot::Slot;
-
-pub const STATE_FORMAT: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -28,109 +25,7 @@ pub enum StateError {
     },
 }
 
-/// Why the bytes of a state file are not a state this build reads.
-#[derive(Debug, thiserror::Error)]
-pub enum StateFormatError {
-    #[error("{0}")]
-    Json(#[from] serde_json::Error),
-    #[error("format {found} is not {STATE_FORMAT}")]
-    UnknownFormat { found: u32 },
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct State {
-    pub format: u32,
-    #[serde(default)]
-    pub slots: BTreeMap<Slot, SlotRecord>,
-    #[serde(default)]
-    pub last_install: Option<InstallRecord>,
-    /// Highest channel file counter accepted, per channel.
-    #[serde(default)]
-    pub channel_counters: BTreeMap<String, u64>,
-    /// A slot handed to the bootloader for a trial boot and not yet committed.
-    #[serde(default)]
-    pub trial: Option<Trial>,
-    /// Releases that did not come up healthy here; not installed again unless forced.
-    #[serde(default)]
-    pub failed_releases: Vec<FailedRelease>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Trial {
-    pub slot: Slot,
-    pub version: String,
-    pub from_slot: Slot,
-    pub started_at: u64,
-    pub attempts: u32,
-    /// The kernel's boot id when the trial was armed: the trial has been tried only once
-    /// the system has booted since.
-    #[serde(default)]
-    pub boot_id: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FailedRelease {
-    pub version: String,
-    pub reason: String,
-    pub at: u64,
-}
-
-impl State {
-    /// Reads a state file's bytes: JSON of this build's format, no unknown fields.
-    pub fn decode(bytes: &[u8]) -> Result<State, StateFormatError> {
-        let state: State = serde_json::from_slice(bytes)?;
-        if state.format != STATE_FORMAT {
-            return Err(StateFormatError::UnknownFormat {
-                found: state.format,
-            });
-        }
-        Ok(state)
-    }
-
-    pub fn failed(&self, version: &str) -> Option<&FailedRelease> {
-        self.failed_releases.iter().find(|f| f.version == version)
-    }
-}
-
-/// What a slot holds, as written and verified by diffota.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlotRecord {
-    pub version: String,
-    pub image_hash: String,
-    pub image_length: u64,
-    pub installed_at: u64,
-    /// Booted and found healthy (`mark-good`).
-    #[serde(default)]
-    pub good: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InstallRecord {
-    pub version: String,
-    pub slot: Slot,
-    pub result: String,
-    pub finished_at: u64,
-    pub downloaded_bytes: u64,
-    pub requests: u64,
-    pub image_bytes: u64,
-    pub copied_bytes: u64,
-}
-
-/// An install under way: written before the target slot is touched, removed when done.
-/// A later run of the same release into the same slot re-checks chunks already in place.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InProgress {
-    pub slot: Slot,
-    pub version: String,
-    pub image_hash: String,
-}
-
+#[derive(Clone, Debug)]
 pub struct StateDir {
     dir: PathBuf,
 }
@@ -157,10 +52,7 @@ impl StateDir {
     pub fn load(&self) -> Result<State, StateError> {
         let path = self.state_path();
         match read_optional(&path)? {
-            None => Ok(State {
-                format: STATE_FORMAT,
-                ..State::default()
-            }),
+            None => Ok(State::default()),
             Some(bytes) => {
                 State::decode(&bytes).map_err(|source| StateError::Corrupt { path, source })
             }
@@ -300,22 +192,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state_dir = StateDir::new(dir.path());
         let mut state = state_dir.load().unwrap();
-        state.channel_counters.insert("stable".into(), 7);
-        state.slots.insert(
-            Slot::B,
-            SlotRecord {
-                version: "2".into(),
-                image_hash: "00".into(),
-                image_length: 1,
-                installed_at: 5,
-                good: false,
-            },
+        assert_eq!(state, State::default());
+        state.accept_channel("stable", 7);
+        state.record_installed(
+            super::super::record::tests::slot_record("2"),
+            super::super::record::tests::install_record("2", Slot::B),
         );
         state_dir.save(&state).unwrap();
         assert_eq!(state_dir.load().unwrap(), state);
         std::fs::write(state_dir.state_path(), b"{ not json").unwrap();
-        let error = state_dir.load().unwrap_err().to_string();
-        assert!(error.contains("corrupt state file"), "{error}");
+        let error = state_dir.load().unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                StateError::Corrupt {
+                    source: StateFormatError::Json(_),
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("corrupt state file"), "{error}");
     }
 
     #[test]

@@ -1,0 +1,419 @@
+//! The install, as its phases: prepare (running slot, state, the verified release) → gate
+//! (eligible, not pending, not failed before, not a downgrade) → begin (open the target, plan,
+//! mark the slot as being written) → write local chunks → fetch the rest → verify read-back
+//! → record installed → arm the trial. Each phase is a function below or a module of its own;
+//! every change of device state goes through [`DeviceState`], which owns the crash ordering.
+//!
+//! Invariants: the running slot is only read; every chunk is verified by its id before it
+//! is written; the bootloader is only pointed at a slot whose whole image was read back
+//! from storage and matched the signed image hash.
+
+mod fetch;
+mod gate;
+mod local;
+mod seeds;
+mod verify;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use diffota_format::{hex32, ChunkId, TrustedKeys};
+
+use crate::boot::{BootError, Bootloader};
+use crate::config::Config;
+use crate::plan::{InPlace, Plan, PlanSummary};
+use crate::progress::{Event, Progress};
+use crate::release::{
+    decide, fetch_release, Decision, Release, ReleaseError, ReleaseTarget, Trust,
+};
+use crate::slot::{booted_slot, Slot, SlotError, TargetSlot};
+use crate::source::{FetchError, StoreSource, Traffic};
+use crate::state::{
+    DeviceState, InProgress, InstallRecord, InstallResult, Installed, SlotRecord, StateDir,
+    StateError, TransitionError, Trial,
+};
+use crate::system;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("release {offered} is older than {running}, which slot {slot} runs (pass --allow-downgrade to install it anyway)")]
+    Downgrade {
+        offered: String,
+        running: String,
+        slot: Slot,
+    },
+    #[error("chunk {id} from {url} at offset {pack_offset}: {reason}")]
+    BadChunk {
+        id: ChunkId,
+        url: String,
+        pack_offset: u64,
+        reason: String,
+    },
+    #[error("slot {slot}: read back after writing does not match the release (expected BLAKE3 {expected}, read {actual}); the slot was not activated")]
+    ReadBack {
+        slot: Slot,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: reading the running slot: {source}")]
+    ReadRunning {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the bundle lacks {missing} chunks this device needs: it was made for devices on {made_for}, this device runs {running}, and no store is reachable to fetch the rest")]
+    BundleIncomplete {
+        missing: usize,
+        made_for: String,
+        running: String,
+    },
+}
+
+/// Everything an install needs from the device.
+pub struct Device<'a> {
+    pub config: &'a Config,
+    pub keys: &'a TrustedKeys,
+    pub state_dir: StateDir,
+    pub device_id: String,
+    pub bootloader: &'a mut dyn Bootloader,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InstallOptions {
+    pub allow_downgrade: bool,
+    /// Reinstall the running version and ignore rollout eligibility.
+    pub force: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Installed(InstallReport),
+    UpToDate {
+        version: String,
+    },
+    NotEligible {
+        version: String,
+        reason: String,
+    },
+    PreviouslyFailed {
+        version: String,
+        reason: String,
+    },
+    /// Already installed in the other slot, waiting for the reboot into its trial.
+    PendingReboot {
+        version: String,
+        slot: Slot,
+    },
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct InstallReport {
+    pub version: String,
+    pub slot: Option<Slot>,
+    pub image_bytes: u64,
+    pub in_place_bytes: u64,
+    pub copied_bytes: u64,
+    pub fetched_image_bytes: u64,
+    pub downloaded_bytes: u64,
+    pub requests: u64,
+    pub seconds: f64,
+}
+
+/// What `check` reports: the release, whether it applies, and the planned download.
+#[derive(Debug, serde::Serialize)]
+pub struct CheckReport {
+    pub running_slot: Slot,
+    pub running_version: Option<String>,
+    pub channel: Option<String>,
+    pub channel_counter: Option<u64>,
+    pub version: String,
+    pub eligible: bool,
+    pub eligibility: String,
+    pub decision: String,
+    pub update_available: bool,
+    pub plan: PlanSummary,
+    pub metadata_bytes: u64,
+    /// For a bundle: the releases it was made for and the chunks this device needs that it lacks.
+    pub bundle: Option<BundleCheck>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct BundleCheck {
+    pub made_for: Vec<String>,
+    pub missing_chunks: u64,
+}
+
+/// The phase every command starts with: which slot runs, what the device recorded, and the
+/// release verified (signature, counter, expiry, compatible, rollout).
+struct Prepared {
+    release: Release,
+    machine: DeviceState,
+    running: Slot,
+}
+
+async fn prepare(
+    device: &Device<'_>,
+    target: &ReleaseTarget,
+    traffic: &Traffic,
+) -> Result<Prepared, InstallError> {
+    let config = device.config;
+    let running = booted_slot(&config.boot.cmdline, &config.slots.a, &config.slots.b)?;
+    let machine = DeviceState::load(&device.state_dir)?;
+    let store = StoreSource::new(&config.server_url, &config.http)?;
+    let trust = Trust {
+        keys: device.keys,
+        compatible: &config.compatible,
+        device_id: &device.device_id,
+        now: system::now(),
+    };
+    let release = fetch_release(&store, target, &trust, machine.state(), traffic).await?;
+    Ok(Prepared {
+        release,
+        machine,
+        running,
+    })
+}
+
+pub async fn check(
+    device: &Device<'_>,
+    target: &ReleaseTarget,
+) -> Result<CheckReport, InstallError> {
+    let traffic = Traffic::default();
+    let Prepared {
+        release,
+        machine,
+        running,
+    } = prepare(device, target, &traffic).await?;
+    let state = machine.state();
+    let index = &release.index;
+    let running_version = state.version_in(running);
+    let decision = decide(running_version, &index.version, false, false);
+    let seeds = seeds::running_seeds(device, running, index, &crate::progress::Quiet)?;
+    let planned = Plan::build(index, &seeds, &InPlace::Nothing);
+    let bundle = release.bundle.as_ref().map(|b| BundleCheck {
+        made_for: b.made_for.clone(),
+        missing_chunks: planned
+            .fetch_chunks()
+            .iter()
+            .filter(|c| !b.table.contains_key(&c.id))
+            .count() as u64,
+    });
+    let eligibility = release.eligibility.clone();
+    let eligible = eligibility.as_ref().is_none_or(|e| e.is_eligible());
+    let failed = state.failed(&index.version);
+    Ok(CheckReport {
+        running_slot: running,
+        running_version: running_version.map(str::to_owned),
+        channel: release.channel.as_ref().map(|c| c.channel.clone()),
+        channel_counter: release.channel.as_ref().map(|c| c.counter),
+        version: index.version.clone(),
+        eligible,
+        eligibility: eligibility.map_or_else(
+            || "no channel: explicit release".to_owned(),
+            |e| e.to_string(),
+        ),
+        decision: match failed {
+            Some(failed) => format!("previously failed here: {}", failed.reason),
+            None => format!("{decision:?}").to_lowercase(),
+        },
+        update_available: eligible && decision == Decision::Install && failed.is_none(),
+        plan: planned.summary(device.config.http.max_gap),
+        metadata_bytes: traffic.bytes.load(Ordering::Relaxed),
+        bundle,
+    })
+}
+
+pub async fn install(
+    device: &mut Device<'_>,
+    target: &ReleaseTarget,
+    options: InstallOptions,
+    progress: &dyn Progress,
+) -> Result<Outcome, InstallError> {
+    let started = Instant::now();
+    let traffic = Arc::new(Traffic::default());
+    let Prepared {
+        release,
+        mut machine,
+        running,
+    } = prepare(device, target, &traffic).await?;
+    if let Some(channel) = &release.channel {
+        machine.accept_channel(&channel.channel, channel.counter)?;
+    }
+    if let Some(refusal) = gate::refusal(&release, machine.state(), running, options)? {
+        return Ok(refusal);
+    }
+    let job = begin(device, &mut machine, &release, running, &traffic, progress).await?;
+    let mut report = InstallReport {
+        version: release.index.version.clone(),
+        slot: Some(job.slot.slot),
+        image_bytes: release.index.image_length,
+        ..Default::default()
+    };
+    let to_fetch = local::write_local_chunks(
+        &job.plan,
+        job.running_file.file(),
+        &job.slot,
+        &mut report,
+        progress,
+    )?;
+    fetch::fetch_all(
+        &release,
+        &to_fetch,
+        &job.slot,
+        device.config,
+        &traffic,
+        progress,
+    )
+    .await?;
+    report.fetched_image_bytes = to_fetch.iter().map(|c| u64::from(c.length)).sum();
+    progress.event(Event::Verifying);
+    verify::read_back(&job.slot, &release.index)?;
+    report.downloaded_bytes = traffic.bytes.load(Ordering::Relaxed);
+    report.requests = traffic.requests.load(Ordering::Relaxed);
+    report.seconds = started.elapsed().as_secs_f64();
+    record_installed(&mut machine, &release, &job, &report)?;
+    arm_trial(device, &mut machine, &job)?;
+    tracing::info!(event = "install_finished", version = %report.version, slot = %job.slot.slot, downloaded = report.downloaded_bytes, requests = report.requests);
+    progress.event(Event::Finished);
+    Ok(Outcome::Installed(report))
+}
+
+/// An install past its gate: the target slot open for writing, the running slot open for
+/// reading, and the plan of where each chunk comes from.
+struct Job {
+    slot: TargetSlot,
+    running: Slot,
+    running_file: fs_err::File,
+    plan: Plan,
+}
+
+/// Opens the target, plans every chunk, checks a bundle suffices, and marks the target as
+/// being written (from here on it no longer holds what its stored index says).
+async fn begin(
+    device: &mut Device<'_>,
+    machine: &mut DeviceState,
+    release: &Release,
+    running: Slot,
+    traffic: &Traffic,
+    progress: &dyn Progress,
+) -> Result<Job, InstallError> {
+    let index = &release.index;
+    let config = device.config;
+    let target = running.other();
+    let running_path = config.slot_path(running);
+    let slot = TargetSlot::open(
+        target,
+        config.slot_path(target),
+        running_path,
+        index.image_length,
+    )?;
+    let marker = InProgress {
+        slot: target,
+        version: index.version.clone(),
+        image_hash: hex32(&index.image_hash),
+    };
+    let in_place = if machine.in_progress()?.as_ref() == Some(&marker) {
+        InPlace::Everything
+    } else {
+        seeds::stored_index(device, target)?.map_or(InPlace::Nothing, |i| InPlace::from_index(&i))
+    };
+    let seeds = seeds::running_seeds(device, running, index, progress)?;
+    let plan = Plan::build(index, &seeds, &in_place);
+    if let Some(bundle) = &release.bundle {
+        let running_version = machine.state().version_in(running);
+        fetch::ensure_bundle_suffices(
+            bundle,
+            &plan.fetch_chunks(),
+            release,
+            running_version,
+            traffic,
+        )
+        .await?;
+    }
+    progress.event(Event::Started {
+        version: &index.version,
+        slot: target,
+        plan: &plan.summary(config.http.max_gap),
+    });
+    tracing::info!(event = "install_started", version = %index.version, slot = %target);
+    machine.begin_install(&marker, device.bootloader)?;
+    let running_file =
+        fs_err::File::open(running_path).map_err(|source| InstallError::ReadRunning {
+            path: running_path.to_owned(),
+            source,
+        })?;
+    Ok(Job {
+        slot,
+        running,
+        running_file,
+        plan,
+    })
+}
+
+/// The slot read back matching: it becomes the slot's record and its seed for next time.
+fn record_installed(
+    machine: &mut DeviceState,
+    release: &Release,
+    job: &Job,
+    report: &InstallReport,
+) -> Result<(), StateError> {
+    let index = &release.index;
+    let finished_at = system::now();
+    machine.record_installed(Installed {
+        slot: SlotRecord {
+            version: index.version.clone(),
+            image_hash: hex32(&index.image_hash),
+            image_length: index.image_length,
+            installed_at: finished_at,
+            good: false,
+        },
+        install: InstallRecord {
+            version: index.version.clone(),
+            slot: job.slot.slot,
+            result: InstallResult::Installed,
+            finished_at,
+            downloaded_bytes: report.downloaded_bytes,
+            requests: report.requests,
+            image_bytes: report.image_bytes,
+            copied_bytes: report.copied_bytes + report.in_place_bytes,
+        },
+        index: index.bytes(),
+        signature: &release.index_signature,
+    })
+}
+
+/// Points the bootloader at the new slot for `boot_attempts` trial boots.
+fn arm_trial(
+    device: &mut Device<'_>,
+    machine: &mut DeviceState,
+    job: &Job,
+) -> Result<(), TransitionError> {
+    let boot = &device.config.boot;
+    let trial = Trial {
+        slot: job.slot.slot,
+        version: machine
+            .state()
+            .version_in(job.slot.slot)
+            .unwrap_or_default()
+            .to_owned(),
+        from_slot: job.running,
+        started_at: system::now(),
+        attempts: boot.boot_attempts,
+        boot_id: system::boot_id(&boot.boot_id_file),
+    };
+    machine.arm_trial(trial, device.bootloader)
+}
