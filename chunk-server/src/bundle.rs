@@ -37,7 +37,7 @@ pub fn bundle(
         path: index_path.clone(),
         source,
     })?;
-    let signature_path = PathBuf::from(format!("{}.minisig", index_path.display()));
+    let signature_path = diffota_format::signature::signature_path(&index_path);
     let signature = fs_err::read(&signature_path).map_err(io_error(&signature_path))?;
 
     // A device on any of the from-releases holds what all of them share.

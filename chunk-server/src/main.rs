@@ -428,7 +428,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let old_index = chunk_server::store::read_index(&old)?;
             let new_index = chunk_server::store::read_index(&new)?;
-            let signature_size = fs_err::metadata(format!("{}.minisig", new.display()))
+            let signature_size = fs_err::metadata(diffota_format::signature::signature_path(&new))
                 .map(|m| m.len())
                 .unwrap_or(0);
             let index_bytes = fs_err::metadata(&new)?.len() + signature_size;

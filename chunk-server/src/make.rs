@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
+use diffota_format::signature::signature_path;
 use diffota_format::{ChunkEntry, ChunkId, ChunkerParams, Index, PackRef};
 use rayon::prelude::*;
 
@@ -281,7 +282,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
             (index, bytes)
         }
     };
-    let signature_path = signature_path_of(&index_path);
+    let signature_path = signature_path(&index_path);
     if let Some(key) = options.signing_key {
         if !signature_path.exists() {
             sign_file(
@@ -346,13 +347,6 @@ fn read_published(
     }
 }
 
-/// `<path>.minisig`.
-pub fn signature_path_of(path: &Path) -> PathBuf {
-    let mut signature_path = path.as_os_str().to_owned();
-    signature_path.push(".minisig");
-    PathBuf::from(signature_path)
-}
-
 /// Writes `<path>.minisig` for the bytes of `path`.
 pub fn sign_file(
     path: &Path,
@@ -361,7 +355,7 @@ pub fn sign_file(
     comment: &str,
 ) -> Result<PathBuf, MakeError> {
     let signature = crate::keys::sign(key, bytes, comment)?;
-    let signature_path = signature_path_of(path);
+    let signature_path = signature_path(path);
     write_atomic(&signature_path, signature.as_bytes()).map_err(io_error(&signature_path))?;
     Ok(signature_path)
 }

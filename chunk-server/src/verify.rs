@@ -7,7 +7,8 @@
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 
-use diffota_format::{ChunkData, Index, PackRef, TrustedKeys};
+use diffota_format::signature::{signature_of, signature_path};
+use diffota_format::{ChunkData, ChunkEntry, FormatError, Index, PackRef, TrustedKeys};
 use rayon::prelude::*;
 
 use crate::store::{Store, StoreError};
@@ -17,11 +18,89 @@ pub struct VerifyReport {
     pub releases: u64,
     pub packs: u64,
     pub chunks: u64,
-    pub problems: Vec<String>,
+    #[serde(serialize_with = "as_text")]
+    pub problems: Vec<Problem>,
+}
+
+/// One reason a device would reject a release of the store, named by the file it is in.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("{file}: {source}")]
+    Unreadable {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Signature(#[source] FormatError),
+    #[error("{file}: {source}")]
+    Index {
+        file: String,
+        #[source]
+        source: FormatError,
+    },
+    #[error("{pack}: {source}")]
+    Pack {
+        pack: String,
+        #[source]
+        source: PackProblem,
+    },
+    #[error("{file}: expired at {} (devices refuse it)", humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(*.at)))]
+    Expired { file: String, at: u64 },
+    #[error(
+        "{file}: chunk {id} (image offset {offset}) in {pack} at offset {pack_offset}: {source}"
+    )]
+    Chunk {
+        file: String,
+        id: diffota_format::ChunkId,
+        offset: u64,
+        pack: String,
+        pack_offset: u64,
+        #[source]
+        source: ChunkProblem,
+    },
+    #[error("{file}: its chunks in order do not hash to the index's image hash (devices reject the written slot)")]
+    ImageHash { file: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackProblem {
+    #[error("missing pack: {0}")]
+    Missing(#[source] std::io::Error),
+    #[error("{0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error("length {actual}, index says {expected}")]
+    Length { actual: u64, expected: u64 },
+    #[error("content does not match its name (corrupt pack)")]
+    Content,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkProblem {
+    #[error("{0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error("zstd: {0}")]
+    Zstd(#[source] std::io::Error),
+    #[error("decompressed to {actual} bytes, expected {expected}")]
+    Length { actual: usize, expected: u32 },
+    #[error("hash mismatch")]
+    Hash,
+}
+
+fn as_text<S: serde::Serializer>(problems: &[Problem], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(problems.iter().map(|p| p.to_string()))
 }
 
 /// Chunks decompressed at once while hashing an image in order: bounds memory to a few MiB.
 const CHUNKS_PER_BATCH: usize = 64;
+
+/// What has been checked already across the releases of one run: each pack and each stored
+/// chunk is checked once, however many releases use it.
+#[derive(Default)]
+struct Seen {
+    packs: HashMap<[u8; 32], bool>,
+    chunks: HashSet<([u8; 32], u64)>,
+}
 
 /// Verifies `version` (or every release) as of `now` (seconds since the epoch); `keys` = None
 /// skips signature checks.
@@ -36,133 +115,168 @@ pub fn verify_store(
         None => store.releases()?,
     };
     let mut report = VerifyReport::default();
-    let mut packs_seen: HashMap<[u8; 32], bool> = HashMap::new();
-    let mut chunks_seen = HashSet::new();
+    let mut seen = Seen::default();
     for release in releases {
         report.releases += 1;
-        let shown = release
+        let file = release
             .path
             .strip_prefix(store.root())
             .unwrap_or(&release.path)
             .display()
             .to_string();
-        let bytes = match fs_err::read(&release.path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                report.problems.push(format!("{shown}: {e}"));
-                continue;
-            }
+        let Some(index) = read_index(&release.path, &file, keys, &mut report.problems) else {
+            continue;
         };
-        if let Some(keys) = keys {
-            let signature_path = format!("{}.minisig", release.path.display());
-            match fs_err::read_to_string(&signature_path) {
-                Err(e) => report.problems.push(format!("{shown}.minisig: {e}")),
-                Ok(signature) => {
-                    if let Err(e) = keys.verify(&shown, &bytes, &signature) {
-                        report.problems.push(e.to_string());
-                    }
-                }
-            }
-        }
-        let index = match Index::decode(&bytes) {
-            Ok(index) => index,
-            Err(e) => {
-                report.problems.push(format!("{shown}: {e}"));
-                continue;
-            }
-        };
-        let mut usable_packs = vec![false; index.packs.len()];
-        for (number, pack) in index.packs.iter().enumerate() {
-            usable_packs[number] = *packs_seen.entry(pack.id).or_insert_with(|| {
-                report.packs += 1;
-                match check_pack(store, pack) {
-                    Ok(()) => true,
-                    Err(problem) => {
-                        report.problems.push(problem);
-                        false
-                    }
-                }
+        if let Some(at) = index.expires.filter(|&expires| expires <= now) {
+            report.problems.push(Problem::Expired {
+                file: file.clone(),
+                at,
             });
         }
-        if let Some(expires) = index.expires.filter(|&expires| expires <= now) {
-            report.problems.push(format!(
-                "{shown}: expired at {} (devices refuse it)",
-                humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires)
-                )
-            ));
-        }
-        // Every chunk in image order: its bytes (checked against its id the first time the
-        // store's copy is seen) feed the whole-image hash.
-        let mut image = blake3::Hasher::new();
-        let mut image_complete = true;
-        for batch in index.chunks.chunks(CHUNKS_PER_BATCH) {
-            let first_seen: Vec<bool> = batch
-                .iter()
-                .map(|c| {
-                    usable_packs[c.pack as usize]
-                        && chunks_seen.insert((index.packs[c.pack as usize].id, c.pack_offset))
-                })
-                .collect();
-            report.chunks += first_seen.iter().filter(|&&first| first).count() as u64;
-            let results: Vec<Result<Vec<u8>, String>> = batch
-                .par_iter()
-                .zip(first_seen.par_iter())
-                .map(|(chunk, &first)| {
-                    if !usable_packs[chunk.pack as usize] {
-                        return Err(String::new());
-                    }
-                    let pack = &index.packs[chunk.pack as usize];
-                    read_chunk(store, pack, chunk, first).map_err(|reason| {
-                        format!(
-                            "{shown}: chunk {} (image offset {}) in {} at offset {}: {reason}",
-                            chunk.id,
-                            chunk.offset,
-                            pack.store_path(),
-                            chunk.pack_offset
-                        )
-                    })
-                })
-                .collect();
-            for (result, &first) in results.into_iter().zip(&first_seen) {
-                match result {
-                    Ok(data) => {
-                        image.update(&data);
-                    }
-                    Err(problem) => {
-                        image_complete = false;
-                        if first && !problem.is_empty() {
-                            report.problems.push(problem);
-                        }
-                    }
-                }
-            }
-        }
-        if image_complete && image.finalize().as_bytes() != &index.image_hash {
-            report.problems.push(format!(
-                "{shown}: its chunks in order do not hash to the index's image hash (devices reject the written slot)"
-            ));
-        }
+        let usable_packs = check_packs(store, &index, &mut seen, &mut report);
+        check_image(store, &index, &file, &usable_packs, &mut seen, &mut report);
     }
     Ok(report)
 }
 
-fn check_pack(store: &Store, pack: &PackRef) -> Result<(), String> {
+/// The release's index, its signature checked when `keys` are given; None when unusable.
+fn read_index(
+    path: &std::path::Path,
+    file: &str,
+    keys: Option<&TrustedKeys>,
+    problems: &mut Vec<Problem>,
+) -> Option<Index> {
+    let unreadable = |file: String| move |source| Problem::Unreadable { file, source };
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            problems.push(unreadable(file.to_owned())(e));
+            return None;
+        }
+    };
+    if let Some(keys) = keys {
+        let signature_path = signature_path(path);
+        match std::fs::read_to_string(&signature_path) {
+            Err(e) => problems.push(unreadable(signature_of(file))(e)),
+            Ok(signature) => {
+                if let Err(e) = keys.verify(file, &bytes, &signature) {
+                    problems.push(Problem::Signature(e));
+                }
+            }
+        }
+    }
+    Index::decode(&bytes)
+        .map_err(|source| {
+            problems.push(Problem::Index {
+                file: file.to_owned(),
+                source,
+            })
+        })
+        .ok()
+}
+
+/// Checks each pack of the index not seen before; returns, per pack, whether it is usable.
+fn check_packs(
+    store: &Store,
+    index: &Index,
+    seen: &mut Seen,
+    report: &mut VerifyReport,
+) -> Vec<bool> {
+    index
+        .packs
+        .iter()
+        .map(|pack| {
+            *seen.packs.entry(pack.id).or_insert_with(|| {
+                report.packs += 1;
+                check_pack(store, pack)
+                    .map_err(|source| {
+                        report.problems.push(Problem::Pack {
+                            pack: pack.store_path(),
+                            source,
+                        })
+                    })
+                    .is_ok()
+            })
+        })
+        .collect()
+}
+
+/// Every chunk in image order: its bytes (checked against its id the first time the store's
+/// copy is seen) feed the whole-image hash, which must be the index's.
+fn check_image(
+    store: &Store,
+    index: &Index,
+    file: &str,
+    usable_packs: &[bool],
+    seen: &mut Seen,
+    report: &mut VerifyReport,
+) {
+    let mut image = blake3::Hasher::new();
+    let mut image_complete = true;
+    for batch in index.chunks.chunks(CHUNKS_PER_BATCH) {
+        let first_seen: Vec<bool> = batch
+            .iter()
+            .map(|c| {
+                usable_packs[c.pack as usize]
+                    && seen
+                        .chunks
+                        .insert((index.packs[c.pack as usize].id, c.pack_offset))
+            })
+            .collect();
+        report.chunks += first_seen.iter().filter(|&&first| first).count() as u64;
+        let results: Vec<Option<Result<Vec<u8>, Problem>>> = batch
+            .par_iter()
+            .zip(first_seen.par_iter())
+            .map(|(chunk, &first)| {
+                let pack = &index.packs[chunk.pack as usize];
+                usable_packs[chunk.pack as usize].then(|| {
+                    read_chunk(store, pack, chunk, first).map_err(|source| Problem::Chunk {
+                        file: file.to_owned(),
+                        id: chunk.id,
+                        offset: chunk.offset,
+                        pack: pack.store_path(),
+                        pack_offset: chunk.pack_offset,
+                        source,
+                    })
+                })
+            })
+            .collect();
+        for (result, &first) in results.into_iter().zip(&first_seen) {
+            match result {
+                Some(Ok(data)) => {
+                    image.update(&data);
+                }
+                Some(Err(problem)) => {
+                    image_complete = false;
+                    if first {
+                        report.problems.push(problem);
+                    }
+                }
+                // The pack's own problem is reported already.
+                None => image_complete = false,
+            }
+        }
+    }
+    if image_complete && image.finalize().as_bytes() != &index.image_hash {
+        report.problems.push(Problem::ImageHash {
+            file: file.to_owned(),
+        });
+    }
+}
+
+fn check_pack(store: &Store, pack: &PackRef) -> Result<(), PackProblem> {
     let path = store.pack_path(pack);
-    let name = pack.store_path();
-    let mut file = fs_err::File::open(&path).map_err(|e| format!("{name}: missing pack: {e}"))?;
+    let mut file = std::fs::File::open(&path).map_err(PackProblem::Missing)?;
     let mut hasher = blake3::Hasher::new();
-    let length = std::io::copy(&mut file, &mut hasher).map_err(|e| format!("{name}: {e}"))?;
+    let length = std::io::copy(&mut file, &mut hasher).map_err(PackProblem::Unreadable)?;
     if length != pack.length {
-        return Err(format!(
-            "{name}: length {length}, index says {}",
-            pack.length
-        ));
+        return Err(PackProblem::Length {
+            actual: length,
+            expected: pack.length,
+        });
     }
     if hasher.finalize().as_bytes() != &pack.id {
-        return Err(format!(
-            "{name}: content does not match its name (corrupt pack)"
-        ));
+        return Err(PackProblem::Content);
     }
     Ok(())
 }
@@ -171,21 +285,19 @@ fn check_pack(store: &Store, pack: &PackRef) -> Result<(), String> {
 fn read_chunk(
     store: &Store,
     pack: &PackRef,
-    chunk: &diffota_format::ChunkEntry,
+    chunk: &ChunkEntry,
     check_id: bool,
-) -> Result<Vec<u8>, String> {
-    let file = std::fs::File::open(store.pack_path(pack)).map_err(|e| e.to_string())?;
+) -> Result<Vec<u8>, ChunkProblem> {
+    let file = std::fs::File::open(store.pack_path(pack)).map_err(ChunkProblem::Unreadable)?;
     let mut frame = vec![0u8; chunk.compressed_length as usize];
     file.read_exact_at(&mut frame, chunk.pack_offset)
-        .map_err(|e| e.to_string())?;
-    let data =
-        zstd::bulk::decompress(&frame, chunk.length as usize).map_err(|e| format!("zstd: {e}"))?;
+        .map_err(ChunkProblem::Unreadable)?;
+    let data = zstd::bulk::decompress(&frame, chunk.length as usize).map_err(ChunkProblem::Zstd)?;
     if data.len() != chunk.length as usize {
-        return Err(format!(
-            "decompressed to {} bytes, expected {}",
-            data.len(),
-            chunk.length
-        ));
+        return Err(ChunkProblem::Length {
+            actual: data.len(),
+            expected: chunk.length,
+        });
     }
     if !check_id {
         return Ok(data);
@@ -193,5 +305,5 @@ fn read_chunk(
     ChunkData(data)
         .verify(&chunk.id)
         .map(|verified| verified.into_bytes())
-        .map_err(|_| "hash mismatch".to_owned())
+        .map_err(|_| ChunkProblem::Hash)
 }

@@ -4,7 +4,24 @@
 //! raw bytes before the decoder sees them, and only then produces a `VerifiedIndex`. Several
 //! keys may be trusted at once, which is how keys are rotated.
 
+use std::path::{Path, PathBuf};
+
 use minisign_verify::{PublicKey, Signature};
+
+/// What a signature file's name adds to the name of the file it signs.
+pub const SIGNATURE_SUFFIX: &str = ".minisig";
+
+/// The signature file beside `path`: `<path>.minisig`.
+pub fn signature_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(SIGNATURE_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// The signature of a store file, by its path inside the store: `<relative>.minisig`.
+pub fn signature_of(relative: &str) -> String {
+    format!("{relative}{SIGNATURE_SUFFIX}")
+}
 
 use crate::index::Index;
 use crate::FormatError;

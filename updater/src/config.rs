@@ -21,8 +21,37 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: ConfigProblem,
+    },
+}
+
+/// A config that parses but cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    #[error("server_url is empty")]
+    NoServerUrl,
+    #[error(transparent)]
+    Compatible(#[from] diffota_format::FormatError),
+    #[error("no public_keys or public_keys_inline: nothing could be verified")]
+    NoKeys,
+    #[error("slots.a and slots.b are the same ({})", .0.display())]
+    SameSlots(PathBuf),
+    #[error("http.concurrency must be 1 to 64")]
+    Concurrency,
+    #[error("boot.boot_attempts must be 1 to 9 (the boot scripts count in one digit)")]
+    BootAttempts,
+    #[error("http.client_cert and http.client_key go together")]
+    ClientCertWithoutKey,
+    #[error("boot.backend {0:?} is not one of uboot, grub, custom, none")]
+    Backend(String),
+    #[error("boot.reboot_command is empty")]
+    NoRebootCommand,
+    #[error("http.headers: invalid header name {0:?}")]
+    HeaderName(String),
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -223,9 +252,9 @@ impl Config {
             path: origin.to_owned(),
             message: e.message().to_owned() + &span_note(text, e.span()),
         })?;
-        config.validate().map_err(|message| ConfigError::Invalid {
+        config.validate().map_err(|source| ConfigError::Invalid {
             path: origin.to_owned(),
-            message,
+            source,
         })?;
         Ok(config)
     }
@@ -238,48 +267,39 @@ impl Config {
         Config::parse(&text, path)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
         if self.server_url.trim().is_empty() {
-            return Err("server_url is empty".into());
+            return Err(ConfigProblem::NoServerUrl);
         }
-        diffota_format::index::validate_compatible(&self.compatible).map_err(|e| e.to_string())?;
+        diffota_format::index::validate_compatible(&self.compatible)?;
         if self.public_keys.is_empty() && self.public_keys_inline.is_empty() {
-            return Err("no public_keys or public_keys_inline: nothing could be verified".into());
+            return Err(ConfigProblem::NoKeys);
         }
         if self.slots.a == self.slots.b {
-            return Err(format!(
-                "slots.a and slots.b are the same ({})",
-                self.slots.a.display()
-            ));
+            return Err(ConfigProblem::SameSlots(self.slots.a.clone()));
         }
         if self.http.concurrency == 0 || self.http.concurrency > 64 {
-            return Err("http.concurrency must be 1 to 64".into());
+            return Err(ConfigProblem::Concurrency);
         }
         if !(1..=9).contains(&self.boot.boot_attempts) {
-            return Err(
-                "boot.boot_attempts must be 1 to 9 (the boot scripts count in one digit)".into(),
-            );
+            return Err(ConfigProblem::BootAttempts);
         }
         if self.http.client_cert.is_some() != self.http.client_key.is_some() {
-            return Err("http.client_cert and http.client_key go together".into());
+            return Err(ConfigProblem::ClientCertWithoutKey);
         }
         if !["uboot", "grub", "custom", "none"].contains(&self.boot.backend.as_str()) {
-            return Err(format!(
-                "boot.backend {:?} is not one of uboot, grub, custom, none",
-                self.boot.backend
-            ));
+            return Err(ConfigProblem::Backend(self.boot.backend.clone()));
         }
         if self.boot.reboot_command.is_empty() {
-            return Err("boot.reboot_command is empty".into());
+            return Err(ConfigProblem::NoRebootCommand);
         }
-        for name in self.http.headers.keys() {
-            if name.is_empty()
+        if let Some(name) = self.http.headers.keys().find(|name| {
+            name.is_empty()
                 || !name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(format!("http.headers: invalid header name {name:?}"));
-            }
+        }) {
+            return Err(ConfigProblem::HeaderName(name.clone()));
         }
         Ok(())
     }
@@ -341,6 +361,29 @@ headers = { Authorization = "Bearer x" }
     #[test]
     fn same_slots_refused() {
         let text = SAMPLE.replace("mmcblk0p3", "mmcblk0p2");
-        assert!(Config::parse(&text, Path::new("t")).is_err());
+        assert!(matches!(
+            Config::parse(&text, Path::new("t")),
+            Err(ConfigError::Invalid {
+                source: ConfigProblem::SameSlots(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn problems_are_variants() {
+        let problem =
+            |from: &str, to: &str| match Config::parse(&SAMPLE.replace(from, to), Path::new("t")) {
+                Err(ConfigError::Invalid { source, .. }) => source,
+                other => panic!("{from} -> {to}: {other:?}"),
+            };
+        assert!(matches!(
+            problem("concurrency = 8", "concurrency = 0"),
+            ConfigProblem::Concurrency
+        ));
+        assert!(matches!(
+            problem("Authorization", "\"Bad Name\""),
+            ConfigProblem::HeaderName(name) if name == "Bad Name"
+        ));
     }
 }

@@ -7,26 +7,10 @@ use crate::config::Config;
 use crate::slot::{booted_slot, capacity, Slot};
 use crate::state::StateDir;
 
-#[derive(Debug, serde::Serialize)]
-pub struct Check {
-    pub name: String,
-    pub ok: bool,
-    pub detail: String,
-}
+pub use crate::check::Check;
 
-fn check(name: impl Into<String>, result: Result<String, String>) -> Check {
-    match result {
-        Ok(detail) => Check {
-            name: name.into(),
-            ok: true,
-            detail,
-        },
-        Err(detail) => Check {
-            name: name.into(),
-            ok: false,
-            detail,
-        },
-    }
+fn check<E: std::fmt::Display>(name: impl Into<String>, result: Result<String, E>) -> Check {
+    Check::of(name, result)
 }
 
 pub fn run_checks(config: &Config, bootloader: &dyn Bootloader) -> Vec<Check> {
@@ -37,7 +21,10 @@ pub fn run_checks(config: &Config, bootloader: &dyn Bootloader) -> Vec<Check> {
             .map(|k| format!("{} key(s)", k.len()))
             .map_err(|e| e.to_string()),
     ));
-    checks.push(check("device id", crate::device_id(&config.device_id)));
+    checks.push(check(
+        "device id",
+        crate::system::device_id(&config.device_id),
+    ));
     let state_dir = StateDir::new(&config.state_dir);
     checks.push(check(
         format!("state directory {}", config.state_dir.display()),
@@ -94,13 +81,11 @@ pub fn run_checks(config: &Config, bootloader: &dyn Bootloader) -> Vec<Check> {
             )),
         ));
     }
-    checks.push(check(
+    checks.push(Check::passed(
         format!("boot backend {}", config.boot.backend),
-        Ok(bootloader.describe()),
+        bootloader.describe(),
     ));
-    for (name, result) in bootloader.checks() {
-        checks.push(check(name, result));
-    }
+    checks.extend(bootloader.checks());
     if config.boot.backend != "none" {
         let result = bootloader.state().map_err(|e| e.to_string()).and_then(|boot| {
             let selected = boot.selected.ok_or_else(|| format!("{SLOT_VAR} is not set"))?;

@@ -402,7 +402,7 @@ fn device<'a>(
     keys: &'a diffota_format::TrustedKeys,
     bootloader: &'a mut dyn Bootloader,
 ) -> Result<Device<'a>> {
-    let device_id = diffota::device_id(&config.device_id).map_err(anyhow::Error::msg)?;
+    let device_id = diffota::system::device_id(&config.device_id)?;
     Ok(Device {
         config,
         keys,

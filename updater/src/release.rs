@@ -5,6 +5,7 @@
 use std::cmp::Ordering;
 
 use diffota_format::channel::{Channel, Eligibility};
+use diffota_format::signature::signature_of;
 use diffota_format::{compare_versions, FormatError, SignedIndex, TrustedKeys, VerifiedIndex};
 
 use std::path::PathBuf;
@@ -130,7 +131,7 @@ pub async fn fetch_release(
         ReleaseTarget::Channel(name) => {
             let path = format!("channels/{name}.json");
             let signature = store
-                .get(&format!("{path}.minisig"), SIGNATURE_LIMIT, traffic)
+                .get(&signature_of(&path), SIGNATURE_LIMIT, traffic)
                 .await?;
             let bytes = store.get(&path, CHANNEL_LIMIT, traffic).await?;
             let what = store.describe(&path);
@@ -161,7 +162,7 @@ pub async fn fetch_release(
     };
     let what = source.describe(&index_path);
     let signature = source
-        .get(&format!("{index_path}.minisig"), SIGNATURE_LIMIT, traffic)
+        .get(&signature_of(&index_path), SIGNATURE_LIMIT, traffic)
         .await?;
     let signature = String::from_utf8_lossy(&signature).into_owned();
     let bytes = source.get(&index_path, INDEX_LIMIT, traffic).await?;

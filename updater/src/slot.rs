@@ -83,14 +83,25 @@ pub enum SlotError {
     },
 }
 
+/// What a kernel command line says about the running slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CmdlineSlot {
+    Slot(Slot),
+    /// No `diffota.slot=` on it.
+    Absent,
+    /// `diffota.slot=` with this value, which names no slot.
+    Invalid(String),
+}
+
 /// The value of `diffota.slot=` on a kernel command line.
-pub fn slot_from_cmdline(cmdline: &str) -> Result<Option<Slot>, String> {
+pub fn slot_from_cmdline(cmdline: &str) -> CmdlineSlot {
     for word in cmdline.split_whitespace() {
         if let Some(value) = word.strip_prefix("diffota.slot=") {
-            return Slot::parse(value).map(Some).ok_or_else(|| value.to_owned());
+            return Slot::parse(value)
+                .map_or_else(|| CmdlineSlot::Invalid(value.to_owned()), CmdlineSlot::Slot);
         }
     }
-    Ok(None)
+    CmdlineSlot::Absent
 }
 
 /// Finds the running slot: `diffota.slot=` on the kernel command line, else the slot whose
@@ -98,9 +109,9 @@ pub fn slot_from_cmdline(cmdline: &str) -> Result<Option<Slot>, String> {
 pub fn booted_slot(cmdline_path: &Path, slot_a: &Path, slot_b: &Path) -> Result<Slot, SlotError> {
     if let Ok(cmdline) = fs_err::read_to_string(cmdline_path) {
         match slot_from_cmdline(&cmdline) {
-            Ok(Some(slot)) => return Ok(slot),
-            Ok(None) => {}
-            Err(value) => {
+            CmdlineSlot::Slot(slot) => return Ok(slot),
+            CmdlineSlot::Absent => {}
+            CmdlineSlot::Invalid(value) => {
                 return Err(SlotError::BadSlotArgument {
                     cmdline: cmdline_path.to_owned(),
                     value,
@@ -261,10 +272,13 @@ mod tests {
     fn cmdline_slot() {
         assert_eq!(
             slot_from_cmdline("console=ttyS0 diffota.slot=b root=/dev/vda3"),
-            Ok(Some(Slot::B))
+            CmdlineSlot::Slot(Slot::B)
         );
-        assert_eq!(slot_from_cmdline("console=ttyS0"), Ok(None));
-        assert_eq!(slot_from_cmdline("diffota.slot=c"), Err("c".to_owned()));
+        assert_eq!(slot_from_cmdline("console=ttyS0"), CmdlineSlot::Absent);
+        assert_eq!(
+            slot_from_cmdline("diffota.slot=c"),
+            CmdlineSlot::Invalid("c".to_owned())
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::{BootError, EnvStore};
+use super::{failed, tool_error, BootError, EnvStore, ToolError};
 
 pub struct CustomScript {
     pub script: PathBuf,
@@ -22,17 +22,9 @@ impl CustomScript {
         let output = Command::new(&self.script)
             .args(args)
             .output()
-            .map_err(|e| BootError::env(&self.script, format!("cannot run: {e}")))?;
+            .map_err(|e| tool_error(&self.script, ToolError::Spawn(e)))?;
         if !output.status.success() {
-            return Err(BootError::env(
-                &self.script,
-                format!(
-                    "`{}` failed ({}): {}",
-                    args.join(" "),
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
-            ));
+            return Err(failed(&self.script, &args.join(" "), &output));
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }

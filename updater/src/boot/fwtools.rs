@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use super::{BootError, EnvStore};
+use super::{failed, tool_error, BootError, EnvStore, ToolError};
 
 pub struct FwTools {
     pub fw_printenv: PathBuf,
@@ -28,12 +28,9 @@ impl EnvStore for FwTools {
             .arg("-c")
             .arg(&self.config)
             .output()
-            .map_err(|e| BootError::env(&self.fw_printenv, format!("cannot run: {e}")))?;
+            .map_err(|e| tool_error(&self.fw_printenv, ToolError::Spawn(e)))?;
         if !output.status.success() {
-            return Err(BootError::env(
-                &self.fw_printenv,
-                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            ));
+            return Err(failed(&self.fw_printenv, "fw_printenv", &output));
         }
         Ok(String::from_utf8_lossy(&output.stdout)
             .lines()
@@ -61,21 +58,18 @@ impl EnvStore for FwTools {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| BootError::env(&self.fw_setenv, format!("cannot run: {e}")))?;
+            .map_err(|e| tool_error(&self.fw_setenv, ToolError::Spawn(e)))?;
         child
             .stdin
             .take()
             .expect("piped stdin")
             .write_all(script.as_bytes())
-            .map_err(|e| BootError::env(&self.fw_setenv, e.to_string()))?;
+            .map_err(|e| tool_error(&self.fw_setenv, ToolError::Pipe(e)))?;
         let output = child
             .wait_with_output()
-            .map_err(|e| BootError::env(&self.fw_setenv, e.to_string()))?;
+            .map_err(|e| tool_error(&self.fw_setenv, ToolError::Pipe(e)))?;
         if !output.status.success() {
-            return Err(BootError::env(
-                &self.fw_setenv,
-                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            ));
+            return Err(failed(&self.fw_setenv, "fw_setenv -s -", &output));
         }
         Ok(())
     }

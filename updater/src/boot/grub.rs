@@ -8,20 +8,19 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{BootError, EnvStore};
+use super::{BootError, EnvError, EnvStore};
 
 pub const BLOCK_SIZE: usize = 1024;
 const HEADER: &str = "# GRUB Environment Block\n";
 
-pub fn decode(bytes: &[u8]) -> Result<BTreeMap<String, String>, String> {
+pub fn decode(bytes: &[u8]) -> Result<BTreeMap<String, String>, EnvError> {
     if bytes.len() != BLOCK_SIZE {
-        return Err(format!(
-            "is {} bytes, a GRUB environment block is {BLOCK_SIZE}",
-            bytes.len()
-        ));
+        return Err(EnvError::GrubBlockSize {
+            length: bytes.len(),
+        });
     }
     if !bytes.starts_with(HEADER.as_bytes()) {
-        return Err("does not start with the GRUB environment block header".into());
+        return Err(EnvError::GrubHeader);
     }
     let text = String::from_utf8_lossy(&bytes[HEADER.len()..]);
     let mut vars = BTreeMap::new();
@@ -53,11 +52,11 @@ pub fn decode(bytes: &[u8]) -> Result<BTreeMap<String, String>, String> {
     Ok(vars)
 }
 
-pub fn encode(vars: &BTreeMap<String, String>) -> Result<Vec<u8>, String> {
+pub fn encode(vars: &BTreeMap<String, String>) -> Result<Vec<u8>, EnvError> {
     let mut out = String::from(HEADER);
     for (name, value) in vars {
         if name.is_empty() || name.contains(['=', '\n', '\\']) {
-            return Err(format!("variable name {name:?} cannot be stored"));
+            return Err(EnvError::Unstorable { name: name.clone() });
         }
         out.push_str(name);
         out.push('=');
@@ -70,10 +69,10 @@ pub fn encode(vars: &BTreeMap<String, String>) -> Result<Vec<u8>, String> {
         out.push('\n');
     }
     if out.len() > BLOCK_SIZE {
-        return Err(format!(
-            "variables need {} bytes, the block holds {BLOCK_SIZE}",
-            out.len()
-        ));
+        return Err(EnvError::TooLarge {
+            needed: out.len(),
+            capacity: BLOCK_SIZE,
+        });
     }
     let mut bytes = out.into_bytes();
     bytes.resize(BLOCK_SIZE, b'#');
@@ -90,14 +89,13 @@ impl EnvStore for GrubEnv {
     }
 
     fn load(&self) -> Result<BTreeMap<String, String>, BootError> {
-        let bytes =
-            std::fs::read(&self.path).map_err(|e| BootError::env(&self.path, e.to_string()))?;
-        decode(&bytes).map_err(|e| BootError::env(&self.path, e))
+        let bytes = std::fs::read(&self.path).map_err(BootError::io(&self.path))?;
+        decode(&bytes).map_err(BootError::content(&self.path))
     }
 
     fn store(&self, vars: &BTreeMap<String, String>) -> Result<(), BootError> {
-        let bytes = encode(vars).map_err(|e| BootError::env(&self.path, e))?;
-        replace_file(&self.path, &bytes).map_err(|e| BootError::env(&self.path, e.to_string()))
+        let bytes = encode(vars).map_err(BootError::content(&self.path))?;
+        replace_file(&self.path, &bytes).map_err(BootError::io(&self.path))
     }
 }
 

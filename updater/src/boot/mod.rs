@@ -19,8 +19,9 @@ pub mod grub;
 pub mod uboot;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::check::Check;
 use crate::config::BootConfig;
 use crate::slot::Slot;
 
@@ -31,8 +32,34 @@ pub const BOOTLIMIT: &str = "bootlimit";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("{what}: {message}")]
-    Environment { what: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: reading {length} bytes at offset {offset}: {source}")]
+    ReadAt {
+        path: PathBuf,
+        offset: u64,
+        length: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    /// What an environment holds, or is asked to hold, is not valid there.
+    #[error("{path}: {source}")]
+    Content {
+        path: PathBuf,
+        #[source]
+        source: EnvError,
+    },
+    /// `fw_printenv`, `fw_setenv` or a board's boot script did not do its part.
+    #[error("{program}: {source}")]
+    Tool {
+        program: PathBuf,
+        #[source]
+        source: ToolError,
+    },
     #[error("boot variable {name}={value:?} is invalid")]
     BadVariable { name: String, value: String },
     #[error("boot backend {0:?} is not known (uboot, grub, custom, none)")]
@@ -40,12 +67,70 @@ pub enum BootError {
 }
 
 impl BootError {
-    pub fn env(path: &Path, message: String) -> BootError {
-        BootError::Environment {
-            what: path.display().to_string(),
-            message,
+    pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BootError + '_ {
+        move |source| BootError::Io {
+            path: path.to_owned(),
+            source,
         }
     }
+
+    pub fn content(path: &Path) -> impl FnOnce(EnvError) -> BootError + '_ {
+        move |source| BootError::Content {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+pub(crate) fn tool_error(program: &Path, source: ToolError) -> BootError {
+    BootError::Tool {
+        program: program.to_owned(),
+        source,
+    }
+}
+
+/// A program's failure, with what it wrote to stderr.
+pub(crate) fn failed(program: &Path, command: &str, output: &std::process::Output) -> BootError {
+    tool_error(
+        program,
+        ToolError::Failed {
+            command: command.to_owned(),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        },
+    )
+}
+
+/// Why the bytes or the variables of an environment do not fit its format.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    #[error("is {length} bytes, a GRUB environment block is {}", grub::BLOCK_SIZE)]
+    GrubBlockSize { length: usize },
+    #[error("does not start with the GRUB environment block header")]
+    GrubHeader,
+    #[error("variable {name:?} cannot be stored")]
+    Unstorable { name: String },
+    #[error("variables need {needed} bytes but the environment holds {capacity}")]
+    TooLarge { needed: usize, capacity: usize },
+    #[error("no copy has a valid CRC (environment never initialised?)")]
+    NoValidCopy,
+    #[error(transparent)]
+    Config(#[from] uboot::FwEnvConfigError),
+}
+
+/// An external program of a boot backend failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("cannot run: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("talking to it: {0}")]
+    Pipe(#[source] std::io::Error),
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        command: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
 }
 
 /// Where a backend keeps its variables.
@@ -55,7 +140,7 @@ pub trait EnvStore {
     /// Stores the complete set of variables in one durable write.
     fn store(&self, vars: &BTreeMap<String, String>) -> Result<(), BootError>;
     /// Storage-specific findings for `diffota doctor` (name, problem or detail).
-    fn checks(&self) -> Vec<(String, Result<String, String>)> {
+    fn checks(&self) -> Vec<Check> {
         Vec::new()
     }
 }
@@ -123,7 +208,7 @@ pub fn commit_changes(slot: Slot) -> Vec<(&'static str, String)> {
 pub trait Bootloader {
     fn describe(&self) -> String;
     /// Storage-specific findings for `diffota doctor`.
-    fn checks(&self) -> Vec<(String, Result<String, String>)> {
+    fn checks(&self) -> Vec<Check> {
         Vec::new()
     }
     fn state(&self) -> Result<BootState, BootError>;
@@ -165,7 +250,7 @@ impl<S: EnvStore> Bootloader for EnvBootloader<S> {
         self.store.describe()
     }
 
-    fn checks(&self) -> Vec<(String, Result<String, String>)> {
+    fn checks(&self) -> Vec<Check> {
         self.store.checks()
     }
 

@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{BootError, EnvStore};
+use super::{BootError, EnvError, EnvStore};
+use crate::check::Check;
 
 /// One copy of the environment: where it lives and how big it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,60 +29,80 @@ pub struct EnvLocation {
     pub size: usize,
 }
 
+/// What is wrong with an `fw_env.config`.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FwEnvConfigError {
+    #[error("line {line}: expected `device offset size`")]
+    Fields { line: usize },
+    #[error("line {line}: {text:?} is not a number")]
+    NotANumber { line: usize, text: String },
+    #[error("line {line}: size {text:?} is not hex")]
+    SizeNotHex { line: usize, text: String },
+    #[error("line {line}: environment size {size} is out of range")]
+    SizeOutOfRange { line: usize, size: u64 },
+    #[error("the two copies have different sizes")]
+    DifferentSizes,
+    #[error("no environment location")]
+    NoLocation,
+    #[error("more than two environment locations")]
+    TooManyLocations,
+}
+
 /// Parses the lines of an `fw_env.config`: `device offset size [sector-size [sectors]]`,
 /// `#` comments; one line for a single copy, two for redundant copies.
-pub fn parse_fw_env_config(text: &str) -> Result<Vec<EnvLocation>, String> {
+pub fn parse_fw_env_config(text: &str) -> Result<Vec<EnvLocation>, FwEnvConfigError> {
     let mut locations = Vec::new();
     for (number, line) in text.lines().enumerate() {
+        let line_number = number + 1;
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.len() < 3 {
-            return Err(format!(
-                "line {}: expected `device offset size`",
-                number + 1
-            ));
+            return Err(FwEnvConfigError::Fields { line: line_number });
         }
-        let number_of = |text: &str| -> Result<u64, String> {
-            let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-                Some(hex) => u64::from_str_radix(hex, 16),
-                None => text.parse::<u64>(),
-            };
-            parsed.map_err(|_| format!("line {}: {text:?} is not a number", number + 1))
-        };
+        let offset = match fields[1]
+            .strip_prefix("0x")
+            .or_else(|| fields[1].strip_prefix("0X"))
+        {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => fields[1].parse::<u64>(),
+        }
+        .map_err(|_| FwEnvConfigError::NotANumber {
+            line: line_number,
+            text: fields[1].to_owned(),
+        })?;
         // libubootenv reads the size as hex even without 0x.
         let size = u64::from_str_radix(
             fields[2].trim_start_matches("0x").trim_start_matches("0X"),
             16,
         )
-        .map_err(|_| format!("line {}: size {:?} is not hex", number + 1, fields[2]))?;
+        .map_err(|_| FwEnvConfigError::SizeNotHex {
+            line: line_number,
+            text: fields[2].to_owned(),
+        })?;
         if !(16..=16 * 1024 * 1024).contains(&size) {
-            return Err(format!(
-                "line {}: environment size {size} is out of range",
-                number + 1
-            ));
+            return Err(FwEnvConfigError::SizeOutOfRange {
+                line: line_number,
+                size,
+            });
         }
         locations.push(EnvLocation {
             path: PathBuf::from(fields[0]),
-            offset: number_of(fields[1])?,
+            offset,
             size: size as usize,
         });
     }
     match locations.len() {
-        1 | 2 => {
-            if locations.len() == 2 && locations[0].size != locations[1].size {
-                return Err("the two copies have different sizes".into());
-            }
-            Ok(locations)
-        }
-        0 => Err("no environment location".into()),
-        _ => Err("more than two environment locations".into()),
+        1 => Ok(locations),
+        2 if locations[0].size != locations[1].size => Err(FwEnvConfigError::DifferentSizes),
+        2 => Ok(locations),
+        0 => Err(FwEnvConfigError::NoLocation),
+        _ => Err(FwEnvConfigError::TooManyLocations),
     }
 }
 
-/// A decoded copy: variables, counter (redundant only) and whether its CRC held.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvCopy {
     pub valid: bool,
@@ -122,12 +143,12 @@ pub fn encode_copy(
     size: usize,
     redundant: bool,
     flags: u8,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, EnvError> {
     let header = if redundant { 5 } else { 4 };
     let mut data = Vec::with_capacity(size);
     for (name, value) in vars {
         if name.is_empty() || name.contains('=') || name.contains('\0') || value.contains('\0') {
-            return Err(format!("variable {name:?} cannot be stored"));
+            return Err(EnvError::Unstorable { name: name.clone() });
         }
         data.extend_from_slice(name.as_bytes());
         data.push(b'=');
@@ -136,11 +157,10 @@ pub fn encode_copy(
     }
     data.push(0);
     if data.len() > size - header {
-        return Err(format!(
-            "variables need {} bytes but the environment holds {}",
-            data.len(),
-            size - header
-        ));
+        return Err(EnvError::TooLarge {
+            needed: data.len(),
+            capacity: size - header,
+        });
     }
     data.resize(size - header, 0);
     let mut out = Vec::with_capacity(size);
@@ -180,9 +200,9 @@ pub struct UbootEnv {
 
 impl UbootEnv {
     pub fn from_config_file(path: &Path) -> Result<UbootEnv, BootError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| BootError::env(path, e.to_string()))?;
-        let locations = parse_fw_env_config(&text).map_err(|e| BootError::env(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(BootError::io(path))?;
+        let locations = parse_fw_env_config(&text)
+            .map_err(|e| BootError::content(path)(EnvError::Config(e)))?;
         Ok(UbootEnv { locations })
     }
 
@@ -192,18 +212,14 @@ impl UbootEnv {
 
     fn read_copy(&self, number: usize) -> Result<EnvCopy, BootError> {
         let location = &self.locations[number];
-        let file = std::fs::File::open(&location.path)
-            .map_err(|e| BootError::env(&location.path, e.to_string()))?;
+        let file = std::fs::File::open(&location.path).map_err(BootError::io(&location.path))?;
         let mut bytes = vec![0u8; location.size];
         file.read_exact_at(&mut bytes, location.offset)
-            .map_err(|e| {
-                BootError::env(
-                    &location.path,
-                    format!(
-                        "reading {} bytes at offset {}: {e}",
-                        location.size, location.offset
-                    ),
-                )
+            .map_err(|source| BootError::ReadAt {
+                path: location.path.clone(),
+                offset: location.offset,
+                length: location.size,
+                source,
             })?;
         Ok(decode_copy(&bytes, self.redundant()))
     }
@@ -227,11 +243,10 @@ impl UbootEnv {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(&location.path)
-            .map_err(|e| BootError::env(&location.path, e.to_string()))?;
+            .map_err(BootError::io(&location.path))?;
         file.write_all_at(bytes, location.offset)
-            .map_err(|e| BootError::env(&location.path, e.to_string()))?;
-        file.sync_all()
-            .map_err(|e| BootError::env(&location.path, e.to_string()))
+            .map_err(BootError::io(&location.path))?;
+        file.sync_all().map_err(BootError::io(&location.path))
     }
 }
 
@@ -254,14 +269,13 @@ impl EnvStore for UbootEnv {
         };
         match current {
             Some(number) => Ok(copies[number].vars.clone()),
-            None => Err(BootError::env(
-                &self.locations[0].path,
-                "no copy has a valid CRC (environment never initialised?)".into(),
+            None => Err(BootError::content(&self.locations[0].path)(
+                EnvError::NoValidCopy,
             )),
         }
     }
 
-    fn checks(&self) -> Vec<(String, Result<String, String>)> {
+    fn checks(&self) -> Vec<Check> {
         let mut checks = Vec::new();
         for number in 0..self.locations.len() {
             let location = &self.locations[number];
@@ -272,15 +286,14 @@ impl EnvStore for UbootEnv {
                 location.offset,
                 location.size
             );
-            let result = match self.read_copy(number) {
+            checks.push(match self.read_copy(number) {
                 Ok(copy) if copy.valid && self.redundant() => {
-                    Ok(format!("CRC valid, counter {}", copy.flags))
+                    Check::passed(name, format!("CRC valid, counter {}", copy.flags))
                 }
-                Ok(copy) if copy.valid => Ok("CRC valid".to_owned()),
-                Ok(_) => Err("CRC invalid: never initialised or corrupt".to_owned()),
-                Err(e) => Err(e.to_string()),
-            };
-            checks.push((name, result));
+                Ok(copy) if copy.valid => Check::passed(name, "CRC valid"),
+                Ok(_) => Check::failed(name, "CRC invalid: never initialised or corrupt"),
+                Err(e) => Check::failed(name, e),
+            });
         }
         checks
     }
@@ -289,7 +302,7 @@ impl EnvStore for UbootEnv {
         let size = self.locations[0].size;
         let encode = |flags| {
             encode_copy(vars, size, self.redundant(), flags)
-                .map_err(|e| BootError::env(&self.locations[0].path, e))
+                .map_err(BootError::content(&self.locations[0].path))
         };
         if !self.redundant() {
             return self.write_copy(0, &encode(0)?);
@@ -359,7 +372,24 @@ mod tests {
             }
         );
         assert_eq!(locations[1].size, 0x4000);
-        assert!(parse_fw_env_config("").is_err());
-        assert!(parse_fw_env_config("/dev/x 0 0x4000\n/dev/y 0 0x2000\n").is_err());
+        assert_eq!(
+            parse_fw_env_config("").unwrap_err(),
+            FwEnvConfigError::NoLocation
+        );
+        assert_eq!(
+            parse_fw_env_config("/dev/x 0 0x4000\n/dev/y 0 0x2000\n").unwrap_err(),
+            FwEnvConfigError::DifferentSizes
+        );
+        assert_eq!(
+            parse_fw_env_config("/dev/x zero 0x4000\n").unwrap_err(),
+            FwEnvConfigError::NotANumber {
+                line: 1,
+                text: "zero".into()
+            }
+        );
+        assert_eq!(
+            parse_fw_env_config("\n/dev/x 0 0x8\n").unwrap_err(),
+            FwEnvConfigError::SizeOutOfRange { line: 2, size: 8 }
+        );
     }
 }

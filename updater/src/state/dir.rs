@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use diffota_format::signature::signature_path;
+
 use super::record::{InProgress, State, StateFormatError};
 use crate::slot::Slot;
 
@@ -83,7 +85,7 @@ impl StateDir {
     /// The signed index bytes a slot was last written with, and their signature.
     pub fn seed_index(&self, slot: Slot) -> Result<Option<(Vec<u8>, String)>, StateError> {
         let path = self.seed_index_path(slot);
-        let signature_path = with_suffix(&path, ".minisig");
+        let signature_path = signature_path(&path);
         match (read_optional(&path)?, read_optional(&signature_path)?) {
             (Some(bytes), Some(signature)) => Ok(Some((
                 bytes,
@@ -99,7 +101,7 @@ impl StateDir {
         index: Option<(&[u8], &str)>,
     ) -> Result<(), StateError> {
         let path = self.seed_index_path(slot);
-        let signature_path = with_suffix(&path, ".minisig");
+        let signature_path = signature_path(&path);
         match index {
             Some((bytes, signature)) => {
                 write_atomic(&path, bytes)?;

@@ -293,9 +293,9 @@ mod tests {
     impl RecordingBootloader {
         fn call(&mut self, verb: &'static str, slot: Slot) -> Result<(), BootError> {
             if self.fail == Some(verb) {
-                return Err(BootError::Environment {
-                    what: "test".into(),
-                    message: format!("{verb} fails"),
+                return Err(BootError::Io {
+                    path: "test".into(),
+                    source: std::io::Error::other(format!("{verb} fails")),
                 });
             }
             self.calls.push(format!("{verb} {slot}"));
