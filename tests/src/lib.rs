@@ -81,6 +81,19 @@ pub fn run_ok(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Runs a command that must exit with `code` (see the README's exit statuses); returns its
+/// stdout.
+pub fn run_exit(command: &mut Command, code: i32) -> String {
+    let output = run(command);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 pub fn chunk_server() -> Command {
     Command::new(bin("chunk-server"))
 }

@@ -200,6 +200,11 @@ fn second_install_seeds_from_the_stored_index_and_keeps_chunks_in_place() {
     .unwrap();
     assert_eq!(report["outcome"], "installed");
     assert_eq!(report["slot"], "a");
+    // Installed and waiting for the reboot: nothing to do (exit status 3), for check too.
+    let again = run_exit(device.diffota().args(["install", "--json"]), 3);
+    assert!(again.contains("\"pending_reboot\""), "{again}");
+    let check = run_exit(device.diffota().arg("check"), 3);
+    assert!(check.contains("update available: no"), "{check}");
     let expected = std::fs::read(&fixture.v2).unwrap();
     assert!(device.slot_bytes("a", expected.len()) == expected);
     let copied = report["copied_bytes"].as_u64().unwrap();
@@ -541,6 +546,12 @@ fn refused_releases_and_bad_device_input() {
     let device = fixture.device("downgrade", 10 * MIB, &url, "");
     record_running_version(&device, "2.0");
     assert_install_fails(&device, &fixture, &["--channel", "old"], "older than 2.0");
+    let refused = run(device.diffota().args(["install", "--channel", "old"]));
+    assert_eq!(
+        refused.status.code(),
+        Some(4),
+        "a downgrade is refused, not an error"
+    );
     run_ok(
         device
             .diffota()

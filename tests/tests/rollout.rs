@@ -57,13 +57,25 @@ fn fleet_of_200_at_10_then_50_percent() {
         set_channel(&s.store, &s.keys, "stable", "2.0", &["--percent", percent]);
         let mut installed = BTreeSet::new();
         for (id, device) in ids.iter().zip(&devices) {
-            let stdout = run_ok(device.diffota().arg("install"));
-            if stdout.contains("installed 2.0")
-                || stdout.contains("boots on trial after the next reboot")
-            {
+            let output = run(device.diffota().arg("install"));
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            if stdout.contains("installed 2.0") {
+                assert_eq!(output.status.code(), Some(0), "{id}: {stdout}");
+                installed.insert(id.clone());
+            } else if stdout.contains("boots on trial after the next reboot") {
+                assert_eq!(
+                    output.status.code(),
+                    Some(3),
+                    "{id}: nothing to do: {stdout}"
+                );
                 installed.insert(id.clone());
             } else {
                 assert!(stdout.contains("not in rollout"), "{id}: {stdout}");
+                assert_eq!(
+                    output.status.code(),
+                    Some(3),
+                    "{id}: nothing to do: {stdout}"
+                );
             }
         }
         installed
@@ -118,7 +130,7 @@ fn fleet_of_200_at_10_then_50_percent() {
         &["--pause", "--device", &ids[outside]],
     );
     let fresh = device(&s, "fresh", &server.url, "device_fresh", &[&s.keys.public]);
-    assert!(run_ok(fresh.diffota().arg("install")).contains("channel is paused"));
+    assert!(run_exit(fresh.diffota().arg("install"), 3).contains("channel is paused"));
 
     // `channel show --devices` counts the eligible devices of a list.
     set_channel(&s.store, &s.keys, "stable", "2.0", &["--percent", "50"]);

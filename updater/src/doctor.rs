@@ -13,7 +13,41 @@ fn check<E: std::fmt::Display>(name: impl Into<String>, result: Result<String, E
     Check::of(name, result)
 }
 
-pub fn run_checks(config: &Config, bootloader: &dyn Bootloader) -> Vec<Check> {
+/// Every finding, in the order checked; serialized as the list of checks.
+#[derive(Debug, serde::Serialize)]
+#[serde(transparent)]
+pub struct DoctorReport {
+    pub checks: Vec<Check>,
+}
+
+impl DoctorReport {
+    pub fn failed(&self) -> usize {
+        self.checks.iter().filter(|c| !c.ok).count()
+    }
+}
+
+impl std::fmt::Display for DoctorReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for check in &self.checks {
+            writeln!(
+                f,
+                "{} {}: {}",
+                if check.ok { "ok  " } else { "FAIL" },
+                check.name,
+                check.detail
+            )?;
+        }
+        write!(f, "{} checks, {} failed", self.checks.len(), self.failed())
+    }
+}
+
+pub fn doctor(config: &Config, bootloader: &dyn Bootloader) -> DoctorReport {
+    DoctorReport {
+        checks: run_checks(config, bootloader),
+    }
+}
+
+fn run_checks(config: &Config, bootloader: &dyn Bootloader) -> Vec<Check> {
     let mut checks = Vec::new();
     checks.push(check(
         "trusted public keys",

@@ -14,4 +14,5 @@ pub mod release;
 pub mod slot;
 pub mod source;
 pub mod state;
+pub mod status;
 pub mod system;

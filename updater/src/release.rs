@@ -68,6 +68,23 @@ pub enum ReleaseTarget {
 }
 
 impl ReleaseTarget {
+    /// What the command line names: an index URL or path (`….didx`), a bundle file (any
+    /// other existing file), else the given channel, else the configured one.
+    pub fn from_arguments(
+        index_or_bundle: Option<&str>,
+        channel: Option<&str>,
+        configured_channel: &str,
+    ) -> ReleaseTarget {
+        match (index_or_bundle, channel) {
+            (Some(file), _) if !file.ends_with(".didx") && std::path::Path::new(file).is_file() => {
+                ReleaseTarget::Bundle(file.into())
+            }
+            (Some(index), _) => ReleaseTarget::Index(index.to_owned()),
+            (None, Some(channel)) => ReleaseTarget::Channel(channel.to_owned()),
+            (None, None) => ReleaseTarget::Channel(configured_channel.to_owned()),
+        }
+    }
+
     /// Store root and index path relative to it, for an index URL or path.
     pub fn split_index_location(location: &str) -> Result<(String, String), ReleaseError> {
         if !location.ends_with(".didx") {

@@ -11,8 +11,11 @@
 mod fetch;
 mod gate;
 mod local;
+mod report;
 mod seeds;
 mod verify;
+
+pub use report::{BundleCheck, CheckReport, InstallReport, Outcome};
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -23,11 +26,9 @@ use diffota_format::{hex32, ChunkId, TrustedKeys};
 
 use crate::boot::{BootError, Bootloader};
 use crate::config::Config;
-use crate::plan::{InPlace, Plan, PlanSummary};
+use crate::plan::{InPlace, Plan};
 use crate::progress::{Event, Progress};
-use crate::release::{
-    decide, fetch_release, Decision, Release, ReleaseError, ReleaseTarget, Trust,
-};
+use crate::release::{decide, fetch_release, Release, ReleaseError, ReleaseTarget, Trust};
 use crate::slot::{booted_slot, Slot, SlotError, TargetSlot};
 use crate::source::{FetchError, StoreSource, Traffic};
 use crate::state::{
@@ -98,65 +99,6 @@ pub struct InstallOptions {
     pub force: bool,
 }
 
-#[derive(Debug, serde::Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum Outcome {
-    Installed(InstallReport),
-    UpToDate {
-        version: String,
-    },
-    NotEligible {
-        version: String,
-        reason: String,
-    },
-    PreviouslyFailed {
-        version: String,
-        reason: String,
-    },
-    /// Already installed in the other slot, waiting for the reboot into its trial.
-    PendingReboot {
-        version: String,
-        slot: Slot,
-    },
-}
-
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct InstallReport {
-    pub version: String,
-    pub slot: Option<Slot>,
-    pub image_bytes: u64,
-    pub in_place_bytes: u64,
-    pub copied_bytes: u64,
-    pub fetched_image_bytes: u64,
-    pub downloaded_bytes: u64,
-    pub requests: u64,
-    pub seconds: f64,
-}
-
-/// What `check` reports: the release, whether it applies, and the planned download.
-#[derive(Debug, serde::Serialize)]
-pub struct CheckReport {
-    pub running_slot: Slot,
-    pub running_version: Option<String>,
-    pub channel: Option<String>,
-    pub channel_counter: Option<u64>,
-    pub version: String,
-    pub eligible: bool,
-    pub eligibility: String,
-    pub decision: String,
-    pub update_available: bool,
-    pub plan: PlanSummary,
-    pub metadata_bytes: u64,
-    /// For a bundle: the releases it was made for and the chunks this device needs that it lacks.
-    pub bundle: Option<BundleCheck>,
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct BundleCheck {
-    pub made_for: Vec<String>,
-    pub missing_chunks: u64,
-}
-
 /// The phase every command starts with: which slot runs, what the device recorded, and the
 /// release verified (signature, counter, expiry, compatible, rollout).
 struct Prepared {
@@ -215,6 +157,10 @@ pub async fn check(
     let eligibility = release.eligibility.clone();
     let eligible = eligibility.as_ref().is_none_or(|e| e.is_eligible());
     let failed = state.failed(&index.version);
+    let pending = state
+        .trial()
+        .filter(|t| t.version == index.version && t.slot != running)
+        .map(|t| t.slot);
     Ok(CheckReport {
         running_slot: running,
         running_version: running_version.map(str::to_owned),
@@ -226,11 +172,16 @@ pub async fn check(
             || "no channel: explicit release".to_owned(),
             |e| e.to_string(),
         ),
-        decision: match failed {
-            Some(failed) => format!("previously failed here: {}", failed.reason),
-            None => format!("{decision:?}").to_lowercase(),
+        decision: match (failed, pending) {
+            (Some(failed), _) => format!("previously failed here: {}", failed.reason),
+            (None, Some(slot)) => format!("installed in slot {slot}, waiting for the reboot"),
+            (None, None) => format!("{decision:?}").to_lowercase(),
         },
-        update_available: eligible && decision == Decision::Install && failed.is_none(),
+        // Exactly when `install` would go ahead.
+        update_available: matches!(
+            gate::refusal(&release, state, running, InstallOptions::default()),
+            Ok(None)
+        ),
         plan: planned.summary(device.config.http.max_gap),
         metadata_bytes: traffic.bytes.load(Ordering::Relaxed),
         bundle,

@@ -96,6 +96,27 @@ pub enum MarkGood {
     },
 }
 
+impl std::fmt::Display for MarkGood {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MarkGood::Committed { slot, version } => write!(f, "slot {slot} ({version}) committed"),
+            MarkGood::Reverted {
+                slot,
+                failed_version,
+                reason,
+            } => write!(
+                f,
+                "release {failed_version} failed: {reason}; staying on slot {slot}, and {failed_version} will not be installed again on its own"
+            ),
+            MarkGood::AlreadyGood { slot } => write!(f, "slot {slot} is good (no trial pending)"),
+            MarkGood::TrialPending { slot, version } => write!(
+                f,
+                "{version} in slot {slot} is armed for a trial boot; nothing to mark before the reboot"
+            ),
+        }
+    }
+}
+
 /// A written and verified slot, ready to be recorded.
 pub struct Installed<'a> {
     pub slot: SlotRecord,

@@ -1,0 +1,68 @@
+//! The one place that decides the exit status, documented in the README:
+//!
+//! | status | meaning |
+//! |---|---|
+//! | 0 | done: installed, committed, switched, status shown, every doctor check passed |
+//! | 1 | error: something failed and nothing was activated (the message says what) |
+//! | 2 | usage: the command line is wrong (clap) |
+//! | 3 | nothing to do: up to date, not eligible yet, already installed and waiting for the reboot, no update to check |
+//! | 4 | refused: a downgrade, a release that failed here before, no good image to switch to |
+
+use std::process::ExitCode;
+
+use diffota::install::{CheckReport, InstallError, Outcome};
+use diffota::state::TransitionError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Done = 0,
+    Error = 1,
+    NothingToDo = 3,
+    Refused = 4,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+impl From<&Outcome> for Exit {
+    fn from(outcome: &Outcome) -> Exit {
+        match outcome {
+            Outcome::Installed(_) => Exit::Done,
+            Outcome::UpToDate { .. }
+            | Outcome::NotEligible { .. }
+            | Outcome::PendingReboot { .. } => Exit::NothingToDo,
+            Outcome::PreviouslyFailed { .. } => Exit::Refused,
+        }
+    }
+}
+
+impl From<&CheckReport> for Exit {
+    fn from(report: &CheckReport) -> Exit {
+        if report.update_available {
+            Exit::Done
+        } else {
+            Exit::NothingToDo
+        }
+    }
+}
+
+/// Errors that are a refusal by policy rather than a failure.
+pub fn of_error(error: &anyhow::Error) -> Exit {
+    let refused = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<InstallError>(),
+            Some(InstallError::Downgrade { .. })
+        ) || matches!(
+            cause.downcast_ref::<TransitionError>(),
+            Some(TransitionError::NoGoodImage { .. })
+        )
+    });
+    if refused {
+        Exit::Refused
+    } else {
+        Exit::Error
+    }
+}

@@ -1,0 +1,66 @@
+//! `diffota`: the device updater. A thin shell: parse arguments, load the config, run the
+//! subcommand's module over the library, map the result to an exit status (`exit.rs`).
+
+mod cli;
+mod commands;
+mod exit;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use diffota::config::Config;
+use diffota::install::InstallOptions;
+use diffota_cli::errln;
+
+use cli::{Cli, Command};
+use commands::Session;
+use exit::Exit;
+
+fn main() -> ExitCode {
+    diffota_cli::init_logging(diffota_cli::LogTimes::Left);
+    let cli = Cli::parse();
+    let exit = run(cli).unwrap_or_else(|e| {
+        errln!("diffota: error: {e:#}");
+        exit::of_error(&e)
+    });
+    // A reader that went away is fine; output that could not be written is a failure.
+    match diffota_cli::output::finish() {
+        Ok(()) => exit.into(),
+        Err(e) => {
+            errln!("diffota: error: writing the output: {e}");
+            Exit::Error.into()
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<Exit> {
+    let config = Config::load(&cli.config)?;
+    let bootloader =
+        diffota::boot::from_config(&config.boot).context("opening the bootloader environment")?;
+    let mut session = Session {
+        config,
+        bootloader,
+        json: cli.json,
+    };
+    match &cli.command {
+        Command::Check { release } => commands::check::run(&mut session, release),
+        Command::Install {
+            release,
+            allow_downgrade,
+            force,
+            reboot,
+        } => {
+            let options = InstallOptions {
+                allow_downgrade: *allow_downgrade,
+                force: *force,
+            };
+            commands::install::run(&mut session, release, options, *reboot)
+        }
+        Command::MarkGood => commands::lifecycle::mark_good(&mut session),
+        Command::MarkBad { switch } => commands::lifecycle::mark_bad(&mut session, switch),
+        Command::Rollback { switch } => commands::lifecycle::rollback(&mut session, switch),
+        Command::Status => commands::status::run(&session),
+        Command::Doctor => commands::doctor::run(&session),
+    }
+}

@@ -1,0 +1,103 @@
+//! `diffota status`: the running slot, what each slot holds, the bootloader's view, the
+//! pending trial, the last install and the releases that failed here.
+
+use std::fmt;
+
+use crate::boot::{BootState, Bootloader};
+use crate::config::Config;
+use crate::release::humanize_time;
+use crate::slot::{booted_slot, Slot};
+use crate::state::{State, StateDir, StateError};
+
+#[derive(Debug, serde::Serialize)]
+pub struct StatusReport {
+    pub running_slot: Option<Slot>,
+    pub boot: BootView,
+    pub state: State,
+}
+
+/// The bootloader's variables, or why they could not be read.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum BootView {
+    Read(BootState),
+    Unreadable { error: String },
+}
+
+pub fn status(
+    config: &Config,
+    bootloader: &dyn Bootloader,
+    state_dir: &StateDir,
+) -> Result<StatusReport, StateError> {
+    Ok(StatusReport {
+        running_slot: booted_slot(&config.boot.cmdline, &config.slots.a, &config.slots.b).ok(),
+        boot: match bootloader.state() {
+            Ok(boot) => BootView::Read(boot),
+            Err(e) => BootView::Unreadable {
+                error: e.to_string(),
+            },
+        },
+        state: state_dir.load()?,
+    })
+}
+
+impl fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = &self.state;
+        writeln!(
+            f,
+            "running slot: {}",
+            self.running_slot
+                .map_or("unknown".into(), |s| s.to_string())
+        )?;
+        for slot in [Slot::A, Slot::B] {
+            match state.slot(slot) {
+                Some(record) => writeln!(
+                    f,
+                    "slot {slot}: {} ({} bytes, installed {}{})",
+                    record.version,
+                    record.image_length,
+                    humanize_time(record.installed_at),
+                    if record.good { ", good" } else { "" }
+                )?,
+                None => writeln!(f, "slot {slot}: unknown")?,
+            }
+        }
+        match &self.boot {
+            BootView::Read(boot) => writeln!(
+                f,
+                "bootloader: next boot slot {}, upgrade_available={}, bootcount={}, bootlimit={}",
+                boot.selected.map_or("?".into(), |s| s.to_string()),
+                u8::from(boot.upgrade_available),
+                boot.bootcount,
+                boot.bootlimit.map_or("?".into(), |l| l.to_string())
+            )?,
+            BootView::Unreadable { error } => writeln!(f, "bootloader: {error}")?,
+        }
+        if let Some(trial) = state.trial() {
+            writeln!(
+                f,
+                "trial pending: {} in slot {} (from slot {})",
+                trial.version, trial.slot, trial.from_slot
+            )?;
+        }
+        match state.last_install() {
+            Some(last) => write!(
+                f,
+                "last install: {} {} into slot {} ({} bytes downloaded)",
+                last.result, last.version, last.slot, last.downloaded_bytes
+            )?,
+            None => write!(f, "last install: none")?,
+        }
+        for failed in state.failed_releases() {
+            write!(
+                f,
+                "\nfailed release {}: {} ({})",
+                failed.version,
+                failed.reason,
+                humanize_time(failed.at)
+            )?;
+        }
+        Ok(())
+    }
+}
