@@ -135,3 +135,74 @@ pub fn bundle(
         bundle_bytes: offset,
     })
 }
+
+impl std::fmt::Display for BundleSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: release {} with {} of its {} chunks ({} bytes), for devices on {}",
+            self.path.display(),
+            self.to,
+            self.bundled_chunks,
+            self.chunks,
+            self.bundle_bytes,
+            if self.from.is_empty() {
+                "any release".to_owned()
+            } else {
+                self.from.join(", ")
+            }
+        )
+    }
+}
+
+/// A bundle made straight from images, without a store (the "generate a patch" path).
+pub struct ImageBundle<'a> {
+    pub from_images: &'a [PathBuf],
+    pub to_image: &'a Path,
+    pub version: &'a str,
+    pub compatible: &'a str,
+    pub signing_key: &'a minisign::SecretKey,
+    pub zstd_level: i32,
+    pub created: u64,
+}
+
+/// Makes the releases in a throwaway store beside `out`, then the bundle from it; the store
+/// is removed whatever happens.
+pub fn bundle_from_images(
+    images: &ImageBundle<'_>,
+    out: &Path,
+) -> Result<BundleSummary, MakeError> {
+    let store_dir = PathBuf::from(format!(
+        "{}.store-tmp-{}",
+        out.display(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let store = Store::new(&store_dir);
+        let make = |image: &Path, version: &str| {
+            let options = crate::make::MakeOptions {
+                image,
+                version,
+                compatible: images.compatible,
+                name: "rootfs",
+                chunker: diffota_format::ChunkerParams::DEFAULT,
+                zstd_level: images.zstd_level,
+                created: images.created,
+                expires: None,
+                signing_key: Some(images.signing_key),
+                progress: &|_| {},
+            };
+            crate::make::make(&store, &options).map(|_| ())
+        };
+        let mut from = Vec::new();
+        for (number, image) in images.from_images.iter().enumerate() {
+            let from_version = format!("from-image-{}", number + 1);
+            make(image, &from_version)?;
+            from.push(from_version);
+        }
+        make(images.to_image, images.version)?;
+        bundle(&store, images.version, &from, "rootfs", out)
+    })();
+    let _ = std::fs::remove_dir_all(&store_dir);
+    result
+}

@@ -68,3 +68,52 @@ pub fn set_channel(store: &Store, options: &ChannelOptions) -> Result<Channel, M
     )?;
     Ok(channel)
 }
+
+/// A `--stage TIME=PERCENT` that does not read.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("stage {0:?}: expected TIME=PERCENT")]
+    Shape(String),
+    #[error("stage {0:?}: bad time (RFC 3339, e.g. 2026-12-01T00:00:00Z)")]
+    Time(String),
+    #[error("stage {0:?}: bad percentage")]
+    Percent(String),
+}
+
+/// Parses `TIME=PERCENT`, e.g. `2026-12-01T00:00:00Z=5`.
+pub fn parse_stage(text: &str) -> Result<Stage, StageError> {
+    let (time, percent) = text
+        .rsplit_once('=')
+        .ok_or_else(|| StageError::Shape(text.to_owned()))?;
+    let at = humantime::parse_rfc3339_weak(time.trim_end_matches('Z'))
+        .or_else(|_| humantime::parse_rfc3339(time))
+        .ok()
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .ok_or_else(|| StageError::Time(text.to_owned()))?
+        .as_secs();
+    let percent: f64 = percent
+        .parse()
+        .map_err(|_| StageError::Percent(text.to_owned()))?;
+    Ok(Stage { at, percent })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_parse() {
+        let stage = parse_stage("2026-12-01T00:00:00Z=5").unwrap();
+        assert_eq!(stage.percent, 5.0);
+        assert_eq!(stage.at, 1_796_083_200);
+        assert!(matches!(parse_stage("tomorrow"), Err(StageError::Shape(_))));
+        assert!(matches!(
+            parse_stage("tomorrow=5"),
+            Err(StageError::Time(_))
+        ));
+        assert!(matches!(
+            parse_stage("2026-12-01T00:00:00Z=five"),
+            Err(StageError::Percent(_))
+        ));
+    }
+}

@@ -23,6 +23,8 @@ pub enum KeyError {
     WrongPassword { path: PathBuf },
     #[error("minisign: {0}")]
     Minisign(String),
+    #[error(transparent)]
+    PublicKey(#[from] diffota_format::FormatError),
 }
 
 /// Where the password for an encrypted key comes from.
@@ -182,4 +184,22 @@ pub fn sign(
     )
     .map_err(|e| KeyError::Minisign(e.to_string()))?;
     Ok(signature.into_string())
+}
+
+/// Loads public key files as the keys `verify` trusts.
+pub fn load_public_keys(paths: &[PathBuf]) -> Result<diffota_format::TrustedKeys, KeyError> {
+    let mut keys = diffota_format::TrustedKeys::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        keys.add(&path.display().to_string(), &text)?;
+    }
+    Ok(keys)
+}
+
+/// `--password-file` (or its fallbacks), then the secret key.
+pub fn load_signing_key(path: &Path, password_file: Option<&Path>) -> Result<SecretKey, KeyError> {
+    load_secret_key(path, Password::from_sources(password_file)?)
 }

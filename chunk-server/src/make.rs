@@ -446,3 +446,64 @@ impl<W: Write> Write for HashingWriter<W> {
         self.inner.flush()
     }
 }
+
+impl std::fmt::Display for MakeSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "release {} -> {}{}",
+            self.version,
+            self.index.display(),
+            if self.signed { "" } else { " (unsigned)" }
+        )?;
+        writeln!(f, "  image            {} bytes", self.image_bytes)?;
+        writeln!(
+            f,
+            "  chunks           {} ({} distinct)",
+            self.chunks, self.distinct_chunks
+        )?;
+        writeln!(
+            f,
+            "  new chunks       {} ({} compressed bytes{})",
+            self.new_chunks,
+            self.new_compressed_bytes,
+            self.pack
+                .as_deref()
+                .map(|p| format!(" in {p}"))
+                .unwrap_or_default()
+        )?;
+        writeln!(
+            f,
+            "  release size     {} compressed bytes",
+            self.release_compressed_bytes
+        )?;
+        writeln!(
+            f,
+            "  dedup ratio      {:.2}x (image bytes per new stored byte)",
+            self.dedup_ratio()
+        )?;
+        write!(
+            f,
+            "  throughput       {:.1} MiB/s ({:.2} s)",
+            self.throughput_mib_s(),
+            self.seconds
+        )
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` is not a number of seconds.
+#[derive(Debug, thiserror::Error)]
+#[error("SOURCE_DATE_EPOCH {0:?} is not a number of seconds")]
+pub struct BadSourceDateEpoch(pub String);
+
+/// The creation time to write into an index: `SOURCE_DATE_EPOCH` when set (reproducible
+/// builds), else `now`.
+pub fn creation_time(source_date_epoch: Option<&str>, now: u64) -> Result<u64, BadSourceDateEpoch> {
+    match source_date_epoch {
+        Some(epoch) => epoch
+            .trim()
+            .parse()
+            .map_err(|_| BadSourceDateEpoch(epoch.to_owned())),
+        None => Ok(now),
+    }
+}

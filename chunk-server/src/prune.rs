@@ -9,6 +9,8 @@ use crate::store::{io_error, read_index, Store, StoreError};
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct PruneReport {
+    /// Nothing was removed: this is what would have been.
+    pub dry_run: bool,
     pub removed_releases: Vec<String>,
     pub removed_packs: Vec<String>,
     pub freed_bytes: u64,
@@ -25,7 +27,10 @@ pub fn prune(store: &Store, keep: usize, dry_run: bool) -> Result<PruneReport, S
         .take(keep)
         .chain(versions.iter().filter(|v| pinned.contains(*v)))
         .collect();
-    let mut report = PruneReport::default();
+    let mut report = PruneReport {
+        dry_run,
+        ..PruneReport::default()
+    };
     let mut used_packs = HashSet::new();
     for release in &releases {
         if keep_versions.contains(&release.version) {
@@ -83,4 +88,21 @@ fn channel_versions(store: &Store) -> HashSet<String> {
         }
     }
     versions
+}
+
+impl std::fmt::Display for PruneReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verb = if self.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        for release in &self.removed_releases {
+            writeln!(f, "{verb} release {release}")?;
+        }
+        for pack in &self.removed_packs {
+            writeln!(f, "{verb} pack {pack}")?;
+        }
+        write!(f, "{verb} {} bytes", self.freed_bytes)
+    }
 }

@@ -307,3 +307,19 @@ fn read_chunk(
         .map(|verified| verified.into_bytes())
         .map_err(|_| ChunkProblem::Hash)
 }
+
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for problem in &self.problems {
+            writeln!(f, "BAD {problem}")?;
+        }
+        write!(
+            f,
+            "{} releases, {} packs, {} chunks checked: {} problems",
+            self.releases,
+            self.packs,
+            self.chunks,
+            self.problems.len()
+        )
+    }
+}

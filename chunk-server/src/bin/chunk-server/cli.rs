@@ -1,0 +1,333 @@
+//! The command line, as clap structs. `--json` is global; the password of a secret key is
+//! one argument group (`PasswordArgs`) wherever a key is loaded.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use diffota_format::ChunkerParams;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "chunk-server",
+    version,
+    about = "Publish diffota releases: chunk images into a store of packs and signed indexes"
+)]
+pub struct Cli {
+    /// Print the result as JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Make a minisign key pair for signing releases (password-protected unless --unencrypted)
+    Keygen {
+        #[arg(long, default_value = "diffota.key")]
+        secret_key: PathBuf,
+        #[arg(long, default_value = "diffota.pub")]
+        public_key: PathBuf,
+        /// Store the secret key without a password (for CI keys)
+        #[arg(long)]
+        unencrypted: bool,
+        #[command(flatten)]
+        password: PasswordArgs,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Chunk an image into the store and write its signed release index
+    Make(MakeArgs),
+    /// Sign index or channel files with a secret key (writes FILE.minisig)
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        password: PasswordArgs,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Check signatures, packs and every chunk of a store (or of one release)
+    Verify {
+        /// Trusted public key (repeat for several)
+        #[arg(long = "public-key", required_unless_present = "no_signature_check")]
+        public_keys: Vec<PathBuf>,
+        #[arg(long)]
+        no_signature_check: bool,
+        store: PathBuf,
+        version: Option<String>,
+    },
+    /// What a device on OLD downloads to reach NEW (index files)
+    Diff {
+        #[arg(long, default_value_t = diffota_format::ranges::DEFAULT_MAX_GAP)]
+        max_gap: u64,
+        old: PathBuf,
+        new: PathBuf,
+    },
+    /// Write one file with a release and the chunks devices on older releases lack
+    Bundle(BundleArgs),
+    /// Remove all but the newest N releases and the packs only they used
+    Prune {
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        keep: usize,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Publish and inspect channel files
+    Channel {
+        #[command(subcommand)]
+        command: ChannelCommand,
+    },
+    /// Serve a store over HTTP(S) for development and tests
+    Serve(ServeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ChannelCommand {
+    /// Point a channel at a release, with its rollout
+    Set {
+        #[arg(long)]
+        store: PathBuf,
+        channel: String,
+        #[arg(long)]
+        release: String,
+        #[arg(long, default_value = "rootfs")]
+        name: String,
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        password: PasswordArgs,
+        #[arg(long, default_value_t = 100.0)]
+        percent: f64,
+        /// TIME=PERCENT, e.g. 2026-12-01T00:00:00Z=5 (repeat)
+        #[arg(long = "stage")]
+        stages: Vec<String>,
+        /// Canary device id, always eligible (repeat)
+        #[arg(long = "device")]
+        devices: Vec<String>,
+        /// File with one canary device id per line
+        #[arg(long)]
+        devices_file: Option<PathBuf>,
+        #[arg(long)]
+        pause: bool,
+        #[arg(long, default_value = "7days")]
+        expires: humantime::Duration,
+    },
+    /// Print a channel file
+    Show {
+        #[arg(long)]
+        store: PathBuf,
+        channel: String,
+        /// Count how many of these device ids (one per line) are eligible now
+        #[arg(long)]
+        devices: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MakeArgs {
+    #[arg(long)]
+    pub store: PathBuf,
+    #[arg(long)]
+    pub version: String,
+    #[arg(long)]
+    pub compatible: String,
+    /// Index file name inside releases/<version>/
+    #[arg(long, default_value = "rootfs")]
+    pub name: String,
+    /// Secret key to sign the index with
+    #[arg(long, required_unless_present = "no_sign")]
+    pub key: Option<PathBuf>,
+    /// Write the index unsigned (sign it later with `chunk-server sign`)
+    #[arg(long, conflicts_with = "key")]
+    pub no_sign: bool,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+    /// Average chunk size in bytes (min is a quarter, max four times)
+    #[arg(long, default_value_t = ChunkerParams::DEFAULT.avg_size)]
+    pub avg_chunk_size: u32,
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub zstd_level: i32,
+    /// The index expires this long after creation (e.g. "90days"); none by default
+    #[arg(long)]
+    pub expires: Option<humantime::Duration>,
+    pub image: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BundleArgs {
+    /// The store holding the releases (or use --to-image)
+    #[arg(
+        long,
+        required_unless_present = "to_image",
+        conflicts_with = "to_image"
+    )]
+    pub store: Option<PathBuf>,
+    /// The release to bundle
+    #[arg(
+        long,
+        required_unless_present = "to_image",
+        conflicts_with = "to_image"
+    )]
+    pub to: Option<String>,
+    /// A release the devices run (repeat); without it the bundle carries every chunk
+    #[arg(long)]
+    pub from: Vec<String>,
+    #[arg(long, default_value = "rootfs")]
+    pub name: String,
+    /// Without a store: the new image (with --version, --compatible, --key)
+    #[arg(long, requires_all = ["version", "compatible", "key"])]
+    pub to_image: Option<PathBuf>,
+    /// Without a store: an image the devices run (repeat)
+    #[arg(long, requires = "to_image")]
+    pub from_image: Vec<PathBuf>,
+    #[arg(long)]
+    pub version: Option<String>,
+    #[arg(long)]
+    pub compatible: Option<String>,
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub zstd_level: i32,
+    pub out: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    pub dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Append one line per request: METHOD PATH RANGE STATUS BYTES
+    #[arg(long)]
+    pub access_log: Option<PathBuf>,
+    /// Time a client has to send a request's headers (and the TLS handshake)
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// Close a connection that moves no byte for this long
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Connections served at once (keep it below the file descriptor limit); more wait
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+/// Where the password of an encrypted secret key comes from.
+#[derive(clap::Args, Debug)]
+pub struct PasswordArgs {
+    /// Read the password from this file instead of $DIFFOTA_KEY_PASSWORD or a prompt
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_subcommand() {
+        for args in [
+            &["chunk-server", "keygen", "--unencrypted"][..],
+            &[
+                "chunk-server",
+                "make",
+                "--store",
+                "s",
+                "--version",
+                "1",
+                "--compatible",
+                "c",
+                "--no-sign",
+                "img",
+            ],
+            &[
+                "chunk-server",
+                "make",
+                "--store",
+                "s",
+                "--version",
+                "1",
+                "--compatible",
+                "c",
+                "--key",
+                "k",
+                "img",
+            ],
+            &["chunk-server", "sign", "--key", "k", "a.didx"],
+            &["chunk-server", "verify", "--public-key", "p", "store"],
+            &[
+                "chunk-server",
+                "verify",
+                "--no-signature-check",
+                "store",
+                "1.0",
+            ],
+            &["chunk-server", "diff", "a", "b"],
+            &["chunk-server", "prune", "--store", "s", "--keep", "2"],
+            &[
+                "chunk-server",
+                "bundle",
+                "--store",
+                "s",
+                "--to",
+                "2",
+                "--from",
+                "1",
+                "out.dfb",
+            ],
+            &[
+                "chunk-server",
+                "bundle",
+                "--from-image",
+                "a",
+                "--to-image",
+                "b",
+                "--version",
+                "2",
+                "--compatible",
+                "c",
+                "--key",
+                "k",
+                "o",
+            ],
+            &["chunk-server", "serve", "dir", "--listen", "127.0.0.1:0"],
+            &[
+                "chunk-server",
+                "channel",
+                "set",
+                "--store",
+                "s",
+                "stable",
+                "--release",
+                "1",
+                "--key",
+                "k",
+                "--percent",
+                "5",
+            ],
+            &["chunk-server", "channel", "show", "--store", "s", "stable"],
+        ] {
+            Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+        assert!(Cli::try_parse_from([
+            "chunk-server",
+            "make",
+            "--store",
+            "s",
+            "--version",
+            "1",
+            "--compatible",
+            "c",
+            "img"
+        ])
+        .is_err());
+    }
+}

@@ -1,0 +1,84 @@
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use chunk_server::channel::{parse_stage, ChannelOptions};
+use chunk_server::store::Store;
+use diffota_cli::{out, outln};
+
+use super::{now, signing_key};
+use crate::cli::ChannelCommand;
+
+pub fn run(command: ChannelCommand) -> Result<ExitCode> {
+    match command {
+        ChannelCommand::Set {
+            store,
+            channel,
+            release,
+            name,
+            key,
+            password,
+            percent,
+            stages,
+            mut devices,
+            devices_file,
+            pause,
+            expires,
+        } => {
+            if let Some(path) = devices_file {
+                devices.extend(read_lines(&path)?);
+            }
+            let stages = stages
+                .iter()
+                .map(|s| parse_stage(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let signing_key = signing_key(&key, &password)?;
+            let options = ChannelOptions {
+                channel: &channel,
+                release: &release,
+                name: &name,
+                percent,
+                stages,
+                devices,
+                paused: pause,
+                now: now(),
+                lifetime_seconds: expires.as_secs(),
+                signing_key: &signing_key,
+            };
+            let written = chunk_server::channel::set_channel(&Store::new(&store), &options)?;
+            out!("{}", String::from_utf8_lossy(&written.to_json()));
+        }
+        ChannelCommand::Show {
+            store,
+            channel,
+            devices,
+        } => {
+            let path = Store::new(&store).channel_path(&channel);
+            let bytes = fs_err::read(&path)?;
+            let parsed = diffota_format::Channel::parse(&bytes)
+                .with_context(|| format!("reading {}", path.display()))?;
+            out!("{}", String::from_utf8_lossy(&parsed.to_json()));
+            if let Some(devices) = devices {
+                let ids = read_lines(&devices)?;
+                let eligible = ids
+                    .iter()
+                    .filter(|id| parsed.eligibility(id, now()).is_eligible())
+                    .count();
+                outln!(
+                    "{eligible} of {} listed devices are eligible now",
+                    ids.len()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_lines(path: &Path) -> Result<Vec<String>> {
+    Ok(fs_err::read_to_string(path)?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}

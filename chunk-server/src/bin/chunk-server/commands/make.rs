@@ -1,0 +1,117 @@
+//! Keys and releases: keygen, make, sign.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use chunk_server::keys::{self, Password};
+use chunk_server::make::{creation_time, MakeOptions};
+use chunk_server::store::Store;
+use diffota_cli::outln;
+use diffota_format::ChunkerParams;
+
+use super::{now, show, signing_key};
+use crate::cli::{MakeArgs, PasswordArgs};
+
+pub fn keygen(
+    secret_key: &Path,
+    public_key: &Path,
+    unencrypted: bool,
+    password: &PasswordArgs,
+    force: bool,
+) -> Result<ExitCode> {
+    let password = if unencrypted {
+        Password::None
+    } else {
+        Password::from_sources(password.password_file.as_deref())?
+    };
+    keys::generate(secret_key, public_key, password, force)?;
+    outln!(
+        "secret key: {}\npublic key: {}",
+        secret_key.display(),
+        public_key.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
+    let MakeArgs {
+        store,
+        version,
+        compatible,
+        name,
+        key,
+        no_sign: _,
+        password,
+        avg_chunk_size,
+        zstd_level,
+        expires,
+        image,
+    } = args;
+    let signing_key = key
+        .as_deref()
+        .map(|k| signing_key(k, &password))
+        .transpose()?;
+    let created = creation_time(std::env::var("SOURCE_DATE_EPOCH").ok().as_deref(), now())?;
+    let bar = (std::io::stderr().is_terminal() && !json).then(|| progress_bar(image_size(&image)));
+    let progress = |done: u64| {
+        if let Some(bar) = &bar {
+            bar.set_position(done);
+        }
+    };
+    let options = MakeOptions {
+        image: &image,
+        version: &version,
+        compatible: &compatible,
+        name: &name,
+        chunker: ChunkerParams::with_average(avg_chunk_size)?,
+        zstd_level,
+        created,
+        expires: expires.map(|d| created + d.as_secs()),
+        signing_key: signing_key.as_ref(),
+        progress: &progress,
+    };
+    let summary = chunk_server::make::make(&Store::new(&store), &options)
+        .with_context(|| format!("making release {version} from {}", image.display()))?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    show(&summary, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sign(key: &Path, password: &PasswordArgs, files: &[PathBuf]) -> Result<ExitCode> {
+    let secret_key = signing_key(key, password)?;
+    for file in files {
+        let bytes = fs_err::read(file)?;
+        let comment = format!(
+            "diffota {}",
+            file.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        let signature = chunk_server::make::sign_file(file, &bytes, &secret_key, &comment)?;
+        outln!("{}", signature.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn image_size(path: &Path) -> u64 {
+    use std::io::Seek;
+    std::fs::File::open(path)
+        .and_then(|mut f| f.seek(std::io::SeekFrom::End(0)))
+        .unwrap_or(0)
+}
+
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}

@@ -1,0 +1,49 @@
+//! Looking at a store: verify, diff, prune.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use chunk_server::store::Store;
+
+use super::{now, show};
+
+pub fn verify(
+    public_keys: &[PathBuf],
+    no_signature_check: bool,
+    store: &Path,
+    version: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let keys = if no_signature_check {
+        None
+    } else {
+        Some(chunk_server::keys::load_public_keys(public_keys)?)
+    };
+    let report =
+        chunk_server::verify::verify_store(&Store::new(store), version, keys.as_ref(), now())?;
+    show(&report, json)?;
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn diff(old: &Path, new: &Path, max_gap: u64, json: bool) -> Result<ExitCode> {
+    let old_index = chunk_server::store::read_index(old)?;
+    let new_index = chunk_server::store::read_index(new)?;
+    let signature_size = fs_err::metadata(diffota_format::signature::signature_path(new))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let index_bytes = fs_err::metadata(new)?.len() + signature_size;
+    let report = chunk_server::diff::diff(&old_index, &new_index, index_bytes, max_gap);
+    show(&report, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn prune(store: &Path, keep: usize, dry_run: bool, json: bool) -> Result<ExitCode> {
+    let report = chunk_server::prune::prune(&Store::new(store), keep, dry_run)?;
+    show(&report, json)?;
+    Ok(ExitCode::SUCCESS)
+}
