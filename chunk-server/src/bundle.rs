@@ -7,8 +7,10 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use diffota_format::bundle::{encode_table, BundleHeader, BundledChunk, Section, SectionKind};
-use diffota_format::{ChunkId, Index};
+use diffota_format::bundle::{
+    encode_table, BundleHeader, BundleNotes, BundledChunk, Section, SectionKind,
+};
+use diffota_format::{ChunkEntry, ChunkId, Index};
 
 use crate::fsutil::TempFile;
 use crate::make::MakeError;
@@ -61,70 +63,18 @@ pub fn bundle(
         .filter(|c| !held.contains(&c.id) && seen.insert(c.id))
         .collect();
 
-    let mut table = Vec::with_capacity(carried.len());
-    let mut data_length = 0u64;
-    for chunk in &carried {
-        table.push((
-            chunk.id,
-            BundledChunk {
-                offset: data_length,
-                compressed_length: chunk.compressed_length,
-            },
-        ));
-        data_length += u64::from(chunk.compressed_length);
-    }
-    let table_bytes = encode_table(&table);
-    let notes = serde_json::to_vec(&serde_json::json!({ "to": to, "from": from, "name": name }))
-        .expect("notes serialize");
-    let parts: [(SectionKind, u64); 5] = [
-        (SectionKind::Index, index_bytes.len() as u64),
-        (SectionKind::Signature, signature.len() as u64),
-        (SectionKind::Notes, notes.len() as u64),
-        (SectionKind::ChunkTable, table_bytes.len() as u64),
-        (SectionKind::ChunkData, data_length),
-    ];
-    let mut offset = BundleHeader::encoded_length(parts.len());
-    let mut sections = Vec::new();
-    for (kind, length) in parts {
-        sections.push(Section {
-            kind,
-            offset,
-            length,
-        });
-        offset += length;
-    }
-
+    let layout = Layout::of(
+        &carried,
+        &index_bytes,
+        &signature,
+        BundleNotes {
+            to: to.to_owned(),
+            from: from.to_vec(),
+            name: name.to_owned(),
+        },
+    );
     let mut temp = TempFile::create_beside(out).map_err(io_error(out))?;
-    {
-        let mut writer = std::io::BufWriter::with_capacity(1 << 20, temp.file());
-        let write_error = io_error(out);
-        let result: std::io::Result<()> = (|| {
-            writer.write_all(&BundleHeader { sections }.encode())?;
-            writer.write_all(&index_bytes)?;
-            writer.write_all(&signature)?;
-            writer.write_all(&notes)?;
-            writer.write_all(&table_bytes)?;
-            let mut open_pack: Option<(u32, std::fs::File)> = None;
-            for chunk in &carried {
-                if open_pack
-                    .as_ref()
-                    .is_none_or(|(number, _)| *number != chunk.pack)
-                {
-                    let path = store.pack_path(&index.packs[chunk.pack as usize]);
-                    let file = std::fs::File::open(&path).map_err(|e| {
-                        std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-                    })?;
-                    open_pack = Some((chunk.pack, file));
-                }
-                let (_, file) = open_pack.as_ref().expect("opened above");
-                let mut frame = vec![0u8; chunk.compressed_length as usize];
-                file.read_exact_at(&mut frame, chunk.pack_offset)?;
-                writer.write_all(&frame)?;
-            }
-            writer.flush()
-        })();
-        result.map_err(write_error)?;
-    }
+    write_bundle(store, &index, &carried, &layout, &mut temp).map_err(io_error(out))?;
     temp.commit(out).map_err(io_error(out))?;
     Ok(BundleSummary {
         path: out.to_owned(),
@@ -132,8 +82,100 @@ pub fn bundle(
         from: from.to_vec(),
         chunks: index.chunks.len() as u64,
         bundled_chunks: carried.len() as u64,
-        bundle_bytes: offset,
+        bundle_bytes: layout.length,
     })
+}
+
+/// Where everything goes in the bundle file.
+struct Layout<'a> {
+    header: BundleHeader,
+    index: &'a [u8],
+    signature: &'a [u8],
+    notes: Vec<u8>,
+    table: Vec<u8>,
+    length: u64,
+}
+
+impl<'a> Layout<'a> {
+    fn of(
+        carried: &[&ChunkEntry],
+        index: &'a [u8],
+        signature: &'a [u8],
+        notes: BundleNotes,
+    ) -> Layout<'a> {
+        let mut table = Vec::with_capacity(carried.len());
+        let mut data_length = 0u64;
+        for chunk in carried {
+            table.push((
+                chunk.id,
+                BundledChunk {
+                    offset: data_length,
+                    compressed_length: chunk.compressed_length,
+                },
+            ));
+            data_length += u64::from(chunk.compressed_length);
+        }
+        let table = encode_table(&table);
+        let notes = notes.to_json();
+        let parts: [(SectionKind, u64); 5] = [
+            (SectionKind::Index, index.len() as u64),
+            (SectionKind::Signature, signature.len() as u64),
+            (SectionKind::Notes, notes.len() as u64),
+            (SectionKind::ChunkTable, table.len() as u64),
+            (SectionKind::ChunkData, data_length),
+        ];
+        let mut offset = BundleHeader::encoded_length(parts.len());
+        let mut sections = Vec::new();
+        for (kind, length) in parts {
+            sections.push(Section {
+                kind,
+                offset,
+                length,
+            });
+            offset += length;
+        }
+        Layout {
+            header: BundleHeader { sections },
+            index,
+            signature,
+            notes,
+            table,
+            length: offset,
+        }
+    }
+}
+
+/// Writes the sections in their order, the carried chunks' frames copied from their packs.
+fn write_bundle(
+    store: &Store,
+    index: &Index,
+    carried: &[&ChunkEntry],
+    layout: &Layout<'_>,
+    temp: &mut TempFile,
+) -> std::io::Result<()> {
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, temp.file());
+    writer.write_all(&layout.header.encode())?;
+    writer.write_all(layout.index)?;
+    writer.write_all(layout.signature)?;
+    writer.write_all(&layout.notes)?;
+    writer.write_all(&layout.table)?;
+    let mut open_pack: Option<(u32, std::fs::File)> = None;
+    for chunk in carried {
+        if open_pack
+            .as_ref()
+            .is_none_or(|(number, _)| *number != chunk.pack)
+        {
+            let path = store.pack_path(&index.packs[chunk.pack as usize]);
+            let file = std::fs::File::open(&path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            open_pack = Some((chunk.pack, file));
+        }
+        let (_, file) = open_pack.as_ref().expect("opened above");
+        let mut frame = vec![0u8; chunk.compressed_length as usize];
+        file.read_exact_at(&mut frame, chunk.pack_offset)?;
+        writer.write_all(&frame)?;
+    }
+    writer.flush()
 }
 
 impl std::fmt::Display for BundleSummary {

@@ -100,11 +100,60 @@ enum Placed {
     },
 }
 
+/// The image chunked: every chunk in image order with where it is, and the new pack written
+/// to its temporary file.
+struct Chunked {
+    image_length: u64,
+    image_hash: [u8; 32],
+    placed_chunks: Vec<(ChunkId, u32, Placed)>,
+    new_chunks: u64,
+    /// None when every chunk is in the store already.
+    new_pack: Option<PackRef>,
+}
+
+/// Makes a release: chunk the image and write the chunks the store lacks into one new pack,
+/// build the index, then publish pack, index and signature (in that order).
 pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeError> {
     let started = Instant::now();
     diffota_format::index::validate_version(options.version)?;
     diffota_format::index::validate_compatible(options.compatible)?;
     options.chunker.validate()?;
+    let packs_dir = store.packs_dir();
+    fs_err::create_dir_all(&packs_dir).map_err(io_error(&packs_dir))?;
+    let mut pack_file =
+        TempFile::create_beside(&packs_dir.join("new.pack")).map_err(io_error(&packs_dir))?;
+    let chunked = chunk_image(store, options, &mut pack_file)?;
+    if chunked.image_length == 0 {
+        return Err(MakeError::EmptyImage {
+            path: options.image.to_owned(),
+        });
+    }
+    let index = build_index(options, &chunked);
+    index.validate()?;
+    let (index_path, index) = publish(store, options, index, chunked.new_pack, pack_file)?;
+    let distinct: std::collections::HashSet<_> = index.chunks.iter().map(|c| c.id).collect();
+    Ok(MakeSummary {
+        version: options.version.to_owned(),
+        signed: signature_path(&index_path).exists(),
+        index: index_path,
+        image_bytes: chunked.image_length,
+        chunks: index.chunks.len() as u64,
+        distinct_chunks: distinct.len() as u64,
+        new_chunks: chunked.new_chunks,
+        new_compressed_bytes: chunked.new_pack.map_or(0, |p| p.length),
+        release_compressed_bytes: index.distinct_compressed_bytes(),
+        pack: chunked.new_pack.map(|p| p.store_path()),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Reads the image in batches (on a thread of its own), hashes every chunk, and compresses
+/// each chunk the store lacks once into the new pack, in image order.
+fn chunk_image(
+    store: &Store,
+    options: &MakeOptions,
+    pack_file: &mut TempFile,
+) -> Result<Chunked, MakeError> {
     let image_path = options.image.to_owned();
     let read_error = |source| MakeError::ReadImage {
         path: image_path.clone(),
@@ -112,104 +161,94 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
     };
     let image = fs_err::File::open(options.image).map_err(read_error)?;
     let known = store.known_chunks()?;
-
     let packs_dir = store.packs_dir();
-    fs_err::create_dir_all(&packs_dir).map_err(io_error(&packs_dir))?;
-    let mut pack_file =
-        TempFile::create_beside(&packs_dir.join("new.pack")).map_err(io_error(&packs_dir))?;
-    let (image_length, image_hash, placed_chunks, new_chunks, pack_length, pack_hash) = {
-        let mut pack_writer =
-            HashingWriter::new(BufWriter::with_capacity(1 << 20, pack_file.file()));
-        let (sender, receiver) = sync_channel::<std::io::Result<Batch>>(2);
-        let chunker = options.chunker;
-        let reader = std::thread::spawn(move || read_batches(image, chunker, sender));
-
-        let mut placed_by_id: HashMap<ChunkId, Placed> = HashMap::new();
-        let mut placed_chunks: Vec<(ChunkId, u32, Placed)> = Vec::new();
-        let mut new_chunks = 0u64;
-        let mut done_bytes = 0u64;
-        for batch in receiver {
-            let batch = batch.map_err(read_error)?;
-            let chunks_of_batch = &batch.chunks;
-            let ids: Vec<ChunkId> = batch
-                .chunks
-                .par_iter()
-                .map(|c| ChunkId::of(&c.data))
-                .collect();
-            // Claim each chunk the store lacks once, in image order, then compress the claims.
-            let mut claimed = std::collections::HashSet::new();
-            let to_compress: Vec<usize> = (0..ids.len())
-                .filter(|&position| {
-                    let id = &ids[position];
-                    !placed_by_id.contains_key(id) && !known.contains_key(id) && claimed.insert(*id)
-                })
-                .collect();
-            let level = options.zstd_level;
-            let compressed: Vec<Vec<u8>> = to_compress
-                .par_iter()
-                .map(|&position| {
-                    let chunk = &chunks_of_batch[position];
-                    compress_chunk(&chunk.data, level).map_err(|source| MakeError::Compress {
-                        offset: chunk.offset,
-                        source,
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            for (position, frame) in to_compress.iter().zip(compressed) {
-                let pack_offset = pack_writer.written;
-                pack_writer
-                    .write_all(&frame)
-                    .map_err(io_error(&packs_dir))?;
-                placed_by_id.insert(
-                    ids[*position],
-                    Placed::New {
-                        pack_offset,
-                        compressed_length: frame.len() as u32,
-                    },
-                );
-                new_chunks += 1;
-            }
-            for (chunk, id) in batch.chunks.iter().zip(&ids) {
-                let placed = match placed_by_id.get(id) {
-                    Some(placed) => *placed,
-                    None => {
-                        let location = known[id];
-                        placed_by_id.insert(*id, Placed::Existing(location));
-                        Placed::Existing(location)
-                    }
-                };
-                placed_chunks.push((*id, chunk.data.len() as u32, placed));
-                done_bytes += chunk.data.len() as u64;
-            }
-            (options.progress)(done_bytes);
+    let mut pack_writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, pack_file.file()));
+    let (sender, receiver) = sync_channel::<std::io::Result<Batch>>(2);
+    let chunker = options.chunker;
+    let reader = std::thread::spawn(move || read_batches(image, chunker, sender));
+    let mut placed_by_id: HashMap<ChunkId, Placed> = HashMap::new();
+    let mut placed_chunks: Vec<(ChunkId, u32, Placed)> = Vec::new();
+    let mut new_chunks = 0u64;
+    let mut done_bytes = 0u64;
+    for batch in receiver {
+        let batch = batch.map_err(read_error)?;
+        let ids: Vec<ChunkId> = batch
+            .chunks
+            .par_iter()
+            .map(|c| ChunkId::of(&c.data))
+            .collect();
+        // Claim each chunk the store lacks once, in image order, then compress the claims.
+        let mut claimed = std::collections::HashSet::new();
+        let to_compress: Vec<usize> = (0..ids.len())
+            .filter(|&position| {
+                let id = &ids[position];
+                !placed_by_id.contains_key(id) && !known.contains_key(id) && claimed.insert(*id)
+            })
+            .collect();
+        let compressed = compress_claimed(&batch, &to_compress, options.zstd_level)?;
+        for (position, frame) in to_compress.iter().zip(compressed) {
+            let pack_offset = pack_writer.written;
+            pack_writer
+                .write_all(&frame)
+                .map_err(io_error(&packs_dir))?;
+            placed_by_id.insert(
+                ids[*position],
+                Placed::New {
+                    pack_offset,
+                    compressed_length: frame.len() as u32,
+                },
+            );
+            new_chunks += 1;
         }
-        let (image_length, image_hash) = reader
-            .join()
-            .expect("reader thread panicked")
-            .map_err(read_error)?;
-        let pack_length = pack_writer.written;
-        let pack_hash = *pack_writer.hasher.finalize().as_bytes();
-        pack_writer.inner.flush().map_err(io_error(&packs_dir))?;
-        (
-            image_length,
-            image_hash,
-            placed_chunks,
-            new_chunks,
-            pack_length,
-            pack_hash,
-        )
-    };
-    if image_length == 0 {
-        return Err(MakeError::EmptyImage {
-            path: options.image.to_owned(),
-        });
+        for (chunk, id) in batch.chunks.iter().zip(&ids) {
+            let placed = *placed_by_id
+                .entry(*id)
+                .or_insert_with(|| Placed::Existing(known[id]));
+            placed_chunks.push((*id, chunk.data.len() as u32, placed));
+            done_bytes += chunk.data.len() as u64;
+        }
+        (options.progress)(done_bytes);
     }
+    let (image_length, image_hash) = reader
+        .join()
+        .expect("reader thread panicked")
+        .map_err(read_error)?;
+    let pack_length = pack_writer.written;
+    let pack_hash = *pack_writer.hasher.finalize().as_bytes();
+    pack_writer.inner.flush().map_err(io_error(&packs_dir))?;
+    Ok(Chunked {
+        image_length,
+        image_hash,
+        placed_chunks,
+        new_chunks,
+        new_pack: (pack_length > 0).then_some(PackRef {
+            id: pack_hash,
+            length: pack_length,
+        }),
+    })
+}
 
-    // Build the pack table: packs already in the store that this release uses, then the new one.
-    let new_pack = (pack_length > 0).then_some(PackRef {
-        id: pack_hash,
-        length: pack_length,
-    });
+/// The zstd frames of the chunks at `positions` of the batch, compressed in parallel.
+fn compress_claimed(
+    batch: &Batch,
+    positions: &[usize],
+    level: i32,
+) -> Result<Vec<Vec<u8>>, MakeError> {
+    positions
+        .par_iter()
+        .map(|&position| {
+            let chunk = &batch.chunks[position];
+            compress_chunk(&chunk.data, level).map_err(|source| MakeError::Compress {
+                offset: chunk.offset,
+                source,
+            })
+        })
+        .collect()
+}
+
+/// The index: the packs this release uses (those already in the store, then the new one),
+/// and every chunk in image order.
+fn build_index(options: &MakeOptions, chunked: &Chunked) -> Index {
     let mut packs: Vec<PackRef> = Vec::new();
     let mut pack_numbers: HashMap<[u8; 32], u32> = HashMap::new();
     let mut number_of = |pack: PackRef, packs: &mut Vec<PackRef>| -> u32 {
@@ -218,9 +257,9 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
             (packs.len() - 1) as u32
         })
     };
-    let mut chunks = Vec::with_capacity(placed_chunks.len());
+    let mut chunks = Vec::with_capacity(chunked.placed_chunks.len());
     let mut offset = 0u64;
-    for (id, length, placed) in &placed_chunks {
+    for (id, length, placed) in &chunked.placed_chunks {
         let (pack, pack_offset, compressed_length) = match *placed {
             Placed::Existing(location) => (
                 location.pack,
@@ -231,7 +270,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
                 pack_offset,
                 compressed_length,
             } => (
-                new_pack.expect("new chunks imply a new pack"),
+                chunked.new_pack.expect("new chunks imply a new pack"),
                 pack_offset,
                 compressed_length,
             ),
@@ -246,23 +285,32 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         });
         offset += u64::from(*length);
     }
-    let index = Index {
+    Index {
         created: options.created,
         expires: options.expires,
         chunker: options.chunker,
-        image_length,
-        image_hash,
+        image_length: chunked.image_length,
+        image_hash: chunked.image_hash,
         compatible: options.compatible.to_owned(),
         version: options.version.to_owned(),
         packs,
         chunks,
-    };
-    index.validate()?;
+    }
+}
 
+/// Moves the new pack into place, then writes the index, then its signature: a store never
+/// has an index whose packs are missing. Making a release that is already published is a
+/// no-op whatever the clock says (a rerun of the same build): the published index stays as
+/// it is, and a signature an interrupted run did not write is completed. Another image under
+/// its version is refused. Returns the index as published.
+fn publish(
+    store: &Store,
+    options: &MakeOptions,
+    index: Index,
+    new_pack: Option<PackRef>,
+    pack_file: TempFile,
+) -> Result<(PathBuf, Index), MakeError> {
     let index_path = store.index_path(options.version, options.name);
-    // Making a release that is already published is a no-op whatever the clock says (a
-    // rerun of the same build): the published index stays as it is, and a signature an
-    // interrupted run did not write is completed. Another image under its version is refused.
     let published = read_published(&index_path, &index, options.version)?;
     if let Some(pack) = new_pack {
         let final_path = store.pack_path(&pack);
@@ -282,9 +330,8 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
             (index, bytes)
         }
     };
-    let signature_path = signature_path(&index_path);
     if let Some(key) = options.signing_key {
-        if !signature_path.exists() {
+        if !signature_path(&index_path).exists() {
             sign_file(
                 &index_path,
                 &index_bytes,
@@ -293,21 +340,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
             )?;
         }
     }
-
-    let distinct: std::collections::HashSet<_> = index.chunks.iter().map(|c| c.id).collect();
-    Ok(MakeSummary {
-        version: options.version.to_owned(),
-        index: index_path,
-        signed: signature_path.exists(),
-        image_bytes: image_length,
-        chunks: index.chunks.len() as u64,
-        distinct_chunks: distinct.len() as u64,
-        new_chunks,
-        new_compressed_bytes: pack_length,
-        release_compressed_bytes: index.distinct_compressed_bytes(),
-        pack: new_pack.map(|p| p.store_path()),
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok((index_path, index))
 }
 
 /// One zstd frame for a chunk; each worker thread keeps its compression context, which

@@ -49,6 +49,39 @@ pub struct Section {
     pub length: u64,
 }
 
+/// The notes section: informational (only the index is signed), so every field has a
+/// default and a reader ignores what it does not know.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BundleNotes {
+    /// The release the bundle carries.
+    #[serde(default)]
+    pub to: String,
+    /// The releases it was made for: a device on any of them needs nothing else.
+    #[serde(default)]
+    pub from: Vec<String>,
+    /// The index name inside the release.
+    #[serde(default = "default_name")]
+    pub name: String,
+}
+
+fn default_name() -> String {
+    "rootfs".to_owned()
+}
+
+impl BundleNotes {
+    /// Notes that do not parse are no notes: they only inform.
+    pub fn parse(bytes: &[u8]) -> BundleNotes {
+        serde_json::from_slice(bytes).unwrap_or_else(|_| BundleNotes {
+            name: default_name(),
+            ..BundleNotes::default()
+        })
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("notes serialize")
+    }
+}
+
 /// The header and section table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BundleHeader {

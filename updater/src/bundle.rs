@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use diffota_format::bundle::{decode_table, BundleHeader, BundledChunk, SectionKind, MAX_METADATA};
+use diffota_format::bundle::{
+    decode_table, BundleHeader, BundleNotes, BundledChunk, SectionKind, MAX_METADATA,
+};
 use diffota_format::{ChunkEntry, ChunkId, FormatError, SignedIndex, TrustedKeys, VerifiedIndex};
 
 #[derive(Debug, thiserror::Error)]
@@ -115,19 +117,9 @@ pub fn open(
     .map_err(format)?;
     let (made_for, name) = match header.section(SectionKind::Notes) {
         Some(notes) => {
-            let value: serde_json::Value = serde_json::from_slice(
-                &read_section(&file, notes.offset, notes.length).map_err(io)?,
-            )
-            .unwrap_or_default();
-            let from = value["from"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            (from, value["name"].as_str().unwrap_or("rootfs").to_owned())
+            let notes =
+                BundleNotes::parse(&read_section(&file, notes.offset, notes.length).map_err(io)?);
+            (notes.from, notes.name)
         }
         None => (Vec::new(), "rootfs".to_owned()),
     };
