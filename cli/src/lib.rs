@@ -25,3 +25,24 @@ pub fn init_logging(times: LogTimes) {
         LogTimes::Left => builder.without_time().init(),
     }
 }
+
+/// The end of both binaries' `main`: an error is printed as `PROGRAM: error: …` (with its
+/// causes) and becomes the status `of_error` gives it; stdout is flushed, and output that
+/// could not be written (other than to a reader that went away) is a failure.
+pub fn exit<E: std::fmt::Display>(
+    program: &str,
+    result: Result<std::process::ExitCode, E>,
+    of_error: impl FnOnce(&E) -> std::process::ExitCode,
+) -> std::process::ExitCode {
+    let code = result.unwrap_or_else(|e| {
+        errln!("{program}: error: {e:#}");
+        of_error(&e)
+    });
+    match output::finish() {
+        Ok(()) => code,
+        Err(e) => {
+            errln!("{program}: error: writing the output: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -158,93 +158,121 @@ impl StoreSource {
         sink: &mut S,
         traffic: &Traffic,
     ) -> Result<(), RangeError<S::Error>> {
-        let url = self.describe(relative);
         match self {
             StoreSource::Local { root } => {
-                let path = root.join(relative);
-                let io = |source| {
-                    RangeError::Fetch(FetchError::Io {
-                        path: path.clone(),
-                        source,
-                    })
-                };
-                let file = std::fs::File::open(&path).map_err(io)?;
-                traffic.requests.fetch_add(1, Ordering::Relaxed);
-                let mut at = start;
-                let mut buffer = vec![0u8; 256 * 1024];
-                while at < end {
-                    let want = ((end - at) as usize).min(buffer.len());
-                    file.read_exact_at(&mut buffer[..want], at).map_err(io)?;
-                    traffic.bytes.fetch_add(want as u64, Ordering::Relaxed);
-                    sink.accept(&buffer[..want]).map_err(RangeError::Sink)?;
-                    at += want as u64;
-                }
-                Ok(())
+                local_range(&root.join(relative), start, end, sink, traffic)
             }
             StoreSource::Http { client, .. } => {
-                traffic.requests.fetch_add(1, Ordering::Relaxed);
-                let request = client.get(&url).header(
-                    reqwest::header::RANGE,
-                    format!("bytes={}-{}", start, end - 1),
-                );
-                let mut response = request
-                    .send()
-                    .await
-                    .map_err(|e| RangeError::Fetch(transport_error(&url, &e)))?;
-                let status = response.status();
-                check_status(&url, status).map_err(RangeError::Fetch)?;
-                let mut skip = 0u64;
-                if status == reqwest::StatusCode::PARTIAL_CONTENT {
-                    let content_range = response
-                        .headers()
-                        .get(reqwest::header::CONTENT_RANGE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    let answered = ContentRange::parse(content_range);
-                    if !answered.is_some_and(|range| range.covers(start, end)) {
-                        return Err(RangeError::Fetch(FetchError::Fatal { url, message: format!("asked for bytes {start}-{} but got Content-Range {content_range:?}", end - 1) }));
-                    }
-                } else {
-                    if !RANGE_IGNORED_WARNED.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(event = "range_ignored", url = %url, "server ignores Range requests; reading whole files (slower, more traffic)");
-                    }
-                    skip = start;
-                }
-                let mut remaining = end - start;
-                while remaining > 0 {
-                    let piece = match response
-                        .chunk()
-                        .await
-                        .map_err(|e| RangeError::Fetch(transport_error(&url, &e)))?
-                    {
-                        Some(piece) => piece,
-                        None => {
-                            return Err(RangeError::Fetch(FetchError::Transient {
-                                url,
-                                message: format!("response ended {remaining} bytes early"),
-                            }))
-                        }
-                    };
-                    traffic
-                        .bytes
-                        .fetch_add(piece.len() as u64, Ordering::Relaxed);
-                    let mut piece = &piece[..];
-                    if skip > 0 {
-                        let dropped = skip.min(piece.len() as u64);
-                        skip -= dropped;
-                        piece = &piece[dropped as usize..];
-                    }
-                    let take = remaining.min(piece.len() as u64) as usize;
-                    if take > 0 {
-                        sink.accept(&piece[..take]).map_err(RangeError::Sink)?;
-                        remaining -= take as u64;
-                    }
-                }
-                // Anything the server sends beyond the range is not read: the response is dropped.
-                Ok(())
+                http_range(client, self.describe(relative), start, end, sink, traffic).await
             }
         }
     }
+}
+
+/// Bytes `start..end` of a file of a local store (a mounted medium, a bundle).
+fn local_range<S: RangeSink>(
+    path: &Path,
+    start: u64,
+    end: u64,
+    sink: &mut S,
+    traffic: &Traffic,
+) -> Result<(), RangeError<S::Error>> {
+    let io = |source| {
+        RangeError::Fetch(FetchError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    traffic.requests.fetch_add(1, Ordering::Relaxed);
+    let mut at = start;
+    let mut buffer = vec![0u8; 256 * 1024];
+    while at < end {
+        let want = ((end - at) as usize).min(buffer.len());
+        file.read_exact_at(&mut buffer[..want], at).map_err(io)?;
+        traffic.bytes.fetch_add(want as u64, Ordering::Relaxed);
+        sink.accept(&buffer[..want]).map_err(RangeError::Sink)?;
+        at += want as u64;
+    }
+    Ok(())
+}
+
+/// Bytes `start..end` over HTTP: one range request; a server that ignores Range is read
+/// from the start and the bytes before `start` dropped.
+async fn http_range<S: RangeSink>(
+    client: &reqwest::Client,
+    url: String,
+    start: u64,
+    end: u64,
+    sink: &mut S,
+    traffic: &Traffic,
+) -> Result<(), RangeError<S::Error>> {
+    traffic.requests.fetch_add(1, Ordering::Relaxed);
+    let request = client.get(&url).header(
+        reqwest::header::RANGE,
+        format!("bytes={}-{}", start, end - 1),
+    );
+    let mut response = request
+        .send()
+        .await
+        .map_err(|e| RangeError::Fetch(transport_error(&url, &e)))?;
+    let status = response.status();
+    check_status(&url, status).map_err(RangeError::Fetch)?;
+    let mut skip = 0u64;
+    if status == reqwest::StatusCode::PARTIAL_CONTENT {
+        let content_range = response
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let answered = ContentRange::parse(content_range);
+        if !answered.is_some_and(|range| range.covers(start, end)) {
+            return Err(RangeError::Fetch(FetchError::Fatal {
+                url,
+                message: format!(
+                    "asked for bytes {start}-{} but got Content-Range {content_range:?}",
+                    end - 1
+                ),
+            }));
+        }
+    } else {
+        if !RANGE_IGNORED_WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(event = "range_ignored", url = %url, "server ignores Range requests; reading whole files (slower, more traffic)");
+        }
+        skip = start;
+    }
+    let mut remaining = end - start;
+    while remaining > 0 {
+        let piece = match response
+            .chunk()
+            .await
+            .map_err(|e| RangeError::Fetch(transport_error(&url, &e)))?
+        {
+            Some(piece) => piece,
+            None => {
+                return Err(RangeError::Fetch(FetchError::Transient {
+                    url,
+                    message: format!("response ended {remaining} bytes early"),
+                }))
+            }
+        };
+        traffic
+            .bytes
+            .fetch_add(piece.len() as u64, Ordering::Relaxed);
+        let mut piece = &piece[..];
+        if skip > 0 {
+            let dropped = skip.min(piece.len() as u64);
+            skip -= dropped;
+            piece = &piece[dropped as usize..];
+        }
+        let take = remaining.min(piece.len() as u64) as usize;
+        if take > 0 {
+            sink.accept(&piece[..take]).map_err(RangeError::Sink)?;
+            remaining -= take as u64;
+        }
+    }
+    // Anything the server sends beyond the range is not read: the response is dropped.
+    Ok(())
 }
 
 fn check_status(url: &str, status: reqwest::StatusCode) -> Result<(), FetchError> {

@@ -9,24 +9,9 @@ mod commands;
 use std::process::ExitCode;
 
 use clap::Parser;
-use diffota_cli::errln;
 
 fn main() -> ExitCode {
     diffota_cli::init_logging(diffota_cli::LogTimes::Shown);
-    let cli = cli::Cli::parse();
-    let code = match commands::run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            errln!("chunk-server: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    };
-    // A reader that went away is fine; output that could not be written is a failure.
-    match diffota_cli::output::finish() {
-        Ok(()) => code,
-        Err(e) => {
-            errln!("chunk-server: error: writing the output: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let result = commands::run(cli::Cli::parse());
+    diffota_cli::exit("chunk-server", result, |_| ExitCode::FAILURE)
 }

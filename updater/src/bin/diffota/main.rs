@@ -11,7 +11,6 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use diffota::config::Config;
 use diffota::install::InstallOptions;
-use diffota_cli::errln;
 
 use cli::{Cli, Command};
 use commands::Session;
@@ -19,19 +18,8 @@ use exit::Exit;
 
 fn main() -> ExitCode {
     diffota_cli::init_logging(diffota_cli::LogTimes::Left);
-    let cli = Cli::parse();
-    let exit = run(cli).unwrap_or_else(|e| {
-        errln!("diffota: error: {e:#}");
-        exit::of_error(&e)
-    });
-    // A reader that went away is fine; output that could not be written is a failure.
-    match diffota_cli::output::finish() {
-        Ok(()) => exit.into(),
-        Err(e) => {
-            errln!("diffota: error: writing the output: {e}");
-            Exit::Error.into()
-        }
-    }
+    let result = run(Cli::parse()).map(ExitCode::from);
+    diffota_cli::exit("diffota", result, |e| exit::of_error(e).into())
 }
 
 fn run(cli: Cli) -> Result<Exit> {
