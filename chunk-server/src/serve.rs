@@ -466,11 +466,7 @@ impl Site {
     ) -> (Response<Body>, u64) {
         let head = request.method() == Method::HEAD;
         if request.method() != Method::GET && !head {
-            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return (response, 0);
+            return (method_not_allowed(), 0);
         }
         let request_path = request.uri().path();
         let Some(path) = resolve_path(&self.root, request_path) else {
@@ -486,12 +482,11 @@ impl Site {
             );
         };
         let length = metadata.len();
-        let modified = metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        let mtime_nanos = modified
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let etag = format!("\"{length:x}-{mtime_nanos:x}\"");
-        let last_modified = httpdate::fmt_http_date(modified);
+        let Validators {
+            modified,
+            etag,
+            last_modified,
+        } = Validators::of(&metadata);
 
         let mut builder = Response::builder()
             .header(header::ETAG, &etag)
@@ -506,16 +501,7 @@ impl Site {
                 .expect("valid response");
             return (response, 0);
         }
-        let if_range_fails = request
-            .headers()
-            .get(header::IF_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v != etag && v != last_modified);
-        let range = if if_range_fails {
-            RangeRequest::Whole
-        } else {
-            parse_range(range_header, length)
-        };
+        let range = effective_range(request, range_header, &etag, &last_modified, length);
         let (status, start, end) = match range {
             RangeRequest::Whole => (StatusCode::OK, 0, length),
             RangeRequest::Span { start, end } => {
@@ -550,6 +536,55 @@ impl Site {
                 .expect("valid response"),
             count,
         )
+    }
+}
+
+fn method_not_allowed() -> Response<Body> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
+}
+
+/// What a client can revalidate a file against.
+struct Validators {
+    modified: SystemTime,
+    etag: String,
+    last_modified: String,
+}
+
+impl Validators {
+    fn of(metadata: &std::fs::Metadata) -> Validators {
+        let modified = metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let mtime_nanos = modified
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Validators {
+            modified,
+            etag: format!("\"{:x}-{mtime_nanos:x}\"", metadata.len()),
+            last_modified: httpdate::fmt_http_date(modified),
+        }
+    }
+}
+
+/// The Range to answer: the whole file when `If-Range` names another version of it.
+fn effective_range(
+    request: &Request<hyper::body::Incoming>,
+    range_header: Option<&str>,
+    etag: &str,
+    last_modified: &str,
+    length: u64,
+) -> RangeRequest {
+    let if_range_fails = request
+        .headers()
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v != etag && v != last_modified);
+    if if_range_fails {
+        RangeRequest::Whole
+    } else {
+        parse_range(range_header, length)
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::boot::{Bootloader, BOOTLIMIT, SLOT_VAR};
 use crate::config::Config;
 use crate::slot::{booted_slot, capacity, Slot};
-use crate::state::StateDir;
+use crate::state::{State, StateDir};
 
 pub use crate::check::Check;
 
@@ -48,46 +48,53 @@ pub fn doctor(config: &Config, bootloader: &dyn Bootloader) -> DoctorReport {
 }
 
 fn run_checks(config: &Config, bootloader: &dyn Bootloader) -> Vec<Check> {
-    let mut checks = Vec::new();
-    checks.push(check(
-        "trusted public keys",
-        crate::keys::trusted_keys(config)
-            .map(|k| format!("{} key(s)", k.len()))
-            .map_err(|e| e.to_string()),
-    ));
-    checks.push(check(
-        "device id",
-        crate::system::device_id(&config.device_id),
-    ));
-    let state_dir = StateDir::new(&config.state_dir);
-    checks.push(check(
-        format!("state directory {}", config.state_dir.display()),
-        crate::state::write_atomic(&config.state_dir.join(".doctor"), b"ok")
-            .and_then(|()| {
-                std::fs::remove_file(config.state_dir.join(".doctor")).map_err(|source| {
-                    crate::state::StateError::Io {
-                        path: config.state_dir.clone(),
-                        source,
-                    }
-                })
-            })
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                state_dir
-                    .load()
-                    .map(|_| "writable, state readable".to_owned())
-                    .map_err(|e| e.to_string())
-            }),
-    ));
+    let mut checks = vec![
+        check(
+            "trusted public keys",
+            crate::keys::trusted_keys(config).map(|k| format!("{} key(s)", k.len())),
+        ),
+        check("device id", crate::system::device_id(&config.device_id)),
+        state_directory(config),
+    ];
     let running = booted_slot(&config.boot.cmdline, &config.slots.a, &config.slots.b);
     checks.push(check(
         "running slot",
-        running
-            .as_ref()
-            .map(|s| s.to_string())
-            .map_err(|e| e.to_string()),
+        running.as_ref().map(|s| s.to_string()),
     ));
-    let state = state_dir.load().unwrap_or_default();
+    let state = StateDir::new(&config.state_dir).load().unwrap_or_default();
+    checks.extend(slots(config, &state));
+    checks.push(Check::passed(
+        format!("boot backend {}", config.boot.backend),
+        bootloader.describe(),
+    ));
+    checks.extend(bootloader.checks());
+    if config.boot.backend != "none" {
+        checks.push(boot_variables(bootloader, running.ok(), &state));
+    }
+    checks
+}
+
+/// The state directory takes an atomic write and holds a readable state.
+fn state_directory(config: &Config) -> Check {
+    let probe = config.state_dir.join(".doctor");
+    let result = crate::state::write_atomic(&probe, b"ok")
+        .and_then(|()| {
+            std::fs::remove_file(&probe).map_err(|source| crate::state::StateError::Io {
+                path: config.state_dir.clone(),
+                source,
+            })
+        })
+        .and_then(|()| StateDir::new(&config.state_dir).load())
+        .map(|_| "writable, state readable".to_owned());
+    check(
+        format!("state directory {}", config.state_dir.display()),
+        result,
+    )
+}
+
+/// Each slot opens, holds its recorded image, and both have the same size.
+fn slots(config: &Config, state: &State) -> Vec<Check> {
+    let mut checks = Vec::new();
     let mut sizes = Vec::new();
     for slot in [Slot::A, Slot::B] {
         let path = config.slot_path(slot);
@@ -107,29 +114,35 @@ fn run_checks(config: &Config, bootloader: &dyn Bootloader) -> Vec<Check> {
         checks.push(check(format!("slot {slot} ({})", path.display()), result));
     }
     if sizes.len() == 2 && sizes[0] != sizes[1] {
-        checks.push(check(
+        checks.push(Check::failed(
             "slot sizes",
-            Err(format!(
-                "slot a has {} bytes, slot b {}",
-                sizes[0], sizes[1]
-            )),
+            format!("slot a has {} bytes, slot b {}", sizes[0], sizes[1]),
         ));
     }
-    checks.push(Check::passed(
-        format!("boot backend {}", config.boot.backend),
-        bootloader.describe(),
-    ));
-    checks.extend(bootloader.checks());
-    if config.boot.backend != "none" {
-        let result = bootloader.state().map_err(|e| e.to_string()).and_then(|boot| {
-            let selected = boot.selected.ok_or_else(|| format!("{SLOT_VAR} is not set"))?;
-            boot.bootlimit.ok_or_else(|| format!("{BOOTLIMIT} is not set"))?;
-            match (&running, state.trial()) {
-                (Ok(running), None) if *running != selected => Err(format!("{SLOT_VAR}={selected} but slot {running} is running and no trial is pending")),
-                _ => Ok(format!("{SLOT_VAR}={selected}, upgrade_available={}, bootcount={}", u8::from(boot.upgrade_available), boot.bootcount)),
+    checks
+}
+
+/// The boot variables are set and point at the running slot unless a trial is pending.
+fn boot_variables(bootloader: &dyn Bootloader, running: Option<Slot>, state: &State) -> Check {
+    let result = bootloader
+        .state()
+        .map_err(|e| e.to_string())
+        .and_then(|boot| {
+            let selected = boot
+                .selected
+                .ok_or_else(|| format!("{SLOT_VAR} is not set"))?;
+            boot.bootlimit
+                .ok_or_else(|| format!("{BOOTLIMIT} is not set"))?;
+            match (running, state.trial()) {
+                (Some(running), None) if running != selected => Err(format!(
+                    "{SLOT_VAR}={selected} but slot {running} is running and no trial is pending"
+                )),
+                _ => Ok(format!(
+                    "{SLOT_VAR}={selected}, upgrade_available={}, bootcount={}",
+                    u8::from(boot.upgrade_available),
+                    boot.bootcount
+                )),
             }
         });
-        checks.push(check("boot variables", result));
-    }
-    checks
+    check("boot variables", result)
 }

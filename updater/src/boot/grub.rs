@@ -5,8 +5,7 @@
 //! so a power cut leaves the old block or the new one.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{BootError, EnvError, EnvStore};
 
@@ -95,27 +94,8 @@ impl EnvStore for GrubEnv {
 
     fn store(&self, vars: &BTreeMap<String, String>) -> Result<(), BootError> {
         let bytes = encode(vars).map_err(BootError::content(&self.path))?;
-        replace_file(&self.path, &bytes).map_err(BootError::io(&self.path))
+        crate::files::replace(&self.path, &bytes).map_err(BootError::io(&self.path))
     }
-}
-
-fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temp = dir.join(format!(".grubenv.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
 }
 
 #[cfg(test)]

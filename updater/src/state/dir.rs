@@ -2,7 +2,6 @@
 //! install-in-progress marker and each slot's seed index. Every file is replaced atomically:
 //! write, fsync, rename, fsync the directory.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -10,6 +9,7 @@ use serde::Serialize;
 use diffota_format::signature::signature_path;
 
 use super::record::{InProgress, State, StateFormatError};
+use crate::files;
 use crate::slot::Slot;
 
 #[derive(Debug, thiserror::Error)]
@@ -121,12 +121,6 @@ impl StateDir {
     }
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
@@ -140,7 +134,10 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
 
 fn remove_optional(path: &Path) -> Result<(), StateError> {
     match std::fs::remove_file(path) {
-        Ok(()) => sync_parent(path),
+        Ok(()) => files::sync_parent(path).map_err(|source| StateError::Io {
+            path: path.to_owned(),
+            source,
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(StateError::Io {
             path: path.to_owned(),
@@ -149,20 +146,8 @@ fn remove_optional(path: &Path) -> Result<(), StateError> {
     }
 }
 
-fn sync_parent(path: &Path) -> Result<(), StateError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StateError::Io {
-            path: dir.to_owned(),
-            source,
-        })
-}
-
-/// Replaces `path` with `bytes`: write a temporary file, fsync, rename, fsync the directory.
+/// Replaces `path` with `bytes` atomically (`files::replace`), creating the state
+/// directory when it is missing.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let io = |source| StateError::Io {
         path: path.to_owned(),
@@ -171,18 +156,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let temp = with_suffix(path, &format!(".tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if let Err(source) = result {
-        let _ = std::fs::remove_file(&temp);
-        return Err(io(source));
-    }
-    sync_parent(path)
+    files::replace(path, bytes).map_err(io)
 }
 
 #[cfg(test)]
