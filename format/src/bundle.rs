@@ -82,6 +82,52 @@ impl BundleNotes {
     }
 }
 
+/// Why bytes are not a bundle this build reads.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BundleFormatError {
+    #[error("not a diffota bundle (bad magic)")]
+    BadMagic,
+    #[error("bundle format version {0} is not supported")]
+    UnsupportedVersion(u16),
+    #[error("{0} sections")]
+    SectionCount(usize),
+    #[error("file is too short to be a bundle")]
+    TooShort,
+    #[error("truncated header")]
+    TruncatedHeader,
+    #[error("truncated: the header needs {needed} bytes, the file has {file_length}")]
+    Truncated { needed: u64, file_length: u64 },
+    #[error("header is {actual} bytes, expected {expected}")]
+    HeaderLength { actual: usize, expected: usize },
+    #[error("unknown flags")]
+    UnknownFlags,
+    #[error("unknown section kind {0}")]
+    UnknownSection(u32),
+    #[error("section length overflows")]
+    SectionOverflow,
+    #[error("section {kind:?} ({offset}..{end}) lies outside the file of {file_length} bytes (truncated?)")]
+    SectionOutside {
+        kind: SectionKind,
+        offset: u64,
+        end: u64,
+        file_length: u64,
+    },
+    #[error("section {kind:?} declares {length} bytes")]
+    SectionTooLarge { kind: SectionKind, length: u64 },
+    #[error("sections overlap")]
+    Overlap,
+    #[error("no {0:?} section")]
+    Missing(SectionKind),
+    #[error("several {0:?} sections")]
+    Repeated(SectionKind),
+    #[error("chunk table truncated")]
+    TableTruncated,
+    #[error("chunk table of {bytes} bytes cannot hold {count} chunks")]
+    TableLength { bytes: usize, count: usize },
+    #[error("chunk {0} lies outside the chunk data")]
+    ChunkOutside(ChunkId),
+}
+
 /// The header and section table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BundleHeader {
@@ -110,19 +156,15 @@ impl BundleHeader {
     /// How many bytes the header occupies, from its first 16 bytes.
     pub fn length_from_prefix(prefix: &[u8; 16]) -> Result<u64, FormatError> {
         if &prefix[..8] != MAGIC {
-            return Err(FormatError::BadBundle(
-                "not a diffota bundle (bad magic)".into(),
-            ));
+            return Err(BundleFormatError::BadMagic.into());
         }
         let version = u16::from_le_bytes([prefix[8], prefix[9]]);
         if version != FORMAT_VERSION {
-            return Err(FormatError::BadBundle(format!(
-                "bundle format version {version} is not supported"
-            )));
+            return Err(BundleFormatError::UnsupportedVersion(version).into());
         }
         let count = u32::from_le_bytes(prefix[12..16].try_into().expect("4 bytes")) as usize;
         if count == 0 || count > 16 {
-            return Err(FormatError::BadBundle(format!("{count} sections")));
+            return Err(BundleFormatError::SectionCount(count).into());
         }
         Ok(Self::encoded_length(count))
     }
@@ -130,20 +172,20 @@ impl BundleHeader {
     /// Decodes the header of a file of `file_length` bytes and checks every section lies
     /// inside the file, without overlaps, each kind at most once, and the required ones present.
     pub fn decode(bytes: &[u8], file_length: u64) -> Result<BundleHeader, FormatError> {
-        let bad = |m: String| FormatError::BadBundle(m);
+        let bad = FormatError::BadBundle;
         let prefix: &[u8; 16] = bytes
             .get(..16)
             .and_then(|p| p.try_into().ok())
-            .ok_or_else(|| bad("truncated header".into()))?;
+            .ok_or(bad(BundleFormatError::TruncatedHeader))?;
         let length = Self::length_from_prefix(prefix)? as usize;
         if bytes.len() != length {
-            return Err(bad(format!(
-                "header is {} bytes, expected {length}",
-                bytes.len()
-            )));
+            return Err(bad(BundleFormatError::HeaderLength {
+                actual: bytes.len(),
+                expected: length,
+            }));
         }
         if u16::from_le_bytes([bytes[10], bytes[11]]) != 0 {
-            return Err(bad("unknown flags".into()));
+            return Err(bad(BundleFormatError::UnknownFlags));
         }
         let mut sections = Vec::new();
         for record in bytes[16..].chunks_exact(SECTION_RECORD) {
@@ -153,18 +195,23 @@ impl BundleHeader {
                 3 => SectionKind::ChunkTable,
                 4 => SectionKind::ChunkData,
                 5 => SectionKind::Notes,
-                other => return Err(bad(format!("unknown section kind {other}"))),
+                other => return Err(bad(BundleFormatError::UnknownSection(other))),
             };
             let offset = u64::from_le_bytes(record[4..12].try_into().expect("8 bytes"));
             let length = u64::from_le_bytes(record[12..20].try_into().expect("8 bytes"));
             let end = offset
                 .checked_add(length)
-                .ok_or_else(|| bad("section length overflows".into()))?;
+                .ok_or(bad(BundleFormatError::SectionOverflow))?;
             if offset < bytes.len() as u64 || end > file_length {
-                return Err(bad(format!("section {kind:?} ({offset}..{end}) lies outside the file of {file_length} bytes (truncated?)")));
+                return Err(bad(BundleFormatError::SectionOutside {
+                    kind,
+                    offset,
+                    end,
+                    file_length,
+                }));
             }
             if kind != SectionKind::ChunkData && length > MAX_METADATA {
-                return Err(bad(format!("section {kind:?} declares {length} bytes")));
+                return Err(bad(BundleFormatError::SectionTooLarge { kind, length }));
             }
             sections.push(Section {
                 kind,
@@ -176,7 +223,7 @@ impl BundleHeader {
         sorted.sort_by_key(|s| s.offset);
         for pair in sorted.windows(2) {
             if pair[0].offset + pair[0].length > pair[1].offset {
-                return Err(bad("sections overlap".into()));
+                return Err(bad(BundleFormatError::Overlap));
             }
         }
         for kind in [
@@ -187,8 +234,8 @@ impl BundleHeader {
         ] {
             match sections.iter().filter(|s| s.kind == kind).count() {
                 1 => {}
-                0 => return Err(bad(format!("no {kind:?} section"))),
-                _ => return Err(bad(format!("several {kind:?} sections"))),
+                0 => return Err(bad(BundleFormatError::Missing(kind))),
+                _ => return Err(bad(BundleFormatError::Repeated(kind))),
             }
         }
         Ok(BundleHeader { sections })
@@ -222,16 +269,16 @@ pub fn decode_table(
     bytes: &[u8],
     data_length: u64,
 ) -> Result<HashMap<ChunkId, BundledChunk>, FormatError> {
-    let bad = |m: String| FormatError::BadBundle(m);
+    let bad = FormatError::BadBundle;
     let count = bytes
         .get(..4)
         .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-        .ok_or_else(|| bad("chunk table truncated".into()))?;
+        .ok_or(bad(BundleFormatError::TableTruncated))?;
     if bytes.len() - 4 != count.saturating_mul(TABLE_RECORD) {
-        return Err(bad(format!(
-            "chunk table of {} bytes cannot hold {count} chunks",
-            bytes.len()
-        )));
+        return Err(bad(BundleFormatError::TableLength {
+            bytes: bytes.len(),
+            count,
+        }));
     }
     let mut table = HashMap::with_capacity(count);
     for record in bytes[4..].chunks_exact(TABLE_RECORD) {
@@ -243,7 +290,7 @@ pub fn decode_table(
             .is_none_or(|end| end > data_length)
             || compressed_length == 0
         {
-            return Err(bad(format!("chunk {id} lies outside the chunk data")));
+            return Err(bad(BundleFormatError::ChunkOutside(id)));
         }
         table.insert(
             id,
@@ -292,19 +339,27 @@ mod tests {
         let bytes = header().encode();
         assert_eq!(bytes.len() as u64, BundleHeader::encoded_length(4));
         assert_eq!(BundleHeader::decode(&bytes, 115).unwrap(), header());
-        assert!(BundleHeader::decode(&bytes, 114)
-            .unwrap_err()
-            .to_string()
-            .contains("truncated"));
+        assert!(matches!(
+            BundleHeader::decode(&bytes, 114),
+            Err(FormatError::BadBundle(
+                BundleFormatError::SectionOutside { .. }
+            ))
+        ));
         for cut in 0..bytes.len() {
             assert!(BundleHeader::decode(&bytes[..cut], 115).is_err());
         }
         let mut overlapping = header();
         overlapping.sections[1].offset = 100;
-        assert!(BundleHeader::decode(&overlapping.encode(), 115).is_err());
+        assert!(matches!(
+            BundleHeader::decode(&overlapping.encode(), 115),
+            Err(FormatError::BadBundle(BundleFormatError::Overlap))
+        ));
         let mut missing = header();
-        missing.sections.pop();
-        assert!(BundleHeader::decode(&missing.encode(), 115).is_err());
+        let dropped = missing.sections.pop().unwrap().kind;
+        assert!(matches!(
+            BundleHeader::decode(&missing.encode(), 115),
+            Err(FormatError::BadBundle(BundleFormatError::Missing(kind))) if kind == dropped
+        ));
     }
 
     #[test]
@@ -328,7 +383,15 @@ mod tests {
         let bytes = encode_table(&chunks);
         let table = decode_table(&bytes, 15).unwrap();
         assert_eq!(table[&ChunkId([2; 32])], chunks[1].1);
-        assert!(decode_table(&bytes, 14).is_err());
-        assert!(decode_table(&bytes[..bytes.len() - 1], 15).is_err());
+        assert!(matches!(
+            decode_table(&bytes, 14),
+            Err(FormatError::BadBundle(BundleFormatError::ChunkOutside(id))) if id == ChunkId([2; 32])
+        ));
+        assert!(matches!(
+            decode_table(&bytes[..bytes.len() - 1], 15),
+            Err(FormatError::BadBundle(
+                BundleFormatError::TableLength { .. }
+            ))
+        ));
     }
 }

@@ -131,10 +131,23 @@ fn basis_points(percent: f64) -> u32 {
     (percent.clamp(0.0, 100.0) * 100.0).round() as u32
 }
 
+/// Why bytes are not a channel file this build accepts.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelProblem {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("format {0} is not supported")]
+    Format(u32),
+    #[error("index path {0:?} is not a relative store path")]
+    IndexPath(String),
+    #[error("percentage {0} outside 0..100")]
+    Percent(f64),
+}
+
 impl Channel {
     pub fn parse(bytes: &[u8]) -> Result<Channel, FormatError> {
         let channel: Channel =
-            serde_json::from_slice(bytes).map_err(|e| FormatError::BadChannel(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| FormatError::BadChannel(e.into()))?;
         channel.validate()?;
         Ok(channel)
     }
@@ -147,10 +160,7 @@ impl Channel {
 
     pub fn validate(&self) -> Result<(), FormatError> {
         if self.format != CHANNEL_FORMAT {
-            return Err(FormatError::BadChannel(format!(
-                "format {} is not supported",
-                self.format
-            )));
+            return Err(ChannelProblem::Format(self.format).into());
         }
         crate::index::validate_version(&self.release.version)?;
         crate::index::validate_compatible(&self.release.compatible)?;
@@ -162,18 +172,13 @@ impl Channel {
                 .split('/')
                 .all(|part| !part.is_empty() && part != "..");
         if !path_ok {
-            return Err(FormatError::BadChannel(format!(
-                "index path {:?} is not a relative store path",
-                self.release.index
-            )));
+            return Err(ChannelProblem::IndexPath(self.release.index.clone()).into());
         }
         let percents = std::iter::once(self.rollout.percent)
             .chain(self.rollout.stages.iter().map(|s| s.percent));
         for percent in percents {
             if !(0.0..=100.0).contains(&percent) {
-                return Err(FormatError::BadChannel(format!(
-                    "percentage {percent} outside 0..100"
-                )));
+                return Err(ChannelProblem::Percent(percent).into());
             }
         }
         Ok(())
@@ -277,7 +282,13 @@ mod tests {
         for path in ["/etc/passwd", "releases/../../x", "", "a//b"] {
             let mut c = channel(1.0);
             c.release.index = path.into();
-            assert!(c.validate().is_err(), "{path}");
+            assert!(
+                matches!(
+                    c.validate(),
+                    Err(FormatError::BadChannel(ChannelProblem::IndexPath(p))) if p == path
+                ),
+                "{path}"
+            );
         }
     }
 

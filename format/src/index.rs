@@ -79,6 +79,41 @@ pub struct Index {
     pub chunks: Vec<ChunkEntry>,
 }
 
+/// What makes decoded index bytes not a valid index.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IndexProblem {
+    #[error("too many packs or chunks")]
+    TooMany,
+    #[error("chunk {number} has length {length} outside 1..={max}")]
+    ChunkLength {
+        number: usize,
+        length: u32,
+        max: u32,
+    },
+    #[error("chunk {number} has compressed length {compressed_length} for {length} bytes")]
+    CompressedLength {
+        number: usize,
+        compressed_length: u32,
+        length: u32,
+    },
+    #[error("chunk {number} names pack {pack} of {packs}")]
+    UnknownPack {
+        number: usize,
+        pack: u32,
+        packs: usize,
+    },
+    #[error("chunk {number} lies beyond the end of its pack")]
+    BeyondPack { number: usize },
+    #[error("chunk {number} offset is not contiguous")]
+    NotContiguous { number: usize },
+    #[error("chunks cover {covered} bytes but the image has {image_length}")]
+    Coverage { covered: u64, image_length: u64 },
+    #[error("unknown flags {0:#x}")]
+    UnknownFlags(u16),
+    #[error("{0} is not UTF-8")]
+    NotUtf8(&'static str),
+}
+
 /// Upper bound on a zstd frame holding `length` bytes (zstd's ZSTD_COMPRESSBOUND plus slack
 /// for the frame header and checksum).
 pub fn max_compressed_length(length: u32) -> u32 {
@@ -140,51 +175,53 @@ impl Index {
         validate_compatible(&self.compatible)?;
         validate_version(&self.version)?;
         if self.packs.len() > u32::MAX as usize || self.chunks.len() > u32::MAX as usize {
-            return Err(FormatError::Corrupt("too many packs or chunks".into()));
+            return Err(IndexProblem::TooMany.into());
         }
         let mut offset = 0u64;
         for (number, chunk) in self.chunks.iter().enumerate() {
             if chunk.length == 0 || chunk.length > self.chunker.max_size {
-                return Err(FormatError::Corrupt(format!(
-                    "chunk {number} has length {} outside 1..={}",
-                    chunk.length, self.chunker.max_size
-                )));
+                return Err(IndexProblem::ChunkLength {
+                    number,
+                    length: chunk.length,
+                    max: self.chunker.max_size,
+                }
+                .into());
             }
             if chunk.compressed_length == 0
                 || chunk.compressed_length > max_compressed_length(chunk.length)
             {
-                return Err(FormatError::Corrupt(format!(
-                    "chunk {number} has compressed length {} for {} bytes",
-                    chunk.compressed_length, chunk.length
-                )));
+                return Err(IndexProblem::CompressedLength {
+                    number,
+                    compressed_length: chunk.compressed_length,
+                    length: chunk.length,
+                }
+                .into());
             }
-            let pack = self.packs.get(chunk.pack as usize).ok_or_else(|| {
-                FormatError::Corrupt(format!(
-                    "chunk {number} names pack {} of {}",
-                    chunk.pack,
-                    self.packs.len()
-                ))
-            })?;
+            let pack = self
+                .packs
+                .get(chunk.pack as usize)
+                .ok_or(IndexProblem::UnknownPack {
+                    number,
+                    pack: chunk.pack,
+                    packs: self.packs.len(),
+                })?;
             let end = chunk
                 .pack_offset
                 .checked_add(u64::from(chunk.compressed_length));
             if end.is_none_or(|end| end > pack.length) {
-                return Err(FormatError::Corrupt(format!(
-                    "chunk {number} lies beyond the end of its pack"
-                )));
+                return Err(IndexProblem::BeyondPack { number }.into());
             }
             if chunk.offset != offset {
-                return Err(FormatError::Corrupt(format!(
-                    "chunk {number} offset is not contiguous"
-                )));
+                return Err(IndexProblem::NotContiguous { number }.into());
             }
             offset += u64::from(chunk.length);
         }
         if offset != self.image_length {
-            return Err(FormatError::Corrupt(format!(
-                "chunks cover {offset} bytes but the image has {}",
-                self.image_length
-            )));
+            return Err(IndexProblem::Coverage {
+                covered: offset,
+                image_length: self.image_length,
+            }
+            .into());
         }
         Ok(())
     }
@@ -239,7 +276,7 @@ impl Index {
         }
         let flags = reader.u16()?;
         if flags != 0 {
-            return Err(FormatError::Corrupt(format!("unknown flags {flags:#x}")));
+            return Err(IndexProblem::UnknownFlags(flags).into());
         }
         let created = reader.u64()?;
         let expires = Some(reader.u64()?).filter(|&e| e != 0);
@@ -368,8 +405,7 @@ impl<'a> Reader<'a> {
     fn short_string(&mut self, field: &'static str) -> Result<String, FormatError> {
         let length = self.u8()? as usize;
         let bytes = self.take(length)?;
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| FormatError::Corrupt(format!("{field} is not UTF-8")))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| IndexProblem::NotUtf8(field))?;
         Ok(text.to_owned())
     }
 }

@@ -30,7 +30,7 @@ pub enum FormatError {
     #[error("index has {0} trailing bytes")]
     TrailingBytes(usize),
     #[error("corrupt index: {0}")]
-    Corrupt(String),
+    Corrupt(#[from] index::IndexProblem),
     #[error("unknown chunker kind {0}")]
     UnknownChunker(u8),
     #[error("invalid chunker sizes min {min}, avg {avg}, max {max}")]
@@ -54,7 +54,7 @@ pub enum FormatError {
     #[error("no trusted public keys configured")]
     NoTrustedKeys,
     #[error("channel file: {0}")]
-    BadChannel(String),
+    BadChannel(#[from] channel::ChannelProblem),
     #[error("bundle: {0}")]
-    BadBundle(String),
+    BadBundle(#[from] bundle::BundleFormatError),
 }

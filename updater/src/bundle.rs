@@ -7,7 +7,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use diffota_format::bundle::{
-    decode_table, BundleHeader, BundleNotes, BundledChunk, SectionKind, MAX_METADATA,
+    decode_table, BundleFormatError, BundleHeader, BundleNotes, BundledChunk, SectionKind,
+    MAX_METADATA,
 };
 use diffota_format::{ChunkEntry, ChunkId, FormatError, SignedIndex, TrustedKeys, VerifiedIndex};
 
@@ -76,16 +77,17 @@ pub fn open(
     let file = std::fs::File::open(path).map_err(io)?;
     let file_length = file.metadata().map_err(io)?.len();
     let mut prefix = [0u8; 16];
-    file.read_exact_at(&mut prefix, 0).map_err(|_| {
-        format(FormatError::BadBundle(
-            "file is too short to be a bundle".into(),
-        ))
-    })?;
+    file.read_exact_at(&mut prefix, 0)
+        .map_err(|_| format(BundleFormatError::TooShort.into()))?;
     let header_length = BundleHeader::length_from_prefix(&prefix).map_err(format)?;
     if header_length > file_length {
-        return Err(format(FormatError::BadBundle(format!(
-            "truncated: the header needs {header_length} bytes, the file has {file_length}"
-        ))));
+        return Err(format(
+            BundleFormatError::Truncated {
+                needed: header_length,
+                file_length,
+            }
+            .into(),
+        ));
     }
     let header_bytes = read_section(&file, 0, header_length).map_err(io)?;
     let header = BundleHeader::decode(&header_bytes, file_length).map_err(format)?;
