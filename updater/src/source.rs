@@ -19,19 +19,87 @@ use crate::config::HttpConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{url}: {message}")]
-    Transient { url: String, message: String },
-    #[error("{url}: {message}")]
-    Fatal { url: String, message: String },
+    /// Worth retrying: the server or the network may do better next time.
+    #[error("{url}: {cause}")]
+    Transient {
+        url: String,
+        #[source]
+        cause: FetchProblem,
+    },
+    /// Retrying would get the same answer.
+    #[error("{url}: {cause}")]
+    Fatal {
+        url: String,
+        #[source]
+        cause: FetchProblem,
+    },
     #[error("{url}: larger than the {limit} bytes allowed")]
     TooLarge { url: String, limit: u64 },
     #[error("TLS setup: {0}")]
-    Tls(String),
+    Tls(#[source] HttpSetupError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// What went wrong with one request.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchProblem {
+    #[error("server answered {0}")]
+    Status(reqwest::StatusCode),
+    #[error("response ended {remaining} bytes early")]
+    EndedEarly { remaining: u64 },
+    #[error("asked for bytes {start}-{last} but got Content-Range {answered:?}")]
+    ContentRange {
+        start: u64,
+        last: u64,
+        answered: String,
+    },
+    /// The transport's error; its causes (connection refused, timed out, ...) are its
+    /// sources, shown by `chain`.
+    #[error("{0}")]
+    Transport(#[source] reqwest::Error),
+}
+
+/// An error and its causes on one line: what a retry message or a log line shows.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// Why the HTTP client could not be set up from the config.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpSetupError {
+    #[error("{path}: not valid PEM: {source}")]
+    Pem {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{path}: no certificates found")]
+    NoCertificates { path: PathBuf },
+    #[error("{path}: no private key found")]
+    NoPrivateKey { path: PathBuf },
+    #[error("{path}: {source}")]
+    Certificate {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("header {name}: not a valid HTTP header")]
+    Header { name: String },
+    #[error("{0}")]
+    Client(#[source] reqwest::Error),
 }
 
 impl FetchError {
@@ -125,7 +193,7 @@ impl StoreSource {
                     .get(&url)
                     .send()
                     .await
-                    .map_err(|e| transport_error(&url, &e))?;
+                    .map_err(|e| transport_error(&url, e))?;
                 check_status(&url, response.status())?;
                 if response.content_length().is_some_and(|l| l > limit) {
                     return Err(FetchError::TooLarge { url, limit });
@@ -134,7 +202,7 @@ impl StoreSource {
                 while let Some(piece) = response
                     .chunk()
                     .await
-                    .map_err(|e| transport_error(&url, &e))?
+                    .map_err(|e| transport_error(&url, e))?
                 {
                     traffic
                         .bytes
@@ -215,7 +283,7 @@ async fn http_range<S: RangeSink>(
     let mut response = request
         .send()
         .await
-        .map_err(|e| RangeError::Fetch(transport_error(&url, &e)))?;
+        .map_err(|e| RangeError::Fetch(transport_error(&url, e)))?;
     let status = response.status();
     check_status(&url, status).map_err(RangeError::Fetch)?;
     let mut skip = 0u64;
@@ -229,10 +297,11 @@ async fn http_range<S: RangeSink>(
         if !answered.is_some_and(|range| range.covers(start, end)) {
             return Err(RangeError::Fetch(FetchError::Fatal {
                 url,
-                message: format!(
-                    "asked for bytes {start}-{} but got Content-Range {content_range:?}",
-                    end - 1
-                ),
+                cause: FetchProblem::ContentRange {
+                    start,
+                    last: end - 1,
+                    answered: content_range.to_owned(),
+                },
             }));
         }
     } else {
@@ -246,13 +315,13 @@ async fn http_range<S: RangeSink>(
         let piece = match response
             .chunk()
             .await
-            .map_err(|e| RangeError::Fetch(transport_error(&url, &e)))?
+            .map_err(|e| RangeError::Fetch(transport_error(&url, e)))?
         {
             Some(piece) => piece,
             None => {
                 return Err(RangeError::Fetch(FetchError::Transient {
                     url,
-                    message: format!("response ended {remaining} bytes early"),
+                    cause: FetchProblem::EndedEarly { remaining },
                 }))
             }
         };
@@ -284,34 +353,24 @@ fn check_status(url: &str, status: reqwest::StatusCode) -> Result<(), FetchError
     {
         Err(FetchError::Transient {
             url: url.to_owned(),
-            message: format!("server answered {status}"),
+            cause: FetchProblem::Status(status),
         })
     } else {
         Err(FetchError::Fatal {
             url: url.to_owned(),
-            message: format!("server answered {status}"),
+            cause: FetchProblem::Status(status),
         })
     }
 }
 
-fn transport_error(url: &str, error: &reqwest::Error) -> FetchError {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        message.push_str(": ");
-        message.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    if error.is_builder() || error.is_redirect() {
-        FetchError::Fatal {
-            url: url.to_owned(),
-            message,
-        }
+fn transport_error(url: &str, error: reqwest::Error) -> FetchError {
+    let fatal = error.is_builder() || error.is_redirect();
+    let cause = FetchProblem::Transport(error);
+    let url = url.to_owned();
+    if fatal {
+        FetchError::Fatal { url, cause }
     } else {
-        FetchError::Transient {
-            url: url.to_owned(),
-            message,
-        }
+        FetchError::Transient { url, cause }
     }
 }
 
@@ -321,9 +380,12 @@ fn http_client(http: &HttpConfig) -> Result<reqwest::Client, FetchError> {
     match &http.ca_file {
         Some(path) => {
             for cert in read_pem_certs(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| FetchError::Tls(format!("{}: {e}", path.display())))?;
+                roots.add(cert).map_err(|source| {
+                    FetchError::Tls(HttpSetupError::Certificate {
+                        path: path.clone(),
+                        source,
+                    })
+                })?;
             }
         }
         None => {
@@ -335,7 +397,7 @@ fn http_client(http: &HttpConfig) -> Result<reqwest::Client, FetchError> {
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| FetchError::Tls(e.to_string()))?
+        .map_err(|e| FetchError::Tls(e.into()))?
         .with_root_certificates(roots);
     let mut tls = match (&http.client_cert, &http.client_key) {
         (Some(cert_path), Some(key_path)) => {
@@ -346,25 +408,27 @@ fn http_client(http: &HttpConfig) -> Result<reqwest::Client, FetchError> {
             })?;
             let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
                 FetchError::Tls(match e {
-                    rustls::pki_types::pem::Error::NoItemsFound => {
-                        format!("{}: no private key found", key_path.display())
-                    }
-                    e => format!("{}: not valid PEM: {e}", key_path.display()),
+                    rustls::pki_types::pem::Error::NoItemsFound => HttpSetupError::NoPrivateKey {
+                        path: key_path.clone(),
+                    },
+                    source => HttpSetupError::Pem {
+                        path: key_path.clone(),
+                        source,
+                    },
                 })
             })?;
             builder
                 .with_client_auth_cert(certs, key)
-                .map_err(|e| FetchError::Tls(e.to_string()))?
+                .map_err(|e| FetchError::Tls(e.into()))?
         }
         _ => builder.with_no_client_auth(),
     };
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let mut headers = reqwest::header::HeaderMap::new();
     for (name, value) in &http.headers {
-        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|e| FetchError::Tls(format!("header {name}: {e}")))?;
-        let value = reqwest::header::HeaderValue::from_str(value)
-            .map_err(|e| FetchError::Tls(format!("header {name}: {e}")))?;
+        let bad = || FetchError::Tls(HttpSetupError::Header { name: name.clone() });
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+        let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| bad())?;
         headers.insert(name, value);
     }
     reqwest::Client::builder()
@@ -374,7 +438,7 @@ fn http_client(http: &HttpConfig) -> Result<reqwest::Client, FetchError> {
         .connect_timeout(Duration::from_secs(http.connect_timeout_secs))
         .read_timeout(Duration::from_secs(http.stall_timeout_secs))
         .build()
-        .map_err(|e| FetchError::Tls(e.to_string()))
+        .map_err(|e| FetchError::Tls(HttpSetupError::Client(e)))
 }
 
 fn read_pem_certs(
@@ -386,12 +450,16 @@ fn read_pem_certs(
     })?;
     let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| FetchError::Tls(format!("{}: not valid PEM: {e}", path.display())))?;
+        .map_err(|source| {
+            FetchError::Tls(HttpSetupError::Pem {
+                path: path.to_owned(),
+                source,
+            })
+        })?;
     if certs.is_empty() {
-        return Err(FetchError::Tls(format!(
-            "{}: no certificates found",
-            path.display()
-        )));
+        return Err(FetchError::Tls(HttpSetupError::NoCertificates {
+            path: path.to_owned(),
+        }));
     }
     Ok(certs)
 }

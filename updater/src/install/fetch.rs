@@ -175,6 +175,7 @@ async fn fetch_range(
                 attempt += 1;
                 let delay =
                     Duration::from_millis(200u64 << attempt.min(5)).min(Duration::from_secs(5));
+                let error = crate::source::chain(&error);
                 tracing::warn!(event = "chunk_fetch_failed", url = %url, attempt, error = %error, "retrying in {delay:?}");
                 progress.event(Event::Message(&format!(
                     "{error}; retry {attempt} of {} in {delay:?}",
