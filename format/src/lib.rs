@@ -44,11 +44,23 @@ pub enum FormatError {
     #[error("chunk {expected}: hash mismatch (got {actual})")]
     ChunkMismatch { expected: ChunkId, actual: ChunkId },
     #[error("public key {label}: {reason}")]
-    BadPublicKey { label: String, reason: String },
+    BadPublicKey {
+        label: String,
+        #[source]
+        reason: minisign_verify::Error,
+    },
     #[error("{what}: unreadable signature file: {reason}")]
-    BadSignatureFile { what: String, reason: String },
+    BadSignatureFile {
+        what: String,
+        #[source]
+        reason: minisign_verify::Error,
+    },
     #[error("{what}: signature does not verify: {reason}")]
-    SignatureInvalid { what: String, reason: String },
+    SignatureInvalid {
+        what: String,
+        #[source]
+        reason: minisign_verify::Error,
+    },
     #[error("{what}: signed by a key that is not trusted")]
     UntrustedKey { what: String },
     #[error("no trusted public keys configured")]

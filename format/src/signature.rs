@@ -46,9 +46,9 @@ impl TrustedKeys {
         } else {
             PublicKey::from_base64(trimmed)
         }
-        .map_err(|e| FormatError::BadPublicKey {
+        .map_err(|reason| FormatError::BadPublicKey {
             label: label.to_owned(),
-            reason: e.to_string(),
+            reason,
         })?;
         self.keys.push((label.to_owned(), key));
         Ok(())
@@ -71,9 +71,9 @@ impl TrustedKeys {
         signature_text: &str,
     ) -> Result<String, FormatError> {
         let signature =
-            Signature::decode(signature_text).map_err(|e| FormatError::BadSignatureFile {
+            Signature::decode(signature_text).map_err(|reason| FormatError::BadSignatureFile {
                 what: what.to_owned(),
-                reason: e.to_string(),
+                reason,
             })?;
         if self.keys.is_empty() {
             return Err(FormatError::NoTrustedKeys);
@@ -83,7 +83,7 @@ impl TrustedKeys {
             match key.verify(data, &signature, true) {
                 Ok(()) => return Ok(label.clone()),
                 Err(minisign_verify::Error::UnexpectedKeyId) => {}
-                Err(e) => last_error = Some(e.to_string()),
+                Err(e) => last_error = Some(e),
             }
         }
         match last_error {

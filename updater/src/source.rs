@@ -58,21 +58,9 @@ pub enum FetchProblem {
         answered: String,
     },
     /// The transport's error; its causes (connection refused, timed out, ...) are its
-    /// sources, shown by `chain`.
+    /// sources, shown by `diffota_cli::error_chain`.
     #[error("{0}")]
     Transport(#[source] reqwest::Error),
-}
-
-/// An error and its causes on one line: what a retry message or a log line shows.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 /// Why the HTTP client could not be set up from the config.

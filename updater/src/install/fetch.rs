@@ -175,7 +175,7 @@ async fn fetch_range(
                 attempt += 1;
                 let delay =
                     Duration::from_millis(200u64 << attempt.min(5)).min(Duration::from_secs(5));
-                let error = crate::source::chain(&error);
+                let error = diffota_cli::error_chain(&error);
                 tracing::warn!(event = "chunk_fetch_failed", url = %url, attempt, error = %error, "retrying in {delay:?}");
                 progress.event(Event::Message(&format!(
                     "{error}; retry {attempt} of {} in {delay:?}",
@@ -256,16 +256,27 @@ fn decode_frame(
     chunk: &ChunkEntry,
     url: &str,
 ) -> Result<VerifiedChunk, InstallError> {
-    let bad = |reason: String| InstallError::BadChunk {
+    let bad = |reason: BadFrame| InstallError::BadChunk {
         id: chunk.id,
         url: url.to_owned(),
         pack_offset: chunk.pack_offset,
         reason,
     };
-    let data = zstd::bulk::decompress(frame, chunk.length as usize)
-        .map_err(|e| bad(format!("zstd: {e}")))?;
+    let data =
+        zstd::bulk::decompress(frame, chunk.length as usize).map_err(|e| bad(BadFrame::Zstd(e)))?;
     ChunkData(data).verify(&chunk.id).map_err(|e| match e {
-        FormatError::ChunkMismatch { .. } => bad("hash mismatch (tampered or corrupt data)".into()),
-        other => bad(other.to_string()),
+        FormatError::ChunkMismatch { .. } => bad(BadFrame::Hash),
+        other => bad(BadFrame::Other(Box::new(other))),
     })
+}
+
+/// Why a fetched frame was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum BadFrame {
+    #[error("zstd: {0}")]
+    Zstd(#[source] std::io::Error),
+    #[error("hash mismatch (tampered or corrupt data)")]
+    Hash,
+    #[error(transparent)]
+    Other(Box<FormatError>),
 }

@@ -15,6 +15,7 @@ mod report;
 mod seeds;
 mod verify;
 
+pub use fetch::BadFrame;
 pub use report::{BundleCheck, CheckReport, InstallReport, Outcome};
 
 use std::path::PathBuf;
@@ -62,7 +63,8 @@ pub enum InstallError {
         id: ChunkId,
         url: String,
         pack_offset: u64,
-        reason: String,
+        #[source]
+        reason: BadFrame,
     },
     #[error("slot {slot}: read back after writing does not match the release (expected BLAKE3 {expected}, read {actual}); the slot was not activated")]
     ReadBack {
