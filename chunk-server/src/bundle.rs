@@ -12,9 +12,18 @@ use diffota_format::bundle::{
 };
 use diffota_format::{ChunkEntry, ChunkId, Index};
 
-use crate::fsutil::TempFile;
+use crate::fsutil::{temp_file_beside, TempFile};
 use crate::make::MakeError;
 use crate::store::{io_error, read_index, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Making a release from an image, for `bundle_from_images`.
+    #[error(transparent)]
+    Make(#[from] MakeError),
+}
 
 #[derive(Debug, serde::Serialize)]
 pub struct BundleSummary {
@@ -32,7 +41,7 @@ pub fn bundle(
     from: &[String],
     name: &str,
     out: &Path,
-) -> Result<BundleSummary, MakeError> {
+) -> Result<BundleSummary, BundleError> {
     let index_path = store.index_path(to, name);
     let index_bytes = fs_err::read(&index_path).map_err(io_error(&index_path))?;
     let index = Index::decode(&index_bytes).map_err(|source| StoreError::Format {
@@ -73,7 +82,7 @@ pub fn bundle(
             name: name.to_owned(),
         },
     );
-    let mut temp = TempFile::create_beside(out).map_err(io_error(out))?;
+    let mut temp = temp_file_beside(out).map_err(io_error(out))?;
     write_bundle(store, &index, &carried, &layout, &mut temp).map_err(io_error(out))?;
     temp.commit(out).map_err(io_error(out))?;
     Ok(BundleSummary {
@@ -213,7 +222,7 @@ pub struct ImageBundle<'a> {
 pub fn bundle_from_images(
     images: &ImageBundle<'_>,
     out: &Path,
-) -> Result<BundleSummary, MakeError> {
+) -> Result<BundleSummary, BundleError> {
     let store_dir = PathBuf::from(format!(
         "{}.store-tmp-{}",
         out.display(),

@@ -3,8 +3,18 @@
 
 use diffota_format::channel::{Channel, ReleaseRef, Rollout, Stage, CHANNEL_FORMAT};
 
-use crate::make::{sign_file, MakeError};
+use crate::keys::{sign_file, KeyError};
 use crate::store::{io_error, read_index, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the channel would be invalid")]
+    Invalid(#[from] diffota_format::FormatError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
 
 pub struct ChannelOptions<'a> {
     pub channel: &'a str,
@@ -20,7 +30,7 @@ pub struct ChannelOptions<'a> {
     pub signing_key: &'a minisign::SecretKey,
 }
 
-pub fn set_channel(store: &Store, options: &ChannelOptions) -> Result<Channel, MakeError> {
+pub fn set_channel(store: &Store, options: &ChannelOptions) -> Result<Channel, ChannelError> {
     let index_path = store.index_path(options.release, options.name);
     let index = read_index(&index_path)?;
     let path = store.channel_path(options.channel);

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use minisign::{KeyPair, PublicKey, SecretKey, SecretKeyBox};
 
+use diffota_format::signature::signature_path;
+
 use crate::fsutil::write_atomic;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,14 +19,39 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: not a minisign secret key: {reason}")]
-    BadSecretKey { path: PathBuf, reason: String },
+    #[error("{path}: not a minisign secret key")]
+    BadSecretKey {
+        path: PathBuf,
+        #[source]
+        problem: SecretKeyProblem,
+    },
     #[error("{path}: wrong password or corrupt key")]
     WrongPassword { path: PathBuf },
-    #[error("minisign: {0}")]
-    Minisign(String),
+    #[error("minisign: {doing}")]
+    Minisign {
+        doing: &'static str,
+        #[source]
+        source: minisign::PError,
+    },
     #[error(transparent)]
     PublicKey(#[from] diffota_format::FormatError),
+}
+
+/// What is wrong with a file that should hold a minisign secret key.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretKeyProblem {
+    #[error("expected a comment line and a key line")]
+    MissingKeyLine,
+    #[error("key line is not base64")]
+    NotBase64(#[source] base64::DecodeError),
+    #[error("unknown key derivation")]
+    UnknownKeyDerivation,
+    #[error("key box")]
+    Minisign(#[source] minisign::PError),
+}
+
+fn minisign_error(doing: &'static str) -> impl FnOnce(minisign::PError) -> KeyError {
+    move |source| KeyError::Minisign { doing, source }
 }
 
 /// Where the password for an encrypted key comes from.
@@ -74,15 +101,15 @@ pub fn generate(
         Password::Prompt => KeyPair::generate_encrypted_keypair(None),
         Password::Given(p) => KeyPair::generate_encrypted_keypair(Some(p)),
     }
-    .map_err(|e| KeyError::Minisign(e.to_string()))?;
+    .map_err(minisign_error("generating a key pair"))?;
     let secret_box = pair
         .sk
         .to_box(Some("diffota secret key"))
-        .map_err(|e| KeyError::Minisign(e.to_string()))?;
+        .map_err(minisign_error("encoding the secret key"))?;
     let public_box = pair
         .pk
         .to_box()
-        .map_err(|e| KeyError::Minisign(e.to_string()))?;
+        .map_err(minisign_error("encoding the public key"))?;
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| KeyError::Io { path, source }
@@ -104,31 +131,33 @@ pub fn load_secret_key(path: &Path, password: Password) -> Result<SecretKey, Key
         path: path.to_owned(),
         source,
     })?;
-    let bad = |reason: &str| KeyError::BadSecretKey {
+    let bad = |problem: SecretKeyProblem| KeyError::BadSecretKey {
         path: path.to_owned(),
-        reason: reason.to_owned(),
+        problem,
     };
     let key_line = text
         .lines()
         .nth(1)
-        .ok_or_else(|| bad("expected a comment line and a key line"))?;
+        .ok_or_else(|| bad(SecretKeyProblem::MissingKeyLine))?;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(key_line.trim())
-        .map_err(|_| bad("key line is not base64"))?;
+        .map_err(|e| bad(SecretKeyProblem::NotBase64(e)))?;
     // Bytes 2..4 name the key derivation: "Sc" (scrypt, encrypted) or zeros (no password).
     let encrypted = match raw.get(2..4) {
         Some(b"Sc") => true,
         Some([0, 0]) => false,
-        _ => return Err(bad("unknown key derivation")),
+        _ => return Err(bad(SecretKeyProblem::UnknownKeyDerivation)),
     };
     let text = if encrypted {
         text
     } else {
         with_checksum(&text, raw)
     };
-    let secret_box = SecretKeyBox::from_string(&text).map_err(|e| bad(&e.to_string()))?;
+    let secret_box =
+        SecretKeyBox::from_string(&text).map_err(|e| bad(SecretKeyProblem::Minisign(e)))?;
     if !encrypted {
-        return SecretKey::from_unencrypted_box(secret_box).map_err(|e| bad(&e.to_string()));
+        return SecretKey::from_unencrypted_box(secret_box)
+            .map_err(|e| bad(SecretKeyProblem::Minisign(e)));
     }
     let result = match password {
         Password::Given(p) => SecretKey::from_box(secret_box, Some(p)),
@@ -141,7 +170,7 @@ pub fn load_secret_key(path: &Path, password: Password) -> Result<SecretKey, Key
                 path: path.to_owned(),
             }
         } else {
-            bad(&e.to_string())
+            bad(SecretKeyProblem::Minisign(e))
         }
     })
 }
@@ -182,8 +211,24 @@ pub fn sign(
         Some(trusted_comment),
         Some("signature from diffota chunk-server"),
     )
-    .map_err(|e| KeyError::Minisign(e.to_string()))?;
+    .map_err(minisign_error("signing"))?;
     Ok(signature.into_string())
+}
+
+/// Writes `<path>.minisig` for the bytes of `path`.
+pub fn sign_file(
+    path: &Path,
+    bytes: &[u8],
+    key: &minisign::SecretKey,
+    comment: &str,
+) -> Result<PathBuf, KeyError> {
+    let signature = sign(key, bytes, comment)?;
+    let signature_path = signature_path(path);
+    write_atomic(&signature_path, signature.as_bytes()).map_err(|source| KeyError::Io {
+        path: signature_path.clone(),
+        source,
+    })?;
+    Ok(signature_path)
 }
 
 /// Loads public key files as the keys `verify` trusts.

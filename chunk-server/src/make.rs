@@ -18,7 +18,7 @@ use diffota_format::signature::signature_path;
 use diffota_format::{ChunkEntry, ChunkId, ChunkerParams, Index, PackRef};
 use rayon::prelude::*;
 
-use crate::fsutil::{write_atomic, TempFile};
+use crate::fsutil::{temp_file_beside, write_atomic, TempFile};
 use crate::store::{io_error, ChunkLocation, Store, StoreError};
 
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
@@ -121,7 +121,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
     let packs_dir = store.packs_dir();
     fs_err::create_dir_all(&packs_dir).map_err(io_error(&packs_dir))?;
     let mut pack_file =
-        TempFile::create_beside(&packs_dir.join("new.pack")).map_err(io_error(&packs_dir))?;
+        temp_file_beside(&packs_dir.join("new.pack")).map_err(io_error(&packs_dir))?;
     let chunked = chunk_image(store, options, &mut pack_file)?;
     if chunked.image_length == 0 {
         return Err(MakeError::EmptyImage {
@@ -332,7 +332,7 @@ fn publish(
     };
     if let Some(key) = options.signing_key {
         if !signature_path(&index_path).exists() {
-            sign_file(
+            crate::keys::sign_file(
                 &index_path,
                 &index_bytes,
                 key,
@@ -378,19 +378,6 @@ fn read_published(
             version: version.to_owned(),
         }),
     }
-}
-
-/// Writes `<path>.minisig` for the bytes of `path`.
-pub fn sign_file(
-    path: &Path,
-    bytes: &[u8],
-    key: &minisign::SecretKey,
-    comment: &str,
-) -> Result<PathBuf, MakeError> {
-    let signature = crate::keys::sign(key, bytes, comment)?;
-    let signature_path = signature_path(path);
-    write_atomic(&signature_path, signature.as_bytes()).map_err(io_error(&signature_path))?;
-    Ok(signature_path)
 }
 
 /// The reader thread: cuts the image into batches and hashes the whole image on the way.

@@ -1,7 +1,16 @@
 //! The edge both binaries share: printing to stdout and stderr without aborting when the
-//! reader has gone away (`diffota status | head -1`), and the logging setup.
+//! reader has gone away (`diffota status | head -1`), the logging setup, crash-safe file
+//! replacement (`files`) and the clock.
 
+pub mod files;
 pub mod output;
+
+/// Seconds since the Unix epoch; 0 if the clock is before it.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// Whether log lines carry their time: the device's journal adds its own, a build host's
 /// terminal (a long `serve`) does not.

@@ -40,28 +40,16 @@ impl fmt::Debug for ChunkId {
     }
 }
 
-/// Lower-case hex of 32 bytes (chunk ids, pack names, image hashes).
+/// Lower-case hex of 32 bytes (chunk ids, pack names, image hashes), by blake3's encoder.
 pub fn hex32(bytes: &[u8; 32]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for byte in bytes {
-        out.push(DIGITS[(byte >> 4) as usize] as char);
-        out.push(DIGITS[(byte & 15) as usize] as char);
-    }
-    out
+    blake3::Hash::from_bytes(*bytes).to_hex().to_string()
 }
 
+/// The 32 bytes of a 64-digit hex string (either case).
 pub fn parse_hex32(text: &str) -> Result<[u8; 32], FormatError> {
-    let bad = || FormatError::BadHex(text.chars().take(80).collect());
-    if text.len() != 64 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in text.as_bytes().chunks(2).enumerate() {
-        let digit = |c: u8| (c as char).to_digit(16).ok_or_else(bad);
-        out[i] = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
-    }
-    Ok(out)
+    blake3::Hash::from_hex(text)
+        .map(|hash| *hash.as_bytes())
+        .map_err(|_| FormatError::BadHex(text.chars().take(80).collect()))
 }
 
 /// How an image is cut. Recorded in the index so a device cuts its running slot the same way.

@@ -6,7 +6,6 @@ pub mod bundle;
 pub mod check;
 pub mod config;
 pub mod doctor;
-pub mod files;
 pub mod install;
 pub mod keys;
 pub mod plan;

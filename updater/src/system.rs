@@ -5,11 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::config::DeviceIdSource;
 
 /// Seconds since the Unix epoch; 0 if the clock is before it.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use diffota_cli::unix_now as now;
 
 /// This boot's id, from the configured file (`/proc/sys/kernel/random/boot_id`); None when
 /// it cannot be read.

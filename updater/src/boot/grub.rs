@@ -94,7 +94,7 @@ impl EnvStore for GrubEnv {
 
     fn store(&self, vars: &BTreeMap<String, String>) -> Result<(), BootError> {
         let bytes = encode(vars).map_err(BootError::content(&self.path))?;
-        crate::files::replace(&self.path, &bytes).map_err(BootError::io(&self.path))
+        diffota_cli::files::replace(&self.path, &bytes).map_err(BootError::io(&self.path))
     }
 }
 

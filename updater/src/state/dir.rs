@@ -9,8 +9,8 @@ use serde::Serialize;
 use diffota_format::signature::signature_path;
 
 use super::record::{InProgress, State, StateFormatError};
-use crate::files;
 use crate::slot::Slot;
+use diffota_cli::files;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -4,7 +4,9 @@ use anyhow::{bail, Result};
 use chunk_server::bundle::ImageBundle;
 use chunk_server::store::Store;
 
-use super::{now, show, signing_key};
+use diffota_cli::unix_now as now;
+
+use super::{show, signing_key};
 use crate::cli::BundleArgs;
 
 pub fn run(args: BundleArgs, json: bool) -> Result<ExitCode> {

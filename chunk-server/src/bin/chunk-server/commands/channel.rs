@@ -6,7 +6,9 @@ use chunk_server::channel::{parse_stage, ChannelOptions};
 use chunk_server::store::Store;
 use diffota_cli::{out, outln};
 
-use super::{now, signing_key};
+use diffota_cli::unix_now as now;
+
+use super::signing_key;
 use crate::cli::ChannelCommand;
 
 pub fn run(command: ChannelCommand) -> Result<ExitCode> {

@@ -11,7 +11,9 @@ use chunk_server::store::Store;
 use diffota_cli::outln;
 use diffota_format::ChunkerParams;
 
-use super::{now, show, signing_key};
+use diffota_cli::unix_now as now;
+
+use super::{show, signing_key};
 use crate::cli::{MakeArgs, PasswordArgs};
 
 pub fn keygen(
@@ -91,7 +93,7 @@ pub fn sign(key: &Path, password: &PasswordArgs, files: &[PathBuf]) -> Result<Ex
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         );
-        let signature = chunk_server::make::sign_file(file, &bytes, &secret_key, &comment)?;
+        let signature = chunk_server::keys::sign_file(file, &bytes, &secret_key, &comment)?;
         outln!("{}", signature.display());
     }
     Ok(ExitCode::SUCCESS)

@@ -65,12 +65,6 @@ fn show<T: serde::Serialize + std::fmt::Display>(report: &T, json: bool) -> Resu
     Ok(())
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn signing_key(path: &Path, password: &PasswordArgs) -> Result<minisign::SecretKey> {
     Ok(chunk_server::keys::load_signing_key(
         path,

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use chunk_server::store::Store;
 
-use super::{now, show};
+use diffota_cli::unix_now as now;
+
+use super::show;
 
 pub fn verify(
     public_keys: &[PathBuf],
