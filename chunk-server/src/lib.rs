@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod channel;
+pub mod delta;
 pub mod diff;
 pub mod fsutil;
 pub mod keys;

@@ -295,6 +295,7 @@ fn build_index(options: &MakeOptions, chunked: &Chunked) -> Index {
         version: options.version.to_owned(),
         packs,
         chunks,
+        deltas: diffota_format::index::Deltas::default(),
     }
 }
 

@@ -7,7 +7,7 @@
 //! | offset | size      | meaning                                                        |
 //! |--------|-----------|----------------------------------------------------------------|
 //! | 0      | 8         | magic `DFOTAIDX`                                               |
-//! | 8      | 2         | format version, 1                                              |
+//! | 8      | 2         | format version, 1 or 2 (2 when the release has delta frames)   |
 //! | 10     | 2         | flags, 0 (any other value is rejected)                         |
 //! | 12     | 8         | creation time, unix seconds                                    |
 //! | 20     | 8         | expiry, unix seconds, 0 = none                                 |
@@ -27,7 +27,25 @@
 //! | ...    | N × 52    | per chunk in image order: id (32), length (4), compressed      |
 //! |        |           | length (4), pack number (4), offset in pack (8)                |
 //!
-//! The file ends right after the last chunk record; trailing bytes are rejected. A chunk's
+//!
+//! Version 2 goes on with the delta frames (see `Deltas`): new chunks compressed as groups
+//! against old chunks, the bases, that devices on older releases already hold.
+//!
+//! | size      | meaning                                                                 |
+//! |-----------|-------------------------------------------------------------------------|
+//! | 4         | base count B                                                            |
+//! | B × 36    | per base: chunk id (32), length (4)                                     |
+//! | 4         | delta frame count D                                                     |
+//! | D × ...   | per frame: pack number (4), offset in pack (8), compressed length (4),  |
+//! |           | base count k (2), chunk count m (2), k × base number (4), m × chunk     |
+//! |           | number (4)                                                              |
+//!
+//! A frame's content is its chunks (numbers into the chunk table) back to back; its
+//! dictionary is its bases (numbers into the base table) back to back, as a raw-content
+//! zstd prefix. Content is at most `MAX_DELTA_CONTENT` bytes and the dictionary at most
+//! `MAX_DELTA_DICTIONARY`, which bounds what a device holds in memory for one frame.
+//!
+//! The file ends right after the last record; trailing bytes are rejected. A chunk's
 //! offset in the image is the sum of the lengths before it. The decoder checks every count
 //! against the bytes that remain before allocating, so no input makes it panic or allocate
 //! more than the input's own size allows.
@@ -36,9 +54,19 @@ use crate::chunk::{ChunkId, ChunkerKind, ChunkerParams};
 use crate::FormatError;
 
 pub const MAGIC: &[u8; 8] = b"DFOTAIDX";
+/// The version written for an index without delta frames (read by every device).
 pub const FORMAT_VERSION: u16 = 1;
+/// The version written for an index with delta frames.
+pub const FORMAT_VERSION_DELTAS: u16 = 2;
 const PACK_RECORD: usize = 40;
 const CHUNK_RECORD: usize = 52;
+const BASE_RECORD: usize = 36;
+/// The smallest delta frame record: no bases, one chunk.
+const MIN_FRAME_RECORD: usize = 4 + 8 + 4 + 2 + 2 + 4;
+/// Most bytes a delta frame rebuilds.
+pub const MAX_DELTA_CONTENT: u32 = 1024 * 1024;
+/// Most bytes of bases a delta frame's dictionary holds.
+pub const MAX_DELTA_DICTIONARY: u32 = 4 * 1024 * 1024;
 
 /// A pack file of the store: zstd frames of chunks, back to back, named by its BLAKE3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +105,40 @@ pub struct Index {
     pub version: String,
     pub packs: Vec<PackRef>,
     pub chunks: Vec<ChunkEntry>,
+    pub deltas: Deltas,
+}
+
+/// The delta frames of a release: each rebuilds a run of its new chunks from one zstd frame
+/// whose dictionary is old chunks (bases) a device may hold. A device uses a frame only
+/// when it holds every base; otherwise the chunks' own frames serve.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deltas {
+    pub bases: Vec<DeltaBase>,
+    pub frames: Vec<DeltaFrame>,
+}
+
+/// An old chunk used as (part of) a dictionary: its id and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeltaBase {
+    pub id: ChunkId,
+    pub length: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeltaFrame {
+    pub pack: u32,
+    pub pack_offset: u64,
+    pub compressed_length: u32,
+    /// Numbers into `Deltas::bases`, in dictionary order.
+    pub bases: Vec<u32>,
+    /// Numbers into `Index::chunks`, in content order.
+    pub chunks: Vec<u32>,
+}
+
+impl Deltas {
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty() && self.bases.is_empty()
+    }
 }
 
 /// What makes decoded index bytes not a valid index.
@@ -108,6 +170,38 @@ pub enum IndexProblem {
     NotContiguous { number: usize },
     #[error("chunks cover {covered} bytes but the image has {image_length}")]
     Coverage { covered: u64, image_length: u64 },
+    #[error("delta frame {number} names base {base} of {bases}")]
+    UnknownBase {
+        number: usize,
+        base: u32,
+        bases: usize,
+    },
+    #[error("delta frame {number} names chunk {chunk} of {chunks}")]
+    UnknownChunk {
+        number: usize,
+        chunk: u32,
+        chunks: usize,
+    },
+    #[error("delta frame {number} rebuilds {content} bytes from a {dictionary}-byte dictionary (limits {MAX_DELTA_CONTENT} and {MAX_DELTA_DICTIONARY})")]
+    DeltaSize {
+        number: usize,
+        content: u64,
+        dictionary: u64,
+    },
+    #[error("delta frame {number} has no chunks or a bad compressed length")]
+    DeltaFrameShape { number: usize },
+    #[error("delta frame {number} names pack {pack} of {packs} or lies beyond its end")]
+    DeltaFramePack {
+        number: usize,
+        pack: u32,
+        packs: usize,
+    },
+    #[error("base {number} has length {length} outside 1..={max}")]
+    BaseLength {
+        number: usize,
+        length: u32,
+        max: u32,
+    },
     #[error("unknown flags {0:#x}")]
     UnknownFlags(u16),
     #[error("{0} is not UTF-8")]
@@ -223,12 +317,103 @@ impl Index {
             }
             .into());
         }
+        self.validate_deltas()
+    }
+
+    fn validate_deltas(&self) -> Result<(), FormatError> {
+        let deltas = &self.deltas;
+        if deltas.bases.len() > u32::MAX as usize || deltas.frames.len() > u32::MAX as usize {
+            return Err(IndexProblem::TooMany.into());
+        }
+        for (number, base) in deltas.bases.iter().enumerate() {
+            if base.length == 0 || base.length > MAX_DELTA_DICTIONARY {
+                return Err(IndexProblem::BaseLength {
+                    number,
+                    length: base.length,
+                    max: MAX_DELTA_DICTIONARY,
+                }
+                .into());
+            }
+        }
+        for (number, frame) in deltas.frames.iter().enumerate() {
+            self.validate_frame(number, frame)?;
+        }
         Ok(())
+    }
+
+    fn validate_frame(&self, number: usize, frame: &DeltaFrame) -> Result<(), FormatError> {
+        if frame.bases.len() > usize::from(u16::MAX) || frame.chunks.len() > usize::from(u16::MAX) {
+            return Err(IndexProblem::TooMany.into());
+        }
+        let mut dictionary = 0u64;
+        for &base in &frame.bases {
+            let entry = self
+                .deltas
+                .bases
+                .get(base as usize)
+                .ok_or(IndexProblem::UnknownBase {
+                    number,
+                    base,
+                    bases: self.deltas.bases.len(),
+                })?;
+            dictionary += u64::from(entry.length);
+        }
+        let mut content = 0u64;
+        for &chunk in &frame.chunks {
+            let entry = self
+                .chunks
+                .get(chunk as usize)
+                .ok_or(IndexProblem::UnknownChunk {
+                    number,
+                    chunk,
+                    chunks: self.chunks.len(),
+                })?;
+            content += u64::from(entry.length);
+        }
+        if content > u64::from(MAX_DELTA_CONTENT) || dictionary > u64::from(MAX_DELTA_DICTIONARY) {
+            return Err(IndexProblem::DeltaSize {
+                number,
+                content,
+                dictionary,
+            }
+            .into());
+        }
+        if frame.chunks.is_empty()
+            || frame.compressed_length == 0
+            || frame.compressed_length > max_compressed_length(content as u32)
+        {
+            return Err(IndexProblem::DeltaFrameShape { number }.into());
+        }
+        let beyond = self.packs.get(frame.pack as usize).is_none_or(|pack| {
+            frame
+                .pack_offset
+                .checked_add(u64::from(frame.compressed_length))
+                .is_none_or(|end| end > pack.length)
+        });
+        if beyond {
+            return Err(IndexProblem::DeltaFramePack {
+                number,
+                pack: frame.pack,
+                packs: self.packs.len(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The format version this index is written in: 1 unless it has delta frames, so
+    /// releases without them stay readable by every device.
+    pub fn format_version(&self) -> u16 {
+        if self.deltas.is_empty() {
+            FORMAT_VERSION
+        } else {
+            FORMAT_VERSION_DELTAS
+        }
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.format_version().to_le_bytes());
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&self.created.to_le_bytes());
         out.extend_from_slice(&self.expires.unwrap_or(0).to_le_bytes());
@@ -255,6 +440,9 @@ impl Index {
             out.extend_from_slice(&chunk.pack.to_le_bytes());
             out.extend_from_slice(&chunk.pack_offset.to_le_bytes());
         }
+        if self.format_version() == FORMAT_VERSION_DELTAS {
+            self.deltas.encode(out);
+        }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -270,9 +458,9 @@ impl Index {
         if reader.take(8)? != MAGIC {
             return Err(FormatError::BadMagic);
         }
-        let version = reader.u16()?;
-        if version != FORMAT_VERSION {
-            return Err(FormatError::UnsupportedVersion(version));
+        let format_version = reader.u16()?;
+        if format_version != FORMAT_VERSION && format_version != FORMAT_VERSION_DELTAS {
+            return Err(FormatError::UnsupportedVersion(format_version));
         }
         let flags = reader.u16()?;
         if flags != 0 {
@@ -314,6 +502,11 @@ impl Index {
             offset = offset.saturating_add(u64::from(entry.length));
             chunks.push(entry);
         }
+        let deltas = if format_version == FORMAT_VERSION_DELTAS {
+            Deltas::decode(&mut reader)?
+        } else {
+            Deltas::default()
+        };
         if reader.at != bytes.len() {
             return Err(FormatError::TrailingBytes(bytes.len() - reader.at));
         }
@@ -327,8 +520,13 @@ impl Index {
             version,
             packs,
             chunks,
+            deltas,
         };
         index.validate()?;
+        if index.format_version() != format_version {
+            // A version-2 index with no delta frames would have been written as version 1.
+            return Err(FormatError::UnsupportedVersion(format_version));
+        }
         Ok(index)
     }
 
@@ -340,6 +538,69 @@ impl Index {
             .filter(|c| seen.insert(c.id))
             .map(|c| u64::from(c.compressed_length))
             .sum()
+    }
+}
+
+impl Deltas {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.bases.len() as u32).to_le_bytes());
+        for base in &self.bases {
+            out.extend_from_slice(&base.id.0);
+            out.extend_from_slice(&base.length.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.frames.len() as u32).to_le_bytes());
+        for frame in &self.frames {
+            out.extend_from_slice(&frame.pack.to_le_bytes());
+            out.extend_from_slice(&frame.pack_offset.to_le_bytes());
+            out.extend_from_slice(&frame.compressed_length.to_le_bytes());
+            out.extend_from_slice(&(frame.bases.len() as u16).to_le_bytes());
+            out.extend_from_slice(&(frame.chunks.len() as u16).to_le_bytes());
+            for number in frame.bases.iter().chain(&frame.chunks) {
+                out.extend_from_slice(&number.to_le_bytes());
+            }
+        }
+    }
+
+    fn decode(reader: &mut Reader<'_>) -> Result<Deltas, FormatError> {
+        let base_count = reader.count(BASE_RECORD)?;
+        let mut bases = Vec::with_capacity(base_count);
+        for _ in 0..base_count {
+            bases.push(DeltaBase {
+                id: ChunkId(reader.array32()?),
+                length: reader.u32()?,
+            });
+        }
+        let frame_count = reader.count(MIN_FRAME_RECORD)?;
+        let mut frames = Vec::with_capacity(frame_count);
+        for _ in 0..frame_count {
+            let pack = reader.u32()?;
+            let pack_offset = reader.u64()?;
+            let compressed_length = reader.u32()?;
+            let base_count = usize::from(reader.u16()?);
+            let chunk_count = usize::from(reader.u16()?);
+            // Both lists are checked against the remaining bytes before allocating.
+            let wanted = (base_count + chunk_count) * 4;
+            if reader.bytes.len() - reader.at < wanted {
+                return Err(FormatError::Truncated {
+                    at: reader.at,
+                    wanted,
+                });
+            }
+            let bases = (0..base_count)
+                .map(|_| reader.u32())
+                .collect::<Result<_, _>>()?;
+            let chunks = (0..chunk_count)
+                .map(|_| reader.u32())
+                .collect::<Result<_, _>>()?;
+            frames.push(DeltaFrame {
+                pack,
+                pack_offset,
+                compressed_length,
+                bases,
+                chunks,
+            });
+        }
+        Ok(Deltas { bases, frames })
     }
 }
 
@@ -448,7 +709,112 @@ mod tests {
                 length: pack_offset,
             }],
             chunks,
+            deltas: Default::default(),
         }
+    }
+
+    /// The sample with two delta frames (version 2): the pack grows by their bytes.
+    pub(crate) fn sample_index_with_deltas() -> Index {
+        let mut index = sample_index();
+        let frames_at = index.packs[0].length;
+        index.packs[0].length += 3000;
+        index.deltas = Deltas {
+            bases: vec![
+                DeltaBase {
+                    id: ChunkId::of(b"old chunk one"),
+                    length: 9000,
+                },
+                DeltaBase {
+                    id: ChunkId::of(b"old chunk two"),
+                    length: 12000,
+                },
+            ],
+            frames: vec![
+                DeltaFrame {
+                    pack: 0,
+                    pack_offset: frames_at,
+                    compressed_length: 1000,
+                    bases: vec![1, 0],
+                    chunks: vec![2, 3],
+                },
+                DeltaFrame {
+                    pack: 0,
+                    pack_offset: frames_at + 1000,
+                    compressed_length: 2000,
+                    bases: vec![],
+                    chunks: vec![5],
+                },
+            ],
+        };
+        index
+    }
+
+    #[test]
+    fn version_follows_the_delta_frames_and_both_round_trip() {
+        let plain = sample_index();
+        assert_eq!(plain.to_bytes()[8..10], FORMAT_VERSION.to_le_bytes());
+        let with_deltas = sample_index_with_deltas();
+        let bytes = with_deltas.to_bytes();
+        assert_eq!(bytes[8..10], FORMAT_VERSION_DELTAS.to_le_bytes());
+        assert_eq!(Index::decode(&bytes).unwrap(), with_deltas);
+        for cut in 0..bytes.len() {
+            assert!(
+                Index::decode(&bytes[..cut]).is_err(),
+                "truncation at {cut} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn version_2_without_delta_frames_is_refused() {
+        let mut bytes = sample_index().to_bytes();
+        bytes[8..10].copy_from_slice(&FORMAT_VERSION_DELTAS.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        assert!(matches!(
+            Index::decode(&bytes),
+            Err(FormatError::UnsupportedVersion(2))
+        ));
+    }
+
+    #[test]
+    fn bad_delta_frames_are_named() {
+        let problem = |change: fn(&mut Index)| {
+            let mut index = sample_index_with_deltas();
+            change(&mut index);
+            match Index::decode(&index.to_bytes()) {
+                Err(FormatError::Corrupt(problem)) => problem,
+                other => panic!("expected an index problem, got {other:?}"),
+            }
+        };
+        assert!(matches!(
+            problem(|i| i.deltas.frames[0].bases[0] = 9),
+            IndexProblem::UnknownBase {
+                number: 0,
+                base: 9,
+                ..
+            }
+        ));
+        assert!(matches!(
+            problem(|i| i.deltas.frames[1].chunks[0] = 100_000),
+            IndexProblem::UnknownChunk { number: 1, .. }
+        ));
+        assert!(matches!(
+            problem(|i| i.deltas.bases[0].length = MAX_DELTA_DICTIONARY),
+            IndexProblem::DeltaSize { number: 0, .. }
+        ));
+        assert!(matches!(
+            problem(|i| i.deltas.frames[1].chunks.clear()),
+            IndexProblem::DeltaFrameShape { number: 1 }
+        ));
+        assert!(matches!(
+            problem(|i| i.deltas.frames[1].pack_offset += 1),
+            IndexProblem::DeltaFramePack { number: 1, .. }
+        ));
+        assert!(matches!(
+            problem(|i| i.deltas.bases[1].length = 0),
+            IndexProblem::BaseLength { number: 1, .. }
+        ));
     }
 
     #[test]
@@ -523,9 +889,14 @@ mod tests {
         for corrupt in [
             &include_bytes!("../fixtures/v1-bad-magic.didx")[..],
             &include_bytes!("../fixtures/v1-truncated.didx")[..],
+            &include_bytes!("../fixtures/v2-truncated.didx")[..],
         ] {
             assert!(Index::decode(corrupt).is_err());
         }
+        let fixture = include_bytes!("../fixtures/v2-sample.didx");
+        let index = Index::decode(fixture).expect("version 2 fixture must stay readable");
+        assert_eq!(index.deltas.frames.len(), 2);
+        assert_eq!(index.deltas.frames[0].bases, vec![1, 0]);
     }
 
     #[test]
@@ -543,6 +914,13 @@ mod tests {
             &bytes[..bytes.len() - 7],
         )
         .unwrap();
+        let bytes = sample_index_with_deltas().to_bytes();
+        std::fs::write(format!("{dir}/v2-sample.didx"), &bytes).unwrap();
+        std::fs::write(
+            format!("{dir}/v2-truncated.didx"),
+            &bytes[..bytes.len() - 3],
+        )
+        .unwrap();
     }
 
     proptest! {
@@ -555,6 +933,41 @@ mod tests {
                 bytes[at % len] = value;
             }
             let _ = Index::decode(&bytes);
+        }
+
+        #[test]
+        fn random_mutations_of_delta_frames_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+            let mut bytes = sample_index_with_deltas().to_bytes();
+            let len = bytes.len();
+            let deltas_at = sample_index().to_bytes().len();
+            for (at, value) in flips {
+                bytes[deltas_at + at % (len - deltas_at)] = value;
+            }
+            let _ = Index::decode(&bytes);
+        }
+
+        #[test]
+        fn valid_delta_tables_round_trip(
+            frames in proptest::collection::vec(
+                (proptest::collection::vec(0u32..3, 0..4), proptest::collection::vec(0u32..30, 1..6), 1u32..500),
+                1..6,
+            ),
+            base_lengths in proptest::collection::vec(1u32..100_000, 3),
+        ) {
+            let mut index = sample_index();
+            let mut at = index.packs[0].length;
+            index.deltas.bases = base_lengths
+                .iter()
+                .enumerate()
+                .map(|(n, &length)| DeltaBase { id: ChunkId::of(&[n as u8]), length })
+                .collect();
+            for (bases, chunks, compressed_length) in frames {
+                index.deltas.frames.push(DeltaFrame { pack: 0, pack_offset: at, compressed_length, bases, chunks });
+                at += u64::from(compressed_length);
+            }
+            index.packs[0].length = at;
+            index.validate().unwrap();
+            prop_assert_eq!(Index::decode(&index.to_bytes()).unwrap(), index);
         }
 
         #[test]

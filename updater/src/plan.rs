@@ -177,6 +177,7 @@ mod tests {
                 length: pack_offset,
             }],
             chunks,
+            deltas: Default::default(),
         }
     }
 

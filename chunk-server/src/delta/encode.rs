@@ -1,0 +1,121 @@
+//! Compressing a group against its bases: the concatenated bases are a raw-content zstd
+//! prefix (`ZSTD_CCtx_refPrefix`), so matches reach into old content as if it preceded the
+//! group. The window covers the prefix and the group, which is what bounds the decoder.
+
+use zstd::zstd_safe::{self, CParameter, DParameter};
+
+/// The smallest window log that covers `bytes` (zstd's minimum is 10).
+pub fn window_log_for(bytes: usize) -> u32 {
+    let mut log = 10;
+    while (1usize << log) < bytes {
+        log += 1;
+    }
+    log
+}
+
+fn zstd_error(code: zstd_safe::ErrorCode) -> std::io::Error {
+    std::io::Error::other(zstd_safe::get_error_name(code))
+}
+
+/// One zstd frame of `content`, with `prefix` (the concatenated bases; may be empty) as its
+/// dictionary.
+pub fn compress_with_prefix(content: &[u8], prefix: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    let mut cctx = zstd_safe::CCtx::create();
+    cctx.set_parameter(CParameter::CompressionLevel(level))
+        .map_err(zstd_error)?;
+    cctx.set_parameter(CParameter::WindowLog(window_log_for(
+        prefix.len() + content.len(),
+    )))
+    .map_err(zstd_error)?;
+    cctx.set_parameter(CParameter::ContentSizeFlag(true))
+        .map_err(zstd_error)?;
+    if !prefix.is_empty() {
+        cctx.ref_prefix(prefix).map_err(zstd_error)?;
+    }
+    let mut out = Vec::with_capacity(zstd_safe::compress_bound(content.len()));
+    cctx.compress2(&mut out, content).map_err(zstd_error)?;
+    Ok(out)
+}
+
+/// Decompresses a frame made by `compress_with_prefix` into exactly `length` bytes.
+pub fn decompress_with_prefix(
+    frame: &[u8],
+    prefix: &[u8],
+    length: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut dctx = zstd_safe::DCtx::create();
+    dctx.set_parameter(DParameter::WindowLogMax(
+        window_log_for(prefix.len() + length).max(27),
+    ))
+    .map_err(zstd_error)?;
+    if !prefix.is_empty() {
+        dctx.ref_prefix(prefix).map_err(zstd_error)?;
+    }
+    let mut out = Vec::with_capacity(length);
+    let written = dctx.decompress(&mut out, frame).map_err(zstd_error)?;
+    if written != length {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame holds {written} bytes, expected {length}"),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_group_like_its_base_costs_little_and_round_trips() {
+        let base = noise(1, 64 * 1024);
+        let mut content = base.clone();
+        for i in (0..content.len()).step_by(4096) {
+            content[i] ^= 0x5a; // a rebuilt binary: the same bytes with scattered changes
+        }
+        let plain = compress_with_prefix(&content, &[], 19).unwrap();
+        let delta = compress_with_prefix(&content, &base, 19).unwrap();
+        assert!(
+            plain.len() > 60_000,
+            "noise does not compress: {}",
+            plain.len()
+        );
+        assert!(delta.len() < 2_000, "against its base: {}", delta.len());
+        assert_eq!(
+            decompress_with_prefix(&delta, &base, content.len()).unwrap(),
+            content
+        );
+    }
+
+    #[test]
+    fn the_wrong_base_or_length_is_an_error_or_different_bytes() {
+        let base = noise(2, 32 * 1024);
+        let content = base[100..20_000].to_vec();
+        let frame = compress_with_prefix(&content, &base, 3).unwrap();
+        assert!(decompress_with_prefix(&frame, &base, content.len() + 1).is_err());
+        let wrong = noise(3, 32 * 1024);
+        if let Ok(bytes) = decompress_with_prefix(&frame, &wrong, content.len()) {
+            assert_ne!(bytes, content);
+        }
+    }
+
+    #[test]
+    fn window_log_covers_the_bytes() {
+        assert_eq!(window_log_for(0), 10);
+        assert_eq!(window_log_for(1024), 10);
+        assert_eq!(window_log_for(1025), 11);
+        assert_eq!(window_log_for(5 << 20), 23);
+    }
+}

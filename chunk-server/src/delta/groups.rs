@@ -1,0 +1,138 @@
+//! Grouping new chunks into frames. Neighbouring new chunks (in image order) share a frame
+//! up to a size limit, since small frames compress badly; each frame's dictionary is the
+//! concatenation of the bases its chunks voted for, most votes overall first, up to a size
+//! cap. The device needs the dictionary and one frame in memory, so both limits bound its
+//! memory.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use super::bases::Vote;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupLimits {
+    /// A group holds new chunks up to this many bytes (a chunk larger alone still forms one).
+    pub max_group_bytes: u64,
+    /// Bases beyond this many bytes of dictionary are left out.
+    pub max_dictionary_bytes: u64,
+}
+
+/// One new chunk to place: its length and the bases it voted for.
+pub struct NewChunk {
+    pub length: u32,
+    pub votes: Vec<Vote>,
+}
+
+/// A planned frame: a run of the new chunks and the bases of its dictionary, in dictionary
+/// order (the most-voted base last, nearest the content, where zstd's offsets are cheapest).
+#[derive(Debug, PartialEq, Eq)]
+pub struct PlannedGroup {
+    pub chunks: Range<usize>,
+    pub bases: Vec<u32>,
+}
+
+/// Plans the groups of `chunks`; `base_length` gives each base's length.
+pub fn plan_groups(
+    chunks: &[NewChunk],
+    base_length: impl Fn(u32) -> u32,
+    limits: GroupLimits,
+) -> Vec<PlannedGroup> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    while start < chunks.len() {
+        let mut end = start;
+        let mut bytes = 0u64;
+        while end < chunks.len()
+            && (end == start || bytes + u64::from(chunks[end].length) <= limits.max_group_bytes)
+        {
+            bytes += u64::from(chunks[end].length);
+            end += 1;
+        }
+        let bases = dictionary(
+            &chunks[start..end],
+            &base_length,
+            limits.max_dictionary_bytes,
+        );
+        groups.push(PlannedGroup {
+            chunks: start..end,
+            bases,
+        });
+        start = end;
+    }
+    groups
+}
+
+fn dictionary(chunks: &[NewChunk], base_length: &impl Fn(u32) -> u32, cap: u64) -> Vec<u32> {
+    let mut total: HashMap<u32, u64> = HashMap::new();
+    for vote in chunks.iter().flat_map(|c| &c.votes) {
+        *total.entry(vote.base).or_default() += u64::from(vote.votes);
+    }
+    let mut ranked: Vec<(u32, u64)> = total.into_iter().collect();
+    ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut chosen = Vec::new();
+    let mut bytes = 0u64;
+    for (base, _) in ranked {
+        let length = u64::from(base_length(base));
+        if bytes + length <= cap {
+            bytes += length;
+            chosen.push(base);
+        }
+    }
+    chosen.reverse();
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(length: u32, votes: &[(u32, u32)]) -> NewChunk {
+        NewChunk {
+            length,
+            votes: votes
+                .iter()
+                .map(|&(base, votes)| Vote { base, votes })
+                .collect(),
+        }
+    }
+
+    const LIMITS: GroupLimits = GroupLimits {
+        max_group_bytes: 100,
+        max_dictionary_bytes: 50,
+    };
+
+    #[test]
+    fn neighbours_share_a_group_up_to_the_limit() {
+        let chunks = [
+            chunk(40, &[]),
+            chunk(40, &[]),
+            chunk(40, &[]),
+            chunk(300, &[]),
+            chunk(10, &[]),
+        ];
+        let groups = plan_groups(&chunks, |_| 20, LIMITS);
+        let ranges: Vec<_> = groups.iter().map(|g| g.chunks.clone()).collect();
+        assert_eq!(ranges, vec![0..2, 2..3, 3..4, 4..5]);
+    }
+
+    #[test]
+    fn dictionary_takes_the_most_voted_bases_that_fit_and_puts_the_best_last() {
+        let chunks = [chunk(30, &[(1, 5), (2, 3)]), chunk(30, &[(2, 4), (3, 2)])];
+        // totals: base 2 = 7, base 1 = 5, base 3 = 2; lengths 20 each, cap 50: two fit.
+        let groups = plan_groups(&chunks, |_| 20, LIMITS);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].bases, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_base_too_large_is_skipped_for_smaller_ones() {
+        let chunks = [chunk(30, &[(1, 9), (2, 3)])];
+        let groups = plan_groups(&chunks, |base| if base == 1 { 60 } else { 20 }, LIMITS);
+        assert_eq!(groups[0].bases, vec![2]);
+    }
+
+    #[test]
+    fn no_chunks_no_groups() {
+        assert!(plan_groups(&[], |_| 0, LIMITS).is_empty());
+    }
+}
