@@ -2,8 +2,13 @@
 # Builds the benchmark's release pair from Debian packages, cached in bench/cache:
 #   v1: debootstrap minbase + what a device typically has (ssh server, python3, networking
 #       tools, systemd)
-#   v2: v1 + security updates + a few added packages + changed config files + an
-#       application directory of about 20 MB of new files
+#   v1: from the release suite alone (debootstrap sees only "$suite")
+#   v2: v1 + the pending upgrades from $suite-updates and $suite-security (a security
+#       roll-up of rebuilt binaries; the script fails when there are none, since the pair
+#       would then not look like a release) + a few added packages + changed config files +
+#       an application directory of about 20 MB of new files
+#   v3: v2 + two more packages, a rebuilt half of the application, more config changes
+#       (for devices two releases behind: v1 -> v3)
 # and turns each tree into reproducible ext4 (fixed UUID, hash seed, timestamps), erofs and
 # squashfs images. Needs root (debootstrap, chroot).
 set -euo pipefail
@@ -32,6 +37,12 @@ if [ ! -f "$cache/v2-tree.done" ]; then
   mount --bind /proc "$tree/proc"
   trap 'umount "$tree/proc" 2>/dev/null || true' EXIT
   chroot "$tree" apt-get update -qq
+  chroot "$tree" apt-get -s upgrade | awk '/^Inst /{print $2, $3, $4}' | tr -d '[]()' > "$cache/v2-upgrades.txt"
+  if [ ! -s "$cache/v2-upgrades.txt" ]; then
+    echo "build-images: no pending upgrades for $suite: v2 would not be a security roll-up" >&2
+    umount "$tree/proc"; exit 1
+  fi
+  echo "build-images: v2 upgrades $(wc -l < "$cache/v2-upgrades.txt") packages (list in $cache/v2-upgrades.txt)" >&2
   chroot "$tree" env DEBIAN_FRONTEND=noninteractive apt-get -y -qq upgrade
   chroot "$tree" env DEBIAN_FRONTEND=noninteractive apt-get -y -qq install --no-install-recommends curl less rsync nano python3-yaml
   chroot "$tree" apt-get clean
@@ -51,7 +62,30 @@ if [ ! -f "$cache/v2-tree.done" ]; then
   touch "$cache/v2-tree.done"
 fi
 
-for version in v1 v2; do
+if [ ! -f "$cache/v3-tree.done" ]; then
+  rm -rf "$cache/v3-tree"
+  cp -a "$cache/v2-tree" "$cache/v3-tree"
+  tree=$cache/v3-tree
+  mount --bind /proc "$tree/proc"
+  trap 'umount "$tree/proc" 2>/dev/null || true' EXIT
+  chroot "$tree" apt-get update -qq
+  chroot "$tree" env DEBIAN_FRONTEND=noninteractive apt-get -y -qq install --no-install-recommends jq vim-tiny
+  chroot "$tree" apt-get clean
+  rm -rf "$tree/var/lib/apt/lists/"*_Packages
+  umount "$tree/proc"
+  trap - EXIT
+  echo "device-v3" > "$tree/etc/hostname"
+  printf 'Welcome to the device, release 3\n' > "$tree/etc/issue"
+  printf 'MaxAuthTries 3\n' >> "$tree/etc/ssh/sshd_config"
+  # Half of the application rebuilt: new binaries, edited sources.
+  for i in $(seq 1 20); do
+    head -c 262144 /dev/urandom > "$tree/opt/app/lib/module-$i.so"
+    sed -i 's/config/settings/g' "$tree/opt/app/share/data-$i.py"
+  done
+  touch "$cache/v3-tree.done"
+fi
+
+for version in v1 v2 v3; do
   tree=$cache/$version-tree
   if [ ! -f "$cache/$version.ext4" ]; then
     rm -f "$cache/$version.ext4"

@@ -2,11 +2,14 @@
 # The peer benchmark: for each image kind (ext4, erofs, squashfs) of the Debian release pair
 # from build-images.sh, in one run: diffota, casync, bita, zchunk, plain zstd -19 of v2 and
 # xdelta3. Every network transfer goes through one nginx on 127.0.0.1 whose access log gives
-# bytes and requests; times are medians of RUNS runs; peak RSS from /usr/bin/time.
+# bytes and requests; times are medians of RUNS runs; peak RSS from /usr/bin/time. The
+# pairwise peers (xdelta3 at its defaults and at -9 with LZMA, zstd --patch-from, HDiffPatch)
+# and a whole zstd -19 image are rows of the same table: patch bytes, encode time as "make",
+# decode time and the decoder's peak RSS as "install".
 #
 # Usage: bench/run.sh [KIND...]      (default: ext4 erofs squashfs; RUNS=3 by default)
 # Needs: debootstrap erofs-utils squashfs-tools casync zchunk xdelta3 zstd nginx time (Debian),
-# bita (cargo install bita), root.
+# bita (cargo install bita), hdiffpatch (pip install hdiffpatch), root.
 set -euo pipefail
 cd "$(dirname "$0")"
 bench=$PWD
@@ -14,6 +17,7 @@ root=$(cd .. && pwd)
 runs=${RUNS:-3}
 kinds=("$@")
 [ ${#kinds[@]} -gt 0 ] || kinds=(ext4 erofs squashfs)
+python3 -c 'import hdiffpatch' 2>/dev/null || { echo "bench: the Python module hdiffpatch is missing (pip install hdiffpatch)" >&2; exit 1; }
 for tool in casync zck zckdl xdelta3 zstd nginx bita /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (see the header of this script)" >&2; exit 1; }
 done
@@ -141,10 +145,29 @@ TOML
   install_s[zchunk]=$(printf '%s\n' "${times[@]}" | median)
   read -r bytes[zchunk] requests[zchunk] < <(traffic)
 
-  # References without chunking: a whole compressed image, and a precomputed binary delta.
-  zstd_bytes=$(zstd -19 -T0 -q -c "$v2" | wc -c)
-  xdelta3 -e -f -s "$v1" "$v2" "$work/delta.vcdiff"
-  xdelta_bytes=$(stat -c %s "$work/delta.vcdiff")
+  # Pairwise patches and a whole compressed image: one file per (v1, v2) pair, decoded
+  # against the exact v1. patch NAME ENCODE... -- DECODE...: the encoder writes
+  # $work/patch, the decoder $work/out.img; records bytes, encode time and decoder RSS.
+  patch_rows=()
+  pairwise() {
+    local name=$1; shift
+    local encode=() decode=()
+    while [ "$1" != -- ]; do encode+=("$1"); shift; done; shift
+    decode=("$@")
+    rm -f "$work/patch" "$work/out.img"
+    timed "${encode[@]}"; local encode_s; encode_s=$(last_time)
+    timed "${decode[@]}"; local decode_s decode_rss; decode_s=$(last_time); decode_rss=$(last_rss)
+    cmp "$work/out.img" "$v2"
+    patch_rows+=("| $name | $(stat -c %s "$work/patch") | 1 | ${encode_s}s | ${decode_s}s | | $(( decode_rss / 1024 )) MiB | | |")
+  }
+  pairwise "zstd -19 of v2" zstd -19 -T0 -q -f "$v2" -o "$work/patch" -- zstd -d -q -f "$work/patch" -o "$work/out.img"
+  pairwise "xdelta3 -e -s (defaults)" xdelta3 -e -f -s "$v1" "$v2" "$work/patch" -- xdelta3 -d -f -s "$v1" "$work/patch" "$work/out.img"
+  pairwise "xdelta3 -e -9 -S lzma -B image" xdelta3 -e -9 -S lzma -B "$size" -f -s "$v1" "$v2" "$work/patch" \
+    -- xdelta3 -d -B "$size" -f -s "$v1" "$work/patch" "$work/out.img"
+  pairwise "zstd -19 --long=31 --patch-from" zstd -19 -T0 -q -f --long=31 --patch-from="$v1" "$v2" -o "$work/patch" \
+    -- zstd -d -q -f --long=31 --patch-from="$v1" "$work/patch" -o "$work/out.img"
+  pairwise "HDiffPatch (zstd 19)" "$bench/hdiffpatch.py" diff "$v1" "$v2" "$work/patch" \
+    -- "$bench/hdiffpatch.py" apply "$v1" "$work/patch" "$work/out.img"
 
   {
     echo "### $kind (v2: $size bytes, $runs runs, $(date -u +%Y-%m-%d))"
@@ -157,8 +180,7 @@ TOML
         "$(awk -v a="${bytes[$tool]}" -v b="${bytes[casync]}" 'BEGIN {printf "%.2fx", a / b}')" \
         "$(awk -v a="${bytes[$tool]}" -v b="${bytes[bita]}" 'BEGIN {printf "%.2fx", a / b}')"
     done
-    echo "| zstd -19 of v2 | $zstd_bytes | 1 | | | | | | |"
-    echo "| xdelta3 v1 -> v2 | $xdelta_bytes | 1 | | | | | | |"
+    printf '%s\n' "${patch_rows[@]}"
     echo
   } | tee "$results/$kind.md"
 done

@@ -3,8 +3,8 @@
 //!
 //!     cargo run --release -p chunk-server --example delta_ablation -- OLD.img NEW.img [LEVEL]
 //!
-//! Settings come from the environment as lists: GROUPS (KiB, default "256,1024"), BASES
-//! (max bases per new chunk, "8,16"), DICT (dictionary cap in KiB, "1024,4096").
+//! Settings come from the environment as lists: GROUP_KIB (default "256,1024"), MAX_BASES
+//! (bases per new chunk, "8,16"), DICT_KIB (dictionary cap, "1024,4096").
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -94,7 +94,7 @@ fn main() {
         .map(|data| anchors(data, AnchorDensity::DEFAULT))
         .collect();
 
-    for group_kib in list("GROUPS", "256,1024") {
+    for group_kib in list("GROUP_KIB", "256,1024") {
         let t = Instant::now();
         let plain = without_bases(&added);
         let groups = plan_groups(
@@ -108,10 +108,7 @@ fn main() {
         let bytes: usize = groups
             .par_iter()
             .map(|g| {
-                let content: Vec<u8> = added[g.chunks.clone()]
-                    .iter()
-                    .flat_map(|d| d.iter().copied())
-                    .collect();
+                let content = concat(added[g.chunks.clone()].iter().copied());
                 compress_with_prefix(&content, &[], level).unwrap().len()
             })
             .sum();
@@ -120,8 +117,8 @@ fn main() {
             t.elapsed().as_secs_f64(),
             groups.len()
         );
-        for max_bases in list("BASES", "8,16") {
-            for dict_kib in list("DICT", "1024,4096") {
+        for max_bases in list("MAX_BASES", "8,16") {
+            for dict_kib in list("DICT_KIB", "1024,4096") {
                 let t = Instant::now();
                 let rule = VoteRule {
                     min_votes: 2,
@@ -146,15 +143,8 @@ fn main() {
                 let (bytes, base_count, no_base_bytes): (usize, usize, usize) = groups
                     .par_iter()
                     .map(|g| {
-                        let content: Vec<u8> = added[g.chunks.clone()]
-                            .iter()
-                            .flat_map(|d| d.iter().copied())
-                            .collect();
-                        let prefix: Vec<u8> = g
-                            .bases
-                            .iter()
-                            .flat_map(|&b| old_distinct[b as usize].iter().copied())
-                            .collect();
+                        let content = concat(added[g.chunks.clone()].iter().copied());
+                        let prefix = concat(g.bases.iter().map(|&b| old_distinct[b as usize]));
                         let frame = compress_with_prefix(&content, &prefix, level)
                             .unwrap()
                             .len();
@@ -183,4 +173,8 @@ fn without_bases(data: &[&Vec<u8>]) -> Vec<NewChunk> {
             votes: Vec::new(),
         })
         .collect()
+}
+
+fn concat<'a>(parts: impl Iterator<Item = &'a Vec<u8>>) -> Vec<u8> {
+    parts.flat_map(|part| part.iter().copied()).collect()
 }

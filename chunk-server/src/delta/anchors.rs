@@ -54,18 +54,7 @@ pub fn anchors(data: &[u8], density: AnchorDensity) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
+    use crate::delta::noise;
 
     #[test]
     fn density_is_about_one_per_256_bytes() {
