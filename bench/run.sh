@@ -166,8 +166,8 @@ TOML
     -- xdelta3 -d -B "$size" -f -s "$v1" "$work/patch" "$work/out.img"
   pairwise "zstd -19 --long=31 --patch-from" zstd -19 -T0 -q -f --long=31 --patch-from="$v1" "$v2" -o "$work/patch" \
     -- zstd -d -q -f --long=31 --patch-from="$v1" "$work/patch" -o "$work/out.img"
-  pairwise "HDiffPatch (zstd 19)" "$bench/hdiffpatch.py" diff "$v1" "$v2" "$work/patch" \
-    -- "$bench/hdiffpatch.py" apply "$v1" "$work/patch" "$work/out.img"
+  pairwise "HDiffPatch (zstd 19)" "$bench/hdiff.py" diff "$v1" "$v2" "$work/patch" \
+    -- "$bench/hdiff.py" apply "$v1" "$work/patch" "$work/out.img"
 
   {
     echo "### $kind (v2: $size bytes, $runs runs, $(date -u +%Y-%m-%d))"

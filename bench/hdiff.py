@@ -11,7 +11,7 @@ import hdiffpatch
 
 def main() -> int:
     if len(sys.argv) != 5 or sys.argv[1] not in ("diff", "apply"):
-        print("usage: hdiffpatch.py diff OLD NEW PATCH | apply OLD PATCH OUT", file=sys.stderr)
+        print("usage: hdiff.py diff OLD NEW PATCH | apply OLD PATCH OUT", file=sys.stderr)
         return 2
     command, first, second, out = sys.argv[1:]
     with open(first, "rb") as f:
