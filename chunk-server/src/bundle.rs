@@ -242,6 +242,7 @@ pub fn bundle_from_images(
                 expires: None,
                 signing_key: Some(images.signing_key),
                 progress: &|_| {},
+                delta_from: None,
             };
             crate::make::make(&store, &options).map(|_| ())
         };

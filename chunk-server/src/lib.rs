@@ -9,6 +9,7 @@ pub mod diff;
 pub mod fsutil;
 pub mod keys;
 pub mod make;
+pub mod make_deltas;
 pub mod prune;
 pub mod serve;
 pub mod store;

@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
+use diffota_format::index::Deltas;
 use diffota_format::signature::signature_path;
 use diffota_format::{ChunkEntry, ChunkId, ChunkerParams, Index, PackRef};
 use rayon::prelude::*;
 
 use crate::fsutil::{temp_file_beside, write_atomic, TempFile};
-use crate::store::{io_error, ChunkLocation, Store, StoreError};
+use crate::store::{io_error, read_index, ChunkLocation, Store, StoreError};
 
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
 
@@ -38,6 +39,11 @@ pub enum MakeError {
     ReleaseExists { path: PathBuf, version: String },
     #[error("compressing chunk at offset {offset}: {source}")]
     Compress { offset: u64, source: std::io::Error },
+    #[error("compressing the delta frame from chunk {first_chunk}: {source}")]
+    CompressDelta {
+        first_chunk: u32,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Format(#[from] diffota_format::FormatError),
     #[error(transparent)]
@@ -58,6 +64,8 @@ pub struct MakeOptions<'a> {
     pub expires: Option<u64>,
     pub signing_key: Option<&'a minisign::SecretKey>,
     pub progress: &'a dyn Fn(u64),
+    /// Also write delta frames against this release of the store (same index name).
+    pub delta_from: Option<&'a str>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -71,6 +79,8 @@ pub struct MakeSummary {
     pub new_chunks: u64,
     pub new_compressed_bytes: u64,
     pub release_compressed_bytes: u64,
+    /// Delta frames written (with `delta_from`).
+    pub delta_frames: u64,
     pub pack: Option<String>,
     pub seconds: f64,
 }
@@ -107,8 +117,41 @@ struct Chunked {
     image_hash: [u8; 32],
     placed_chunks: Vec<(ChunkId, u32, Placed)>,
     new_chunks: u64,
-    /// None when every chunk is in the store already.
-    new_pack: Option<PackRef>,
+}
+
+/// The new pack being written: plain frames first, then any delta frames. Its name is the
+/// BLAKE3 of its bytes, known when it is finished.
+pub(crate) struct PackWriter<'a> {
+    writer: HashingWriter<BufWriter<&'a mut std::fs::File>>,
+    path: PathBuf,
+}
+
+impl PackWriter<'_> {
+    /// Where the pack is being written (for error messages).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn append(&mut self, frame: &[u8]) -> Result<u64, StoreError> {
+        let at = self.writer.written;
+        self.writer.write_all(frame).map_err(io_error(&self.path))?;
+        Ok(at)
+    }
+
+    /// Makes everything appended readable through another handle of the file.
+    pub(crate) fn flush(&mut self) -> Result<(), StoreError> {
+        self.writer.flush().map_err(io_error(&self.path))
+    }
+
+    /// The pack's reference; None when nothing was written.
+    fn finish(mut self) -> Result<Option<PackRef>, StoreError> {
+        self.flush()?;
+        let length = self.writer.written;
+        Ok((length > 0).then(|| PackRef {
+            id: *self.writer.hasher.finalize().as_bytes(),
+            length,
+        }))
+    }
 }
 
 /// Makes a release: chunk the image and write the chunks the store lacks into one new pack,
@@ -122,15 +165,37 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
     fs_err::create_dir_all(&packs_dir).map_err(io_error(&packs_dir))?;
     let mut pack_file =
         temp_file_beside(&packs_dir.join("new.pack")).map_err(io_error(&packs_dir))?;
-    let chunked = chunk_image(store, options, &mut pack_file)?;
+    let pack_reader = pack_file.file().try_clone().map_err(io_error(&packs_dir))?;
+    let mut pack = PackWriter {
+        writer: HashingWriter::new(BufWriter::with_capacity(1 << 20, pack_file.file())),
+        path: packs_dir.clone(),
+    };
+    let chunked = chunk_image(store, options, &mut pack)?;
     if chunked.image_length == 0 {
         return Err(MakeError::EmptyImage {
             path: options.image.to_owned(),
         });
     }
-    let index = build_index(options, &chunked);
+    let deltas = match options.delta_from {
+        Some(from) => {
+            pack.flush()?;
+            let added = added_chunks(&chunked);
+            let from_index = read_index(&store.index_path(from, options.name))?;
+            crate::make_deltas::write_delta_frames(
+                store,
+                &from_index,
+                &added,
+                &pack_reader,
+                &mut pack,
+                options.zstd_level,
+            )?
+        }
+        None => Deltas::default(),
+    };
+    let new_pack = pack.finish()?;
+    let index = build_index(options, &chunked, new_pack, deltas);
     index.validate()?;
-    let (index_path, index) = publish(store, options, index, chunked.new_pack, pack_file)?;
+    let (index_path, index) = publish(store, options, index, new_pack, pack_file)?;
     let distinct: std::collections::HashSet<_> = index.chunks.iter().map(|c| c.id).collect();
     Ok(MakeSummary {
         version: options.version.to_owned(),
@@ -140,9 +205,10 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         chunks: index.chunks.len() as u64,
         distinct_chunks: distinct.len() as u64,
         new_chunks: chunked.new_chunks,
-        new_compressed_bytes: chunked.new_pack.map_or(0, |p| p.length),
+        new_compressed_bytes: new_pack.map_or(0, |p| p.length),
         release_compressed_bytes: index.distinct_compressed_bytes(),
-        pack: chunked.new_pack.map(|p| p.store_path()),
+        delta_frames: index.deltas.frames.len() as u64,
+        pack: new_pack.map(|p| p.store_path()),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -152,7 +218,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
 fn chunk_image(
     store: &Store,
     options: &MakeOptions,
-    pack_file: &mut TempFile,
+    pack: &mut PackWriter,
 ) -> Result<Chunked, MakeError> {
     let image_path = options.image.to_owned();
     let read_error = |source| MakeError::ReadImage {
@@ -161,8 +227,6 @@ fn chunk_image(
     };
     let image = fs_err::File::open(options.image).map_err(read_error)?;
     let known = store.known_chunks()?;
-    let packs_dir = store.packs_dir();
-    let mut pack_writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, pack_file.file()));
     let (sender, receiver) = sync_channel::<std::io::Result<Batch>>(2);
     let chunker = options.chunker;
     let reader = std::thread::spawn(move || read_batches(image, chunker, sender));
@@ -187,10 +251,7 @@ fn chunk_image(
             .collect();
         let compressed = compress_claimed(&batch, &to_compress, options.zstd_level)?;
         for (position, frame) in to_compress.iter().zip(compressed) {
-            let pack_offset = pack_writer.written;
-            pack_writer
-                .write_all(&frame)
-                .map_err(io_error(&packs_dir))?;
+            let pack_offset = pack.append(&frame)?;
             placed_by_id.insert(
                 ids[*position],
                 Placed::New {
@@ -213,19 +274,34 @@ fn chunk_image(
         .join()
         .expect("reader thread panicked")
         .map_err(read_error)?;
-    let pack_length = pack_writer.written;
-    let pack_hash = *pack_writer.hasher.finalize().as_bytes();
-    pack_writer.inner.flush().map_err(io_error(&packs_dir))?;
     Ok(Chunked {
         image_length,
         image_hash,
         placed_chunks,
         new_chunks,
-        new_pack: (pack_length > 0).then_some(PackRef {
-            id: pack_hash,
-            length: pack_length,
-        }),
     })
+}
+
+/// The chunks this release added to the store, each at its first place in the image.
+fn added_chunks(chunked: &Chunked) -> Vec<crate::make_deltas::AddedChunk> {
+    let mut seen = std::collections::HashSet::new();
+    chunked
+        .placed_chunks
+        .iter()
+        .enumerate()
+        .filter_map(|(number, (id, length, placed))| match *placed {
+            Placed::New {
+                pack_offset,
+                compressed_length,
+            } if seen.insert(*id) => Some(crate::make_deltas::AddedChunk {
+                number: number as u32,
+                length: *length,
+                pack_offset,
+                compressed_length,
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The zstd frames of the chunks at `positions` of the batch, compressed in parallel.
@@ -248,7 +324,12 @@ fn compress_claimed(
 
 /// The index: the packs this release uses (those already in the store, then the new one),
 /// and every chunk in image order.
-fn build_index(options: &MakeOptions, chunked: &Chunked) -> Index {
+fn build_index(
+    options: &MakeOptions,
+    chunked: &Chunked,
+    new_pack: Option<PackRef>,
+    mut deltas: Deltas,
+) -> Index {
     let mut packs: Vec<PackRef> = Vec::new();
     let mut pack_numbers: HashMap<[u8; 32], u32> = HashMap::new();
     let mut number_of = |pack: PackRef, packs: &mut Vec<PackRef>| -> u32 {
@@ -270,7 +351,7 @@ fn build_index(options: &MakeOptions, chunked: &Chunked) -> Index {
                 pack_offset,
                 compressed_length,
             } => (
-                chunked.new_pack.expect("new chunks imply a new pack"),
+                new_pack.expect("new chunks imply a new pack"),
                 pack_offset,
                 compressed_length,
             ),
@@ -285,6 +366,12 @@ fn build_index(options: &MakeOptions, chunked: &Chunked) -> Index {
         });
         offset += u64::from(*length);
     }
+    if let Some(pack) = new_pack {
+        let number = number_of(pack, &mut packs);
+        for frame in &mut deltas.frames {
+            frame.pack = number;
+        }
+    }
     Index {
         created: options.created,
         expires: options.expires,
@@ -295,7 +382,7 @@ fn build_index(options: &MakeOptions, chunked: &Chunked) -> Index {
         version: options.version.to_owned(),
         packs,
         chunks,
-        deltas: diffota_format::index::Deltas::default(),
+        deltas,
     }
 }
 
@@ -493,6 +580,9 @@ impl std::fmt::Display for MakeSummary {
                 .map(|p| format!(" in {p}"))
                 .unwrap_or_default()
         )?;
+        if self.delta_frames > 0 {
+            writeln!(f, "  delta frames     {}", self.delta_frames)?;
+        }
         writeln!(
             f,
             "  release size     {} compressed bytes",

@@ -1,23 +1,27 @@
 //! `chunk-server verify`: checks that devices will accept the store's releases: each index's
 //! signature and expiry, each pack present with the length the index says and the hash its
 //! name says, every chunk decompressing to bytes with its id, and the chunks in order hashing
-//! to the index's whole-image hash (what a device checks when it reads the slot back). Every
-//! problem is collected and named.
+//! to the index's whole-image hash (what a device checks when it reads the slot back), and
+//! every delta frame decoding against its bases to chunks with their ids. Every problem is
+//! collected and named.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 
+use diffota_format::index::DeltaFrame;
 use diffota_format::signature::{signature_of, signature_path};
 use diffota_format::{ChunkData, ChunkEntry, FormatError, Index, PackRef, TrustedKeys};
 use rayon::prelude::*;
 
-use crate::store::{Store, StoreError};
+use crate::delta::encode::decompress_with_prefix;
+use crate::store::{ChunkLocation, Store, StoreError};
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct VerifyReport {
     pub releases: u64,
     pub packs: u64,
     pub chunks: u64,
+    pub delta_frames: u64,
     #[serde(serialize_with = "as_text")]
     pub problems: Vec<Problem>,
 }
@@ -61,6 +65,33 @@ pub enum Problem {
     },
     #[error("{file}: its chunks in order do not hash to the index's image hash (devices reject the written slot)")]
     ImageHash { file: String },
+    #[error("{file}: delta frame {frame} in {pack} at offset {pack_offset}: {source}")]
+    DeltaFrame {
+        file: String,
+        frame: usize,
+        pack: String,
+        pack_offset: u64,
+        #[source]
+        source: DeltaProblem,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaProblem {
+    #[error("base {0} is in no release of the store, so the frame cannot be checked")]
+    BaseMissing(diffota_format::ChunkId),
+    #[error("base {id}: {source}")]
+    Base {
+        id: diffota_format::ChunkId,
+        #[source]
+        source: ChunkProblem,
+    },
+    #[error("{0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error("zstd against its bases: {0}")]
+    Zstd(#[source] std::io::Error),
+    #[error("rebuilds chunk {0} wrongly (hash mismatch)")]
+    Hash(diffota_format::ChunkId),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +147,7 @@ pub fn verify_store(
     };
     let mut report = VerifyReport::default();
     let mut seen = Seen::default();
+    let mut known = None;
     for release in releases {
         report.releases += 1;
         let file = release
@@ -135,6 +167,10 @@ pub fn verify_store(
         }
         let usable_packs = check_packs(store, &index, &mut seen, &mut report);
         check_image(store, &index, &file, &usable_packs, &mut seen, &mut report);
+        if !index.deltas.frames.is_empty() {
+            let known = known.get_or_insert(store.known_chunks()?);
+            check_deltas(store, &index, &file, &usable_packs, known, &mut report);
+        }
     }
     Ok(report)
 }
@@ -264,6 +300,91 @@ fn check_image(
     }
 }
 
+/// Every delta frame decoded against its bases (each read from the store and checked
+/// against its id), and every chunk it rebuilds checked against its id, as a device would.
+fn check_deltas(
+    store: &Store,
+    index: &Index,
+    file: &str,
+    usable_packs: &[bool],
+    known: &HashMap<diffota_format::ChunkId, ChunkLocation>,
+    report: &mut VerifyReport,
+) {
+    let problems: Vec<Problem> = index
+        .deltas
+        .frames
+        .par_iter()
+        .enumerate()
+        .filter(|(_, frame)| usable_packs[frame.pack as usize])
+        .filter_map(|(number, frame)| {
+            let pack = &index.packs[frame.pack as usize];
+            check_delta_frame(store, index, frame, known)
+                .err()
+                .map(|source| Problem::DeltaFrame {
+                    file: file.to_owned(),
+                    frame: number,
+                    pack: pack.store_path(),
+                    pack_offset: frame.pack_offset,
+                    source,
+                })
+        })
+        .collect();
+    report.delta_frames += index.deltas.frames.len() as u64;
+    report.problems.extend(problems);
+}
+
+fn check_delta_frame(
+    store: &Store,
+    index: &Index,
+    frame: &DeltaFrame,
+    known: &HashMap<diffota_format::ChunkId, ChunkLocation>,
+) -> Result<(), DeltaProblem> {
+    let mut prefix = Vec::new();
+    for &number in &frame.bases {
+        let base = index.deltas.bases[number as usize];
+        let location = known
+            .get(&base.id)
+            .ok_or(DeltaProblem::BaseMissing(base.id))?;
+        let entry = ChunkEntry {
+            id: base.id,
+            offset: 0,
+            length: base.length,
+            compressed_length: location.compressed_length,
+            pack: 0,
+            pack_offset: location.pack_offset,
+        };
+        let data = read_chunk(store, &location.pack, &entry, true).map_err(|source| {
+            DeltaProblem::Base {
+                id: base.id,
+                source,
+            }
+        })?;
+        prefix.extend_from_slice(&data);
+    }
+    let pack = &index.packs[frame.pack as usize];
+    let file = std::fs::File::open(store.pack_path(pack)).map_err(DeltaProblem::Unreadable)?;
+    let mut compressed = vec![0u8; frame.compressed_length as usize];
+    file.read_exact_at(&mut compressed, frame.pack_offset)
+        .map_err(DeltaProblem::Unreadable)?;
+    let chunks: Vec<&ChunkEntry> = frame
+        .chunks
+        .iter()
+        .map(|&n| &index.chunks[n as usize])
+        .collect();
+    let length: usize = chunks.iter().map(|c| c.length as usize).sum();
+    let content =
+        decompress_with_prefix(&compressed, &prefix, length).map_err(DeltaProblem::Zstd)?;
+    let mut at = 0;
+    for chunk in chunks {
+        let data = &content[at..at + chunk.length as usize];
+        at += chunk.length as usize;
+        if diffota_format::ChunkId::of(data) != chunk.id {
+            return Err(DeltaProblem::Hash(chunk.id));
+        }
+    }
+    Ok(())
+}
+
 fn check_pack(store: &Store, pack: &PackRef) -> Result<(), PackProblem> {
     let path = store.pack_path(pack);
     let mut file = std::fs::File::open(&path).map_err(PackProblem::Missing)?;
@@ -315,10 +436,11 @@ impl std::fmt::Display for VerifyReport {
         }
         write!(
             f,
-            "{} releases, {} packs, {} chunks checked: {} problems",
+            "{} releases, {} packs, {} chunks, {} delta frames checked: {} problems",
             self.releases,
             self.packs,
             self.chunks,
+            self.delta_frames,
             self.problems.len()
         )
     }

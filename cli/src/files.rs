@@ -30,7 +30,9 @@ impl TempFile {
             std::process::id(),
             unique_suffix()
         ));
+        // Readable too: `chunk-server make` reads its new pack back for delta frames.
         let file = std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&path)?;

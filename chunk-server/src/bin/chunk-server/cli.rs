@@ -154,6 +154,10 @@ pub struct MakeArgs {
     /// The index expires this long after creation (e.g. "90days"); none by default
     #[arg(long)]
     pub expires: Option<humantime::Duration>,
+    /// Also write delta frames: the added chunks compressed against the chunks of this
+    /// release of the store that they resemble (index format version 2)
+    #[arg(long, value_name = "VERSION")]
+    pub delta_from: Option<String>,
     pub image: PathBuf,
 }
 

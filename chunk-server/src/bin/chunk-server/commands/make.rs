@@ -49,6 +49,7 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         avg_chunk_size,
         zstd_level,
         expires,
+        delta_from,
         image,
     } = args;
     let signing_key = key
@@ -73,6 +74,7 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         expires: expires.map(|d| created + d.as_secs()),
         signing_key: signing_key.as_ref(),
         progress: &progress,
+        delta_from: delta_from.as_deref(),
     };
     let summary = chunk_server::make::make(&Store::new(&store), &options)
         .with_context(|| format!("making release {version} from {}", image.display()))?;
