@@ -1,6 +1,7 @@
 //! Regression benchmarks for the hot paths, on synthetic sample images (`cargo bench`):
-//! FastCDC chunking, BLAKE3 chunk ids, zstd compression at the levels in use, and the
-//! device's per-chunk work (decompress and verify).
+//! FastCDC chunking, BLAKE3 chunk ids, zstd compression at the levels in use, the device's
+//! per-chunk work (decompress and verify), and for delta frames the base search (anchors,
+//! the anchor index, voting) and the decode of a 1 MiB group against its bases.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use diffota_format::{ChunkData, ChunkId, ChunkerParams};
@@ -73,5 +74,73 @@ fn pipeline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline);
+/// The delta path on two releases of the sample image: release 2 edits release 1's chunks.
+fn deltas(c: &mut Criterion) {
+    use chunk_server::delta::anchors::{anchors, AnchorDensity};
+    use chunk_server::delta::bases::AnchorIndex;
+    use chunk_server::delta::encode::{compress_with_prefix, decompress_with_prefix};
+    use chunk_server::make_deltas::VOTE_RULE;
+
+    let old = sample(32 << 20);
+    let mut new = old.clone();
+    for at in (0..new.len()).step_by(4096) {
+        new[at] ^= 0x5a;
+    }
+    let cut = |image: &[u8]| -> Vec<Vec<u8>> {
+        ChunkerParams::DEFAULT
+            .chunk_stream(image)
+            .map(|c| c.unwrap().data)
+            .collect()
+    };
+    let (old_chunks, new_chunks) = (cut(&old), cut(&new));
+    let mut group = c.benchmark_group("deltas");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(old.len() as u64));
+    group.bench_function("anchors_and_index_of_old_release", |b| {
+        b.iter(|| {
+            AnchorIndex::build(
+                old_chunks
+                    .iter()
+                    .enumerate()
+                    .map(|(n, c)| (n as u32, anchors(c, AnchorDensity::DEFAULT))),
+                16,
+            )
+            .len()
+        })
+    });
+    let index = AnchorIndex::build(
+        old_chunks
+            .iter()
+            .enumerate()
+            .map(|(n, c)| (n as u32, anchors(c, AnchorDensity::DEFAULT))),
+        16,
+    );
+    group.bench_function("vote_for_new_release", |b| {
+        b.iter(|| {
+            new_chunks
+                .iter()
+                .map(|c| {
+                    index
+                        .vote(&anchors(c, AnchorDensity::DEFAULT), VOTE_RULE)
+                        .len()
+                })
+                .sum::<usize>()
+        })
+    });
+    // One 1 MiB group against the 4 MiB of old content around it.
+    let content = &new[8 << 20..9 << 20];
+    let prefix = &old[6 << 20..10 << 20];
+    let frame = compress_with_prefix(content, prefix, 12).unwrap();
+    group.throughput(Throughput::Bytes(content.len() as u64));
+    group.bench_function("decode_1mib_group_against_4mib_of_bases", |b| {
+        b.iter(|| {
+            decompress_with_prefix(&frame, prefix, content.len())
+                .unwrap()
+                .len()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, pipeline, deltas);
 criterion_main!(benches);
