@@ -78,8 +78,8 @@ fn pipeline(c: &mut Criterion) {
 fn deltas(c: &mut Criterion) {
     use chunk_server::delta::anchors::{anchors, AnchorDensity};
     use chunk_server::delta::bases::AnchorIndex;
-    use chunk_server::delta::encode::{compress_with_prefix, decompress_with_prefix};
     use chunk_server::make_deltas::VOTE_RULE;
+    use diffota_format::delta::{compress_with_prefix, decompress_with_prefix};
 
     let old = sample(32 << 20);
     let mut new = old.clone();

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use chunk_server::delta::anchors::{anchors, AnchorDensity};
 use chunk_server::delta::bases::{AnchorIndex, VoteRule};
-use chunk_server::delta::encode::compress_with_prefix;
 use chunk_server::delta::groups::{plan_groups, GroupLimits, NewChunk};
+use diffota_format::delta::compress_with_prefix;
 use diffota_format::{ChunkId, ChunkerParams};
 use rayon::prelude::*;
 

@@ -21,10 +21,10 @@ use rayon::prelude::*;
 
 use crate::delta::anchors::{anchors, AnchorDensity};
 use crate::delta::bases::{AnchorIndex, VoteRule};
-use crate::delta::encode::compress_with_prefix;
 use crate::delta::groups::{plan_groups, GroupLimits, NewChunk, PlannedGroup};
 use crate::make::{MakeError, PackWriter};
 use crate::store::{io_error, Store, StoreError};
+use diffota_format::delta::compress_with_prefix;
 
 /// Groups of up to 1 MiB of new chunks with up to 4 MiB of bases: on the bench's roll-up
 /// pair 25.8 MB against 26.7 MB for 256 KiB / 1 MiB (bench/README.md, "Delta frames").

@@ -13,8 +13,8 @@ use diffota_format::signature::{signature_of, signature_path};
 use diffota_format::{ChunkData, ChunkEntry, FormatError, Index, PackRef, TrustedKeys};
 use rayon::prelude::*;
 
-use crate::delta::encode::decompress_with_prefix;
 use crate::store::{ChunkLocation, Store, StoreError};
+use diffota_format::delta::decompress_with_prefix;
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct VerifyReport {

@@ -6,6 +6,7 @@
 pub mod bundle;
 pub mod channel;
 pub mod chunk;
+pub mod delta;
 pub mod index;
 pub mod ranges;
 pub mod signature;

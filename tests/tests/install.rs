@@ -617,3 +617,93 @@ fn refused_releases_and_bad_device_input() {
         "slot b untouched"
     );
 }
+
+/// A release made with `--delta-from`: a device on the older release (factory-flashed, so it
+/// cuts its running slot) rebuilds the changed chunks from delta frames against chunks of its
+/// running slot, downloads less than the plain frames of those chunks, and `check` predicts
+/// the download exactly. A second device whose running slot lacks the bases (another image)
+/// takes the plain frames and installs the same bytes.
+#[test]
+fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let v1 = dir.path().join("v1.img");
+    write_image(&v1, 8 * MIB, 5, 1).unwrap();
+    let mut edited = std::fs::read(&v1).unwrap();
+    for at in (2 * MIB as usize..5 * MIB as usize).step_by(4096) {
+        edited[at] ^= 0x5a; // a rebuilt binary: old bytes with scattered changes
+    }
+    let v2 = dir.path().join("v2.img");
+    std::fs::write(&v2, &edited).unwrap();
+    let store = dir.path().join("store");
+    make_release(&store, &keys, "1.0", &v1);
+    run_ok(
+        make_command(&store, &keys, "2.0", "test-board", &v2)
+            .args(["--delta-from", "1.0"])
+            .env("SOURCE_DATE_EPOCH", "1790000000"),
+    );
+    set_channel(&store, &keys, "stable", "2.0", &[]);
+    let index =
+        Index::decode(&std::fs::read(store.join("releases/2.0/rootfs.didx")).unwrap()).unwrap();
+    let plain_bytes: u64 = {
+        let held: HashSet<_> =
+            Index::decode(&std::fs::read(store.join("releases/1.0/rootfs.didx")).unwrap())
+                .unwrap()
+                .chunks
+                .iter()
+                .map(|c| c.id)
+                .collect();
+        let mut seen = HashSet::new();
+        index
+            .chunks
+            .iter()
+            .filter(|c| !held.contains(&c.id) && seen.insert(c.id))
+            .map(|c| u64::from(c.compressed_length))
+            .sum()
+    };
+
+    let server = StoreServer::start(&store, &dir.path().join("access.log"), None);
+    let device = Device::new(&dir.path().join("device"), &v1, 10 * MIB);
+    device.configure(&server.url, &[&keys.public], "");
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
+    assert!(
+        check["plan"]["delta_frames"].as_u64().unwrap() > 0,
+        "{check}"
+    );
+    server.clear_log();
+    run_ok(device.diffota().arg("install"));
+    assert!(
+        device.slot_bytes("b", edited.len()) == edited,
+        "slot b does not hold 2.0"
+    );
+    let pack_bytes: u64 = server
+        .served()
+        .iter()
+        .filter(|s| s.path.starts_with("/packs/"))
+        .map(|s| s.range.map_or(0, |(a, b)| b + 1 - a))
+        .sum();
+    assert_eq!(
+        pack_bytes,
+        check["plan"]["fetch_bytes"].as_u64().unwrap(),
+        "check predicted it"
+    );
+    assert!(
+        pack_bytes * 4 < plain_bytes,
+        "delta frames {pack_bytes} bytes against plain frames {plain_bytes}"
+    );
+
+    // Without the bases (its running slot holds another image): plain frames, same result.
+    let other = dir.path().join("other.img");
+    write_image(&other, 8 * MIB, 77, 1).unwrap();
+    let stranger = Device::new(&dir.path().join("stranger"), &other, 10 * MIB);
+    stranger.configure(&server.url, &[&keys.public], "");
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(stranger.diffota().args(["check", "--json"]))).unwrap();
+    assert_eq!(check["plan"]["delta_frames"], 0);
+    run_ok(stranger.diffota().arg("install"));
+    assert!(
+        stranger.slot_bytes("b", edited.len()) == edited,
+        "slot b does not hold 2.0"
+    );
+}

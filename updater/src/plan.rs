@@ -4,6 +4,10 @@
 //! from the running slot, or fetched. Local sources are only candidates: the executor
 //! re-hashes every chunk it takes from a slot, and a mismatch turns into a fetch, so a stale
 //! stored index costs a download, never a wrong byte.
+//!
+//! Of the chunks to fetch, those a delta frame rebuilds more cheaply than their own frames
+//! come from that frame, when the running slot holds every base it names
+//! (`choose_delta_frames`); the executor re-hashes each base before use as well.
 
 use std::collections::{HashMap, HashSet};
 
@@ -32,6 +36,11 @@ impl SeedMap {
 
     pub fn get(&self, id: &ChunkId) -> Option<u64> {
         self.offsets.get(id).map(|&(offset, _)| offset)
+    }
+
+    /// Whether the slot is believed to hold the chunk `id` of `length` bytes.
+    pub fn holds(&self, id: &ChunkId, length: u32) -> bool {
+        self.offsets.get(id).is_some_and(|&(_, l)| l == length)
     }
 
     pub fn len(&self) -> usize {
@@ -87,6 +96,8 @@ impl Step {
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub steps: Vec<Step>,
+    /// Numbers of the index's delta frames that rebuild chunks to fetch.
+    pub delta_frames: Vec<usize>,
 }
 
 /// What a plan will cost, as reported before downloading anything.
@@ -100,6 +111,8 @@ pub struct PlanSummary {
     /// Compressed bytes of the chunks to fetch, merge gaps included.
     pub fetch_bytes: u64,
     pub fetch_requests: u64,
+    /// Delta frames among what is fetched.
+    pub delta_frames: u64,
 }
 
 impl Plan {
@@ -113,7 +126,12 @@ impl Plan {
                 seed_offset: running.get(&chunk.id),
             })
             .collect();
-        Plan { steps }
+        let mut plan = Plan {
+            steps,
+            delta_frames: Vec::new(),
+        };
+        plan.delta_frames = choose_delta_frames(index, &plan.fetch_chunks(), running);
+        plan
     }
 
     /// Chunks with no local candidate.
@@ -125,10 +143,83 @@ impl Plan {
             .collect()
     }
 
-    pub fn summary(&self, max_gap: u64) -> PlanSummary {
-        let ranges = plan_ranges(&self.fetch_chunks(), max_gap);
-        summarize(&self.steps, &ranges)
+    pub fn summary(&self, index: &Index, max_gap: u64) -> PlanSummary {
+        let fetched = with_delta_frames(index, &self.fetch_chunks(), &self.delta_frames);
+        let ranges = plan_ranges(&fetched, max_gap);
+        PlanSummary {
+            delta_frames: self.delta_frames.len() as u64,
+            ..summarize(&self.steps, &ranges)
+        }
     }
+}
+
+/// The delta frames worth using for `wanted` (chunks to fetch): in index order, a frame
+/// whose bases `seeds` all holds, and whose compressed length is less than the frames of
+/// the wanted chunks it rebuilds that no earlier chosen frame rebuilds.
+pub fn choose_delta_frames(index: &Index, wanted: &[ChunkEntry], seeds: &SeedMap) -> Vec<usize> {
+    let mut cost: HashMap<ChunkId, u32> =
+        wanted.iter().map(|c| (c.id, c.compressed_length)).collect();
+    let mut chosen = Vec::new();
+    for (number, frame) in index.deltas.frames.iter().enumerate() {
+        let holds_bases = frame.bases.iter().all(|&b| {
+            let base = &index.deltas.bases[b as usize];
+            seeds.holds(&base.id, base.length)
+        });
+        if !holds_bases {
+            continue;
+        }
+        let rebuilt: HashSet<ChunkId> = frame
+            .chunks
+            .iter()
+            .map(|&n| index.chunks[n as usize].id)
+            .filter(|id| cost.contains_key(id))
+            .collect();
+        let saved: u64 = rebuilt.iter().map(|id| u64::from(cost[id])).sum();
+        if saved > u64::from(frame.compressed_length) {
+            for id in &rebuilt {
+                cost.remove(id);
+            }
+            chosen.push(number);
+        }
+    }
+    chosen
+}
+
+/// A delta frame as a fetch item for `plan_ranges` (its id is zero: it is found again by
+/// its place in the pack).
+pub fn frame_entry(index: &Index, number: usize) -> ChunkEntry {
+    let frame = &index.deltas.frames[number];
+    ChunkEntry {
+        id: ChunkId([0; 32]),
+        offset: 0,
+        length: frame
+            .chunks
+            .iter()
+            .map(|&n| index.chunks[n as usize].length)
+            .sum(),
+        compressed_length: frame.compressed_length,
+        pack: frame.pack,
+        pack_offset: frame.pack_offset,
+    }
+}
+
+/// The chunks of `wanted` no chosen frame rebuilds, and the chosen frames as fetch items.
+pub fn with_delta_frames(
+    index: &Index,
+    wanted: &[ChunkEntry],
+    frames: &[usize],
+) -> Vec<ChunkEntry> {
+    let rebuilt: HashSet<ChunkId> = frames
+        .iter()
+        .flat_map(|&f| &index.deltas.frames[f].chunks)
+        .map(|&n| index.chunks[n as usize].id)
+        .collect();
+    wanted
+        .iter()
+        .filter(|c| !rebuilt.contains(&c.id))
+        .copied()
+        .chain(frames.iter().map(|&f| frame_entry(index, f)))
+        .collect()
 }
 
 pub fn summarize(steps: &[Step], ranges: &[FetchRange]) -> PlanSummary {
@@ -141,6 +232,7 @@ pub fn summarize(steps: &[Step], ranges: &[FetchRange]) -> PlanSummary {
         fetch_chunks: steps.len() as u64 - local.len() as u64,
         fetch_bytes: ranges.iter().map(|r| r.length()).sum(),
         fetch_requests: ranges.len() as u64,
+        delta_frames: 0,
     }
 }
 
@@ -188,11 +280,11 @@ mod tests {
         let plan = Plan::build(&new, &SeedMap::from_index(&old), &InPlace::Nothing);
         let sources: Vec<_> = plan.steps.iter().map(|s| s.seed_offset).collect();
         assert_eq!(sources, vec![Some(0), None, Some(8), None]);
-        let summary = plan.summary(0);
+        let summary = plan.summary(&new, 0);
         assert_eq!((summary.local_chunks, summary.fetch_chunks), (2, 2));
         assert_eq!(summary.fetch_requests, 2);
         assert_eq!(
-            plan.summary(4).fetch_requests,
+            plan.summary(&new, 4).fetch_requests,
             1,
             "a 4-byte gap merges the two fetches"
         );
@@ -212,6 +304,6 @@ mod tests {
         let new = index_of(&[b"xxxx", b"zzzz"]);
         let plan = Plan::build(&new, &SeedMap::default(), &InPlace::Everything);
         assert!(plan.steps.iter().all(|s| s.check_in_place));
-        assert_eq!(plan.summary(0).fetch_requests, 0);
+        assert_eq!(plan.summary(&new, 0).fetch_requests, 0);
     }
 }

@@ -130,8 +130,22 @@ async fn fetch_chunks(
     traffic: &Traffic,
     progress: &dyn Progress,
 ) -> Result<(), InstallError> {
+    let writer = |url: &str, start: u64, chunks: Vec<ChunkEntry>| ChunkWriter {
+        url: url.to_owned(),
+        start,
+        buffer: Vec::new(),
+        chunks,
+        next: 0,
+        slot,
+        progress,
+        last: None,
+    };
     let mut results = futures_util::stream::iter(ranges)
-        .map(|range| fetch_range(source, pack_paths, range, slot, config, traffic, progress))
+        .map(|range| {
+            fetch_range(
+                source, pack_paths, range, config, traffic, progress, &writer,
+            )
+        })
         .buffer_unordered(config.http.concurrency);
     while let Some(result) = results.next().await {
         result?;
@@ -139,33 +153,32 @@ async fn fetch_chunks(
     Ok(())
 }
 
-async fn fetch_range(
+/// A range's receiver that can say how many of its items (frames) it has finished, so that a
+/// retry resumes from the next one.
+pub(super) trait ResumableSink: RangeSink<Error = InstallError> {
+    fn finished(&self) -> usize;
+}
+
+/// Fetches one range into the sink `make_sink(url, start, items)` makes, retrying transient
+/// failures from the first item not yet finished.
+pub(super) async fn fetch_range<S: ResumableSink>(
     source: &StoreSource,
     pack_paths: &[String],
     mut range: FetchRange,
-    slot: &TargetSlot,
     config: &Config,
     traffic: &Traffic,
     progress: &dyn Progress,
+    make_sink: &impl Fn(&str, u64, Vec<ChunkEntry>) -> S,
 ) -> Result<(), InstallError> {
     let pack_path = &pack_paths[range.pack as usize];
     let url = source.describe(pack_path);
     let mut attempt = 0;
     loop {
-        let mut sink = ChunkWriter {
-            url: &url,
-            start: range.start,
-            buffer: Vec::new(),
-            chunks: &range.chunks,
-            next: 0,
-            slot,
-            progress,
-            last: None,
-        };
+        let mut sink = make_sink(&url, range.start, range.chunks.clone());
         let result = source
             .get_range(pack_path, range.start, range.end, &mut sink, traffic)
             .await;
-        let written = sink.next;
+        let written = sink.finished();
         match result {
             Ok(()) => return Ok(()),
             Err(RangeError::Sink(error)) => return Err(error),
@@ -198,11 +211,11 @@ async fn fetch_range(
 /// Receives a range's bytes, cuts out each chunk's zstd frame, decompresses, verifies and
 /// writes it; holds at most one frame plus a merge gap in memory.
 struct ChunkWriter<'a> {
-    url: &'a str,
+    url: String,
     /// Pack offset of `buffer[0]`.
     start: u64,
     buffer: Vec<u8>,
-    chunks: &'a [ChunkEntry],
+    chunks: Vec<ChunkEntry>,
     /// Chunks fully written so far.
     next: usize,
     slot: &'a TargetSlot,
@@ -228,7 +241,8 @@ impl RangeSink for ChunkWriter<'_> {
                 .as_ref()
                 .is_some_and(|(offset, _)| *offset == chunk.pack_offset);
             if !reuse {
-                let verified = decode_frame(&self.buffer[frame_start..frame_end], chunk, self.url)?;
+                let verified =
+                    decode_frame(&self.buffer[frame_start..frame_end], chunk, &self.url)?;
                 self.last = Some((chunk.pack_offset, verified));
             }
             let (_, verified) = self.last.as_ref().expect("decoded above");
@@ -247,6 +261,12 @@ impl RangeSink for ChunkWriter<'_> {
             self.start += keep_from as u64;
         }
         Ok(())
+    }
+}
+
+impl ResumableSink for ChunkWriter<'_> {
+    fn finished(&self) -> usize {
+        self.next
     }
 }
 
@@ -275,6 +295,8 @@ fn decode_frame(
 pub enum BadFrame {
     #[error("zstd: {0}")]
     Zstd(#[source] std::io::Error),
+    #[error("delta frame: zstd against its bases: {0}")]
+    DeltaZstd(#[source] std::io::Error),
     #[error("hash mismatch (tampered or corrupt data)")]
     Hash,
     #[error(transparent)]

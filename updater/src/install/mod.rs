@@ -8,6 +8,7 @@
 //! is written; the bootloader is only pointed at a slot whose whole image was read back
 //! from storage and matched the signed image hash.
 
+mod deltas;
 mod fetch;
 mod gate;
 mod local;
@@ -147,7 +148,10 @@ pub async fn check(
     let running_version = state.version_in(running);
     let decision = decide(running_version, &index.version, false, false);
     let seeds = seeds::running_seeds(device, running, index, &crate::progress::Quiet)?;
-    let planned = Plan::build(index, &seeds, &InPlace::Nothing);
+    let mut planned = Plan::build(index, &seeds, &InPlace::Nothing);
+    if release.bundle.is_some() {
+        planned.delta_frames.clear(); // a bundle carries plain frames
+    }
     let bundle = release.bundle.as_ref().map(|b| BundleCheck {
         made_for: b.made_for.clone(),
         missing_chunks: planned
@@ -184,7 +188,7 @@ pub async fn check(
             gate::refusal(&release, state, running, InstallOptions::default()),
             Ok(None)
         ),
-        plan: planned.summary(device.config.http.max_gap),
+        plan: planned.summary(index, device.config.http.max_gap),
         metadata_bytes: traffic.bytes.load(Ordering::Relaxed),
         bundle,
     })
@@ -223,6 +227,19 @@ pub async fn install(
         &mut report,
         progress,
     )?;
+    let fetched_image_bytes = to_fetch.iter().map(|c| u64::from(c.length)).sum();
+    let to_fetch = deltas::fetch_delta_frames(
+        &release,
+        &job.plan.delta_frames,
+        &job.delta_bases,
+        to_fetch,
+        job.running_file.file(),
+        &job.slot,
+        device.config,
+        &traffic,
+        progress,
+    )
+    .await?;
     fetch::fetch_all(
         &release,
         &to_fetch,
@@ -232,7 +249,7 @@ pub async fn install(
         progress,
     )
     .await?;
-    report.fetched_image_bytes = to_fetch.iter().map(|c| u64::from(c.length)).sum();
+    report.fetched_image_bytes = fetched_image_bytes;
     progress.event(Event::Verifying);
     verify::read_back(&job.slot, &release.index)?;
     report.downloaded_bytes = traffic.bytes.load(Ordering::Relaxed);
@@ -252,6 +269,8 @@ struct Job {
     running: Slot,
     running_file: fs_err::File,
     plan: Plan,
+    /// Where the bases of the plan's delta frames are in the running slot.
+    delta_bases: deltas::BaseOffsets,
 }
 
 /// Opens the target, plans every chunk, checks a bundle suffices, and marks the target as
@@ -285,7 +304,12 @@ async fn begin(
         seeds::stored_index(device, target)?.map_or(InPlace::Nothing, |i| InPlace::from_index(&i))
     };
     let seeds = seeds::running_seeds(device, running, index, progress)?;
-    let plan = Plan::build(index, &seeds, &in_place);
+    let mut plan = Plan::build(index, &seeds, &in_place);
+    if release.bundle.is_some() {
+        plan.delta_frames.clear(); // a bundle carries plain frames
+    }
+    let delta_bases = deltas::base_offsets(index, &plan.delta_frames, &seeds);
+    drop(seeds);
     if let Some(bundle) = &release.bundle {
         let running_version = machine.state().version_in(running);
         fetch::ensure_bundle_suffices(
@@ -300,7 +324,7 @@ async fn begin(
     progress.event(Event::Started {
         version: &index.version,
         slot: target,
-        plan: &plan.summary(config.http.max_gap),
+        plan: &plan.summary(index, config.http.max_gap),
     });
     tracing::info!(event = "install_started", version = %index.version, slot = %target);
     machine.begin_install(&marker, device.bootloader)?;
@@ -314,6 +338,7 @@ async fn begin(
         running,
         running_file,
         plan,
+        delta_bases,
     })
 }
 

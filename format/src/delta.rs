@@ -1,4 +1,5 @@
-//! Compressing a group against its bases: the concatenated bases are a raw-content zstd
+//! The delta frame codec, shared by `chunk-server make` and the device: a group of new
+//! chunks compressed against its bases, the concatenated bases being a raw-content zstd
 //! prefix (`ZSTD_CCtx_refPrefix`), so matches reach into old content as if it preceded the
 //! group. The window covers the prefix and the group, which is what bounds the decoder.
 
@@ -65,8 +66,18 @@ pub fn decompress_with_prefix(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delta::noise;
 
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
     #[test]
     fn a_group_like_its_base_costs_little_and_round_trips() {
         let base = noise(1, 64 * 1024);

@@ -1,0 +1,226 @@
+//! The install's delta phase, between the local chunks and the plain fetches: the delta
+//! frames the plan chose, fetched with merged range requests one range at a time (a frame
+//! needs its bases and its content in memory: at most 4 MiB and 1 MiB), each decoded against
+//! its bases read from the running slot and re-hashed, each rebuilt chunk verified by its id
+//! before it is written. A base that does not match is treated as missing: its frame is not
+//! used and its chunks come as plain frames.
+
+use std::collections::{HashMap, HashSet};
+
+use diffota_format::delta::decompress_with_prefix;
+use diffota_format::ranges::plan_ranges;
+use diffota_format::{ChunkData, ChunkEntry, ChunkId, Index};
+
+use super::fetch::{fetch_range, BadFrame, ResumableSink};
+use super::InstallError;
+use crate::config::Config;
+use crate::plan::{frame_entry, SeedMap};
+use crate::progress::{Event, Progress};
+use crate::release::Release;
+use crate::slot::{read_at, TargetSlot};
+use crate::source::{RangeSink, Traffic};
+
+/// Where the bases of the chosen frames are in the running slot (offset, length).
+pub(super) type BaseOffsets = HashMap<ChunkId, (u64, u32)>;
+
+/// The running-slot places of the bases of `frames`.
+pub(super) fn base_offsets(index: &Index, frames: &[usize], seeds: &SeedMap) -> BaseOffsets {
+    frames
+        .iter()
+        .flat_map(|&f| &index.deltas.frames[f].bases)
+        .filter_map(|&b| {
+            let base = index.deltas.bases[b as usize];
+            seeds
+                .get(&base.id)
+                .map(|offset| (base.id, (offset, base.length)))
+        })
+        .collect()
+}
+
+/// Rebuilds what it can of `to_fetch` from the frames `frames`; returns the chunks left to
+/// fetch as plain frames.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn fetch_delta_frames(
+    release: &Release,
+    frames: &[usize],
+    bases: &BaseOffsets,
+    to_fetch: Vec<ChunkEntry>,
+    running: &std::fs::File,
+    slot: &TargetSlot,
+    config: &Config,
+    traffic: &Traffic,
+    progress: &dyn Progress,
+) -> Result<Vec<ChunkEntry>, InstallError> {
+    let index = &release.index;
+    if frames.is_empty() || release.bundle.is_some() {
+        return Ok(to_fetch);
+    }
+    let mut wanted: HashMap<ChunkId, Vec<u64>> = HashMap::new();
+    for chunk in &to_fetch {
+        wanted.entry(chunk.id).or_default().push(chunk.offset);
+    }
+    let usable: Vec<usize> = frames
+        .iter()
+        .copied()
+        .filter(|&f| {
+            let frame = &index.deltas.frames[f];
+            frame
+                .chunks
+                .iter()
+                .any(|&n| wanted.contains_key(&index.chunks[n as usize].id))
+                && frame.bases.iter().all(|&b| {
+                    base_bytes(index.deltas.bases[b as usize].id, bases, running).is_some()
+                })
+        })
+        .collect();
+    let by_place: HashMap<(u32, u64), usize> = usable
+        .iter()
+        .map(|&f| {
+            let frame = &index.deltas.frames[f];
+            ((frame.pack, frame.pack_offset), f)
+        })
+        .collect();
+    let entries: Vec<ChunkEntry> = usable.iter().map(|&f| frame_entry(index, f)).collect();
+    let pack_paths: Vec<String> = index.packs.iter().map(|p| p.store_path()).collect();
+    let rebuilt = std::sync::Mutex::new(HashSet::new());
+    let writer = |url: &str, start: u64, items: Vec<ChunkEntry>| FrameWriter {
+        url: url.to_owned(),
+        start,
+        buffer: Vec::new(),
+        items,
+        next: 0,
+        index,
+        by_place: &by_place,
+        bases,
+        wanted: &wanted,
+        running,
+        slot,
+        progress,
+        rebuilt: &rebuilt,
+    };
+    for range in plan_ranges(&entries, config.http.max_gap) {
+        fetch_range(
+            &release.source,
+            &pack_paths,
+            range,
+            config,
+            traffic,
+            progress,
+            &writer,
+        )
+        .await?;
+    }
+    let rebuilt = rebuilt.into_inner().expect("no writer panicked");
+    Ok(to_fetch
+        .into_iter()
+        .filter(|c| !rebuilt.contains(&c.id))
+        .collect())
+}
+
+/// A base's bytes from the running slot, re-hashed; None when it cannot be read or differs.
+fn base_bytes(id: ChunkId, bases: &BaseOffsets, running: &std::fs::File) -> Option<Vec<u8>> {
+    let &(offset, length) = bases.get(&id)?;
+    let bytes = read_at(running, offset, length as usize).ok()?;
+    ChunkData(bytes).verify(&id).ok().map(|c| c.into_bytes())
+}
+
+/// Receives a range of delta frames, decodes each complete frame against its bases and
+/// writes the chunks it rebuilds wherever the image needs them.
+struct FrameWriter<'a> {
+    url: String,
+    /// Pack offset of `buffer[0]`.
+    start: u64,
+    buffer: Vec<u8>,
+    items: Vec<ChunkEntry>,
+    next: usize,
+    index: &'a Index,
+    by_place: &'a HashMap<(u32, u64), usize>,
+    bases: &'a BaseOffsets,
+    wanted: &'a HashMap<ChunkId, Vec<u64>>,
+    running: &'a std::fs::File,
+    slot: &'a TargetSlot,
+    progress: &'a dyn Progress,
+    rebuilt: &'a std::sync::Mutex<HashSet<ChunkId>>,
+}
+
+impl FrameWriter<'_> {
+    fn write_frame(&self, item: &ChunkEntry, compressed: &[u8]) -> Result<(), InstallError> {
+        let frame = &self.index.deltas.frames[self.by_place[&(item.pack, item.pack_offset)]];
+        let mut prefix = Vec::new();
+        for &b in &frame.bases {
+            match base_bytes(
+                self.index.deltas.bases[b as usize].id,
+                self.bases,
+                self.running,
+            ) {
+                Some(bytes) => prefix.extend_from_slice(&bytes),
+                // Checked before fetching; if it changed since, its chunks come plain.
+                None => return Ok(()),
+            }
+        }
+        let chunks: Vec<&ChunkEntry> = frame
+            .chunks
+            .iter()
+            .map(|&n| &self.index.chunks[n as usize])
+            .collect();
+        let bad = |chunk: &ChunkEntry, reason: BadFrame| InstallError::BadChunk {
+            id: chunk.id,
+            url: self.url.clone(),
+            pack_offset: item.pack_offset,
+            reason,
+        };
+        let content = decompress_with_prefix(compressed, &prefix, item.length as usize)
+            .map_err(|e| bad(chunks[0], BadFrame::DeltaZstd(e)))?;
+        drop(prefix);
+        let mut at = 0;
+        for chunk in chunks {
+            let data = content[at..at + chunk.length as usize].to_vec();
+            at += chunk.length as usize;
+            let verified = ChunkData(data)
+                .verify(&chunk.id)
+                .map_err(|_| bad(chunk, BadFrame::Hash))?;
+            let mut rebuilt = self.rebuilt.lock().expect("no writer panicked");
+            if !rebuilt.insert(chunk.id) {
+                continue;
+            }
+            for &offset in self.wanted.get(&chunk.id).into_iter().flatten() {
+                self.slot.write_chunk(&verified, offset)?;
+                self.progress.event(Event::Written {
+                    bytes: u64::from(chunk.length),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RangeSink for FrameWriter<'_> {
+    type Error = InstallError;
+
+    fn accept(&mut self, bytes: &[u8]) -> Result<(), InstallError> {
+        self.buffer.extend_from_slice(bytes);
+        while let Some(item) = self.items.get(self.next).copied() {
+            let frame_start = (item.pack_offset - self.start) as usize;
+            let frame_end = frame_start + item.compressed_length as usize;
+            if frame_end > self.buffer.len() {
+                break;
+            }
+            self.write_frame(&item, &self.buffer[frame_start..frame_end])?;
+            self.next += 1;
+            let keep_from = self
+                .items
+                .get(self.next)
+                .map_or(frame_end, |c| (c.pack_offset - self.start) as usize)
+                .min(self.buffer.len());
+            self.buffer.drain(..keep_from);
+            self.start += keep_from as u64;
+        }
+        Ok(())
+    }
+}
+
+impl ResumableSink for FrameWriter<'_> {
+    fn finished(&self) -> usize {
+        self.next
+    }
+}
