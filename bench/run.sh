@@ -72,7 +72,7 @@ for kind in "${kinds[@]}"; do
   rm -rf "$work/www/dota"; key=$work/bench.key
   [ -f "$key" ] || "$cs" keygen --unencrypted --secret-key "$key" --public-key "$work/bench.pub" --force >/dev/null
   timed "$cs" make --store "$work/www/dota" --version 1 --compatible bench --key "$key" "$v1"
-  timed "$cs" make --store "$work/www/dota" --version 2 --compatible bench --key "$key" "$v2"
+  timed "$cs" make --store "$work/www/dota" --version 2 --compatible bench --key "$key" --delta-from 1 "$v2"
   make_s[diffota]=$(last_time); make_rss[diffota]=$(last_rss)
   "$cs" channel set --store "$work/www/dota" stable --release 2 --key "$key" >/dev/null
   mkdir -p "$work/dev/state"
