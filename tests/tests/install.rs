@@ -618,6 +618,75 @@ fn refused_releases_and_bad_device_input() {
     );
 }
 
+/// Releases 1.0 and 2.0 where 2.0 edits bytes scattered over 3 MiB of 1.0 (a rebuilt
+/// binary), 2.0 made with `--delta-from 1.0`, on channel `stable`.
+struct DeltaFixture {
+    dir: tempfile::TempDir,
+    keys: Keys,
+    store: PathBuf,
+    v1: PathBuf,
+    v2: Vec<u8>,
+}
+
+impl DeltaFixture {
+    fn new() -> DeltaFixture {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::generate(dir.path(), "release");
+        let v1 = dir.path().join("v1.img");
+        write_image(&v1, 8 * MIB, 5, 1).unwrap();
+        let mut v2 = std::fs::read(&v1).unwrap();
+        for at in (2 * MIB as usize..5 * MIB as usize).step_by(4096) {
+            v2[at] ^= 0x5a;
+        }
+        let v2_path = dir.path().join("v2.img");
+        std::fs::write(&v2_path, &v2).unwrap();
+        let store = dir.path().join("store");
+        make_release(&store, &keys, "1.0", &v1);
+        run_ok(
+            make_command(&store, &keys, "2.0", "test-board", &v2_path)
+                .args(["--delta-from", "1.0"])
+                .env("SOURCE_DATE_EPOCH", "1790000000"),
+        );
+        set_channel(&store, &keys, "stable", "2.0", &[]);
+        DeltaFixture {
+            dir,
+            keys,
+            store,
+            v1,
+            v2,
+        }
+    }
+
+    fn index(&self, version: &str) -> Index {
+        Index::decode(
+            &std::fs::read(self.store.join(format!("releases/{version}/rootfs.didx"))).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn device(&self, name: &str, running: &Path, server_url: &str, extra: &str) -> Device {
+        let device = Device::new(&self.dir.path().join(name), running, 10 * MIB);
+        device.configure(server_url, &[&self.keys.public], extra);
+        device
+    }
+
+    fn assert_installed(&self, device: &Device) {
+        assert!(
+            device.slot_bytes("b", self.v2.len()) == self.v2,
+            "slot b does not hold 2.0"
+        );
+    }
+}
+
+fn pack_bytes(server: &StoreServer) -> u64 {
+    server
+        .served()
+        .iter()
+        .filter(|s| s.path.starts_with("/packs/"))
+        .map(|s| s.range.map_or(0, |(a, b)| b + 1 - a))
+        .sum()
+}
+
 /// A release made with `--delta-from`: a device on the older release (factory-flashed, so it
 /// cuts its running slot) rebuilds the changed chunks from delta frames against chunks of its
 /// running slot, downloads less than the plain frames of those chunks, and `check` predicts
@@ -625,46 +694,19 @@ fn refused_releases_and_bad_device_input() {
 /// takes the plain frames and installs the same bytes.
 #[test]
 fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
-    let v1 = dir.path().join("v1.img");
-    write_image(&v1, 8 * MIB, 5, 1).unwrap();
-    let mut edited = std::fs::read(&v1).unwrap();
-    for at in (2 * MIB as usize..5 * MIB as usize).step_by(4096) {
-        edited[at] ^= 0x5a; // a rebuilt binary: old bytes with scattered changes
-    }
-    let v2 = dir.path().join("v2.img");
-    std::fs::write(&v2, &edited).unwrap();
-    let store = dir.path().join("store");
-    make_release(&store, &keys, "1.0", &v1);
-    run_ok(
-        make_command(&store, &keys, "2.0", "test-board", &v2)
-            .args(["--delta-from", "1.0"])
-            .env("SOURCE_DATE_EPOCH", "1790000000"),
-    );
-    set_channel(&store, &keys, "stable", "2.0", &[]);
-    let index =
-        Index::decode(&std::fs::read(store.join("releases/2.0/rootfs.didx")).unwrap()).unwrap();
-    let plain_bytes: u64 = {
-        let held: HashSet<_> =
-            Index::decode(&std::fs::read(store.join("releases/1.0/rootfs.didx")).unwrap())
-                .unwrap()
-                .chunks
-                .iter()
-                .map(|c| c.id)
-                .collect();
-        let mut seen = HashSet::new();
-        index
-            .chunks
-            .iter()
-            .filter(|c| !held.contains(&c.id) && seen.insert(c.id))
-            .map(|c| u64::from(c.compressed_length))
-            .sum()
-    };
+    let fixture = DeltaFixture::new();
+    let index = fixture.index("2.0");
+    let held: HashSet<_> = fixture.index("1.0").chunks.iter().map(|c| c.id).collect();
+    let mut seen = HashSet::new();
+    let plain_bytes: u64 = index
+        .chunks
+        .iter()
+        .filter(|c| !held.contains(&c.id) && seen.insert(c.id))
+        .map(|c| u64::from(c.compressed_length))
+        .sum();
 
-    let server = StoreServer::start(&store, &dir.path().join("access.log"), None);
-    let device = Device::new(&dir.path().join("device"), &v1, 10 * MIB);
-    device.configure(&server.url, &[&keys.public], "");
+    let server = StoreServer::start(&fixture.store, &fixture.dir.path().join("access.log"), None);
+    let device = fixture.device("device", &fixture.v1, &server.url, "");
     let check: serde_json::Value =
         serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
     assert!(
@@ -673,37 +715,110 @@ fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
     );
     server.clear_log();
     run_ok(device.diffota().arg("install"));
-    assert!(
-        device.slot_bytes("b", edited.len()) == edited,
-        "slot b does not hold 2.0"
-    );
-    let pack_bytes: u64 = server
-        .served()
-        .iter()
-        .filter(|s| s.path.starts_with("/packs/"))
-        .map(|s| s.range.map_or(0, |(a, b)| b + 1 - a))
-        .sum();
+    fixture.assert_installed(&device);
+    let fetched = pack_bytes(&server);
     assert_eq!(
-        pack_bytes,
+        fetched,
         check["plan"]["fetch_bytes"].as_u64().unwrap(),
         "check predicted it"
     );
     assert!(
-        pack_bytes * 4 < plain_bytes,
-        "delta frames {pack_bytes} bytes against plain frames {plain_bytes}"
+        fetched * 4 < plain_bytes,
+        "delta frames {fetched} bytes against plain frames {plain_bytes}"
     );
 
     // Without the bases (its running slot holds another image): plain frames, same result.
-    let other = dir.path().join("other.img");
+    let other = fixture.dir.path().join("other.img");
     write_image(&other, 8 * MIB, 77, 1).unwrap();
-    let stranger = Device::new(&dir.path().join("stranger"), &other, 10 * MIB);
-    stranger.configure(&server.url, &[&keys.public], "");
+    let stranger = fixture.device("stranger", &other, &server.url, "");
     let check: serde_json::Value =
         serde_json::from_str(&run_ok(stranger.diffota().args(["check", "--json"]))).unwrap();
     assert_eq!(check["plan"]["delta_frames"], 0);
     run_ok(stranger.diffota().arg("install"));
-    assert!(
-        stranger.slot_bytes("b", edited.len()) == edited,
-        "slot b does not hold 2.0"
+    fixture.assert_installed(&stranger);
+}
+
+/// With delta frames in play: a SIGKILL halfway through the frames, then a resume that
+/// fetches less than the whole again; tampered frames refused with nothing activated; a
+/// truncated answer retried and reported; 500s carried by retries.
+#[test]
+fn delta_frames_survive_sigkill_and_misbehaving_servers() {
+    let fixture = DeltaFixture::new();
+    let frames_bytes: u64 = fixture
+        .index("2.0")
+        .deltas
+        .frames
+        .iter()
+        .map(|f| u64::from(f.compressed_length))
+        .sum();
+    let good = StoreServer::start(&fixture.store, &fixture.dir.path().join("access.log"), None);
+
+    let stalling = FaultServer::start(
+        &fixture.store,
+        Fault::StallAfterBytes(frames_bytes as usize * 2 / 3),
     );
+    let device = fixture.device(
+        "killed",
+        &fixture.v1,
+        &stalling.url,
+        "[http]\nstall_timeout_secs = 600\n",
+    );
+    let mut child = device
+        .diffota()
+        .arg("install")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stalling.pack_requests() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the install never requested a pack"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(device.slot_bytes("a", 8 * MIB as usize) == std::fs::read(&fixture.v1).unwrap());
+    device.configure(&good.url, &[&fixture.keys.public], "");
+    good.clear_log();
+    run_ok(device.diffota().arg("install"));
+    fixture.assert_installed(&device);
+    let resumed = pack_bytes(&good);
+    assert!(
+        resumed > 0 && resumed < frames_bytes,
+        "resumed with {resumed} bytes of {frames_bytes}"
+    );
+
+    let quick = "[http]\nretries = 1\nstall_timeout_secs = 1\n";
+    for (name, fault, message) in [
+        ("tamper", Fault::TamperPacks, "chunk"),
+        ("truncate", Fault::Truncate, "end of file"),
+    ] {
+        let server = FaultServer::start(&fixture.store, fault);
+        let device = fixture.device(name, &fixture.v1, &server.url, quick);
+        let output = run(device.diffota().arg("install"));
+        assert!(!output.status.success(), "{name}");
+        assert!(
+            stderr(&output).contains(message),
+            "{name}: {}",
+            stderr(&output)
+        );
+        let status: serde_json::Value =
+            serde_json::from_str(&run_ok(device.diffota().args(["status", "--json"]))).unwrap();
+        assert!(
+            status["state"]["trial"].is_null(),
+            "{name}: nothing armed: {status}"
+        );
+    }
+    let server = FaultServer::start(&fixture.store, Fault::FailFirst(2));
+    let device = fixture.device(
+        "retry",
+        &fixture.v1,
+        &server.url,
+        "[http]\nretries = 3\nconcurrency = 1\n",
+    );
+    run_ok(device.diffota().arg("install"));
+    fixture.assert_installed(&device);
 }

@@ -117,7 +117,7 @@ pub struct PlanSummary {
 
 impl Plan {
     pub fn build(index: &Index, running: &SeedMap, in_place: &InPlace) -> Plan {
-        let steps = index
+        let steps: Vec<Step> = index
             .chunks
             .iter()
             .map(|chunk| Step {
@@ -126,12 +126,19 @@ impl Plan {
                 seed_offset: running.get(&chunk.id),
             })
             .collect();
-        let mut plan = Plan {
+        // Frames are chosen against the chunks the running slot lacks: a chunk only believed
+        // to be in place (a resumed install) may still need one.
+        let unseeded: Vec<ChunkEntry> = steps
+            .iter()
+            .filter(|s| s.seed_offset.is_none())
+            .map(|s| s.chunk)
+            .collect();
+        let delta_frames =
+            choose_delta_frames(index, &unseeded, |id, length| running.holds(id, length));
+        Plan {
             steps,
-            delta_frames: Vec::new(),
-        };
-        plan.delta_frames = choose_delta_frames(index, &plan.fetch_chunks(), running);
-        plan
+            delta_frames,
+        }
     }
 
     /// Chunks with no local candidate.
@@ -143,27 +150,46 @@ impl Plan {
             .collect()
     }
 
+    /// What the plan will fetch, chunks believed in place counted as in place.
     pub fn summary(&self, index: &Index, max_gap: u64) -> PlanSummary {
-        let fetched = with_delta_frames(index, &self.fetch_chunks(), &self.delta_frames);
-        let ranges = plan_ranges(&fetched, max_gap);
+        let wanted = self.fetch_chunks();
+        let frames = choose_delta_frames_among(index, &wanted, &self.delta_frames, |_, _| true);
+        let ranges = plan_ranges(&with_delta_frames(index, &wanted, &frames), max_gap);
         PlanSummary {
-            delta_frames: self.delta_frames.len() as u64,
+            delta_frames: frames.len() as u64,
             ..summarize(&self.steps, &ranges)
         }
     }
 }
 
 /// The delta frames worth using for `wanted` (chunks to fetch): in index order, a frame
-/// whose bases `seeds` all holds, and whose compressed length is less than the frames of
-/// the wanted chunks it rebuilds that no earlier chosen frame rebuilds.
-pub fn choose_delta_frames(index: &Index, wanted: &[ChunkEntry], seeds: &SeedMap) -> Vec<usize> {
+/// whose bases the running slot holds (`holds(id, length)`), and whose compressed length is
+/// less than the frames of the wanted chunks it rebuilds that no earlier chosen frame
+/// rebuilds.
+pub fn choose_delta_frames(
+    index: &Index,
+    wanted: &[ChunkEntry],
+    holds: impl FnMut(&ChunkId, u32) -> bool,
+) -> Vec<usize> {
+    let all: Vec<usize> = (0..index.deltas.frames.len()).collect();
+    choose_delta_frames_among(index, wanted, &all, holds)
+}
+
+/// `choose_delta_frames` among the frames `candidates` (in index order).
+pub fn choose_delta_frames_among(
+    index: &Index,
+    wanted: &[ChunkEntry],
+    candidates: &[usize],
+    mut holds: impl FnMut(&ChunkId, u32) -> bool,
+) -> Vec<usize> {
     let mut cost: HashMap<ChunkId, u32> =
         wanted.iter().map(|c| (c.id, c.compressed_length)).collect();
     let mut chosen = Vec::new();
-    for (number, frame) in index.deltas.frames.iter().enumerate() {
+    for &number in candidates {
+        let frame = &index.deltas.frames[number];
         let holds_bases = frame.bases.iter().all(|&b| {
             let base = &index.deltas.bases[b as usize];
-            seeds.holds(&base.id, base.length)
+            holds(&base.id, base.length)
         });
         if !holds_bases {
             continue;
@@ -297,6 +323,99 @@ mod tests {
         let plan = Plan::build(&new, &SeedMap::default(), &InPlace::from_index(&target_old));
         let checks: Vec<_> = plan.steps.iter().map(|s| s.check_in_place).collect();
         assert_eq!(checks, vec![true, false, false]);
+    }
+
+    /// `new` with one delta frame rebuilding its chunks `chunks` from base `base`.
+    fn with_frame(mut new: Index, base: &[u8], chunks: Vec<u32>, compressed_length: u32) -> Index {
+        use diffota_format::index::{DeltaBase, DeltaFrame};
+        let base_number = new.deltas.bases.len() as u32;
+        new.deltas.bases.push(DeltaBase {
+            id: ChunkId::of(base),
+            length: base.len() as u32,
+        });
+        new.deltas.frames.push(DeltaFrame {
+            pack: 0,
+            pack_offset: new.packs[0].length,
+            compressed_length,
+            bases: vec![base_number],
+            chunks,
+        });
+        new.packs[0].length += u64::from(compressed_length);
+        new
+    }
+
+    #[test]
+    fn a_delta_frame_is_used_when_its_bases_are_held_and_it_is_cheaper() {
+        let old = index_of(&[b"aaaa", b"bbbb", b"cccc"]);
+        // Chunks 1 and 3 (8 bytes of plain frames) come from one 3-byte frame against "bbbb".
+        let new = with_frame(
+            index_of(&[b"aaaa", b"bbbx", b"cccc", b"bbby"]),
+            b"bbbb",
+            vec![1, 3],
+            3,
+        );
+        let plan = Plan::build(&new, &SeedMap::from_index(&old), &InPlace::Nothing);
+        assert_eq!(plan.delta_frames, vec![0]);
+        let summary = plan.summary(&new, 0);
+        assert_eq!(
+            (
+                summary.delta_frames,
+                summary.fetch_bytes,
+                summary.fetch_requests
+            ),
+            (1, 3, 1)
+        );
+
+        // Without the base the plain frames serve.
+        let stranger = Plan::build(
+            &new,
+            &SeedMap::from_index(&index_of(&[b"zzzz"])),
+            &InPlace::Nothing,
+        );
+        assert!(stranger.delta_frames.is_empty());
+        assert_eq!(
+            stranger.summary(&new, 0).fetch_bytes,
+            16,
+            "all four chunks, plain"
+        );
+
+        // A frame dearer than the plain frames it replaces is not used.
+        let dear = with_frame(index_of(&[b"aaaa", b"bbbx"]), b"bbbb", vec![1], 5);
+        assert!(
+            Plan::build(&dear, &SeedMap::from_index(&old), &InPlace::Nothing)
+                .delta_frames
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn frames_are_candidates_on_resume_and_chosen_by_what_is_left() {
+        let old = index_of(&[b"aaaa", b"bbbb"]);
+        let new = with_frame(
+            index_of(&[b"aaaa", b"bbbx", b"bbby"]),
+            b"bbbb",
+            vec![1, 2],
+            3,
+        );
+        let plan = Plan::build(&new, &SeedMap::from_index(&old), &InPlace::Everything);
+        assert_eq!(
+            plan.delta_frames,
+            vec![0],
+            "a resumed install may still need the frame"
+        );
+        let left = [new.chunks[2]];
+        assert_eq!(
+            choose_delta_frames_among(&new, &left, &plan.delta_frames, |_, _| true),
+            vec![0]
+        );
+        let cheap_left = [ChunkEntry {
+            compressed_length: 2,
+            ..new.chunks[2]
+        }];
+        assert!(
+            choose_delta_frames_among(&new, &cheap_left, &plan.delta_frames, |_, _| true)
+                .is_empty()
+        );
     }
 
     #[test]

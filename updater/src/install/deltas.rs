@@ -14,7 +14,7 @@ use diffota_format::{ChunkData, ChunkEntry, ChunkId, Index};
 use super::fetch::{fetch_range, BadFrame, ResumableSink};
 use super::InstallError;
 use crate::config::Config;
-use crate::plan::{frame_entry, SeedMap};
+use crate::plan::{choose_delta_frames_among, frame_entry, SeedMap};
 use crate::progress::{Event, Progress};
 use crate::release::Release;
 use crate::slot::{read_at, TargetSlot};
@@ -59,20 +59,14 @@ pub(super) async fn fetch_delta_frames(
     for chunk in &to_fetch {
         wanted.entry(chunk.id).or_default().push(chunk.offset);
     }
-    let usable: Vec<usize> = frames
-        .iter()
-        .copied()
-        .filter(|&f| {
-            let frame = &index.deltas.frames[f];
-            frame
-                .chunks
-                .iter()
-                .any(|&n| wanted.contains_key(&index.chunks[n as usize].id))
-                && frame.bases.iter().all(|&b| {
-                    base_bytes(index.deltas.bases[b as usize].id, bases, running).is_some()
-                })
-        })
-        .collect();
+    // What is really left to fetch decides (the local phase may have found chunks in place),
+    // and a base counts as held only when its bytes in the running slot match its id.
+    let mut checked: HashMap<ChunkId, bool> = HashMap::new();
+    let usable = choose_delta_frames_among(index, &to_fetch, frames, |id, _| {
+        *checked
+            .entry(*id)
+            .or_insert_with(|| base_bytes(*id, bases, running).is_some())
+    });
     let by_place: HashMap<(u32, u64), usize> = usable
         .iter()
         .map(|&f| {
