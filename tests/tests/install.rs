@@ -291,6 +291,28 @@ fn file_store_and_explicit_index_path() {
     assert_installed(&plain, &fixture.v2);
 }
 
+/// Starts `diffota install` on `device`, waits until `server` has seen a pack request, lets
+/// 300 ms of the answer flow, then kills the updater (SIGKILL).
+fn kill_install_midway(device: &Device, server: &FaultServer) {
+    let mut child = device
+        .diffota()
+        .arg("install")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.pack_requests() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the install never requested a pack"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn sigkill_during_install_then_resume_without_downloading_again() {
     let fixture = Fixture::new();
@@ -323,23 +345,7 @@ fn sigkill_during_install_then_resume_without_downloading_again() {
             &stalling.url,
             "[http]\nstall_timeout_secs = 600\n",
         );
-        let mut child = device
-            .diffota()
-            .arg("install")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while stalling.pack_requests() == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the install never requested a pack"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        kill_install_midway(&device, &stalling);
         assert_running_untouched(&device, &fixture);
 
         device.configure(&good.url, &[&fixture.keys.public], "");
@@ -763,23 +769,7 @@ fn delta_frames_survive_sigkill_and_misbehaving_servers() {
         &stalling.url,
         "[http]\nstall_timeout_secs = 600\n",
     );
-    let mut child = device
-        .diffota()
-        .arg("install")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while stalling.pack_requests() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the install never requested a pack"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_install_midway(&device, &stalling);
     assert!(device.slot_bytes("a", 8 * MIB as usize) == std::fs::read(&fixture.v1).unwrap());
     device.configure(&good.url, &[&fixture.keys.public], "");
     good.clear_log();

@@ -11,7 +11,7 @@ use diffota_format::delta::decompress_with_prefix;
 use diffota_format::ranges::plan_ranges;
 use diffota_format::{ChunkData, ChunkEntry, ChunkId, Index};
 
-use super::fetch::{fetch_range, BadFrame, ResumableSink};
+use super::fetch::{fetch_range, next_frame_at, BadFrame, RangeBuffer, ResumableSink};
 use super::InstallError;
 use crate::config::Config;
 use crate::plan::{choose_delta_frames_among, frame_entry, SeedMap};
@@ -79,8 +79,7 @@ pub(super) async fn fetch_delta_frames(
     let rebuilt = std::sync::Mutex::new(HashSet::new());
     let writer = |url: &str, start: u64, items: Vec<ChunkEntry>| FrameWriter {
         url: url.to_owned(),
-        start,
-        buffer: Vec::new(),
+        received: RangeBuffer::new(start),
         items,
         next: 0,
         index,
@@ -122,9 +121,7 @@ fn base_bytes(id: ChunkId, bases: &BaseOffsets, running: &std::fs::File) -> Opti
 /// writes the chunks it rebuilds wherever the image needs them.
 struct FrameWriter<'a> {
     url: String,
-    /// Pack offset of `buffer[0]`.
-    start: u64,
-    buffer: Vec<u8>,
+    received: RangeBuffer,
     items: Vec<ChunkEntry>,
     next: usize,
     index: &'a Index,
@@ -192,22 +189,18 @@ impl RangeSink for FrameWriter<'_> {
     type Error = InstallError;
 
     fn accept(&mut self, bytes: &[u8]) -> Result<(), InstallError> {
-        self.buffer.extend_from_slice(bytes);
+        self.received.push(bytes);
         while let Some(item) = self.items.get(self.next).copied() {
-            let frame_start = (item.pack_offset - self.start) as usize;
-            let frame_end = frame_start + item.compressed_length as usize;
-            if frame_end > self.buffer.len() {
+            let Some(frame) = self
+                .received
+                .frame(item.pack_offset, item.compressed_length)
+            else {
                 break;
-            }
-            self.write_frame(&item, &self.buffer[frame_start..frame_end])?;
+            };
+            self.write_frame(&item, frame)?;
             self.next += 1;
-            let keep_from = self
-                .items
-                .get(self.next)
-                .map_or(frame_end, |c| (c.pack_offset - self.start) as usize)
-                .min(self.buffer.len());
-            self.buffer.drain(..keep_from);
-            self.start += keep_from as u64;
+            self.received
+                .drop_before(next_frame_at(&self.items, self.next, &item));
         }
         Ok(())
     }

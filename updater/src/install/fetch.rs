@@ -132,8 +132,7 @@ async fn fetch_chunks(
 ) -> Result<(), InstallError> {
     let writer = |url: &str, start: u64, chunks: Vec<ChunkEntry>| ChunkWriter {
         url: url.to_owned(),
-        start,
-        buffer: Vec::new(),
+        received: RangeBuffer::new(start),
         chunks,
         next: 0,
         slot,
@@ -212,9 +211,7 @@ pub(super) async fn fetch_range<S: ResumableSink>(
 /// writes it; holds at most one frame plus a merge gap in memory.
 struct ChunkWriter<'a> {
     url: String,
-    /// Pack offset of `buffer[0]`.
-    start: u64,
-    buffer: Vec<u8>,
+    received: RangeBuffer,
     chunks: Vec<ChunkEntry>,
     /// Chunks fully written so far.
     next: usize,
@@ -228,21 +225,21 @@ impl RangeSink for ChunkWriter<'_> {
     type Error = InstallError;
 
     fn accept(&mut self, bytes: &[u8]) -> Result<(), InstallError> {
-        self.buffer.extend_from_slice(bytes);
-        while let Some(chunk) = self.chunks.get(self.next) {
-            let frame_start = (chunk.pack_offset - self.start) as usize;
-            let frame_end = frame_start + chunk.compressed_length as usize;
-            if frame_end > self.buffer.len() {
+        self.received.push(bytes);
+        while let Some(chunk) = self.chunks.get(self.next).copied() {
+            let Some(frame) = self
+                .received
+                .frame(chunk.pack_offset, chunk.compressed_length)
+            else {
                 break;
-            }
+            };
             // Chunks that occur at several image offsets are decoded once (they are adjacent).
             let reuse = self
                 .last
                 .as_ref()
                 .is_some_and(|(offset, _)| *offset == chunk.pack_offset);
             if !reuse {
-                let verified =
-                    decode_frame(&self.buffer[frame_start..frame_end], chunk, &self.url)?;
+                let verified = decode_frame(frame, &chunk, &self.url)?;
                 self.last = Some((chunk.pack_offset, verified));
             }
             let (_, verified) = self.last.as_ref().expect("decoded above");
@@ -251,16 +248,51 @@ impl RangeSink for ChunkWriter<'_> {
                 bytes: u64::from(chunk.length),
             });
             self.next += 1;
-            // Keep only the bytes from the next chunk's frame on.
-            let keep_from = self
-                .chunks
-                .get(self.next)
-                .map_or(frame_end, |c| (c.pack_offset - self.start) as usize)
-                .min(self.buffer.len());
-            self.buffer.drain(..keep_from);
-            self.start += keep_from as u64;
+            self.received
+                .drop_before(next_frame_at(&self.chunks, self.next, &chunk));
         }
         Ok(())
+    }
+}
+
+/// The pack offset of item `next` of a range, or where the current item's frame ends.
+pub(super) fn next_frame_at(items: &[ChunkEntry], next: usize, current: &ChunkEntry) -> u64 {
+    items.get(next).map_or(
+        current.pack_offset + u64::from(current.compressed_length),
+        |c| c.pack_offset,
+    )
+}
+
+/// The bytes of a range received so far, from pack offset `start` on: frames are cut from
+/// it in pack order and dropped once handled, so it holds at most one frame and a merge gap.
+pub(super) struct RangeBuffer {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl RangeBuffer {
+    pub(super) fn new(start: u64) -> RangeBuffer {
+        RangeBuffer {
+            start,
+            bytes: Vec::new(),
+        }
+    }
+
+    pub(super) fn push(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// The frame at `pack_offset`, once all its `length` bytes have arrived.
+    pub(super) fn frame(&self, pack_offset: u64, length: u32) -> Option<&[u8]> {
+        let from = (pack_offset - self.start) as usize;
+        self.bytes.get(from..from + length as usize)
+    }
+
+    /// Drops what lies before `pack_offset` (as far as it has arrived).
+    pub(super) fn drop_before(&mut self, pack_offset: u64) {
+        let keep_from = ((pack_offset - self.start) as usize).min(self.bytes.len());
+        self.bytes.drain(..keep_from);
+        self.start += keep_from as u64;
     }
 }
 
