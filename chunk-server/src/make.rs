@@ -295,6 +295,7 @@ fn added_chunks(chunked: &Chunked) -> Vec<crate::make_deltas::AddedChunk> {
                 compressed_length,
             } if seen.insert(*id) => Some(crate::make_deltas::AddedChunk {
                 number: number as u32,
+                id: *id,
                 length: *length,
                 pack_offset,
                 compressed_length,

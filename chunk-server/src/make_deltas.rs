@@ -10,20 +10,19 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use diffota_format::index::{
     DeltaBase, DeltaFrame, Deltas, MAX_DELTA_CONTENT, MAX_DELTA_DICTIONARY,
 };
-use diffota_format::{ChunkData, ChunkEntry, ChunkId, Index};
+use diffota_format::{ChunkEntry, ChunkId, Index};
 use rayon::prelude::*;
 
 use crate::delta::anchors::{anchors, AnchorDensity};
 use crate::delta::bases::{AnchorIndex, VoteRule};
 use crate::delta::groups::{plan_groups, GroupLimits, NewChunk, PlannedGroup};
 use crate::make::{MakeError, PackWriter};
-use crate::store::{io_error, Store, StoreError};
+use crate::store::{io_error, read_chunk_checked, Store, StoreError};
 use diffota_format::delta::compress_with_prefix;
 
 /// Groups of up to 1 MiB of new chunks with up to 4 MiB of bases: on the bench's roll-up
@@ -50,6 +49,7 @@ const GROUPS_PER_BATCH: usize = 8;
 /// new pack.
 pub(crate) struct AddedChunk {
     pub number: u32,
+    pub id: ChunkId,
     pub length: u32,
     pub pack_offset: u64,
     pub compressed_length: u32,
@@ -76,9 +76,10 @@ pub(crate) fn write_delta_frames(
     );
     let new_pack_path = pack.path().to_owned();
     let read_added = |chunk: &AddedChunk| {
-        read_frame(
+        read_checked(
             new_pack,
             &new_pack_path,
+            &chunk.id,
             chunk.pack_offset,
             chunk.compressed_length,
             chunk.length,
@@ -182,47 +183,31 @@ impl OldChunks {
     fn read(&self, number: usize) -> Result<Vec<u8>, StoreError> {
         let entry = &self.chunks[number];
         let (path, file) = &self.packs[entry.pack as usize];
-        let data = read_frame(
+        read_checked(
             file,
             path,
+            &entry.id,
             entry.pack_offset,
             entry.compressed_length,
             entry.length,
-        )?;
-        checked(data, &entry.id, path)
+        )
     }
 }
 
-fn checked(data: Vec<u8>, id: &ChunkId, path: &Path) -> Result<Vec<u8>, StoreError> {
-    ChunkData(data)
-        .verify(id)
-        .map(|chunk| chunk.into_bytes())
-        .map_err(|source| StoreError::Format {
-            path: path.to_owned(),
-            source,
-        })
-}
-
-/// Decompresses the frame at `offset` of a pack into exactly `length` bytes.
-fn read_frame(
+/// The chunk `id` from the frame at `offset` of an open pack, checked against its id.
+fn read_checked(
     file: &File,
     path: &Path,
+    id: &ChunkId,
     offset: u64,
     compressed_length: u32,
     length: u32,
 ) -> Result<Vec<u8>, StoreError> {
-    let mut frame = vec![0u8; compressed_length as usize];
-    file.read_exact_at(&mut frame, offset)
-        .map_err(io_error(path))?;
-    let data = zstd::bulk::decompress(&frame, length as usize).map_err(io_error(path))?;
-    if data.len() != length as usize {
-        return Err(io_error(path)(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "frame at {offset} holds {} bytes, expected {length}",
-                data.len()
-            ),
-        )));
-    }
-    Ok(data)
+    read_chunk_checked(file, id, offset, compressed_length, length).map_err(|source| {
+        StoreError::Frame {
+            path: path.to_owned(),
+            offset,
+            source,
+        }
+    })
 }

@@ -20,6 +20,62 @@ pub enum StoreError {
     },
     #[error("store {0} has no release {1}")]
     NoSuchRelease(PathBuf, String),
+    #[error("{path}: frame at offset {offset}: {source}")]
+    Frame {
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: ChunkProblem,
+    },
+}
+
+/// Why a chunk's frame in a pack does not give the chunk.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkProblem {
+    #[error("{0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error("zstd: {0}")]
+    Zstd(#[source] std::io::Error),
+    #[error("decompressed to {actual} bytes, expected {expected}")]
+    Length { actual: usize, expected: u32 },
+    #[error("hash mismatch")]
+    Hash,
+}
+
+/// The `length` bytes of the zstd frame at `offset` of an open pack.
+pub fn read_frame(
+    pack: &std::fs::File,
+    offset: u64,
+    compressed_length: u32,
+    length: u32,
+) -> Result<Vec<u8>, ChunkProblem> {
+    use std::os::unix::fs::FileExt;
+    let mut frame = vec![0u8; compressed_length as usize];
+    pack.read_exact_at(&mut frame, offset)
+        .map_err(ChunkProblem::Unreadable)?;
+    let data = zstd::bulk::decompress(&frame, length as usize).map_err(ChunkProblem::Zstd)?;
+    if data.len() != length as usize {
+        return Err(ChunkProblem::Length {
+            actual: data.len(),
+            expected: length,
+        });
+    }
+    Ok(data)
+}
+
+/// `read_frame`, checked against the chunk's id.
+pub fn read_chunk_checked(
+    pack: &std::fs::File,
+    id: &diffota_format::ChunkId,
+    offset: u64,
+    compressed_length: u32,
+    length: u32,
+) -> Result<Vec<u8>, ChunkProblem> {
+    let data = read_frame(pack, offset, compressed_length, length)?;
+    diffota_format::ChunkData(data)
+        .verify(id)
+        .map(|chunk| chunk.into_bytes())
+        .map_err(|_| ChunkProblem::Hash)
 }
 
 pub fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {

@@ -10,10 +10,11 @@ use std::os::unix::fs::FileExt;
 
 use diffota_format::index::DeltaFrame;
 use diffota_format::signature::{signature_of, signature_path};
-use diffota_format::{ChunkData, ChunkEntry, FormatError, Index, PackRef, TrustedKeys};
+use diffota_format::{ChunkEntry, FormatError, Index, PackRef, TrustedKeys};
 use rayon::prelude::*;
 
-use crate::store::{ChunkLocation, Store, StoreError};
+pub use crate::store::ChunkProblem;
+use crate::store::{read_chunk_checked, read_frame, ChunkLocation, Store, StoreError};
 use diffota_format::delta::decompress_with_prefix;
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -104,18 +105,6 @@ pub enum PackProblem {
     Length { actual: u64, expected: u64 },
     #[error("content does not match its name (corrupt pack)")]
     Content,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ChunkProblem {
-    #[error("{0}")]
-    Unreadable(#[source] std::io::Error),
-    #[error("zstd: {0}")]
-    Zstd(#[source] std::io::Error),
-    #[error("decompressed to {actual} bytes, expected {expected}")]
-    Length { actual: usize, expected: u32 },
-    #[error("hash mismatch")]
-    Hash,
 }
 
 fn as_text<S: serde::Serializer>(problems: &[Problem], serializer: S) -> Result<S::Ok, S::Error> {
@@ -345,20 +334,21 @@ fn check_delta_frame(
         let location = known
             .get(&base.id)
             .ok_or(DeltaProblem::BaseMissing(base.id))?;
-        let entry = ChunkEntry {
-            id: base.id,
-            offset: 0,
-            length: base.length,
-            compressed_length: location.compressed_length,
-            pack: 0,
-            pack_offset: location.pack_offset,
-        };
-        let data = read_chunk(store, &location.pack, &entry, true).map_err(|source| {
-            DeltaProblem::Base {
+        let data = std::fs::File::open(store.pack_path(&location.pack))
+            .map_err(ChunkProblem::Unreadable)
+            .and_then(|pack| {
+                read_chunk_checked(
+                    &pack,
+                    &base.id,
+                    location.pack_offset,
+                    location.compressed_length,
+                    base.length,
+                )
+            })
+            .map_err(|source| DeltaProblem::Base {
                 id: base.id,
                 source,
-            }
-        })?;
+            })?;
         prefix.extend_from_slice(&data);
     }
     let pack = &index.packs[frame.pack as usize];
@@ -410,23 +400,12 @@ fn read_chunk(
     check_id: bool,
 ) -> Result<Vec<u8>, ChunkProblem> {
     let file = std::fs::File::open(store.pack_path(pack)).map_err(ChunkProblem::Unreadable)?;
-    let mut frame = vec![0u8; chunk.compressed_length as usize];
-    file.read_exact_at(&mut frame, chunk.pack_offset)
-        .map_err(ChunkProblem::Unreadable)?;
-    let data = zstd::bulk::decompress(&frame, chunk.length as usize).map_err(ChunkProblem::Zstd)?;
-    if data.len() != chunk.length as usize {
-        return Err(ChunkProblem::Length {
-            actual: data.len(),
-            expected: chunk.length,
-        });
+    let (offset, compressed, length) = (chunk.pack_offset, chunk.compressed_length, chunk.length);
+    if check_id {
+        read_chunk_checked(&file, &chunk.id, offset, compressed, length)
+    } else {
+        read_frame(&file, offset, compressed, length)
     }
-    if !check_id {
-        return Ok(data);
-    }
-    ChunkData(data)
-        .verify(&chunk.id)
-        .map(|verified| verified.into_bytes())
-        .map_err(|_| ChunkProblem::Hash)
 }
 
 impl std::fmt::Display for VerifyReport {

@@ -3,7 +3,7 @@
 //! prefix (`ZSTD_CCtx_refPrefix`), so matches reach into old content as if it preceded the
 //! group. The window covers the prefix and the group, which is what bounds the decoder.
 
-use zstd::zstd_safe::{self, CParameter, DParameter};
+use zstd::zstd_safe::{self, CParameter};
 
 /// The smallest window log that covers `bytes` (zstd's minimum is 10).
 pub fn window_log_for(bytes: usize) -> u32 {
@@ -44,11 +44,9 @@ pub fn decompress_with_prefix(
     prefix: &[u8],
     length: usize,
 ) -> std::io::Result<Vec<u8>> {
+    // The default window limit (2^27) covers every frame the index allows (at most 4 MiB of
+    // bases and 1 MiB of content), and a one-shot decode into `length` bytes allocates no window.
     let mut dctx = zstd_safe::DCtx::create();
-    dctx.set_parameter(DParameter::WindowLogMax(
-        window_log_for(prefix.len() + length).max(27),
-    ))
-    .map_err(zstd_error)?;
     if !prefix.is_empty() {
         dctx.ref_prefix(prefix).map_err(zstd_error)?;
     }
