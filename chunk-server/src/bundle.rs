@@ -243,6 +243,7 @@ pub fn bundle_from_images(
                 signing_key: Some(images.signing_key),
                 progress: &|_| {},
                 delta_from: None,
+                delta_level: images.zstd_level,
             };
             crate::make::make(&store, &options).map(|_| ())
         };

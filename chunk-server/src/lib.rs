@@ -7,6 +7,7 @@ pub mod channel;
 pub mod delta;
 pub mod diff;
 pub mod fsutil;
+pub mod index_deltas;
 pub mod keys;
 pub mod make;
 pub mod make_deltas;

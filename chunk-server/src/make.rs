@@ -66,6 +66,8 @@ pub struct MakeOptions<'a> {
     pub progress: &'a dyn Fn(u64),
     /// Also write delta frames against this release of the store (same index name).
     pub delta_from: Option<&'a str>,
+    /// zstd level of the delta frames.
+    pub delta_level: i32,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -81,6 +83,8 @@ pub struct MakeSummary {
     pub release_compressed_bytes: u64,
     /// Delta frames written (with `delta_from`).
     pub delta_frames: u64,
+    /// The index as changes against older releases' indexes, for devices that store them.
+    pub index_deltas: Vec<crate::index_deltas::IndexDeltaFile>,
     pub pack: Option<String>,
     pub seconds: f64,
 }
@@ -187,15 +191,25 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
                 &added,
                 &pack_reader,
                 &mut pack,
-                options.zstd_level,
+                options.delta_level,
             )?
         }
         None => Deltas::default(),
     };
     let new_pack = pack.finish()?;
-    let index = build_index(options, &chunked, new_pack, deltas);
+    let base_packs = match options.delta_from {
+        Some(from) => read_index(&store.index_path(from, options.name))?.packs,
+        None => Vec::new(),
+    };
+    let index = build_index(options, &chunked, new_pack, deltas, &base_packs);
     index.validate()?;
-    let (index_path, index) = publish(store, options, index, new_pack, pack_file)?;
+    let (index_path, index, index_bytes) = publish(store, options, index, new_pack, pack_file)?;
+    let index_deltas = crate::index_deltas::write_index_deltas(
+        store,
+        options.name,
+        options.version,
+        &index_bytes,
+    )?;
     let distinct: std::collections::HashSet<_> = index.chunks.iter().map(|c| c.id).collect();
     Ok(MakeSummary {
         version: options.version.to_owned(),
@@ -208,6 +222,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         new_compressed_bytes: new_pack.map_or(0, |p| p.length),
         release_compressed_bytes: index.distinct_compressed_bytes(),
         delta_frames: index.deltas.frames.len() as u64,
+        index_deltas,
         pack: new_pack.map(|p| p.store_path()),
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -324,21 +339,38 @@ fn compress_claimed(
 }
 
 /// The index: the packs this release uses (those already in the store, then the new one),
-/// and every chunk in image order.
+/// and every chunk in image order. Packs the base release (`base_packs`, the `--delta-from`
+/// release) uses keep its order and come first, so that the chunk entries the two indexes
+/// share are byte for byte the same and the index delta against it stays small.
 fn build_index(
     options: &MakeOptions,
     chunked: &Chunked,
     new_pack: Option<PackRef>,
     mut deltas: Deltas,
+    base_packs: &[PackRef],
 ) -> Index {
     let mut packs: Vec<PackRef> = Vec::new();
-    let mut pack_numbers: HashMap<[u8; 32], u32> = HashMap::new();
-    let mut number_of = |pack: PackRef, packs: &mut Vec<PackRef>| -> u32 {
-        *pack_numbers.entry(pack.id).or_insert_with(|| {
-            packs.push(pack);
-            (packs.len() - 1) as u32
-        })
-    };
+    for (_, _, placed) in &chunked.placed_chunks {
+        if let Placed::Existing(location) = placed {
+            if !packs.iter().any(|p| p.id == location.pack.id) {
+                packs.push(location.pack);
+            }
+        }
+    }
+    packs.sort_by_key(|pack| {
+        base_packs
+            .iter()
+            .position(|p| p.id == pack.id)
+            .unwrap_or(usize::MAX)
+    });
+    if let Some(new_pack) = new_pack.filter(|n| !packs.iter().any(|p| p.id == n.id)) {
+        packs.push(new_pack);
+    }
+    let pack_numbers: HashMap<[u8; 32], u32> = packs
+        .iter()
+        .enumerate()
+        .map(|(number, pack)| (pack.id, number as u32))
+        .collect();
     let mut chunks = Vec::with_capacity(chunked.placed_chunks.len());
     let mut offset = 0u64;
     for (id, length, placed) in &chunked.placed_chunks {
@@ -362,13 +394,13 @@ fn build_index(
             offset,
             length: *length,
             compressed_length,
-            pack: number_of(pack, &mut packs),
+            pack: pack_numbers[&pack.id],
             pack_offset,
         });
         offset += u64::from(*length);
     }
     if let Some(pack) = new_pack {
-        let number = number_of(pack, &mut packs);
+        let number = pack_numbers[&pack.id];
         for frame in &mut deltas.frames {
             frame.pack = number;
         }
@@ -391,14 +423,14 @@ fn build_index(
 /// has an index whose packs are missing. Making a release that is already published is a
 /// no-op whatever the clock says (a rerun of the same build): the published index stays as
 /// it is, and a signature an interrupted run did not write is completed. Another image under
-/// its version is refused. Returns the index as published.
+/// its version is refused. Returns the index as published, and its bytes.
 fn publish(
     store: &Store,
     options: &MakeOptions,
     index: Index,
     new_pack: Option<PackRef>,
     pack_file: TempFile,
-) -> Result<(PathBuf, Index), MakeError> {
+) -> Result<(PathBuf, Index, Vec<u8>), MakeError> {
     let index_path = store.index_path(options.version, options.name);
     let published = read_published(&index_path, &index, options.version)?;
     if let Some(pack) = new_pack {
@@ -429,7 +461,7 @@ fn publish(
             )?;
         }
     }
-    Ok((index_path, index))
+    Ok((index_path, index, index_bytes))
 }
 
 /// One zstd frame for a chunk; each worker thread keeps its compression context, which
@@ -583,6 +615,13 @@ impl std::fmt::Display for MakeSummary {
         )?;
         if self.delta_frames > 0 {
             writeln!(f, "  delta frames     {}", self.delta_frames)?;
+        }
+        for delta in &self.index_deltas {
+            writeln!(
+                f,
+                "  index delta      from {}: {} bytes",
+                delta.from, delta.bytes
+            )?;
         }
         writeln!(
             f,

@@ -190,6 +190,31 @@ impl Store {
         Ok(matching)
     }
 
+    /// The index deltas beside a release's index (`<name>.didx.from-<version>`), as (base
+    /// version, path), sorted by path.
+    pub fn index_deltas_of(
+        &self,
+        release: &ReleaseFile,
+    ) -> Result<Vec<(String, PathBuf)>, StoreError> {
+        let dir = release.path.parent().unwrap_or(&self.root);
+        let prefix = format!("{}.didx.from-", release.name);
+        let mut found = Vec::new();
+        for entry in fs_err::read_dir(dir).map_err(io_error(dir))? {
+            let path = entry.map_err(io_error(dir))?.path();
+            let file_name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Some(from) = file_name.strip_prefix(&prefix) {
+                if diffota_format::index::validate_version(from).is_ok() {
+                    found.push((from.to_owned(), path));
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
     /// Where every chunk of every release already in the store lives.
     pub fn known_chunks(&self) -> Result<HashMap<ChunkId, ChunkLocation>, StoreError> {
         let mut known = HashMap::new();

@@ -23,6 +23,7 @@ pub struct VerifyReport {
     pub packs: u64,
     pub chunks: u64,
     pub delta_frames: u64,
+    pub index_deltas: u64,
     #[serde(serialize_with = "as_text")]
     pub problems: Vec<Problem>,
 }
@@ -66,6 +67,14 @@ pub enum Problem {
     },
     #[error("{file}: its chunks in order do not hash to the index's image hash (devices reject the written slot)")]
     ImageHash { file: String },
+    #[error(
+        "{file}: does not rebuild the index of its release from the index of {from}: {problem}"
+    )]
+    IndexDelta {
+        file: String,
+        from: String,
+        problem: IndexDeltaProblem,
+    },
     #[error("{file}: delta frame {frame} in {pack} at offset {pack_offset}: {source}")]
     DeltaFrame {
         file: String,
@@ -93,6 +102,16 @@ pub enum DeltaProblem {
     Zstd(#[source] std::io::Error),
     #[error("rebuilds chunk {0} wrongly (hash mismatch)")]
     Hash(diffota_format::ChunkId),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexDeltaProblem {
+    #[error("{0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error("{0}")]
+    Decode(#[source] diffota_format::index_delta::IndexDeltaError),
+    #[error("it rebuilds other bytes")]
+    Differs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,8 +179,54 @@ pub fn verify_store(
             let known = known.get_or_insert(store.known_chunks()?);
             check_deltas(store, &index, &file, &usable_packs, known, &mut report);
         }
+        check_index_deltas(store, &release, &mut report)?;
     }
     Ok(report)
+}
+
+/// Each `<name>.didx.from-<version>` beside the index must rebuild the index's exact bytes
+/// from the index of that release. One whose base release is no longer in the store (pruned)
+/// cannot be checked; devices still running that release may use it.
+fn check_index_deltas(
+    store: &Store,
+    release: &crate::store::ReleaseFile,
+    report: &mut VerifyReport,
+) -> Result<(), StoreError> {
+    for (from, path) in store.index_deltas_of(release)? {
+        let base_path = store.index_path(&from, &release.name);
+        if !base_path.exists() {
+            continue;
+        }
+        report.index_deltas += 1;
+        let problem = match (
+            std::fs::read(&path),
+            std::fs::read(&base_path),
+            std::fs::read(&release.path),
+        ) {
+            (Ok(delta), Ok(base), Ok(index)) => {
+                match diffota_format::index_delta::decode(&delta, &base, index.len() as u64) {
+                    Ok(rebuilt) if rebuilt == index => None,
+                    Ok(_) => Some(IndexDeltaProblem::Differs),
+                    Err(e) => Some(IndexDeltaProblem::Decode(e)),
+                }
+            }
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                Some(IndexDeltaProblem::Unreadable(e))
+            }
+        };
+        if let Some(problem) = problem {
+            report.problems.push(Problem::IndexDelta {
+                file: path
+                    .strip_prefix(store.root())
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string(),
+                from,
+                problem,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The release's index, its signature checked when `keys` are given; None when unusable.
@@ -415,11 +480,12 @@ impl std::fmt::Display for VerifyReport {
         }
         write!(
             f,
-            "{} releases, {} packs, {} chunks, {} delta frames checked: {} problems",
+            "{} releases, {} packs, {} chunks, {} delta frames, {} index deltas checked: {} problems",
             self.releases,
             self.packs,
             self.chunks,
             self.delta_frames,
+            self.index_deltas,
             self.problems.len()
         )
     }

@@ -8,6 +8,7 @@ pub mod channel;
 pub mod chunk;
 pub mod delta;
 pub mod index;
+pub mod index_delta;
 pub mod ranges;
 pub mod signature;
 pub mod version;

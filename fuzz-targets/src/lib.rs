@@ -17,6 +17,7 @@ pub type Target = fn(&[u8]);
 /// Every target by the name of its file in `fuzz/fuzz_targets/` and its corpus directory.
 pub const TARGETS: &[(&str, Target)] = &[
     ("index", index),
+    ("index_delta", index_delta),
     ("bundle", bundle),
     ("channel", channel),
     ("uboot_env", uboot_env),
@@ -36,6 +37,36 @@ pub fn index(data: &[u8]) {
             data,
             "decode then encode changed the index"
         );
+    }
+}
+
+/// An index delta as the device decodes it against its stored index. The input is the
+/// base's length (2 bytes, little-endian), the base, then the delta; the delta's base hash is
+/// set to the base's (a fuzzer cannot find hashes), so the zstd frame is what gets explored.
+/// A decoded index has exactly the length the header promised, within the limit.
+pub fn index_delta(data: &[u8]) {
+    const LIMIT: u64 = 1 << 20;
+    let Some(length) = data
+        .get(..2)
+        .map(|l| usize::from(u16::from_le_bytes([l[0], l[1]])))
+    else {
+        return;
+    };
+    let Some(base) = data.get(2..2 + length) else {
+        return;
+    };
+    let mut delta = data[2 + length..].to_vec();
+    if let Some(base_hash) = delta.get_mut(12..44) {
+        base_hash.copy_from_slice(blake3::hash(base).as_bytes());
+    }
+    if let Ok(index) = diffota_format::index_delta::decode(&delta, base, LIMIT) {
+        let promised = u64::from_le_bytes(delta[44..52].try_into().expect("header read"));
+        assert_eq!(
+            index.len() as u64,
+            promised,
+            "decoded length differs from the header"
+        );
+        assert!(promised <= LIMIT);
     }
 }
 

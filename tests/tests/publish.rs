@@ -906,7 +906,9 @@ fn delta_frames_are_verified_and_the_release_installs() {
     let report = String::from_utf8_lossy(&output.stdout);
     let frames = index.deltas.frames.len();
     assert!(
-        report.contains(&format!("{frames} delta frames checked: 0 problems")),
+        report.contains(&format!(
+            "{frames} delta frames, 1 index deltas checked: 0 problems"
+        )),
         "{report}"
     );
 

@@ -5,6 +5,7 @@
 use std::cmp::Ordering;
 
 use diffota_format::channel::{Channel, Eligibility};
+use diffota_format::index_delta;
 use diffota_format::signature::signature_of;
 use diffota_format::{compare_versions, FormatError, SignedIndex, TrustedKeys, VerifiedIndex};
 
@@ -55,6 +56,17 @@ pub enum ReleaseError {
     UnknownTarget(String),
     #[error(transparent)]
     Bundle(#[from] BundleError),
+}
+
+/// Why an index delta was not used (the whole index is fetched instead).
+#[derive(Debug, thiserror::Error)]
+enum IndexDeltaUnused {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Decode(#[from] index_delta::IndexDeltaError),
+    #[error("the index it rebuilds: {0}")]
+    Signature(#[from] FormatError),
 }
 
 /// What to install.
@@ -125,11 +137,15 @@ fn format_error(what: &str) -> impl FnOnce(FormatError) -> ReleaseError + '_ {
     }
 }
 
+/// Fetches and verifies the release `target` names. `base` is the index the running slot
+/// was installed from, when the device stores one: the store may then send the new index as
+/// changes against it.
 pub async fn fetch_release(
     store: &StoreSource,
     target: &ReleaseTarget,
     trust: &Trust<'_>,
     state: &State,
+    base: Option<&VerifiedIndex>,
     traffic: &Traffic,
 ) -> Result<Release, ReleaseError> {
     let (source, index_path, channel) = match target {
@@ -177,18 +193,11 @@ pub async fn fetch_release(
             (source, relative, None)
         }
     };
-    let what = source.describe(&index_path);
     let signature = source
         .get(&signature_of(&index_path), SIGNATURE_LIMIT, traffic)
         .await?;
     let signature = String::from_utf8_lossy(&signature).into_owned();
-    let bytes = source.get(&index_path, INDEX_LIMIT, traffic).await?;
-    let index = SignedIndex {
-        bytes: &bytes,
-        signature: &signature,
-    }
-    .verify(trust.keys)
-    .map_err(format_error(&what))?;
+    let index = fetch_index(&source, &index_path, &signature, base, trust.keys, traffic).await?;
     check_index(&index, trust, channel.as_ref())?;
     let eligibility = channel
         .as_ref()
@@ -201,6 +210,51 @@ pub async fn fetch_release(
         eligibility,
         bundle: None,
     })
+}
+
+/// The index at `index_path`, verified against `signature`: rebuilt from its index delta
+/// against `base` when the store has one that rebuilds exactly the signed bytes, else
+/// fetched whole. A missing, stale or damaged delta only costs its request.
+async fn fetch_index(
+    source: &StoreSource,
+    index_path: &str,
+    signature: &str,
+    base: Option<&VerifiedIndex>,
+    keys: &TrustedKeys,
+    traffic: &Traffic,
+) -> Result<VerifiedIndex, ReleaseError> {
+    if let Some(base) = base {
+        let delta_path = index_delta::delta_path(index_path, &base.version);
+        let rebuilt = async {
+            let delta = source.get(&delta_path, INDEX_LIMIT, traffic).await?;
+            let bytes = index_delta::decode(&delta, base.bytes(), INDEX_LIMIT)?;
+            let index = SignedIndex {
+                bytes: &bytes,
+                signature,
+            }
+            .verify(keys)?;
+            Ok::<_, IndexDeltaUnused>(index)
+        };
+        let url = source.describe(&delta_path);
+        match rebuilt.await {
+            Ok(index) => {
+                tracing::info!(event = "index_delta_used", from = %base.version, %url);
+                return Ok(index);
+            }
+            Err(problem) => {
+                let problem = diffota_cli::error_chain(&problem);
+                tracing::info!(event = "index_delta_unused", from = %base.version, %url, %problem);
+            }
+        }
+    }
+    let what = source.describe(index_path);
+    let bytes = source.get(index_path, INDEX_LIMIT, traffic).await?;
+    SignedIndex {
+        bytes: &bytes,
+        signature,
+    }
+    .verify(keys)
+    .map_err(format_error(&what))
 }
 
 /// Compatibility, expiry, and agreement with the channel that named the index.

@@ -125,7 +125,20 @@ async fn prepare(
         device_id: &device.device_id,
         now: system::now(),
     };
-    let release = fetch_release(&store, target, &trust, machine.state(), traffic).await?;
+    let base = match target {
+        ReleaseTarget::Bundle(_) => None,
+        _ => seeds::stored_index(device, running)?,
+    };
+    let release = fetch_release(
+        &store,
+        target,
+        &trust,
+        machine.state(),
+        base.as_ref(),
+        traffic,
+    )
+    .await?;
+    drop(base);
     Ok(Prepared {
         release,
         machine,

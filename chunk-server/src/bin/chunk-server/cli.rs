@@ -158,6 +158,9 @@ pub struct MakeArgs {
     /// release of the store that they resemble (index format version 2)
     #[arg(long, value_name = "VERSION")]
     pub delta_from: Option<String>,
+    /// zstd level of the delta frames (default: the larger of --zstd-level and 16)
+    #[arg(long, requires = "delta_from", value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub delta_level: Option<i32>,
     pub image: PathBuf,
 }
 

@@ -37,6 +37,10 @@ pub fn keygen(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The delta frames' zstd level unless `--delta-level` says otherwise (bench/README.md,
+/// "Delta frames": the bytes and make time of each level on the roll-up pair).
+const DEFAULT_DELTA_LEVEL: i32 = 16;
+
 pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
     let MakeArgs {
         store,
@@ -50,6 +54,7 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         zstd_level,
         expires,
         delta_from,
+        delta_level,
         image,
     } = args;
     let signing_key = key
@@ -75,6 +80,7 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         signing_key: signing_key.as_ref(),
         progress: &progress,
         delta_from: delta_from.as_deref(),
+        delta_level: delta_level.unwrap_or(zstd_level.max(DEFAULT_DELTA_LEVEL)),
     };
     let summary = chunk_server::make::make(&Store::new(&store), &options)
         .with_context(|| format!("making release {version} from {}", image.display()))?;
