@@ -64,17 +64,27 @@ last_rss() { tail -n 1 "$work/timed" | cut -d' ' -f2; }
 for kind in "${kinds[@]}"; do
   v1=$cache/v1.$kind
   v2=$cache/v2.$kind
+  v3=$cache/v3.$kind
   size=$(stat -c %s "$v2")
   declare -A bytes=() requests=() make_s=() install_s=() make_rss=() install_rss=()
   : > "$work/timed"
 
-  # diffota
-  rm -rf "$work/www/dota"; key=$work/bench.key
+  # diffota. Rows: a device that installed v1 through diffota (it stores v1's index, so it
+  # fetches the index delta), a factory-flashed one (no stored index: it cuts its running
+  # slot and fetches the whole index), and one two releases behind (v1 -> v3, stored index).
+  # "make v2" is with --delta-from 1; the plain make of the same release, in a copy of the
+  # store, gives the make-time ratio.
+  rm -rf "$work/www/dota" "$work/plain"; key=$work/bench.key
   [ -f "$key" ] || "$cs" keygen --unencrypted --secret-key "$key" --public-key "$work/bench.pub" --force >/dev/null
   timed "$cs" make --store "$work/www/dota" --version 1 --compatible bench --key "$key" "$v1"
+  cp -a "$work/www/dota" "$work/plain"
+  timed "$cs" make --store "$work/plain" --version 2 --compatible bench --key "$key" "$v2"
+  plain_make_s=$(last_time); plain_make_rss=$(last_rss)
+  rm -rf "$work/plain"
   timed "$cs" make --store "$work/www/dota" --version 2 --compatible bench --key "$key" --delta-from 1 "$v2"
   make_s[diffota]=$(last_time); make_rss[diffota]=$(last_rss)
-  "$cs" channel set --store "$work/www/dota" stable --release 2 --key "$key" >/dev/null
+  timed "$cs" make --store "$work/www/dota" --version 3 --compatible bench --key "$key" --delta-from 2 "$v3"
+  "$cs" verify --public-key "$work/bench.pub" "$work/www/dota" >/dev/null
   mkdir -p "$work/dev/state"
   cat > "$work/dev/diffota.toml" <<TOML
 server_url = "$url/dota"
@@ -89,17 +99,31 @@ b = "$work/dev/b.img"
 cmdline = "$work/dev/cmdline"
 TOML
   echo "diffota.slot=a" > "$work/dev/cmdline"
-  times=()
-  for _ in $(seq "$runs"); do
-    rm -rf "$work/dev/state"/* ; cp "$v1" "$work/dev/a.img"; truncate -s "$((size + 64 * 1024 * 1024))" "$work/dev/a.img"
-    rm -f "$work/dev/b.img"; truncate -s "$((size + 64 * 1024 * 1024))" "$work/dev/b.img"
-    : > "$work/access.log"; sync
-    timed "$dota" --config "$work/dev/diffota.toml" install
-    times+=("$(last_time)"); install_rss[diffota]=$(last_rss)
-    cmp -n "$size" "$work/dev/b.img" "$v2"
-  done
-  install_s[diffota]=$(printf '%s\n' "${times[@]}" | median)
-  read -r bytes[diffota] requests[diffota] < <(traffic)
+  # dota_install ROW TO STORED: v1 in slot a, install release TO; STORED=yes leaves in the
+  # state directory what an install of v1 through diffota leaves there (its index and
+  # signature as the running slot's seed).
+  dota_install() {
+    local row=$1 to=$2 stored=$3 times=() image=$cache/v$2.$kind
+    "$cs" channel set --store "$work/www/dota" stable --release "$to" --key "$key" >/dev/null
+    for _ in $(seq "$runs"); do
+      rm -rf "$work/dev/state"/* ; cp "$v1" "$work/dev/a.img"; truncate -s "$((size + 64 * 1024 * 1024))" "$work/dev/a.img"
+      rm -f "$work/dev/b.img"; truncate -s "$((size + 64 * 1024 * 1024))" "$work/dev/b.img"
+      if [ "$stored" = yes ]; then
+        cp "$work/www/dota/releases/1/rootfs.didx" "$work/dev/state/slot-a.didx"
+        cp "$work/www/dota/releases/1/rootfs.didx.minisig" "$work/dev/state/slot-a.didx.minisig"
+      fi
+      : > "$work/access.log"; sync
+      timed "$dota" --config "$work/dev/diffota.toml" install
+      times+=("$(last_time)"); install_rss[$row]=$(last_rss)
+      cmp -n "$(stat -c %s "$image")" "$work/dev/b.img" "$image"
+    done
+    install_s[$row]=$(printf '%s\n' "${times[@]}" | median)
+    read -r "bytes[$row]" "requests[$row]" < <(traffic)
+    make_s[$row]=${make_s[diffota]}; make_rss[$row]=${make_rss[diffota]}
+  }
+  dota_install diffota 2 yes
+  dota_install "diffota, factory-flashed" 2 no
+  dota_install "diffota, v1 -> v3" 3 yes
 
   # casync (64 KiB average chunks, its default, zstd)
   rm -rf "$work/www/casync"; mkdir -p "$work/www/casync"
@@ -114,7 +138,7 @@ TOML
     cmp "$work/out.img" "$v2"
   done
   install_s[casync]=$(printf '%s\n' "${times[@]}" | median)
-  read -r bytes[casync] requests[casync] < <(traffic)
+  read -r "bytes[casync]" "requests[casync]" < <(traffic)
 
   # bita (its defaults)
   rm -rf "$work/www/bita"; mkdir -p "$work/www/bita"
@@ -129,7 +153,7 @@ TOML
     cmp "$work/out.img" "$v2"
   done
   install_s[bita]=$(printf '%s\n' "${times[@]}" | median)
-  read -r bytes[bita] requests[bita] < <(traffic)
+  read -r "bytes[bita]" "requests[bita]" < <(traffic)
 
   # zchunk (zckdl with the old release as the source)
   rm -rf "$work/www/zck"; mkdir -p "$work/www/zck"
@@ -143,7 +167,7 @@ TOML
     times+=("$(last_time)"); install_rss[zchunk]=$(last_rss)
   done
   install_s[zchunk]=$(printf '%s\n' "${times[@]}" | median)
-  read -r bytes[zchunk] requests[zchunk] < <(traffic)
+  read -r "bytes[zchunk]" "requests[zchunk]" < <(traffic)
 
   # Pairwise patches and a whole compressed image: one file per (v1, v2) pair, decoded
   # against the exact v1. patch NAME ENCODE... -- DECODE...: the encoder writes
@@ -159,28 +183,38 @@ TOML
     timed "${decode[@]}"; local decode_s decode_rss; decode_s=$(last_time); decode_rss=$(last_rss)
     cmp "$work/out.img" "$v2"
     patch_rows+=("| $name | $(stat -c %s "$work/patch") | 1 | ${encode_s}s | ${decode_s}s | | $(( decode_rss / 1024 )) MiB | | |")
+    last_patch_bytes=$(stat -c %s "$work/patch")
   }
+  declare -A patch_bytes=()
   pairwise "zstd -19 of v2" zstd -19 -T0 -q -f "$v2" -o "$work/patch" -- zstd -d -q -f "$work/patch" -o "$work/out.img"
   pairwise "xdelta3 -e -s (defaults)" xdelta3 -e -f -s "$v1" "$v2" "$work/patch" -- xdelta3 -d -f -s "$v1" "$work/patch" "$work/out.img"
   pairwise "xdelta3 -e -9 -S lzma -B image" xdelta3 -e -9 -S lzma -B "$size" -f -s "$v1" "$v2" "$work/patch" \
     -- xdelta3 -d -B "$size" -f -s "$v1" "$work/patch" "$work/out.img"
+  patch_bytes[xdelta9]=$last_patch_bytes
   pairwise "zstd -19 --long=31 --patch-from" zstd -19 -T0 -q -f --long=31 --patch-from="$v1" "$v2" -o "$work/patch" \
     -- zstd -d -q -f --long=31 --patch-from="$v1" "$work/patch" -o "$work/out.img"
   pairwise "HDiffPatch (zstd 19)" "$bench/hdiff.py" diff "$v1" "$v2" "$work/patch" \
     -- "$bench/hdiff.py" apply "$v1" "$work/patch" "$work/out.img"
+  patch_bytes[hdiff]=$last_patch_bytes
 
   {
     echo "### $kind (v2: $size bytes, $runs runs, $(date -u +%Y-%m-%d))"
     echo
     echo "| tool | downloaded | requests | make v2 | install (median) | make RSS | install RSS | bytes vs casync | bytes vs bita |"
     echo "|---|---|---|---|---|---|---|---|---|"
-    for tool in diffota casync bita zchunk; do
+    for tool in diffota "diffota, factory-flashed" "diffota, v1 -> v3" casync bita zchunk; do
       printf '| %s | %s | %s | %ss | %ss | %s MiB | %s MiB | %s | %s |\n' "$tool" "${bytes[$tool]}" "${requests[$tool]}" \
         "${make_s[$tool]}" "${install_s[$tool]}" "$(( make_rss[$tool] / 1024 ))" "$(( install_rss[$tool] / 1024 ))" \
         "$(awk -v a="${bytes[$tool]}" -v b="${bytes[casync]}" 'BEGIN {printf "%.2fx", a / b}')" \
         "$(awk -v a="${bytes[$tool]}" -v b="${bytes[bita]}" 'BEGIN {printf "%.2fx", a / b}')"
     done
     printf '%s\n' "${patch_rows[@]}"
+    echo
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3fx", a / b}'; }
+    echo "Against the goals (issue 17): one release behind, stored index: $(ratio "${bytes[diffota]}" "${patch_bytes[hdiff]}") HDiffPatch (goal <= 1.0x),"
+    echo "$(ratio "${bytes[diffota]}" "${patch_bytes[xdelta9]}") xdelta3 -9 (goal <= 0.9x), ${requests[diffota]} requests (goal <= 10), install peak RSS"
+    echo "$(( install_rss[diffota] / 1024 )) MiB (goal <= 16); factory-flashed $(ratio "${bytes[diffota, factory-flashed]}" "${patch_bytes[xdelta9]}") xdelta3 -9 (goal <= 1.0x);"
+    echo "make --delta-from ${make_s[diffota]}s against a plain make of v2 ${plain_make_s}s ($(ratio "${make_s[diffota]}" "$plain_make_s"), goal <= 3x), $(( plain_make_rss / 1024 )) MiB plain."
     echo
   } | tee "$results/$kind.md"
 done

@@ -44,21 +44,35 @@ pub fn decompress_with_prefix(
     prefix: &[u8],
     length: usize,
 ) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    decompress_with_prefix_into(frame, prefix, length, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`decompress_with_prefix`], into `out` (cleared first), so that a caller decoding
+/// frame after frame reuses one buffer instead of allocating one per frame.
+pub fn decompress_with_prefix_into(
+    frame: &[u8],
+    prefix: &[u8],
+    length: usize,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
     // The default window limit (2^27) covers every frame the index allows (at most 4 MiB of
     // bases and 1 MiB of content), and a one-shot decode into `length` bytes allocates no window.
     let mut dctx = zstd_safe::DCtx::create();
     if !prefix.is_empty() {
         dctx.ref_prefix(prefix).map_err(zstd_error)?;
     }
-    let mut out = Vec::with_capacity(length);
-    let written = dctx.decompress(&mut out, frame).map_err(zstd_error)?;
+    out.clear();
+    out.reserve_exact(length);
+    let written = dctx.decompress(out, frame).map_err(zstd_error)?;
     if written != length {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("frame holds {written} bytes, expected {length}"),
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use diffota_format::delta::decompress_with_prefix;
+use std::os::unix::fs::FileExt;
+
+use diffota_format::delta::decompress_with_prefix_into;
 use diffota_format::ranges::plan_ranges;
 use diffota_format::{ChunkData, ChunkEntry, ChunkId, Index};
 
@@ -17,7 +19,7 @@ use crate::config::Config;
 use crate::plan::{choose_delta_frames_among, frame_entry, SeedMap};
 use crate::progress::{Event, Progress};
 use crate::release::Release;
-use crate::slot::{read_at, TargetSlot};
+use crate::slot::TargetSlot;
 use crate::source::{RangeSink, Traffic};
 
 /// Where the bases of the chosen frames are in the running slot (offset, length).
@@ -62,11 +64,14 @@ pub(super) async fn fetch_delta_frames(
     // What is really left to fetch decides (the local phase may have found chunks in place),
     // and a base counts as held only when its bytes in the running slot match its id.
     let mut checked: HashMap<ChunkId, bool> = HashMap::new();
+    let mut scratch = Vec::new();
     let usable = choose_delta_frames_among(index, &to_fetch, frames, |id, _| {
-        *checked
-            .entry(*id)
-            .or_insert_with(|| base_bytes(*id, bases, running).is_some())
+        *checked.entry(*id).or_insert_with(|| {
+            scratch.clear();
+            append_base(*id, bases, running, &mut scratch)
+        })
     });
+    drop(scratch);
     let by_place: HashMap<(u32, u64), usize> = usable
         .iter()
         .map(|&f| {
@@ -90,6 +95,7 @@ pub(super) async fn fetch_delta_frames(
         slot,
         progress,
         rebuilt: &rebuilt,
+        buffers: Default::default(),
     };
     for range in plan_ranges(&entries, config.http.max_gap) {
         fetch_range(
@@ -110,11 +116,25 @@ pub(super) async fn fetch_delta_frames(
         .collect())
 }
 
-/// A base's bytes from the running slot, re-hashed; None when it cannot be read or differs.
-fn base_bytes(id: ChunkId, bases: &BaseOffsets, running: &std::fs::File) -> Option<Vec<u8>> {
-    let &(offset, length) = bases.get(&id)?;
-    let bytes = read_at(running, offset, length as usize).ok()?;
-    ChunkData(bytes).verify(&id).ok().map(|c| c.into_bytes())
+/// Appends the base `id`'s bytes from the running slot to `prefix` when they can be read and
+/// hash to `id`; otherwise leaves `prefix` as it was and returns false.
+fn append_base(
+    id: ChunkId,
+    bases: &BaseOffsets,
+    running: &std::fs::File,
+    prefix: &mut Vec<u8>,
+) -> bool {
+    let Some(&(offset, length)) = bases.get(&id) else {
+        return false;
+    };
+    let start = prefix.len();
+    prefix.resize(start + length as usize, 0);
+    let matches = running.read_exact_at(&mut prefix[start..], offset).is_ok()
+        && ChunkId::of(&prefix[start..]) == id;
+    if !matches {
+        prefix.truncate(start);
+    }
+    matches
 }
 
 /// Receives a range of delta frames, decodes each complete frame against its bases and
@@ -132,21 +152,28 @@ struct FrameWriter<'a> {
     slot: &'a TargetSlot,
     progress: &'a dyn Progress,
     rebuilt: &'a std::sync::Mutex<HashSet<ChunkId>>,
+    buffers: std::cell::RefCell<FrameBuffers>,
+}
+
+/// A frame's bases and its content, reused from frame to frame: allocating them anew for
+/// every frame let the allocator's heap grow well past their size.
+#[derive(Default)]
+struct FrameBuffers {
+    prefix: Vec<u8>,
+    content: Vec<u8>,
 }
 
 impl FrameWriter<'_> {
     fn write_frame(&self, item: &ChunkEntry, compressed: &[u8]) -> Result<(), InstallError> {
         let frame = &self.index.deltas.frames[self.by_place[&(item.pack, item.pack_offset)]];
-        let mut prefix = Vec::new();
+        let mut buffers = self.buffers.borrow_mut();
+        let FrameBuffers { prefix, content } = &mut *buffers;
+        prefix.clear();
         for &b in &frame.bases {
-            match base_bytes(
-                self.index.deltas.bases[b as usize].id,
-                self.bases,
-                self.running,
-            ) {
-                Some(bytes) => prefix.extend_from_slice(&bytes),
+            let id = self.index.deltas.bases[b as usize].id;
+            if !append_base(id, self.bases, self.running, prefix) {
                 // Checked before fetching; if it changed since, its chunks come plain.
-                None => return Ok(()),
+                return Ok(());
             }
         }
         let chunks: Vec<&ChunkEntry> = frame
@@ -160,9 +187,8 @@ impl FrameWriter<'_> {
             pack_offset: item.pack_offset,
             reason,
         };
-        let content = decompress_with_prefix(compressed, &prefix, item.length as usize)
+        decompress_with_prefix_into(compressed, prefix, item.length as usize, content)
             .map_err(|e| bad(chunks[0], BadFrame::DeltaZstd(e)))?;
-        drop(prefix);
         let mut at = 0;
         for chunk in chunks {
             let data = content[at..at + chunk.length as usize].to_vec();
