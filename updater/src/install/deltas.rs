@@ -168,7 +168,14 @@ impl FrameWriter<'_> {
         let frame = &self.index.deltas.frames[self.by_place[&(item.pack, item.pack_offset)]];
         let mut buffers = self.buffers.borrow_mut();
         let FrameBuffers { prefix, content } = &mut *buffers;
+        let dictionary: usize = frame
+            .bases
+            .iter()
+            .map(|&b| self.index.deltas.bases[b as usize].length as usize)
+            .sum();
         prefix.clear();
+        // Exactly what the largest dictionary so far needs, not the next power of two.
+        prefix.reserve_exact(dictionary);
         for &b in &frame.bases {
             let id = self.index.deltas.bases[b as usize].id;
             if !append_base(id, self.bases, self.running, prefix) {
