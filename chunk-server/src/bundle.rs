@@ -8,8 +8,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use diffota_format::bundle::{
-    encode_table, BundleHeader, BundleNotes, BundledChunk, Section, SectionKind,
+    encode_frame_table, encode_table, BundleHeader, BundleNotes, BundledChunk, Section, SectionKind,
 };
+use diffota_format::frames::{choose_delta_frames, frame_entry};
 use diffota_format::{ChunkEntry, ChunkId, Index};
 
 use crate::fsutil::{temp_file_beside, TempFile};
@@ -32,6 +33,8 @@ pub struct BundleSummary {
     pub from: Vec<String>,
     pub chunks: u64,
     pub bundled_chunks: u64,
+    /// Delta frames carried instead of the plain frames of the chunks they rebuild.
+    pub bundled_delta_frames: u64,
     pub bundle_bytes: u64,
 }
 
@@ -52,12 +55,12 @@ pub fn bundle(
     let signature = fs_err::read(&signature_path).map_err(io_error(&signature_path))?;
 
     // A device on any of the from-releases holds what all of them share.
-    let mut held: Option<HashSet<ChunkId>> = None;
+    let mut held: Option<HashSet<(ChunkId, u32)>> = None;
     for version in from {
-        let ids: HashSet<ChunkId> = read_index(&store.index_path(version, name))?
+        let ids: HashSet<(ChunkId, u32)> = read_index(&store.index_path(version, name))?
             .chunks
             .iter()
-            .map(|c| c.id)
+            .map(|c| (c.id, c.length))
             .collect();
         held = Some(match held {
             None => ids,
@@ -66,14 +69,32 @@ pub fn bundle(
     }
     let held = held.unwrap_or_default();
     let mut seen = HashSet::new();
-    let carried: Vec<_> = index
+    let lacking: Vec<ChunkEntry> = index
         .chunks
         .iter()
-        .filter(|c| !held.contains(&c.id) && seen.insert(c.id))
+        .filter(|c| !held.contains(&(c.id, c.length)) && seen.insert(c.id))
+        .copied()
+        .collect();
+    // The delta frames such a device would use (the device's own choice), instead of the
+    // plain frames of the chunks they rebuild.
+    let frames = choose_delta_frames(&index, &lacking, |id, length| held.contains(&(*id, length)));
+    let rebuilt: HashSet<ChunkId> = frames
+        .iter()
+        .flat_map(|&f| &index.deltas.frames[f].chunks)
+        .map(|&n| index.chunks[n as usize].id)
+        .collect();
+    let carried: Vec<&ChunkEntry> = lacking
+        .iter()
+        .filter(|c| !rebuilt.contains(&c.id))
+        .collect();
+    let carried_frames: Vec<(u32, ChunkEntry)> = frames
+        .iter()
+        .map(|&f| (f as u32, frame_entry(&index, f)))
         .collect();
 
     let layout = Layout::of(
         &carried,
+        &carried_frames,
         &index_bytes,
         &signature,
         BundleNotes {
@@ -83,7 +104,15 @@ pub fn bundle(
         },
     );
     let mut temp = temp_file_beside(out).map_err(io_error(out))?;
-    write_bundle(store, &index, &carried, &layout, &mut temp).map_err(io_error(out))?;
+    let frames_in_data: Vec<&ChunkEntry> = carried_frames.iter().map(|(_, e)| e).collect();
+    write_bundle(
+        store,
+        &index,
+        carried.iter().chain(&frames_in_data).copied(),
+        &layout,
+        &mut temp,
+    )
+    .map_err(io_error(out))?;
     temp.commit(out).map_err(io_error(out))?;
     Ok(BundleSummary {
         path: out.to_owned(),
@@ -91,6 +120,7 @@ pub fn bundle(
         from: from.to_vec(),
         chunks: index.chunks.len() as u64,
         bundled_chunks: carried.len() as u64,
+        bundled_delta_frames: carried_frames.len() as u64,
         bundle_bytes: layout.length,
     })
 }
@@ -102,12 +132,16 @@ struct Layout<'a> {
     signature: &'a [u8],
     notes: Vec<u8>,
     table: Vec<u8>,
+    frame_table: Vec<u8>,
     length: u64,
 }
 
 impl<'a> Layout<'a> {
+    /// The data section holds the `carried` chunks' frames, then the `frames`' (delta frame
+    /// number, where it is in its pack).
     fn of(
         carried: &[&ChunkEntry],
+        frames: &[(u32, ChunkEntry)],
         index: &'a [u8],
         signature: &'a [u8],
         notes: BundleNotes,
@@ -125,14 +159,35 @@ impl<'a> Layout<'a> {
             data_length += u64::from(chunk.compressed_length);
         }
         let table = encode_table(&table);
+        let mut frame_table = Vec::with_capacity(frames.len());
+        for (number, frame) in frames {
+            frame_table.push((
+                *number,
+                BundledChunk {
+                    offset: data_length,
+                    compressed_length: frame.compressed_length,
+                },
+            ));
+            data_length += u64::from(frame.compressed_length);
+        }
+        // Without delta frames the section is left out: the bundle stays readable by devices
+        // that predate it.
+        let frame_table = if frames.is_empty() {
+            Vec::new()
+        } else {
+            encode_frame_table(&frame_table)
+        };
         let notes = notes.to_json();
-        let parts: [(SectionKind, u64); 5] = [
+        let mut parts: Vec<(SectionKind, u64)> = vec![
             (SectionKind::Index, index.len() as u64),
             (SectionKind::Signature, signature.len() as u64),
             (SectionKind::Notes, notes.len() as u64),
             (SectionKind::ChunkTable, table.len() as u64),
-            (SectionKind::ChunkData, data_length),
         ];
+        if !frame_table.is_empty() {
+            parts.push((SectionKind::DeltaFrames, frame_table.len() as u64));
+        }
+        parts.push((SectionKind::ChunkData, data_length));
         let mut offset = BundleHeader::encoded_length(parts.len());
         let mut sections = Vec::new();
         for (kind, length) in parts {
@@ -149,16 +204,18 @@ impl<'a> Layout<'a> {
             signature,
             notes,
             table,
+            frame_table,
             length: offset,
         }
     }
 }
 
-/// Writes the sections in their order, the carried chunks' frames copied from their packs.
-fn write_bundle(
+/// Writes the sections in their order, the frames of `data` (chunks, then delta frames)
+/// copied from their packs.
+fn write_bundle<'e>(
     store: &Store,
     index: &Index,
-    carried: &[&ChunkEntry],
+    data: impl Iterator<Item = &'e ChunkEntry>,
     layout: &Layout<'_>,
     temp: &mut TempFile,
 ) -> std::io::Result<()> {
@@ -168,8 +225,9 @@ fn write_bundle(
     writer.write_all(layout.signature)?;
     writer.write_all(&layout.notes)?;
     writer.write_all(&layout.table)?;
+    writer.write_all(&layout.frame_table)?;
     let mut open_pack: Option<(u32, std::fs::File)> = None;
-    for chunk in carried {
+    for chunk in data {
         if open_pack
             .as_ref()
             .is_none_or(|(number, _)| *number != chunk.pack)
@@ -191,11 +249,16 @@ impl std::fmt::Display for BundleSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: release {} with {} of its {} chunks ({} bytes), for devices on {}",
+            "{}: release {} with {} of its {} chunks{} ({} bytes), for devices on {}",
             self.path.display(),
             self.to,
             self.bundled_chunks,
             self.chunks,
+            if self.bundled_delta_frames > 0 {
+                format!(" and {} delta frames", self.bundled_delta_frames)
+            } else {
+                String::new()
+            },
             self.bundle_bytes,
             if self.from.is_empty() {
                 "any release".to_owned()
@@ -244,6 +307,7 @@ pub fn bundle_from_images(
                 progress: &|_| {},
                 delta_from: None,
                 delta_level: images.zstd_level,
+                image_frames: false,
             };
             crate::make::make(&store, &options).map(|_| ())
         };

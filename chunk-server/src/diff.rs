@@ -1,10 +1,20 @@
-//! `chunk-server diff OLD NEW`: what a device on OLD downloads to reach NEW, with the same
-//! range merging the device uses, so the figures match what the server will see.
+//! `chunk-server diff OLD NEW`: what a device that installed OLD through diffota downloads
+//! to reach NEW: the index (as its delta against OLD's when the store has one), then the
+//! delta frames the device would choose and the plain frames of the rest, with the same
+//! frame choice (`diffota_format::frames`) and range merging the device uses, so the
+//! figures match what the server will see.
 
 use std::collections::HashSet;
 
+use std::path::{Path, PathBuf};
+
+use diffota_format::frames::{choose_delta_frames, with_delta_frames};
+use diffota_format::index_delta::{self, delta_path};
 use diffota_format::ranges::plan_ranges;
+use diffota_format::signature::signature_path;
 use diffota_format::Index;
+
+use crate::store::{io_error, StoreError};
 
 #[derive(Debug, PartialEq, serde::Serialize)]
 pub struct DiffReport {
@@ -15,18 +25,59 @@ pub struct DiffReport {
     pub fetched_chunks: u64,
     pub reused_bytes: u64,
     pub fetched_image_bytes: u64,
-    /// Compressed chunk bytes plus merge gaps plus the index and its signature.
+    /// Delta frames among what is fetched.
+    pub delta_frames: u64,
+    /// The index comes as its delta against OLD's.
+    pub index_delta: bool,
+    /// Compressed chunk bytes plus merge gaps plus the index (or its delta) and its signature.
     pub download_bytes: u64,
     /// Range requests for chunks plus one each for the index and its signature.
     pub requests: u64,
 }
 
-/// `index_bytes` is the size of NEW's index file plus its signature.
-pub fn diff(old: &Index, new: &Index, index_bytes: u64, max_gap: u64) -> DiffReport {
-    let held: HashSet<_> = old.chunks.iter().map(|c| c.id).collect();
-    let (reused, fetched): (Vec<_>, Vec<_>) = new.chunks.iter().partition(|c| held.contains(&c.id));
+/// How a device gets NEW's index: `bytes` (the index or its delta, plus the signature).
+#[derive(Clone, Copy, Debug)]
+pub struct IndexTransfer {
+    pub bytes: u64,
+    pub delta: bool,
+}
+
+/// What the index of `new` costs a device that stores the index `old` (of release
+/// `old_version`): its delta beside it when that was made against exactly `old`'s bytes,
+/// else the whole index; plus the signature.
+pub fn index_transfer(
+    old: &Path,
+    new: &Path,
+    old_version: &str,
+) -> Result<IndexTransfer, StoreError> {
+    let signature = signature_path(new);
+    let signature_bytes = fs_err::metadata(&signature).map_or(0, |m| m.len());
+    let delta_path = PathBuf::from(delta_path(&new.to_string_lossy(), old_version));
+    let index_bytes = fs_err::metadata(new).map_err(io_error(new))?.len();
+    if let Ok(delta) = fs_err::read(&delta_path) {
+        let old_bytes = fs_err::read(old).map_err(io_error(old))?;
+        if index_delta::decode(&delta, &old_bytes, index_bytes).is_ok() {
+            return Ok(IndexTransfer {
+                bytes: delta.len() as u64 + signature_bytes,
+                delta: true,
+            });
+        }
+    }
+    Ok(IndexTransfer {
+        bytes: index_bytes + signature_bytes,
+        delta: false,
+    })
+}
+
+pub fn diff(old: &Index, new: &Index, index: IndexTransfer, max_gap: u64) -> DiffReport {
+    let held: HashSet<_> = old.chunks.iter().map(|c| (c.id, c.length)).collect();
+    let (reused, fetched): (Vec<_>, Vec<_>) = new
+        .chunks
+        .iter()
+        .partition(|c| held.contains(&(c.id, c.length)));
     let fetched: Vec<_> = fetched.into_iter().copied().collect();
-    let ranges = plan_ranges(&fetched, max_gap);
+    let frames = choose_delta_frames(new, &fetched, |id, length| held.contains(&(*id, length)));
+    let ranges = plan_ranges(&with_delta_frames(new, &fetched, &frames), max_gap);
     DiffReport {
         from: old.version.clone(),
         to: new.version.clone(),
@@ -35,7 +86,9 @@ pub fn diff(old: &Index, new: &Index, index_bytes: u64, max_gap: u64) -> DiffRep
         fetched_chunks: fetched.len() as u64,
         reused_bytes: reused.iter().map(|c| u64::from(c.length)).sum(),
         fetched_image_bytes: fetched.iter().map(|c| u64::from(c.length)).sum(),
-        download_bytes: ranges.iter().map(|r| r.length()).sum::<u64>() + index_bytes,
+        delta_frames: frames.len() as u64,
+        index_delta: index.delta,
+        download_bytes: ranges.iter().map(|r| r.length()).sum::<u64>() + index.bytes,
         requests: ranges.len() as u64 + 2,
     }
 }
@@ -53,10 +106,19 @@ impl std::fmt::Display for DiffReport {
             "  image bytes      {} reused, {} fetched",
             self.reused_bytes, self.fetched_image_bytes
         )?;
+        if self.delta_frames > 0 {
+            writeln!(f, "  delta frames     {}", self.delta_frames)?;
+        }
         write!(
             f,
-            "  download         {} bytes in {} requests (index included)",
-            self.download_bytes, self.requests
+            "  download         {} bytes in {} requests ({} included)",
+            self.download_bytes,
+            self.requests,
+            if self.index_delta {
+                "index delta"
+            } else {
+                "index"
+            }
         )
     }
 }

@@ -66,8 +66,10 @@ pub struct MakeOptions<'a> {
     pub progress: &'a dyn Fn(u64),
     /// Also write delta frames against this release of the store (same index name).
     pub delta_from: Option<&'a str>,
-    /// zstd level of the delta frames.
+    /// zstd level of the delta frames (and the image frames).
     pub delta_level: i32,
+    /// Also write the whole image as image frames (1 MiB groups of its distinct chunks).
+    pub image_frames: bool,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -196,6 +198,17 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         }
         None => Deltas::default(),
     };
+    let mut deltas = deltas;
+    if options.image_frames {
+        pack.flush()?;
+        deltas.frames.extend(crate::make_deltas::write_image_frames(
+            store,
+            &distinct_chunks(&chunked),
+            &pack_reader,
+            &mut pack,
+            options.delta_level,
+        )?);
+    }
     let new_pack = pack.finish()?;
     let base_packs = match options.delta_from {
         Some(from) => read_index(&store.index_path(from, options.name))?.packs,
@@ -316,6 +329,38 @@ fn added_chunks(chunked: &Chunked) -> Vec<crate::make_deltas::AddedChunk> {
                 compressed_length,
             }),
             _ => None,
+        })
+        .collect()
+}
+
+/// Every distinct chunk of the release in image order, where its plain frame is.
+fn distinct_chunks(chunked: &Chunked) -> Vec<crate::make_deltas::ImageChunk> {
+    let mut seen = std::collections::HashSet::new();
+    chunked
+        .placed_chunks
+        .iter()
+        .enumerate()
+        .filter(|(_, (id, _, _))| seen.insert(*id))
+        .map(|(number, (id, length, placed))| {
+            let (pack, pack_offset, compressed_length) = match *placed {
+                Placed::Existing(location) => (
+                    Some(location.pack),
+                    location.pack_offset,
+                    location.compressed_length,
+                ),
+                Placed::New {
+                    pack_offset,
+                    compressed_length,
+                } => (None, pack_offset, compressed_length),
+            };
+            crate::make_deltas::ImageChunk {
+                number: number as u32,
+                id: *id,
+                length: *length,
+                pack,
+                pack_offset,
+                compressed_length,
+            }
         })
         .collect()
 }

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use diffota_format::index::{DeltaBase, DeltaFrame, Deltas, MAX_DELTA_CONTENT};
-use diffota_format::{ChunkEntry, ChunkId, Index};
+use diffota_format::{ChunkEntry, ChunkId, Index, PackRef};
 use rayon::prelude::*;
 
 use crate::delta::anchors::{anchors, AnchorDensity};
@@ -149,6 +149,93 @@ fn compress_group(
         first_chunk: added[group.chunks.start].number,
         source,
     })
+}
+
+/// A distinct chunk of the release, for the image frames: its number in the index and where
+/// its plain frame is (`pack` None: the new pack).
+pub(crate) struct ImageChunk {
+    pub number: u32,
+    pub id: ChunkId,
+    pub length: u32,
+    pub pack: Option<PackRef>,
+    pub pack_offset: u64,
+    pub compressed_length: u32,
+}
+
+/// Writes the image frames: the release's distinct chunks in image order, in groups of up to
+/// 1 MiB compressed without a dictionary, after everything else in the new pack. A device
+/// whose plan would cost more in plain frames (a wiped slot, a device far behind) takes
+/// these, so it downloads about what the compressed image costs, not more.
+pub(crate) fn write_image_frames(
+    store: &Store,
+    chunks: &[ImageChunk],
+    new_pack: &File,
+    pack: &mut PackWriter,
+    level: i32,
+) -> Result<Vec<DeltaFrame>, MakeError> {
+    let new_pack_path = pack.path().to_owned();
+    let mut packs: HashMap<[u8; 32], (PathBuf, File)> = HashMap::new();
+    for pack_ref in chunks.iter().filter_map(|c| c.pack) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = packs.entry(pack_ref.id) {
+            let path = store.pack_path(&pack_ref);
+            let file = File::open(&path).map_err(io_error(&path))?;
+            entry.insert((path, file));
+        }
+    }
+    let read = |chunk: &ImageChunk| {
+        let (file, path) = match chunk.pack {
+            Some(pack_ref) => {
+                let (path, file) = &packs[&pack_ref.id];
+                (file, path)
+            }
+            None => (new_pack, &new_pack_path),
+        };
+        read_checked(
+            file,
+            path,
+            &chunk.id,
+            chunk.pack_offset,
+            chunk.compressed_length,
+            chunk.length,
+        )
+    };
+    let unvoted: Vec<NewChunk> = chunks
+        .iter()
+        .map(|c| NewChunk {
+            length: c.length,
+            votes: Vec::new(),
+        })
+        .collect();
+    let groups = plan_groups(&unvoted, |_| 0, GROUP_LIMITS);
+    let mut frames = Vec::with_capacity(groups.len());
+    for batch in groups.chunks(GROUPS_PER_BATCH) {
+        let compressed = batch
+            .par_iter()
+            .map(|group| {
+                let mut content = Vec::new();
+                for chunk in &chunks[group.chunks.clone()] {
+                    content.extend_from_slice(&read(chunk)?);
+                }
+                compress_with_prefix(&content, &[], level).map_err(|source| {
+                    MakeError::CompressDelta {
+                        first_chunk: chunks[group.chunks.start].number,
+                        source,
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, MakeError>>()?;
+        for (group, frame) in batch.iter().zip(compressed) {
+            let pack_offset = pack.append(&frame)?;
+            frames.push(DeltaFrame {
+                pack: 0,
+                pack_offset,
+                compressed_length: frame.len() as u32,
+                bases: Vec::new(),
+                chunks: group.chunks.clone().map(|i| chunks[i].number).collect(),
+            });
+        }
+    }
+    Ok(frames)
 }
 
 /// The distinct chunks of the release deltas are made against, with their packs open.

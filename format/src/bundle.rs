@@ -17,8 +17,11 @@
 //!
 //! Sections: 1 = release index (`.didx` bytes), 2 = its minisign signature (text),
 //! 3 = chunk table, 4 = chunk data (zstd frames), 5 = notes (JSON, informational:
-//! `{"to": "2.0", "from": ["1.0"]}`). The chunk table is a count (4) then per chunk: id (32),
-//! offset in the data section (8), compressed length (4).
+//! `{"to": "2.0", "from": ["1.0"]}`), 6 = delta frame table (optional). The chunk table is a
+//! count (4) then per chunk: id (32), offset in the data section (8), compressed length (4).
+//! The delta frame table is a count (4) then per frame: its number among the index's delta
+//! frames (4), offset in the data section (8), compressed length (4); a device uses one only
+//! as the index describes it (bases it must hold, chunks verified by id).
 
 use std::collections::HashMap;
 
@@ -29,6 +32,7 @@ pub const MAGIC: &[u8; 8] = b"DFOTABND";
 pub const FORMAT_VERSION: u16 = 1;
 const SECTION_RECORD: usize = 20;
 const TABLE_RECORD: usize = 44;
+const FRAME_RECORD: usize = 16;
 /// Largest index or table a bundle may declare (the decoder allocates this much at most).
 pub const MAX_METADATA: u64 = 256 * 1024 * 1024;
 
@@ -40,6 +44,7 @@ pub enum SectionKind {
     ChunkTable = 3,
     ChunkData = 4,
     Notes = 5,
+    DeltaFrames = 6,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,6 +131,10 @@ pub enum BundleFormatError {
     TableLength { bytes: usize, count: usize },
     #[error("chunk {0} lies outside the chunk data")]
     ChunkOutside(ChunkId),
+    #[error("delta frame {0} lies outside the chunk data")]
+    FrameOutside(u32),
+    #[error("delta frame {0} is not in the index or has another length there")]
+    FrameNotInIndex(u32),
 }
 
 /// The header and section table.
@@ -195,6 +204,7 @@ impl BundleHeader {
                 3 => SectionKind::ChunkTable,
                 4 => SectionKind::ChunkData,
                 5 => SectionKind::Notes,
+                6 => SectionKind::DeltaFrames,
                 other => return Err(bad(BundleFormatError::UnknownSection(other))),
             };
             let offset = u64::from_le_bytes(record[4..12].try_into().expect("8 bytes"));
@@ -226,14 +236,17 @@ impl BundleHeader {
                 return Err(bad(BundleFormatError::Overlap));
             }
         }
-        for kind in [
-            SectionKind::Index,
-            SectionKind::Signature,
-            SectionKind::ChunkTable,
-            SectionKind::ChunkData,
+        for (kind, required) in [
+            (SectionKind::Index, true),
+            (SectionKind::Signature, true),
+            (SectionKind::ChunkTable, true),
+            (SectionKind::ChunkData, true),
+            (SectionKind::Notes, false),
+            (SectionKind::DeltaFrames, false),
         ] {
             match sections.iter().filter(|s| s.kind == kind).count() {
                 1 => {}
+                0 if !required => {}
                 0 => return Err(bad(BundleFormatError::Missing(kind))),
                 _ => return Err(bad(BundleFormatError::Repeated(kind))),
             }
@@ -262,6 +275,58 @@ pub fn encode_table(chunks: &[(ChunkId, BundledChunk)]) -> Vec<u8> {
         out.extend_from_slice(&chunk.compressed_length.to_le_bytes());
     }
     out
+}
+
+/// The delta frame table: (frame number in the index, where its bytes are).
+pub fn encode_frame_table(frames: &[(u32, BundledChunk)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + frames.len() * FRAME_RECORD);
+    out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+    for (number, frame) in frames {
+        out.extend_from_slice(&number.to_le_bytes());
+        out.extend_from_slice(&frame.offset.to_le_bytes());
+        out.extend_from_slice(&frame.compressed_length.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes a delta frame table whose frames must lie within `data_length` bytes; the frame
+/// numbers are checked against the index by the reader.
+pub fn decode_frame_table(
+    bytes: &[u8],
+    data_length: u64,
+) -> Result<HashMap<u32, BundledChunk>, FormatError> {
+    let bad = FormatError::BadBundle;
+    let count = bytes
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or(bad(BundleFormatError::TableTruncated))?;
+    if bytes.len() - 4 != count.saturating_mul(FRAME_RECORD) {
+        return Err(bad(BundleFormatError::TableLength {
+            bytes: bytes.len(),
+            count,
+        }));
+    }
+    let mut table = HashMap::with_capacity(count);
+    for record in bytes[4..].chunks_exact(FRAME_RECORD) {
+        let number = u32::from_le_bytes(record[..4].try_into().expect("4 bytes"));
+        let offset = u64::from_le_bytes(record[4..12].try_into().expect("8 bytes"));
+        let compressed_length = u32::from_le_bytes(record[12..16].try_into().expect("4 bytes"));
+        if offset
+            .checked_add(u64::from(compressed_length))
+            .is_none_or(|end| end > data_length)
+            || compressed_length == 0
+        {
+            return Err(bad(BundleFormatError::FrameOutside(number)));
+        }
+        table.insert(
+            number,
+            BundledChunk {
+                offset,
+                compressed_length,
+            },
+        );
+    }
+    Ok(table)
 }
 
 /// Decodes a chunk table whose frames must lie within `data_length` bytes.
@@ -389,6 +454,29 @@ mod tests {
         ));
         assert!(matches!(
             decode_table(&bytes[..bytes.len() - 1], 15),
+            Err(FormatError::BadBundle(
+                BundleFormatError::TableLength { .. }
+            ))
+        ));
+    }
+
+    #[test]
+    fn frame_table_round_trips_and_stays_inside_the_data() {
+        let frames = [(
+            7u32,
+            BundledChunk {
+                offset: 3,
+                compressed_length: 9,
+            },
+        )];
+        let bytes = encode_frame_table(&frames);
+        assert_eq!(decode_frame_table(&bytes, 12).unwrap()[&7], frames[0].1);
+        assert!(matches!(
+            decode_frame_table(&bytes, 11),
+            Err(FormatError::BadBundle(BundleFormatError::FrameOutside(7)))
+        ));
+        assert!(matches!(
+            decode_frame_table(&bytes[..5], 12),
             Err(FormatError::BadBundle(
                 BundleFormatError::TableLength { .. }
             ))

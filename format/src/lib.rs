@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod channel;
 pub mod chunk;
 pub mod delta;
+pub mod frames;
 pub mod index;
 pub mod index_delta;
 pub mod ranges;

@@ -104,6 +104,17 @@ pub fn bundle(data: &[u8]) {
             }
         }
     }
+    if let (Some(frames), Some(chunks)) = (
+        header.section(SectionKind::DeltaFrames),
+        header.section(SectionKind::ChunkData),
+    ) {
+        if let Ok(table) = bundle::decode_frame_table(bytes_of(frames), chunks.length) {
+            for frame in table.values() {
+                let end = frame.offset + u64::from(frame.compressed_length);
+                assert!(end <= chunks.length, "a frame entry points past the data");
+            }
+        }
+    }
 }
 
 /// A channel file: a parsed channel survives its own JSON.

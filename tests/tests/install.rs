@@ -625,7 +625,7 @@ fn refused_releases_and_bad_device_input() {
 }
 
 /// Releases 1.0 and 2.0 where 2.0 edits bytes scattered over 3 MiB of 1.0 (a rebuilt
-/// binary), 2.0 made with `--delta-from 1.0`, on channel `stable`.
+/// binary), 2.0 made with `--delta-from 1.0 --image-frames`, on channel `stable`.
 struct DeltaFixture {
     dir: tempfile::TempDir,
     keys: Keys,
@@ -650,7 +650,7 @@ impl DeltaFixture {
         make_release(&store, &keys, "1.0", &v1);
         run_ok(
             make_command(&store, &keys, "2.0", "test-board", &v2_path)
-                .args(["--delta-from", "1.0"])
+                .args(["--delta-from", "1.0", "--image-frames"])
                 .env("SOURCE_DATE_EPOCH", "1790000000"),
         );
         set_channel(&store, &keys, "stable", "2.0", &[]);
@@ -733,15 +733,59 @@ fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
         "delta frames {fetched} bytes against plain frames {plain_bytes}"
     );
 
-    // Without the bases (its running slot holds another image): plain frames, same result.
+    // Without the bases (its running slot holds another image): plain and image frames, same
+    // result.
     let other = fixture.dir.path().join("other.img");
     write_image(&other, 8 * MIB, 77, 1).unwrap();
     let stranger = fixture.device("stranger", &other, &server.url, "");
     let check: serde_json::Value =
         serde_json::from_str(&run_ok(stranger.diffota().args(["check", "--json"]))).unwrap();
-    assert_eq!(check["plan"]["delta_frames"], 0);
+    server.clear_log();
     run_ok(stranger.diffota().arg("install"));
     fixture.assert_installed(&stranger);
+    let stranger_bytes = pack_bytes(&server);
+    assert_eq!(
+        stranger_bytes,
+        check["plan"]["fetch_bytes"].as_u64().unwrap(),
+        "check predicted the stranger's download (image frames, no delta frame with bases)"
+    );
+
+    // A wiped running slot: the image frames, which cost less than the plain frames of
+    // every chunk and no more than the image frames themselves; check predicts it.
+    let image_frames: u64 = index
+        .deltas
+        .frames
+        .iter()
+        .filter(|f| f.bases.is_empty())
+        .map(|f| u64::from(f.compressed_length))
+        .sum();
+    let plain_all: u64 = {
+        let mut seen = HashSet::new();
+        index
+            .chunks
+            .iter()
+            .filter(|c| seen.insert(c.id))
+            .map(|c| u64::from(c.compressed_length))
+            .sum()
+    };
+    let zeros = fixture.dir.path().join("zeros.img");
+    std::fs::write(&zeros, vec![0u8; 8 * MIB as usize]).unwrap();
+    let wiped = fixture.device("wiped", &zeros, &server.url, "");
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(wiped.diffota().args(["check", "--json"]))).unwrap();
+    assert!(
+        check["plan"]["delta_frames"].as_u64().unwrap() > 0,
+        "{check}"
+    );
+    server.clear_log();
+    run_ok(wiped.diffota().arg("install"));
+    fixture.assert_installed(&wiped);
+    let fetched = pack_bytes(&server);
+    assert_eq!(fetched, check["plan"]["fetch_bytes"].as_u64().unwrap());
+    assert!(
+        fetched <= image_frames && fetched < plain_all && fetched <= stranger_bytes,
+        "wiped slot fetched {fetched}, image frames {image_frames}, plain frames {plain_all}"
+    );
 }
 
 /// A device that installed 1.0 through diffota stores its index; the store holds 2.0's index
@@ -816,6 +860,27 @@ fn index_delta_replaces_the_whole_index_for_a_device_on_the_older_release() {
         ["/releases/2.0/rootfs.didx.from-1.0"],
         "only the index delta was fetched"
     );
+    // `chunk-server diff` predicted it: index delta, delta frames and requests, to the byte.
+    let diff: serde_json::Value = serde_json::from_str(&run_ok(
+        chunk_server()
+            .args(["diff", "--json"])
+            .arg(fixture.store.join("releases/1.0/rootfs.didx"))
+            .arg(fixture.store.join("releases/2.0/rootfs.didx")),
+    ))
+    .unwrap();
+    let served: Vec<Served> = server
+        .served()
+        .into_iter()
+        .filter(|s| !s.path.starts_with("/channels/"))
+        .collect();
+    assert_eq!(diff["index_delta"], true, "{diff}");
+    assert!(diff["delta_frames"].as_u64().unwrap() > 0, "{diff}");
+    assert_eq!(
+        diff["download_bytes"].as_u64().unwrap(),
+        served.iter().map(|s| s.bytes).sum::<u64>(),
+        "{diff}"
+    );
+    assert_eq!(diff["requests"].as_u64().unwrap(), served.len() as u64);
 
     // A damaged delta: verify names it; a device takes the whole index and installs.
     let mut damaged = std::fs::read(&delta_path).unwrap();
@@ -847,20 +912,66 @@ fn index_delta_replaces_the_whole_index_for_a_device_on_the_older_release() {
     );
 }
 
+/// An offline bundle for devices on 1.0 carries the delta frames such a device uses instead
+/// of the plain frames of the chunks they rebuild: it is smaller than those plain frames, and
+/// a device on 1.0 with no store reachable installs 2.0 from it alone.
+#[test]
+fn bundle_for_the_older_release_carries_delta_frames() {
+    let fixture = DeltaFixture::new();
+    let index = fixture.index("2.0");
+    let held: HashSet<_> = fixture.index("1.0").chunks.iter().map(|c| c.id).collect();
+    let mut seen = HashSet::new();
+    let plain_bytes: u64 = index
+        .chunks
+        .iter()
+        .filter(|c| !held.contains(&c.id) && seen.insert(c.id))
+        .map(|c| u64::from(c.compressed_length))
+        .sum();
+    let out = fixture.dir.path().join("update.dfb");
+    let summary: serde_json::Value = serde_json::from_str(&run_ok(
+        chunk_server()
+            .args([
+                "bundle", "--json", "--to", "2.0", "--from", "1.0", "--store",
+            ])
+            .arg(&fixture.store)
+            .arg(&out),
+    ))
+    .unwrap();
+    assert!(
+        summary["bundled_delta_frames"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    let bundle_bytes = std::fs::metadata(&out).unwrap().len();
+    assert!(
+        bundle_bytes < plain_bytes,
+        "bundle {bundle_bytes} bytes, plain frames of the added chunks {plain_bytes}"
+    );
+    let device = fixture.device("offline", &fixture.v1, "/nonexistent-store", "");
+    let check: serde_json::Value = serde_json::from_str(&run_ok(
+        device.diffota().args(["check", "--json"]).arg(&out),
+    ))
+    .unwrap();
+    assert_eq!(check["bundle"]["missing_chunks"], 0, "{check}");
+    assert!(
+        check["plan"]["delta_frames"].as_u64().unwrap() > 0,
+        "{check}"
+    );
+    run_ok(device.diffota().arg("install").arg(&out));
+    fixture.assert_installed(&device);
+}
+
 /// With delta frames in play: a SIGKILL halfway through the frames, then a resume that
 /// fetches less than the whole again; tampered frames refused with nothing activated; a
 /// truncated answer retried and reported; 500s carried by retries.
 #[test]
 fn delta_frames_survive_sigkill_and_misbehaving_servers() {
     let fixture = DeltaFixture::new();
-    let frames_bytes: u64 = fixture
-        .index("2.0")
-        .deltas
-        .frames
-        .iter()
-        .map(|f| u64::from(f.compressed_length))
-        .sum();
     let good = StoreServer::start(&fixture.store, &fixture.dir.path().join("access.log"), None);
+    // What a device on 1.0 fetches: the delta frames it chooses (not the image frames).
+    let planner = fixture.device("planner", &fixture.v1, &good.url, "");
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(planner.diffota().args(["check", "--json"]))).unwrap();
+    let frames_bytes = check["plan"]["fetch_bytes"].as_u64().unwrap();
 
     let stalling = FaultServer::start(
         &fixture.store,

@@ -7,8 +7,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use diffota_format::bundle::{
-    decode_table, BundleFormatError, BundleHeader, BundleNotes, BundledChunk, SectionKind,
-    MAX_METADATA,
+    decode_frame_table, decode_table, BundleFormatError, BundleHeader, BundleNotes, BundledChunk,
+    SectionKind, MAX_METADATA,
 };
 use diffota_format::{ChunkEntry, ChunkId, FormatError, SignedIndex, TrustedKeys, VerifiedIndex};
 
@@ -29,6 +29,8 @@ pub struct BundleChunks {
     pub path: PathBuf,
     pub data_offset: u64,
     pub table: HashMap<ChunkId, BundledChunk>,
+    /// The delta frames it carries, by their number in the index.
+    pub frames: HashMap<u32, BundledChunk>,
     /// The releases the bundle was made for (empty: any).
     pub made_for: Vec<String>,
     pub name: String,
@@ -42,6 +44,17 @@ impl BundleChunks {
             pack_offset: self.data_offset + bundled.offset,
             compressed_length: bundled.compressed_length,
             ..*chunk
+        })
+    }
+
+    /// Delta frame `number` (`entry` as `frame_entry` describes it) as it lies in the bundle
+    /// file, numbered as pack `pack`; None when not carried.
+    pub fn locate_frame(&self, number: u32, entry: &ChunkEntry, pack: u32) -> Option<ChunkEntry> {
+        self.frames.get(&number).map(|bundled| ChunkEntry {
+            pack,
+            pack_offset: self.data_offset + bundled.offset,
+            compressed_length: bundled.compressed_length,
+            ..*entry
         })
     }
 
@@ -117,6 +130,24 @@ pub fn open(
         data.length,
     )
     .map_err(format)?;
+    let frames = match header.section(SectionKind::DeltaFrames) {
+        Some(section) => decode_frame_table(
+            &read_section(&file, section.offset, section.length).map_err(io)?,
+            data.length,
+        )
+        .map_err(format)?,
+        None => HashMap::new(),
+    };
+    // A carried frame must be one the signed index describes, with its length.
+    if let Some((&number, _)) = frames.iter().find(|(&number, bundled)| {
+        verified
+            .deltas
+            .frames
+            .get(number as usize)
+            .is_none_or(|frame| frame.compressed_length != bundled.compressed_length)
+    }) {
+        return Err(format(BundleFormatError::FrameNotInIndex(number).into()));
+    }
     let (made_for, name) = match header.section(SectionKind::Notes) {
         Some(notes) => {
             let notes =
@@ -132,6 +163,7 @@ pub fn open(
             path: path.to_owned(),
             data_offset: data.offset,
             table,
+            frames,
             made_for,
             name,
         },

@@ -11,6 +11,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+pub use diffota_format::frames::{
+    choose_delta_frames, choose_delta_frames_among, frame_entry, with_delta_frames,
+};
 use diffota_format::ranges::{plan_ranges, FetchRange};
 use diffota_format::{ChunkEntry, ChunkId, Index};
 
@@ -150,6 +153,26 @@ impl Plan {
             .collect()
     }
 
+    /// Chunks with no local candidate that none of the plan's delta frames rebuilds.
+    pub fn fetch_chunks_after_frames(&self, index: &Index) -> Vec<ChunkEntry> {
+        let rebuilt: HashSet<ChunkId> = self
+            .delta_frames
+            .iter()
+            .flat_map(|&f| &index.deltas.frames[f].chunks)
+            .map(|&n| index.chunks[n as usize].id)
+            .collect();
+        self.steps
+            .iter()
+            .filter(|s| !s.is_local() && !rebuilt.contains(&s.chunk.id))
+            .map(|s| s.chunk)
+            .collect()
+    }
+
+    /// Keeps the delta frames `available` says can be had (a bundle's carried frames).
+    pub fn keep_delta_frames(&mut self, available: impl Fn(usize) -> bool) {
+        self.delta_frames.retain(|&f| available(f));
+    }
+
     /// What the plan will fetch, chunks believed in place counted as in place.
     pub fn summary(&self, index: &Index, max_gap: u64) -> PlanSummary {
         let wanted = self.fetch_chunks();
@@ -160,92 +183,6 @@ impl Plan {
             ..summarize(&self.steps, &ranges)
         }
     }
-}
-
-/// The delta frames worth using for `wanted` (chunks to fetch): in index order, a frame
-/// whose bases the running slot holds (`holds(id, length)`), and whose compressed length is
-/// less than the frames of the wanted chunks it rebuilds that no earlier chosen frame
-/// rebuilds.
-pub fn choose_delta_frames(
-    index: &Index,
-    wanted: &[ChunkEntry],
-    holds: impl FnMut(&ChunkId, u32) -> bool,
-) -> Vec<usize> {
-    let all: Vec<usize> = (0..index.deltas.frames.len()).collect();
-    choose_delta_frames_among(index, wanted, &all, holds)
-}
-
-/// `choose_delta_frames` among the frames `candidates` (in index order).
-pub fn choose_delta_frames_among(
-    index: &Index,
-    wanted: &[ChunkEntry],
-    candidates: &[usize],
-    mut holds: impl FnMut(&ChunkId, u32) -> bool,
-) -> Vec<usize> {
-    let mut cost: HashMap<ChunkId, u32> =
-        wanted.iter().map(|c| (c.id, c.compressed_length)).collect();
-    let mut chosen = Vec::new();
-    for &number in candidates {
-        let frame = &index.deltas.frames[number];
-        let holds_bases = frame.bases.iter().all(|&b| {
-            let base = &index.deltas.bases[b as usize];
-            holds(&base.id, base.length)
-        });
-        if !holds_bases {
-            continue;
-        }
-        let rebuilt: HashSet<ChunkId> = frame
-            .chunks
-            .iter()
-            .map(|&n| index.chunks[n as usize].id)
-            .filter(|id| cost.contains_key(id))
-            .collect();
-        let saved: u64 = rebuilt.iter().map(|id| u64::from(cost[id])).sum();
-        if saved > u64::from(frame.compressed_length) {
-            for id in &rebuilt {
-                cost.remove(id);
-            }
-            chosen.push(number);
-        }
-    }
-    chosen
-}
-
-/// A delta frame as a fetch item for `plan_ranges` (its id is zero: it is found again by
-/// its place in the pack).
-pub fn frame_entry(index: &Index, number: usize) -> ChunkEntry {
-    let frame = &index.deltas.frames[number];
-    ChunkEntry {
-        id: ChunkId([0; 32]),
-        offset: 0,
-        length: frame
-            .chunks
-            .iter()
-            .map(|&n| index.chunks[n as usize].length)
-            .sum(),
-        compressed_length: frame.compressed_length,
-        pack: frame.pack,
-        pack_offset: frame.pack_offset,
-    }
-}
-
-/// The chunks of `wanted` no chosen frame rebuilds, and the chosen frames as fetch items.
-pub fn with_delta_frames(
-    index: &Index,
-    wanted: &[ChunkEntry],
-    frames: &[usize],
-) -> Vec<ChunkEntry> {
-    let rebuilt: HashSet<ChunkId> = frames
-        .iter()
-        .flat_map(|&f| &index.deltas.frames[f].chunks)
-        .map(|&n| index.chunks[n as usize].id)
-        .collect();
-    wanted
-        .iter()
-        .filter(|c| !rebuilt.contains(&c.id))
-        .copied()
-        .chain(frames.iter().map(|&f| frame_entry(index, f)))
-        .collect()
 }
 
 pub fn summarize(steps: &[Step], ranges: &[FetchRange]) -> PlanSummary {

@@ -20,7 +20,7 @@ use crate::plan::{choose_delta_frames_among, frame_entry, SeedMap};
 use crate::progress::{Event, Progress};
 use crate::release::Release;
 use crate::slot::TargetSlot;
-use crate::source::{RangeSink, Traffic};
+use crate::source::{RangeSink, StoreSource, Traffic};
 
 /// Where the bases of the chosen frames are in the running slot (offset, length).
 pub(super) type BaseOffsets = HashMap<ChunkId, (u64, u32)>;
@@ -54,7 +54,7 @@ pub(super) async fn fetch_delta_frames(
     progress: &dyn Progress,
 ) -> Result<Vec<ChunkEntry>, InstallError> {
     let index = &release.index;
-    if frames.is_empty() || release.bundle.is_some() {
+    if frames.is_empty() {
         return Ok(to_fetch);
     }
     let mut wanted: HashMap<ChunkId, Vec<u64>> = HashMap::new();
@@ -72,15 +72,32 @@ pub(super) async fn fetch_delta_frames(
         })
     });
     drop(scratch);
-    let by_place: HashMap<(u32, u64), usize> = usable
+    // Where the frames are: the store's packs, or the bundle file (as its only "pack").
+    let (source, pack_paths, entries): (StoreSource, Vec<String>, Vec<ChunkEntry>) =
+        match &release.bundle {
+            None => (
+                release.source.clone(),
+                index.packs.iter().map(|p| p.store_path()).collect(),
+                usable.iter().map(|&f| frame_entry(index, f)).collect(),
+            ),
+            Some(bundle) => (
+                StoreSource::Local { root: bundle.dir() },
+                vec![bundle.file_name()],
+                usable
+                    .iter()
+                    .map(|&f| {
+                        bundle
+                            .locate_frame(f as u32, &frame_entry(index, f), 0)
+                            .expect("the plan keeps only the frames the bundle carries")
+                    })
+                    .collect(),
+            ),
+        };
+    let by_place: HashMap<(u32, u64), usize> = entries
         .iter()
-        .map(|&f| {
-            let frame = &index.deltas.frames[f];
-            ((frame.pack, frame.pack_offset), f)
-        })
+        .zip(&usable)
+        .map(|(entry, &f)| ((entry.pack, entry.pack_offset), f))
         .collect();
-    let entries: Vec<ChunkEntry> = usable.iter().map(|&f| frame_entry(index, f)).collect();
-    let pack_paths: Vec<String> = index.packs.iter().map(|p| p.store_path()).collect();
     let rebuilt = std::sync::Mutex::new(HashSet::new());
     let writer = |url: &str, start: u64, items: Vec<ChunkEntry>| FrameWriter {
         url: url.to_owned(),
@@ -99,7 +116,7 @@ pub(super) async fn fetch_delta_frames(
     };
     for range in plan_ranges(&entries, config.http.max_gap) {
         fetch_range(
-            &release.source,
+            &source,
             &pack_paths,
             range,
             config,

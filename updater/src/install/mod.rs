@@ -162,13 +162,13 @@ pub async fn check(
     let decision = decide(running_version, &index.version, false, false);
     let seeds = seeds::running_seeds(device, running, index, &crate::progress::Quiet)?;
     let mut planned = Plan::build(index, &seeds, &InPlace::Nothing);
-    if release.bundle.is_some() {
-        planned.delta_frames.clear(); // a bundle carries plain frames
+    if let Some(bundle) = &release.bundle {
+        planned.keep_delta_frames(|f| bundle.frames.contains_key(&(f as u32)));
     }
     let bundle = release.bundle.as_ref().map(|b| BundleCheck {
         made_for: b.made_for.clone(),
         missing_chunks: planned
-            .fetch_chunks()
+            .fetch_chunks_after_frames(index)
             .iter()
             .filter(|c| !b.table.contains_key(&c.id))
             .count() as u64,
@@ -318,8 +318,8 @@ async fn begin(
     };
     let seeds = seeds::running_seeds(device, running, index, progress)?;
     let mut plan = Plan::build(index, &seeds, &in_place);
-    if release.bundle.is_some() {
-        plan.delta_frames.clear(); // a bundle carries plain frames
+    if let Some(bundle) = &release.bundle {
+        plan.keep_delta_frames(|f| bundle.frames.contains_key(&(f as u32)));
     }
     let delta_bases = deltas::base_offsets(index, &plan.delta_frames, &seeds);
     drop(seeds);
@@ -327,7 +327,7 @@ async fn begin(
         let running_version = machine.state().version_in(running);
         fetch::ensure_bundle_suffices(
             bundle,
-            &plan.fetch_chunks(),
+            &plan.fetch_chunks_after_frames(index),
             release,
             running_version,
             traffic,

@@ -158,9 +158,15 @@ pub struct MakeArgs {
     /// release of the store that they resemble (index format version 2)
     #[arg(long, value_name = "VERSION")]
     pub delta_from: Option<String>,
-    /// zstd level of the delta frames (default: the larger of --zstd-level and 16)
-    #[arg(long, requires = "delta_from", value_parser = clap::value_parser!(i32).range(1..=22))]
+    /// zstd level of the delta frames and image frames (default: the larger of --zstd-level
+    /// and 16)
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub delta_level: Option<i32>,
+    /// Also write the whole image as large frames (1 MiB groups of its distinct chunks, about
+    /// the compressed image in store space): a device whose plan would cost more in plain
+    /// frames (a wiped slot, a major upgrade) takes these instead
+    #[arg(long)]
+    pub image_frames: bool,
     pub image: PathBuf,
 }
 

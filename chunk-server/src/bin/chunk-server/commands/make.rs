@@ -55,6 +55,7 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         expires,
         delta_from,
         delta_level,
+        image_frames,
         image,
     } = args;
     let signing_key = key
@@ -81,6 +82,7 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         progress: &progress,
         delta_from: delta_from.as_deref(),
         delta_level: delta_level.unwrap_or(zstd_level.max(DEFAULT_DELTA_LEVEL)),
+        image_frames,
     };
     let summary = chunk_server::make::make(&Store::new(&store), &options)
         .with_context(|| format!("making release {version} from {}", image.display()))?;

@@ -35,11 +35,8 @@ pub fn verify(
 pub fn diff(old: &Path, new: &Path, max_gap: u64, json: bool) -> Result<ExitCode> {
     let old_index = chunk_server::store::read_index(old)?;
     let new_index = chunk_server::store::read_index(new)?;
-    let signature_size = fs_err::metadata(diffota_format::signature::signature_path(new))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    let index_bytes = fs_err::metadata(new)?.len() + signature_size;
-    let report = chunk_server::diff::diff(&old_index, &new_index, index_bytes, max_gap);
+    let index = chunk_server::diff::index_transfer(old, new, &old_index.version)?;
+    let report = chunk_server::diff::diff(&old_index, &new_index, index, max_gap);
     show(&report, json)?;
     Ok(ExitCode::SUCCESS)
 }
