@@ -108,7 +108,6 @@ pub struct SignedIndex<'a> {
 #[derive(Clone, Debug)]
 pub struct VerifiedIndex {
     index: Index,
-    bytes: Vec<u8>,
     signed_by: String,
 }
 
@@ -116,11 +115,7 @@ impl SignedIndex<'_> {
     pub fn verify(&self, keys: &TrustedKeys) -> Result<VerifiedIndex, FormatError> {
         let signed_by = keys.verify("release index", self.bytes, self.signature)?;
         let index = Index::decode(self.bytes)?;
-        Ok(VerifiedIndex {
-            index,
-            bytes: self.bytes.to_vec(),
-            signed_by,
-        })
+        Ok(VerifiedIndex { index, signed_by })
     }
 }
 
@@ -129,9 +124,12 @@ impl VerifiedIndex {
         &self.index
     }
 
-    /// The exact signed bytes, for storing as a slot's seed index.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+    /// The exact signed bytes, for storing as a slot's seed index: the decoder accepts only
+    /// the canonical encoding (the `index` fuzz target checks that every index it accepts
+    /// encodes back to its bytes), so they are rebuilt rather than kept beside the decoded
+    /// index, which would double what the device holds.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.index.to_bytes()
     }
 
     pub fn signed_by(&self) -> &str {

@@ -96,9 +96,19 @@ impl Step {
     }
 }
 
+/// A step without its chunk, which is the index's entry of the same number: the plan holds
+/// one per chunk of the image, so it does not copy the index's entries (24 bytes a chunk
+/// instead of 88).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Source {
+    check_in_place: bool,
+    seed_offset: Option<u64>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Plan {
-    pub steps: Vec<Step>,
+    /// Per chunk of the index, in its order.
+    sources: Vec<Source>,
     /// Numbers of the index's delta frames that rebuild chunks to fetch.
     pub delta_frames: Vec<usize>,
 }
@@ -120,34 +130,47 @@ pub struct PlanSummary {
 
 impl Plan {
     pub fn build(index: &Index, running: &SeedMap, in_place: &InPlace) -> Plan {
-        let steps: Vec<Step> = index
+        let sources: Vec<Source> = index
             .chunks
             .iter()
-            .map(|chunk| Step {
-                chunk: *chunk,
+            .map(|chunk| Source {
                 check_in_place: in_place.candidate(chunk),
                 seed_offset: running.get(&chunk.id),
             })
             .collect();
         // Frames are chosen against the chunks the running slot lacks: a chunk only believed
         // to be in place (a resumed install) may still need one.
-        let unseeded: Vec<ChunkEntry> = steps
+        let unseeded: Vec<ChunkEntry> = index
+            .chunks
             .iter()
-            .filter(|s| s.seed_offset.is_none())
-            .map(|s| s.chunk)
+            .zip(&sources)
+            .filter(|(_, s)| s.seed_offset.is_none())
+            .map(|(chunk, _)| *chunk)
             .collect();
         let delta_frames =
             choose_delta_frames(index, &unseeded, |id, length| running.holds(id, length));
         Plan {
-            steps,
+            sources,
             delta_frames,
         }
     }
 
-    /// Chunks with no local candidate.
-    pub fn fetch_chunks(&self) -> Vec<ChunkEntry> {
-        self.steps
+    /// Every chunk of `index` (the index the plan was built for) with its local sources.
+    pub fn steps<'a>(&'a self, index: &'a Index) -> impl Iterator<Item = Step> + 'a {
+        index
+            .chunks
             .iter()
+            .zip(&self.sources)
+            .map(|(chunk, source)| Step {
+                chunk: *chunk,
+                check_in_place: source.check_in_place,
+                seed_offset: source.seed_offset,
+            })
+    }
+
+    /// Chunks with no local candidate.
+    pub fn fetch_chunks(&self, index: &Index) -> Vec<ChunkEntry> {
+        self.steps(index)
             .filter(|s| !s.is_local())
             .map(|s| s.chunk)
             .collect()
@@ -161,8 +184,7 @@ impl Plan {
             .flat_map(|&f| &index.deltas.frames[f].chunks)
             .map(|&n| index.chunks[n as usize].id)
             .collect();
-        self.steps
-            .iter()
+        self.steps(index)
             .filter(|s| !s.is_local() && !rebuilt.contains(&s.chunk.id))
             .map(|s| s.chunk)
             .collect()
@@ -175,28 +197,34 @@ impl Plan {
 
     /// What the plan will fetch, chunks believed in place counted as in place.
     pub fn summary(&self, index: &Index, max_gap: u64) -> PlanSummary {
-        let wanted = self.fetch_chunks();
+        let wanted = self.fetch_chunks(index);
         let frames = choose_delta_frames_among(index, &wanted, &self.delta_frames, |_, _| true);
         let ranges = plan_ranges(&with_delta_frames(index, &wanted, &frames), max_gap);
         PlanSummary {
             delta_frames: frames.len() as u64,
-            ..summarize(&self.steps, &ranges)
+            ..summarize(self.steps(index), &ranges)
         }
     }
 }
 
-pub fn summarize(steps: &[Step], ranges: &[FetchRange]) -> PlanSummary {
-    let local: Vec<_> = steps.iter().filter(|s| s.is_local()).collect();
-    PlanSummary {
-        image_bytes: steps.iter().map(|s| u64::from(s.chunk.length)).sum(),
-        chunks: steps.len() as u64,
-        local_chunks: local.len() as u64,
-        local_bytes: local.iter().map(|s| u64::from(s.chunk.length)).sum(),
-        fetch_chunks: steps.len() as u64 - local.len() as u64,
+pub fn summarize(steps: impl Iterator<Item = Step>, ranges: &[FetchRange]) -> PlanSummary {
+    let mut summary = PlanSummary {
         fetch_bytes: ranges.iter().map(|r| r.length()).sum(),
         fetch_requests: ranges.len() as u64,
-        delta_frames: 0,
+        ..PlanSummary::default()
+    };
+    for step in steps {
+        let length = u64::from(step.chunk.length);
+        summary.chunks += 1;
+        summary.image_bytes += length;
+        if step.is_local() {
+            summary.local_chunks += 1;
+            summary.local_bytes += length;
+        } else {
+            summary.fetch_chunks += 1;
+        }
     }
+    summary
 }
 
 #[cfg(test)]
@@ -241,7 +269,7 @@ mod tests {
         let old = index_of(&[b"aaaa", b"bbbb", b"cccc"]);
         let new = index_of(&[b"aaaa", b"xxxx", b"cccc", b"yyyy"]);
         let plan = Plan::build(&new, &SeedMap::from_index(&old), &InPlace::Nothing);
-        let sources: Vec<_> = plan.steps.iter().map(|s| s.seed_offset).collect();
+        let sources: Vec<_> = plan.steps(&new).map(|s| s.seed_offset).collect();
         assert_eq!(sources, vec![Some(0), None, Some(8), None]);
         let summary = plan.summary(&new, 0);
         assert_eq!((summary.local_chunks, summary.fetch_chunks), (2, 2));
@@ -258,7 +286,7 @@ mod tests {
         let target_old = index_of(&[b"xxxx", b"aaaa"]);
         let new = index_of(&[b"xxxx", b"zzzz", b"aaaa"]);
         let plan = Plan::build(&new, &SeedMap::default(), &InPlace::from_index(&target_old));
-        let checks: Vec<_> = plan.steps.iter().map(|s| s.check_in_place).collect();
+        let checks: Vec<_> = plan.steps(&new).map(|s| s.check_in_place).collect();
         assert_eq!(checks, vec![true, false, false]);
     }
 
@@ -359,7 +387,7 @@ mod tests {
     fn resumed_install_checks_everything() {
         let new = index_of(&[b"xxxx", b"zzzz"]);
         let plan = Plan::build(&new, &SeedMap::default(), &InPlace::Everything);
-        assert!(plan.steps.iter().all(|s| s.check_in_place));
+        assert!(plan.steps(&new).all(|s| s.check_in_place));
         assert_eq!(plan.summary(&new, 0).fetch_requests, 0);
     }
 }

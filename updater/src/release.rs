@@ -227,7 +227,7 @@ async fn fetch_index(
         let delta_path = index_delta::delta_path(index_path, &base.version);
         let rebuilt = async {
             let delta = source.get(&delta_path, INDEX_LIMIT, traffic).await?;
-            let bytes = index_delta::decode(&delta, base.bytes(), INDEX_LIMIT)?;
+            let bytes = index_delta::decode(&delta, &base.to_bytes(), INDEX_LIMIT)?;
             let index = SignedIndex {
                 bytes: &bytes,
                 signature,

@@ -278,6 +278,15 @@ impl RangeBuffer {
         }
     }
 
+    /// A buffer with room for `capacity` bytes from the start, so that it does not double
+    /// its way past what the largest frame of a range needs.
+    pub(super) fn with_capacity(start: u64, capacity: usize) -> RangeBuffer {
+        RangeBuffer {
+            start,
+            bytes: Vec::with_capacity(capacity),
+        }
+    }
+
     pub(super) fn push(&mut self, bytes: &[u8]) {
         self.bytes.extend_from_slice(bytes);
     }

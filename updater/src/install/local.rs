@@ -1,7 +1,7 @@
 //! The install's first writing phase: every chunk already in the target or in the running
 //! slot, each re-hashed before it is trusted.
 
-use diffota_format::{ChunkData, ChunkEntry, ChunkId};
+use diffota_format::{ChunkData, ChunkEntry, ChunkId, Index};
 
 use super::{InstallError, InstallReport};
 use crate::plan::Plan;
@@ -12,6 +12,7 @@ use crate::slot::{read_at, TargetSlot};
 /// re-hashed before use; returns the chunks that must be fetched.
 pub(super) fn write_local_chunks(
     plan: &Plan,
+    index: &Index,
     running: &std::fs::File,
     slot: &TargetSlot,
     report: &mut InstallReport,
@@ -19,7 +20,7 @@ pub(super) fn write_local_chunks(
 ) -> Result<Vec<ChunkEntry>, InstallError> {
     let mut to_fetch = Vec::new();
     let mut stale_seeds = 0u64;
-    for step in &plan.steps {
+    for step in plan.steps(index) {
         let chunk = &step.chunk;
         let length = chunk.length as usize;
         if step.check_in_place {

@@ -235,6 +235,7 @@ pub async fn install(
     };
     let to_fetch = local::write_local_chunks(
         &job.plan,
+        &release.index,
         job.running_file.file(),
         &job.slot,
         &mut report,
@@ -382,7 +383,7 @@ fn record_installed(
             image_bytes: report.image_bytes,
             copied_bytes: report.copied_bytes + report.in_place_bytes,
         },
-        index: index.bytes(),
+        index: &index.to_bytes(),
         signature: &release.index_signature,
     })
 }

@@ -56,9 +56,11 @@ pub fn device<'a>(
     })
 }
 
+/// One thread: the install's work (hashing, decompressing, writing) happens in the range
+/// sinks on the thread that drives the runtime anyway, and worker threads only added their
+/// own allocator arenas and buffers to the peak memory.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }
