@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
-use diffota_format::index::Deltas;
+use diffota_format::index::{DeltaFrame, Deltas};
 use diffota_format::signature::signature_path;
 use diffota_format::{ChunkEntry, ChunkId, ChunkerParams, Index, PackRef};
 use rayon::prelude::*;
@@ -182,15 +182,17 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
             path: options.image.to_owned(),
         });
     }
-    let deltas = match options.delta_from {
-        Some(from) => {
+    let from_index = options
+        .delta_from
+        .map(|from| read_index(&store.index_path(from, options.name)))
+        .transpose()?;
+    let deltas = match &from_index {
+        Some(from_index) => {
             pack.flush()?;
-            let added = added_chunks(&chunked);
-            let from_index = read_index(&store.index_path(from, options.name))?;
             crate::make_deltas::write_delta_frames(
                 store,
-                &from_index,
-                &added,
+                from_index,
+                &added_chunks(&chunked),
                 &pack_reader,
                 &mut pack,
                 options.delta_level,
@@ -198,23 +200,40 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         }
         None => Deltas::default(),
     };
-    let mut deltas = deltas;
-    if options.image_frames {
+    let image_frames = if options.image_frames {
         pack.flush()?;
-        deltas.frames.extend(crate::make_deltas::write_image_frames(
+        crate::make_deltas::write_image_frames(
             store,
             &distinct_chunks(&chunked),
             &pack_reader,
             &mut pack,
             options.delta_level,
-        )?);
-    }
-    let new_pack = pack.finish()?;
-    let base_packs = match options.delta_from {
-        Some(from) => read_index(&store.index_path(from, options.name))?.packs,
-        None => Vec::new(),
+        )?
+    } else {
+        Vec::new()
     };
-    let index = build_index(options, &chunked, new_pack, deltas, &base_packs);
+    let new_pack = pack.finish()?;
+    let base_packs = from_index.as_ref().map_or(&[][..], |i| &i.packs[..]);
+    let mut index = build_index(options, &chunked, new_pack, deltas, base_packs);
+    // In the order a device considers them: this release's delta frames, then those it
+    // inherits, then the image frames.
+    if let Some(from_index) = &from_index {
+        crate::make_deltas::inherit_frames(from_index, &mut index);
+    }
+    if let Some(pack) = new_pack {
+        let number = index
+            .packs
+            .iter()
+            .position(|p| p.id == pack.id)
+            .expect("the new pack is in the index") as u32;
+        index
+            .deltas
+            .frames
+            .extend(image_frames.into_iter().map(|frame| DeltaFrame {
+                pack: number,
+                ..frame
+            }));
+    }
     index.validate()?;
     let (index_path, index, index_bytes) = publish(store, options, index, new_pack, pack_file)?;
     let index_deltas = crate::index_deltas::write_index_deltas(

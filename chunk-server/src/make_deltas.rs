@@ -151,6 +151,76 @@ fn compress_group(
     })
 }
 
+/// Adds to `index` the delta frames of `from` (the `--delta-from` release) that rebuild
+/// chunks a release added (not image frames) and only chunks `index` still has, renumbered for it (its chunk numbers, its packs
+/// and its base table, which grows with their bases). `from`'s frames rebuild what `from`
+/// added against the release before it, so a device two releases behind, which lacks those
+/// chunks but holds those bases, rebuilds them from these instead of taking plain frames; a
+/// release made from one that inherited frames passes them on while their chunks last, so
+/// devices further behind benefit too. A chunk is added by one release and in at most one of
+/// its frames, so what is inherited is bounded by the chunks of the release. Returns how many.
+pub(crate) fn inherit_frames(from: &Index, index: &mut Index) -> usize {
+    let mut numbers: HashMap<ChunkId, u32> = HashMap::new();
+    for (number, chunk) in index.chunks.iter().enumerate() {
+        numbers.entry(chunk.id).or_insert(number as u32);
+    }
+    let mut base_numbers: HashMap<ChunkId, u32> = index
+        .deltas
+        .bases
+        .iter()
+        .enumerate()
+        .map(|(number, base)| (base.id, number as u32))
+        .collect();
+    let mut inherited = 0;
+    // A frame whose chunks' plain frames are all in its own pack rebuilds what the release
+    // that wrote it added (a delta frame, or a group of new chunks without bases); an image
+    // frame mostly rebuilds older chunks, which devices behind already hold, and is left.
+    let rebuilds_added = |frame: &DeltaFrame| {
+        frame
+            .chunks
+            .iter()
+            .all(|&n| from.chunks[n as usize].pack == frame.pack)
+    };
+    for frame in from.deltas.frames.iter().filter(|f| rebuilds_added(f)) {
+        let Some(chunks) = frame
+            .chunks
+            .iter()
+            .map(|&n| numbers.get(&from.chunks[n as usize].id).copied())
+            .collect::<Option<Vec<u32>>>()
+        else {
+            continue;
+        };
+        let pack_ref = from.packs[frame.pack as usize];
+        let pack = match index.packs.iter().position(|p| p.id == pack_ref.id) {
+            Some(number) => number as u32,
+            None => {
+                index.packs.push(pack_ref);
+                (index.packs.len() - 1) as u32
+            }
+        };
+        let bases = frame
+            .bases
+            .iter()
+            .map(|&b| {
+                let base = from.deltas.bases[b as usize];
+                *base_numbers.entry(base.id).or_insert_with(|| {
+                    index.deltas.bases.push(base);
+                    (index.deltas.bases.len() - 1) as u32
+                })
+            })
+            .collect();
+        index.deltas.frames.push(DeltaFrame {
+            pack,
+            pack_offset: frame.pack_offset,
+            compressed_length: frame.compressed_length,
+            bases,
+            chunks,
+        });
+        inherited += 1;
+    }
+    inherited
+}
+
 /// A distinct chunk of the release, for the image frames: its number in the index and where
 /// its plain frame is (`pack` None: the new pack).
 pub(crate) struct ImageChunk {
@@ -296,4 +366,128 @@ fn read_checked(
             source,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diffota_format::index::DeltaBase;
+    use diffota_format::ChunkerParams;
+
+    fn pack(byte: u8) -> PackRef {
+        PackRef {
+            id: [byte; 32],
+            length: 1 << 20,
+        }
+    }
+
+    fn chunk(content: &[u8], pack: u32) -> ChunkEntry {
+        ChunkEntry {
+            id: ChunkId::of(content),
+            offset: 0,
+            length: content.len() as u32,
+            compressed_length: 10,
+            pack,
+            pack_offset: 0,
+        }
+    }
+
+    fn index(chunks: Vec<ChunkEntry>, packs: Vec<PackRef>, deltas: Deltas) -> Index {
+        Index {
+            created: 0,
+            expires: None,
+            chunker: ChunkerParams::DEFAULT,
+            image_length: 0,
+            image_hash: [0; 32],
+            compatible: "c".into(),
+            version: "v".into(),
+            packs,
+            chunks,
+            deltas,
+        }
+    }
+
+    fn frame(pack: u32, pack_offset: u64, bases: Vec<u32>, chunks: Vec<u32>) -> DeltaFrame {
+        DeltaFrame {
+            pack,
+            pack_offset,
+            compressed_length: 5,
+            bases,
+            chunks,
+        }
+    }
+
+    #[test]
+    fn frames_whose_chunks_remain_are_inherited_renumbered() {
+        let base = DeltaBase {
+            id: ChunkId::of(b"old"),
+            length: 3,
+        };
+        // 2.0: chunks a (from an older pack), x, y, z (added, in its pack); frame 0 rebuilds
+        // x and y against "old", frame 1 is an image frame (a and x, no bases), frame 2
+        // rebuilds y and z against "old".
+        let from = index(
+            vec![
+                chunk(b"a", 0),
+                chunk(b"x", 1),
+                chunk(b"y", 1),
+                chunk(b"z", 1),
+            ],
+            vec![pack(1), pack(2)],
+            Deltas {
+                bases: vec![base],
+                frames: vec![
+                    frame(1, 100, vec![0], vec![1, 2]),
+                    frame(1, 200, vec![], vec![0, 1]),
+                    frame(1, 300, vec![0], vec![2, 3]),
+                ],
+            },
+        );
+        // 3.0 keeps a, x and y (x and y in another order) but not z, and has a frame of its
+        // own.
+        let own_base = DeltaBase {
+            id: ChunkId::of(b"y"),
+            length: 1,
+        };
+        let mut new = index(
+            vec![
+                chunk(b"q", 0),
+                chunk(b"y", 1),
+                chunk(b"x", 1),
+                chunk(b"a", 0),
+            ],
+            vec![pack(3), pack(1)],
+            Deltas {
+                bases: vec![own_base],
+                frames: vec![frame(0, 0, vec![0], vec![0])],
+            },
+        );
+        assert_eq!(inherit_frames(&from, &mut new), 1);
+        assert_eq!(
+            new.deltas.frames.len(),
+            2,
+            "its own frame, then the inherited one"
+        );
+        let inherited = &new.deltas.frames[1];
+        assert_eq!(inherited.chunks, vec![2, 1], "x then y, in 3.0's numbering");
+        assert_eq!(
+            new.packs[inherited.pack as usize],
+            pack(2),
+            "2.0's pack, added"
+        );
+        assert_eq!(inherited.pack_offset, 100);
+        assert_eq!(
+            inherited
+                .bases
+                .iter()
+                .map(|&b| new.deltas.bases[b as usize])
+                .collect::<Vec<_>>(),
+            vec![base]
+        );
+        assert_eq!(
+            new.deltas.bases.len(),
+            2,
+            "3.0's base, then the inherited one"
+        );
+    }
 }

@@ -912,6 +912,65 @@ fn index_delta_replaces_the_whole_index_for_a_device_on_the_older_release() {
     );
 }
 
+/// 3.0 made with `--delta-from 2.0` inherits 2.0's delta frames whose chunks it still has: a
+/// device two releases behind (on 1.0) rebuilds what 2.0 added from them against its own
+/// chunks, instead of taking those chunks' plain frames, and `chunk-server diff` says so.
+#[test]
+fn a_device_two_releases_behind_uses_inherited_frames() {
+    let fixture = DeltaFixture::new();
+    let mut v3 = fixture.v2.clone();
+    for at in (6 * MIB as usize..7 * MIB as usize).step_by(4096) {
+        v3[at] ^= 0x33;
+    }
+    let v3_path = fixture.dir.path().join("v3.img");
+    std::fs::write(&v3_path, &v3).unwrap();
+    run_ok(
+        make_command(&fixture.store, &fixture.keys, "3.0", "test-board", &v3_path)
+            .args(["--delta-from", "2.0"])
+            .env("SOURCE_DATE_EPOCH", "1790000000"),
+    );
+    let (v2_index, v3_index) = (fixture.index("2.0"), fixture.index("3.0"));
+    let v2_pack = v2_index.packs.last().unwrap().id;
+    let inherited = v3_index
+        .deltas
+        .frames
+        .iter()
+        .filter(|f| v3_index.packs[f.pack as usize].id == v2_pack)
+        .count();
+    assert!(inherited > 0, "3.0 carries 2.0's frames");
+    set_channel(&fixture.store, &fixture.keys, "stable", "3.0", &[]);
+
+    let held: HashSet<_> = fixture.index("1.0").chunks.iter().map(|c| c.id).collect();
+    let mut seen = HashSet::new();
+    let plain_bytes: u64 = v3_index
+        .chunks
+        .iter()
+        .filter(|c| !held.contains(&c.id) && seen.insert(c.id))
+        .map(|c| u64::from(c.compressed_length))
+        .sum();
+    let server = StoreServer::start(&fixture.store, &fixture.dir.path().join("access.log"), None);
+    let device = fixture.device("two-behind", &fixture.v1, &server.url, "");
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
+    server.clear_log();
+    run_ok(device.diffota().arg("install"));
+    assert!(device.slot_bytes("b", v3.len()) == v3, "slot b holds 3.0");
+    let fetched = pack_bytes(&server);
+    assert_eq!(fetched, check["plan"]["fetch_bytes"].as_u64().unwrap());
+    assert!(
+        fetched * 2 < plain_bytes,
+        "two behind: {fetched} bytes against {plain_bytes} of plain frames"
+    );
+    let diff: serde_json::Value = serde_json::from_str(&run_ok(
+        chunk_server()
+            .args(["diff", "--json"])
+            .arg(fixture.store.join("releases/1.0/rootfs.didx"))
+            .arg(fixture.store.join("releases/3.0/rootfs.didx")),
+    ))
+    .unwrap();
+    assert!(diff["delta_frames"].as_u64().unwrap() > 0, "{diff}");
+}
+
 /// An offline bundle for devices on 1.0 carries the delta frames such a device uses instead
 /// of the plain frames of the chunks they rebuild: it is smaller than those plain frames, and
 /// a device on 1.0 with no store reachable installs 2.0 from it alone.
