@@ -313,6 +313,54 @@ fn kill_install_midway(device: &Device, server: &FaultServer) {
     child.wait().unwrap();
 }
 
+/// One state-changing command at a time: while an install runs (held up by a stalling
+/// server), a second install and a mark-good are refused as busy (exit 5) with the running
+/// install named; once it is killed, the kernel has released the lock and an install runs.
+#[test]
+fn a_second_install_is_refused_as_busy_while_one_runs() {
+    let fixture = Fixture::new();
+    let stalling = FaultServer::start(&fixture.store, Fault::StallAfterBytes(0));
+    let device = fixture.device(
+        "busy",
+        10 * MIB,
+        &stalling.url,
+        "[http]\nstall_timeout_secs = 600\n",
+    );
+    let mut first = device
+        .diffota()
+        .arg("install")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stalling.pack_requests() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the install never requested a pack"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for command in ["install", "mark-good"] {
+        let output = run(device.diffota().arg(command));
+        assert_eq!(
+            output.status.code(),
+            Some(5),
+            "{command}: {}",
+            stderr(&output)
+        );
+        let message = stderr(&output);
+        assert!(
+            message.contains("busy") && message.contains(&format!("pid {}", first.id())),
+            "{command}: {message}"
+        );
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let good = StoreServer::start(&fixture.store, &fixture.path("access.log"), None);
+    device.configure(&good.url, &[&fixture.keys.public], "");
+    run_ok(device.diffota().arg("install"));
+}
+
 #[test]
 fn sigkill_during_install_then_resume_without_downloading_again() {
     let fixture = Fixture::new();

@@ -5,7 +5,7 @@
 //! before it is written. A base that does not match is treated as missing: its frame is not
 //! used and its chunks come as plain frames.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use std::os::unix::fs::FileExt;
 
@@ -102,7 +102,7 @@ pub(super) async fn fetch_delta_frames(
         .zip(&usable)
         .map(|(entry, &f)| ((entry.pack, entry.pack_offset), f))
         .collect();
-    let rebuilt = std::sync::Mutex::new(HashSet::new());
+    let wanted = std::sync::Mutex::new(wanted);
     let writer = |url: &str, start: u64, items: Vec<ChunkEntry>| FrameWriter {
         url: url.to_owned(),
         // The largest frame, and room for the piece of the next one that arrives with it.
@@ -124,7 +124,6 @@ pub(super) async fn fetch_delta_frames(
         running,
         slot,
         progress,
-        rebuilt: &rebuilt,
         buffers: Default::default(),
     };
     for range in plan_ranges(&entries, config.http.max_gap) {
@@ -139,10 +138,10 @@ pub(super) async fn fetch_delta_frames(
         )
         .await?;
     }
-    let rebuilt = rebuilt.into_inner().expect("no writer panicked");
+    let wanted = wanted.into_inner().expect("no writer panicked");
     Ok(to_fetch
         .into_iter()
-        .filter(|c| !rebuilt.contains(&c.id))
+        .filter(|c| wanted.contains_key(&c.id))
         .collect())
 }
 
@@ -177,11 +176,11 @@ struct FrameWriter<'a> {
     index: &'a Index,
     by_place: &'a HashMap<(u32, u64), usize>,
     bases: &'a BaseOffsets,
-    wanted: &'a HashMap<ChunkId, Vec<u64>>,
+    /// Where each chunk still to write goes in the image.
+    wanted: &'a std::sync::Mutex<HashMap<ChunkId, Vec<u64>>>,
     running: &'a std::fs::File,
     slot: &'a TargetSlot,
     progress: &'a dyn Progress,
-    rebuilt: &'a std::sync::Mutex<HashSet<ChunkId>>,
     buffers: std::cell::RefCell<FrameBuffers>,
 }
 
@@ -228,16 +227,22 @@ impl FrameWriter<'_> {
             .map_err(|e| bad(chunks[0], BadFrame::DeltaZstd(e)))?;
         let mut at = 0;
         for chunk in chunks {
-            let data = content[at..at + chunk.length as usize].to_vec();
+            let bytes = &content[at..at + chunk.length as usize];
             at += chunk.length as usize;
-            let verified = ChunkData(data)
+            // A chunk the image does not need here (an image frame's, one written already)
+            // is skipped; a needed one leaves `wanted` once it is verified and written.
+            let Some(offsets) = self
+                .wanted
+                .lock()
+                .expect("no writer panicked")
+                .remove(&chunk.id)
+            else {
+                continue;
+            };
+            let verified = ChunkData(bytes.to_vec())
                 .verify(&chunk.id)
                 .map_err(|_| bad(chunk, BadFrame::Hash))?;
-            let mut rebuilt = self.rebuilt.lock().expect("no writer panicked");
-            if !rebuilt.insert(chunk.id) {
-                continue;
-            }
-            for &offset in self.wanted.get(&chunk.id).into_iter().flatten() {
+            for offset in offsets {
                 self.slot.write_chunk(&verified, offset)?;
                 self.progress.event(Event::Written {
                     bytes: u64::from(chunk.length),

@@ -43,6 +43,11 @@ impl StateDir {
         self.dir.join(name)
     }
 
+    /// The device lock (`DeviceLock`).
+    pub fn lock_path(&self) -> PathBuf {
+        self.path("lock")
+    }
+
     pub fn state_path(&self) -> PathBuf {
         self.path("state.json")
     }

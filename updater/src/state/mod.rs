@@ -8,10 +8,12 @@
 //! bootloader.
 
 mod dir;
+mod lock;
 mod machine;
 mod record;
 
 pub use dir::{write_atomic, StateDir, StateError};
+pub use lock::{DeviceLock, LockError};
 pub use machine::{after_boot, AfterBoot, DeviceState, Installed, MarkGood, TransitionError};
 pub use record::{
     FailedRelease, InProgress, InstallRecord, InstallResult, SlotRecord, State, StateFormatError,

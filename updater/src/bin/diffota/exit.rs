@@ -7,11 +7,12 @@
 //! | 2 | usage: the command line is wrong (clap) |
 //! | 3 | nothing to do: up to date, not eligible yet, already installed and waiting for the reboot, no update to check |
 //! | 4 | refused: a downgrade, a release that failed here before, no good image to switch to |
+//! | 5 | busy: another install, mark-good, mark-bad or rollback holds the device lock (named) |
 
 use std::process::ExitCode;
 
 use diffota::install::{CheckReport, InstallError, Outcome};
-use diffota::state::TransitionError;
+use diffota::state::{LockError, TransitionError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -19,6 +20,7 @@ pub enum Exit {
     Error = 1,
     NothingToDo = 3,
     Refused = 4,
+    Busy = 5,
 }
 
 impl From<Exit> for ExitCode {
@@ -60,8 +62,16 @@ pub fn of_error(error: &anyhow::Error) -> Exit {
             Some(TransitionError::NoGoodImage { .. })
         )
     });
+    let busy = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<LockError>(),
+            Some(LockError::Busy { .. })
+        )
+    });
     if refused {
         Exit::Refused
+    } else if busy {
+        Exit::Busy
     } else {
         Exit::Error
     }

@@ -12,6 +12,7 @@ pub fn run(
     options: InstallOptions,
     reboot: bool,
 ) -> Result<Exit> {
+    let _lock = session.lock("install")?;
     let keys = diffota::keys::trusted_keys(&session.config)?;
     let mut device = device(&session.config, &keys, session.bootloader.as_mut())?;
     let reporter = Reporter::new(session.json);

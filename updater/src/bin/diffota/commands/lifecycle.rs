@@ -18,6 +18,7 @@ fn running(session: &Session) -> Result<Slot> {
 }
 
 pub fn mark_good(session: &mut Session) -> Result<Exit> {
+    let _lock = session.lock("mark-good")?;
     let running = running(session)?;
     let boot_id = diffota::system::boot_id(&session.config.boot.boot_id_file);
     let outcome = DeviceState::load(&session.state_dir())?.mark_good(
@@ -47,6 +48,7 @@ impl std::fmt::Display for Switched {
 }
 
 pub fn mark_bad(session: &mut Session, switch: &SwitchArgs) -> Result<Exit> {
+    let _lock = session.lock("mark-bad")?;
     let running = running(session)?;
     let next_slot = DeviceState::load(&session.state_dir())?.mark_bad(
         running,
@@ -64,6 +66,7 @@ pub fn mark_bad(session: &mut Session, switch: &SwitchArgs) -> Result<Exit> {
 }
 
 pub fn rollback(session: &mut Session, switch: &SwitchArgs) -> Result<Exit> {
+    let _lock = session.lock("rollback")?;
     let running = running(session)?;
     let boot = &session.config.boot;
     let next_slot = DeviceState::load(&session.state_dir())?.rollback(

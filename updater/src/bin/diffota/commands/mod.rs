@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use diffota::boot::Bootloader;
 use diffota::config::Config;
 use diffota::install::Device;
-use diffota::state::StateDir;
+use diffota::state::{DeviceLock, LockError, StateDir};
 use diffota_cli::outln;
 
 /// What every command starts from: the config, the bootloader it names, the output format.
@@ -24,6 +24,11 @@ pub struct Session {
 impl Session {
     pub fn state_dir(&self) -> StateDir {
         StateDir::new(&self.config.state_dir)
+    }
+
+    /// The device lock for a state-changing command, held until the value is dropped.
+    pub fn lock(&self, operation: &str) -> Result<DeviceLock, LockError> {
+        DeviceLock::acquire(&self.state_dir(), operation)
     }
 }
 
