@@ -57,6 +57,7 @@ url=http://127.0.0.1:18600
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 traffic() { awk '{b += $4; n += 1} END {printf "%d %d\n", b, n}' "$work/access.log"; }
 # timed CMD...: runs CMD, appends "seconds peak_rss_kib" to $work/timed
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 timed() { /usr/bin/time -f "%e %M" -a -o "$work/timed" "$@" >/dev/null 2>"$work/last.err" || { cat "$work/last.err" >&2; return 1; }; }
 last_time() { tail -n 1 "$work/timed" | cut -d' ' -f1; }
 last_rss() { tail -n 1 "$work/timed" | cut -d' ' -f2; }
@@ -182,7 +183,7 @@ TOML
     timed "${encode[@]}"; local encode_s; encode_s=$(last_time)
     timed "${decode[@]}"; local decode_s decode_rss; decode_s=$(last_time); decode_rss=$(last_rss)
     cmp "$work/out.img" "$v2"
-    patch_rows+=("| $name | $(stat -c %s "$work/patch") | 1 | ${encode_s}s | ${decode_s}s | | $(( decode_rss / 1024 )) MiB | | |")
+    patch_rows+=("| $name | $(stat -c %s "$work/patch") | 1 | ${encode_s}s | ${decode_s}s | | $(mib "$decode_rss") MiB | | |")
     last_patch_bytes=$(stat -c %s "$work/patch")
   }
   declare -A patch_bytes=()
@@ -204,7 +205,7 @@ TOML
     echo "|---|---|---|---|---|---|---|---|---|"
     for tool in diffota "diffota, factory-flashed" "diffota, v1 -> v3" casync bita zchunk; do
       printf '| %s | %s | %s | %ss | %ss | %s MiB | %s MiB | %s | %s |\n' "$tool" "${bytes[$tool]}" "${requests[$tool]}" \
-        "${make_s[$tool]}" "${install_s[$tool]}" "$(( make_rss[$tool] / 1024 ))" "$(( install_rss[$tool] / 1024 ))" \
+        "${make_s[$tool]}" "${install_s[$tool]}" "$(mib "${make_rss[$tool]}")" "$(mib "${install_rss[$tool]}")" \
         "$(awk -v a="${bytes[$tool]}" -v b="${bytes[casync]}" 'BEGIN {printf "%.2fx", a / b}')" \
         "$(awk -v a="${bytes[$tool]}" -v b="${bytes[bita]}" 'BEGIN {printf "%.2fx", a / b}')"
     done
@@ -213,8 +214,8 @@ TOML
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3fx", a / b}'; }
     echo "Against the goals (issue 17): one release behind, stored index: $(ratio "${bytes[diffota]}" "${patch_bytes[hdiff]}") HDiffPatch (goal <= 1.0x),"
     echo "$(ratio "${bytes[diffota]}" "${patch_bytes[xdelta9]}") xdelta3 -9 (goal <= 0.9x), ${requests[diffota]} requests (goal <= 10), install peak RSS"
-    echo "$(( install_rss[diffota] / 1024 )) MiB (goal <= 16); factory-flashed $(ratio "${bytes[diffota, factory-flashed]}" "${patch_bytes[xdelta9]}") xdelta3 -9 (goal <= 1.0x);"
-    echo "make --delta-from ${make_s[diffota]}s against a plain make of v2 ${plain_make_s}s ($(ratio "${make_s[diffota]}" "$plain_make_s"), goal <= 3x), $(( plain_make_rss / 1024 )) MiB plain."
+    echo "$(mib "${install_rss[diffota]}") MiB (goal <= 16); factory-flashed $(ratio "${bytes[diffota, factory-flashed]}" "${patch_bytes[xdelta9]}") xdelta3 -9 (goal <= 1.0x);"
+    echo "make --delta-from ${make_s[diffota]}s against a plain make of v2 ${plain_make_s}s ($(ratio "${make_s[diffota]}" "$plain_make_s"), goal <= 3x), $(mib "$plain_make_rss") MiB plain."
     echo
   } | tee "$results/$kind.md"
 done
