@@ -295,38 +295,10 @@ pub fn decode_frame_table(
     bytes: &[u8],
     data_length: u64,
 ) -> Result<HashMap<u32, BundledChunk>, FormatError> {
-    let bad = FormatError::BadBundle;
-    let count = bytes
-        .get(..4)
-        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-        .ok_or(bad(BundleFormatError::TableTruncated))?;
-    if bytes.len() - 4 != count.saturating_mul(FRAME_RECORD) {
-        return Err(bad(BundleFormatError::TableLength {
-            bytes: bytes.len(),
-            count,
-        }));
-    }
-    let mut table = HashMap::with_capacity(count);
-    for record in bytes[4..].chunks_exact(FRAME_RECORD) {
-        let number = u32::from_le_bytes(record[..4].try_into().expect("4 bytes"));
-        let offset = u64::from_le_bytes(record[4..12].try_into().expect("8 bytes"));
-        let compressed_length = u32::from_le_bytes(record[12..16].try_into().expect("4 bytes"));
-        if offset
-            .checked_add(u64::from(compressed_length))
-            .is_none_or(|end| end > data_length)
-            || compressed_length == 0
-        {
-            return Err(bad(BundleFormatError::FrameOutside(number)));
-        }
-        table.insert(
-            number,
-            BundledChunk {
-                offset,
-                compressed_length,
-            },
-        );
-    }
-    Ok(table)
+    decode_records(bytes, FRAME_RECORD, data_length, |key| {
+        let number = u32::from_le_bytes(key.try_into().expect("4 bytes"));
+        (number, BundleFormatError::FrameOutside(number))
+    })
 }
 
 /// Decodes a chunk table whose frames must lie within `data_length` bytes.
@@ -334,31 +306,52 @@ pub fn decode_table(
     bytes: &[u8],
     data_length: u64,
 ) -> Result<HashMap<ChunkId, BundledChunk>, FormatError> {
+    decode_records(bytes, TABLE_RECORD, data_length, |key| {
+        let id = ChunkId(key.try_into().expect("32 bytes"));
+        (id, BundleFormatError::ChunkOutside(id))
+    })
+}
+
+/// A table of a count (4) then `record` bytes per entry: a key (`record - 12` bytes, read by
+/// `key`, which also names the entry for an error), an offset in the data section (8) and a
+/// compressed length (4); every frame must lie within `data_length` bytes.
+fn decode_records<K: std::hash::Hash + Eq>(
+    bytes: &[u8],
+    record: usize,
+    data_length: u64,
+    key: impl Fn(&[u8]) -> (K, BundleFormatError),
+) -> Result<HashMap<K, BundledChunk>, FormatError> {
     let bad = FormatError::BadBundle;
     let count = bytes
         .get(..4)
         .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
         .ok_or(bad(BundleFormatError::TableTruncated))?;
-    if bytes.len() - 4 != count.saturating_mul(TABLE_RECORD) {
+    if bytes.len() - 4 != count.saturating_mul(record) {
         return Err(bad(BundleFormatError::TableLength {
             bytes: bytes.len(),
             count,
         }));
     }
+    let key_length = record - 12;
     let mut table = HashMap::with_capacity(count);
-    for record in bytes[4..].chunks_exact(TABLE_RECORD) {
-        let id = ChunkId(record[..32].try_into().expect("32 bytes"));
-        let offset = u64::from_le_bytes(record[32..40].try_into().expect("8 bytes"));
-        let compressed_length = u32::from_le_bytes(record[40..44].try_into().expect("4 bytes"));
+    for entry in bytes[4..].chunks_exact(record) {
+        let (key, outside) = key(&entry[..key_length]);
+        let offset = u64::from_le_bytes(
+            entry[key_length..key_length + 8]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        let compressed_length =
+            u32::from_le_bytes(entry[key_length + 8..].try_into().expect("4 bytes"));
         if offset
             .checked_add(u64::from(compressed_length))
             .is_none_or(|end| end > data_length)
             || compressed_length == 0
         {
-            return Err(bad(BundleFormatError::ChunkOutside(id)));
+            return Err(bad(outside));
         }
         table.insert(
-            id,
+            key,
             BundledChunk {
                 offset,
                 compressed_length,

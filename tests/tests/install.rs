@@ -291,10 +291,9 @@ fn file_store_and_explicit_index_path() {
     assert_installed(&plain, &fixture.v2);
 }
 
-/// Starts `diffota install` on `device`, waits until `server` has seen a pack request, lets
-/// 300 ms of the answer flow, then kills the updater (SIGKILL).
-fn kill_install_midway(device: &Device, server: &FaultServer) {
-    let mut child = device
+/// Starts `diffota install` on `device` and returns once `server` has seen a pack request.
+fn install_until_first_pack_request(device: &Device, server: &FaultServer) -> std::process::Child {
+    let child = device
         .diffota()
         .arg("install")
         .stderr(std::process::Stdio::null())
@@ -308,6 +307,13 @@ fn kill_install_midway(device: &Device, server: &FaultServer) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    child
+}
+
+/// Starts `diffota install` on `device`, waits until `server` has seen a pack request, lets
+/// 300 ms of the answer flow, then kills the updater (SIGKILL).
+fn kill_install_midway(device: &Device, server: &FaultServer) {
+    let mut child = install_until_first_pack_request(device, server);
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -326,20 +332,7 @@ fn a_second_install_is_refused_as_busy_while_one_runs() {
         &stalling.url,
         "[http]\nstall_timeout_secs = 600\n",
     );
-    let mut first = device
-        .diffota()
-        .arg("install")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while stalling.pack_requests() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the install never requested a pack"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut first = install_until_first_pack_request(&device, &stalling);
     for command in ["install", "mark-good"] {
         let output = run(device.diffota().arg(command));
         assert_eq!(
