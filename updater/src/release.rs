@@ -18,6 +18,8 @@ use crate::state::State;
 const CHANNEL_LIMIT: u64 = 1024 * 1024;
 const SIGNATURE_LIMIT: u64 = 16 * 1024;
 const INDEX_LIMIT: u64 = 256 * 1024 * 1024;
+/// The least an index delta may rebuild (4 times the stored index when that is more).
+const INDEX_DELTA_MIN_LIMIT: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
@@ -226,8 +228,15 @@ async fn fetch_index(
     if let Some(base) = base {
         let delta_path = index_delta::delta_path(index_path, &base.version);
         let rebuilt = async {
-            let delta = source.get(&delta_path, INDEX_LIMIT, traffic).await?;
-            let bytes = index_delta::decode(&delta, &base.to_bytes(), INDEX_LIMIT)?;
+            let base_bytes = base.to_bytes();
+            // A delta's header says how large an index it rebuilds, and that much is set
+            // aside before decoding: an index that grows beyond this from one release to the
+            // next comes whole, so a hostile header cannot claim the device's memory.
+            let limit = (base_bytes.len() as u64)
+                .saturating_mul(4)
+                .clamp(INDEX_DELTA_MIN_LIMIT, INDEX_LIMIT);
+            let delta = source.get(&delta_path, limit, traffic).await?;
+            let bytes = index_delta::decode(&delta, &base_bytes, limit)?;
             let index = SignedIndex {
                 bytes: &bytes,
                 signature,
