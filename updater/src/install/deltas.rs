@@ -22,10 +22,6 @@ use crate::release::Release;
 use crate::slot::TargetSlot;
 use crate::source::{RangeSink, StoreSource, Traffic};
 
-/// Room a range's buffer keeps beyond its largest frame: what arrives of the next frame
-/// while one completes (the transport hands over at most a few hundred KiB at a time).
-const RECEIVE_SLACK: usize = 512 * 1024;
-
 /// Where the bases of the chosen frames are in the running slot (offset, length).
 pub(super) type BaseOffsets = HashMap<ChunkId, (u64, u32)>;
 
@@ -105,16 +101,7 @@ pub(super) async fn fetch_delta_frames(
     let wanted = std::sync::Mutex::new(wanted);
     let writer = |url: &str, start: u64, items: Vec<ChunkEntry>| FrameWriter {
         url: url.to_owned(),
-        // The largest frame, and room for the piece of the next one that arrives with it.
-        received: RangeBuffer::with_capacity(
-            start,
-            items
-                .iter()
-                .map(|i| i.compressed_length as usize)
-                .max()
-                .unwrap_or(0)
-                + RECEIVE_SLACK,
-        ),
+        received: RangeBuffer::new(start),
         items,
         next: 0,
         index,

@@ -278,16 +278,14 @@ impl RangeBuffer {
         }
     }
 
-    /// A buffer with room for `capacity` bytes from the start, so that it does not double
-    /// its way past what the largest frame of a range needs.
-    pub(super) fn with_capacity(start: u64, capacity: usize) -> RangeBuffer {
-        RangeBuffer {
-            start,
-            bytes: Vec::with_capacity(capacity),
-        }
-    }
-
     pub(super) fn push(&mut self, bytes: &[u8]) {
+        // Grown to what is held at once, not to the next power of two: the transport hands
+        // over up to a MiB at a time and a delta frame is up to a MiB, so doubling would keep
+        // room for twice what is ever used. The buffer drains as frames complete, so it
+        // reallocates only while it grows to that size.
+        if self.bytes.len() + bytes.len() > self.bytes.capacity() {
+            self.bytes.reserve_exact(bytes.len());
+        }
         self.bytes.extend_from_slice(bytes);
     }
 

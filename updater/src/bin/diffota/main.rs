@@ -17,6 +17,7 @@ use commands::Session;
 use exit::Exit;
 
 fn main() -> ExitCode {
+    diffota::system::keep_large_allocations_returnable();
     diffota_cli::init_logging(diffota_cli::LogTimes::Left);
     let result = run(Cli::parse()).map(ExitCode::from);
     diffota_cli::exit("diffota", result, |e| exit::of_error(e).into())
