@@ -217,18 +217,15 @@ impl FrameWriter<'_> {
             let bytes = &content[at..at + chunk.length as usize];
             at += chunk.length as usize;
             // A chunk the image does not need here (an image frame's, one written already)
-            // is skipped; a needed one leaves `wanted` once it is verified and written.
-            let Some(offsets) = self
-                .wanted
-                .lock()
-                .expect("no writer panicked")
-                .remove(&chunk.id)
-            else {
+            // is skipped; a needed one leaves `wanted` once it is verified.
+            let wanted = || self.wanted.lock().expect("no writer panicked");
+            if !wanted().contains_key(&chunk.id) {
                 continue;
-            };
+            }
             let verified = ChunkData(bytes.to_vec())
                 .verify(&chunk.id)
                 .map_err(|_| bad(chunk, BadFrame::Hash))?;
+            let offsets = wanted().remove(&chunk.id).unwrap_or_default();
             for offset in offsets {
                 self.slot.write_chunk(&verified, offset)?;
                 self.progress.event(Event::Written {
