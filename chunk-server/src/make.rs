@@ -182,58 +182,9 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
             path: options.image.to_owned(),
         });
     }
-    let from_index = options
-        .delta_from
-        .map(|from| read_index(&store.index_path(from, options.name)))
-        .transpose()?;
-    let deltas = match &from_index {
-        Some(from_index) => {
-            pack.flush()?;
-            crate::make_deltas::write_delta_frames(
-                store,
-                from_index,
-                &added_chunks(&chunked),
-                &pack_reader,
-                &mut pack,
-                options.delta_level,
-            )?
-        }
-        None => Deltas::default(),
-    };
-    let image_frames = if options.image_frames {
-        pack.flush()?;
-        crate::make_deltas::write_image_frames(
-            store,
-            &distinct_chunks(&chunked),
-            &pack_reader,
-            &mut pack,
-            options.delta_level,
-        )?
-    } else {
-        Vec::new()
-    };
+    let frames = write_frames(store, options, &chunked, &pack_reader, &mut pack)?;
     let new_pack = pack.finish()?;
-    let base_packs = from_index.as_ref().map_or(&[][..], |i| &i.packs[..]);
-    let mut index = build_index(options, &chunked, new_pack, deltas, base_packs);
-    // In the order a device considers them: this release's delta frames, then those it
-    // inherits, then the image frames.
-    if let Some(from_index) = &from_index {
-        crate::make_deltas::inherit_frames(from_index, &mut index);
-    }
-    if let Some(pack) = new_pack {
-        let number = index
-            .packs
-            .iter()
-            .position(|p| p.id == pack.id)
-            .expect("the new pack is in the index") as u32;
-        index
-            .deltas
-            .frames
-            .extend(image_frames.into_iter().map(|frame| DeltaFrame {
-                pack: number,
-                ..frame
-            }));
-    }
+    let index = index_with_frames(options, &chunked, new_pack, frames);
     index.validate()?;
     let (index_path, index, index_bytes) = publish(store, options, index, new_pack, pack_file)?;
     let index_deltas = crate::index_deltas::write_index_deltas(
@@ -350,6 +301,88 @@ fn added_chunks(chunked: &Chunked) -> Vec<crate::make_deltas::AddedChunk> {
             _ => None,
         })
         .collect()
+}
+
+/// The frames written after the plain ones in the new pack, as the options ask: delta frames
+/// against the `--delta-from` release (read here), and image frames.
+struct Frames {
+    from_index: Option<Index>,
+    deltas: Deltas,
+    image_frames: Vec<DeltaFrame>,
+}
+
+fn write_frames(
+    store: &Store,
+    options: &MakeOptions,
+    chunked: &Chunked,
+    pack_reader: &std::fs::File,
+    pack: &mut PackWriter,
+) -> Result<Frames, MakeError> {
+    let from_index = options
+        .delta_from
+        .map(|from| read_index(&store.index_path(from, options.name)))
+        .transpose()?;
+    let deltas = match &from_index {
+        Some(from_index) => {
+            pack.flush()?;
+            crate::make_deltas::write_delta_frames(
+                store,
+                from_index,
+                &added_chunks(chunked),
+                pack_reader,
+                pack,
+                options.delta_level,
+            )?
+        }
+        None => Deltas::default(),
+    };
+    let image_frames = if options.image_frames {
+        pack.flush()?;
+        crate::make_deltas::write_image_frames(
+            store,
+            &distinct_chunks(chunked),
+            pack_reader,
+            pack,
+            options.delta_level,
+        )?
+    } else {
+        Vec::new()
+    };
+    Ok(Frames {
+        from_index,
+        deltas,
+        image_frames,
+    })
+}
+
+/// The index with its frames in the order a device considers them: this release's delta
+/// frames, then those it inherits from the `--delta-from` release, then the image frames.
+fn index_with_frames(
+    options: &MakeOptions,
+    chunked: &Chunked,
+    new_pack: Option<PackRef>,
+    frames: Frames,
+) -> Index {
+    let base_packs = frames.from_index.as_ref().map_or(&[][..], |i| &i.packs[..]);
+    let mut index = build_index(options, chunked, new_pack, frames.deltas, base_packs);
+    if let Some(from_index) = &frames.from_index {
+        crate::make_deltas::inherit_frames(from_index, &mut index);
+    }
+    if let Some(pack) = new_pack {
+        let number = index
+            .packs
+            .iter()
+            .position(|p| p.id == pack.id)
+            .expect("the new pack is in the index") as u32;
+        index
+            .deltas
+            .frames
+            .extend(frames.image_frames.into_iter().map(|frame| DeltaFrame {
+                pack: number,
+                ..frame
+            }));
+    }
+    index
 }
 
 /// Every distinct chunk of the release in image order, where its plain frame is.
