@@ -711,6 +711,18 @@ impl DeltaFixture {
         .unwrap()
     }
 
+    /// The plain frames, counted once per chunk, of the chunks of `to` that `from` lacks.
+    fn plain_bytes_lacking(&self, from: &str, to: &str) -> u64 {
+        let held: HashSet<_> = self.index(from).chunks.iter().map(|c| c.id).collect();
+        let mut seen = HashSet::new();
+        self.index(to)
+            .chunks
+            .iter()
+            .filter(|c| !held.contains(&c.id) && seen.insert(c.id))
+            .map(|c| u64::from(c.compressed_length))
+            .sum()
+    }
+
     fn device(&self, name: &str, running: &Path, server_url: &str, extra: &str) -> Device {
         let device = Device::new(&self.dir.path().join(name), running, 10 * MIB);
         device.configure(server_url, &[&self.keys.public], extra);
@@ -743,14 +755,7 @@ fn pack_bytes(server: &StoreServer) -> u64 {
 fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
     let fixture = DeltaFixture::new();
     let index = fixture.index("2.0");
-    let held: HashSet<_> = fixture.index("1.0").chunks.iter().map(|c| c.id).collect();
-    let mut seen = HashSet::new();
-    let plain_bytes: u64 = index
-        .chunks
-        .iter()
-        .filter(|c| !held.contains(&c.id) && seen.insert(c.id))
-        .map(|c| u64::from(c.compressed_length))
-        .sum();
+    let plain_bytes = fixture.plain_bytes_lacking("1.0", "2.0");
 
     let server = StoreServer::start(&fixture.store, &fixture.dir.path().join("access.log"), None);
     let device = fixture.device("device", &fixture.v1, &server.url, "");
@@ -981,14 +986,7 @@ fn a_device_two_releases_behind_uses_inherited_frames() {
     assert!(inherited > 0, "3.0 carries 2.0's frames");
     set_channel(&fixture.store, &fixture.keys, "stable", "3.0", &[]);
 
-    let held: HashSet<_> = fixture.index("1.0").chunks.iter().map(|c| c.id).collect();
-    let mut seen = HashSet::new();
-    let plain_bytes: u64 = v3_index
-        .chunks
-        .iter()
-        .filter(|c| !held.contains(&c.id) && seen.insert(c.id))
-        .map(|c| u64::from(c.compressed_length))
-        .sum();
+    let plain_bytes = fixture.plain_bytes_lacking("1.0", "3.0");
     let server = StoreServer::start(&fixture.store, &fixture.dir.path().join("access.log"), None);
     let device = fixture.device("two-behind", &fixture.v1, &server.url, "");
     let check: serde_json::Value =
@@ -1018,15 +1016,7 @@ fn a_device_two_releases_behind_uses_inherited_frames() {
 #[test]
 fn bundle_for_the_older_release_carries_delta_frames() {
     let fixture = DeltaFixture::new();
-    let index = fixture.index("2.0");
-    let held: HashSet<_> = fixture.index("1.0").chunks.iter().map(|c| c.id).collect();
-    let mut seen = HashSet::new();
-    let plain_bytes: u64 = index
-        .chunks
-        .iter()
-        .filter(|c| !held.contains(&c.id) && seen.insert(c.id))
-        .map(|c| u64::from(c.compressed_length))
-        .sum();
+    let plain_bytes = fixture.plain_bytes_lacking("1.0", "2.0");
     let out = fixture.dir.path().join("update.dfb");
     let summary: serde_json::Value = serde_json::from_str(&run_ok(
         chunk_server()
