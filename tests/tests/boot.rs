@@ -246,16 +246,33 @@ fn cycle(releases: &Releases, device: &Device, env: &EnvTool) {
     assert_eq!(reboot(device), "b", "a committed slot stays");
     run_ok(device.diffota().arg("doctor"));
 
-    // A broken release: it never reaches mark-good, the bootloader tries it bootlimit times,
+    // A failed health check on a committed slot reboots nothing (exit status 3).
+    let stdout = run_exit(device.diffota().arg("health-failed"), 3);
+    assert!(stdout.contains("slot b is not on trial"), "{stdout}");
+
+    // A broken release: it never reaches mark-good, its health check fails on each trial
+    // boot and health-failed asks for the reboot; the bootloader tries it bootlimit times,
     // then falls back; mark-good on the old slot records the failure.
     releases.publish("3.0");
     run_ok(device.diffota().arg("install"));
     assert!(slot_holds(device, "a", releases.image("3.0")));
+    let stdout = run_exit(device.diffota().arg("health-failed"), 3);
+    assert!(
+        stdout.contains("slot b is not on trial"),
+        "the boot that armed the trial is not a trial boot: {stdout}"
+    );
     for attempt in 1..=3 {
         assert_eq!(
             reboot(device),
             "a",
             "attempt {attempt} boots the trial slot"
+        );
+        let stdout = run_ok(device.diffota().arg("health-failed"));
+        assert!(
+            stdout.contains(&format!(
+                "3.0 in slot a failed its health check on trial boot {attempt} of 3; rebooting"
+            )),
+            "{stdout}"
         );
     }
     assert_eq!(
@@ -263,6 +280,7 @@ fn cycle(releases: &Releases, device: &Device, env: &EnvTool) {
         "b",
         "past bootlimit the bootloader falls back"
     );
+    run_exit(device.diffota().arg("health-failed"), 3);
     let stdout = run_ok(device.diffota().arg("mark-good"));
     assert!(stdout.contains("release 3.0 failed"), "{stdout}");
     let state = status(device);

@@ -504,6 +504,7 @@ fn srcrev_is_a_commit_with_this_cargo_lock() {
         "diffota-update.service",
         "diffota-update.timer",
         "diffota-mark-good.service",
+        "diffota-health-failed.service",
     ] {
         let output = run(Command::new("git").arg("-C").arg(root()).args([
             "cat-file",

@@ -13,7 +13,8 @@ SYSTEMD_SERVICE:${PN} = "diffota-update.timer diffota-mark-good.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
 # The units come from the fetched source tree (systemd/), the same commit as the binary.
-DIFFOTA_UNITS = "diffota-update.service diffota-update.timer diffota-mark-good.service"
+# diffota-health-failed.service has no [Install]: health checks start it with OnFailure=.
+DIFFOTA_UNITS = "diffota-update.service diffota-update.timer diffota-mark-good.service diffota-health-failed.service"
 
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}

@@ -26,7 +26,7 @@
 //! - After a boot, the bootloader is committed before the state says so: a crash between the
 //!   two repeats an idempotent commit on the next run.
 
-use crate::boot::{BootError, Bootloader};
+use crate::boot::{BootError, BootState, Bootloader};
 use crate::slot::Slot;
 use crate::system;
 
@@ -71,6 +71,77 @@ pub fn after_boot(running: Slot, trial: Option<&Trial>, boot_id: Option<&str>) -
             trial: trial.clone(),
         },
         None => AfterBoot::Confirm,
+    }
+}
+
+/// What a failed health check leads to. Only a trial boot is rebooted: the boot script
+/// counts the boots of a trial slot and, after `bootlimit` of them, boots the old slot. A
+/// committed slot would boot again after a reboot, so a failed check there is left for the
+/// operator to see (rebooting it would only loop).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum HealthFailed {
+    /// The running slot is on trial: reboot. `attempt` of `attempts` boots are used.
+    RebootTrial {
+        slot: Slot,
+        version: String,
+        attempt: u32,
+        attempts: u32,
+    },
+    /// Not a trial boot (no trial, the trial not booted yet, or the bootloader no longer
+    /// counts it): no reboot.
+    NotOnTrial { slot: Slot },
+}
+
+/// Decides what a failed health check on `running` leads to, from the trial recorded
+/// before the reboot and the bootloader's variables (both must agree that this boot is a
+/// counted trial boot).
+pub fn after_health_failure(
+    running: Slot,
+    trial: Option<&Trial>,
+    boot_id: Option<&str>,
+    boot: &BootState,
+) -> HealthFailed {
+    let counted = boot.upgrade_available && boot.selected == Some(running);
+    match after_boot(running, trial, boot_id) {
+        AfterBoot::Commit { trial } if counted => HealthFailed::RebootTrial {
+            slot: running,
+            version: trial.version,
+            attempt: boot.bootcount,
+            attempts: boot.bootlimit.unwrap_or(trial.attempts),
+        },
+        _ => HealthFailed::NotOnTrial { slot: running },
+    }
+}
+
+impl std::fmt::Display for HealthFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HealthFailed::RebootTrial {
+                slot,
+                version,
+                attempt,
+                attempts,
+            } => {
+                write!(
+                    f,
+                    "{version} in slot {slot} failed its health check on trial boot {attempt} of {attempts}; rebooting: "
+                )?;
+                if attempt >= attempts {
+                    write!(f, "the bootloader falls back to slot {}", slot.other())
+                } else {
+                    write!(
+                        f,
+                        "the bootloader tries slot {slot} again, and falls back to slot {} after boot {attempts}",
+                        slot.other()
+                    )
+                }
+            }
+            HealthFailed::NotOnTrial { slot } => write!(
+                f,
+                "slot {slot} is not on trial: a reboot would boot it again, so nothing is done"
+            ),
+        }
     }
 }
 
@@ -249,6 +320,32 @@ impl DeviceState {
         Ok(outcome)
     }
 
+    /// A health check failed on `running`: what that leads to (see `HealthFailed`). Changes
+    /// nothing; the caller reboots for `RebootTrial`.
+    pub fn health_failed(
+        &self,
+        running: Slot,
+        bootloader: &dyn Bootloader,
+        boot_id: Option<&str>,
+    ) -> Result<HealthFailed, TransitionError> {
+        let boot = bootloader.state()?;
+        let outcome = after_health_failure(running, self.state.trial(), boot_id, &boot);
+        match &outcome {
+            HealthFailed::RebootTrial {
+                version,
+                attempt,
+                attempts,
+                ..
+            } => {
+                tracing::warn!(event = "trial_health_failed", slot = %running, version = %version, attempt, attempts)
+            }
+            HealthFailed::NotOnTrial { .. } => {
+                tracing::warn!(event = "health_failed", slot = %running)
+            }
+        }
+        Ok(outcome)
+    }
+
     /// `mark-bad`: the running slot failed its health check; the other slot boots from the
     /// next boot on. Returns that slot.
     pub fn mark_bad(
@@ -388,6 +485,60 @@ mod tests {
         let state = state_dir.load().unwrap();
         assert!(state.is_good(Slot::B));
         assert_eq!(state.trial(), None);
+    }
+
+    fn on_trial(slot: Slot, bootcount: u32) -> BootState {
+        BootState {
+            selected: Some(slot),
+            upgrade_available: true,
+            bootcount,
+            bootlimit: Some(3),
+        }
+    }
+
+    #[test]
+    fn a_failed_health_check_reboots_only_a_counted_trial_boot() {
+        let armed = trial(Slot::B, "3.0"); // armed in boot-1
+                                           // The trial slot runs after the reboot and the boot script counts it: reboot.
+        assert_eq!(
+            after_health_failure(Slot::B, Some(&armed), Some("boot-2"), &on_trial(Slot::B, 2)),
+            HealthFailed::RebootTrial {
+                slot: Slot::B,
+                version: "3.0".into(),
+                attempt: 2,
+                attempts: 3
+            }
+        );
+        let not_on_trial = |running| HealthFailed::NotOnTrial { slot: running };
+        // Still the boot that armed the trial: the old slot runs, a reboot is not ours to do.
+        assert_eq!(
+            after_health_failure(Slot::A, Some(&armed), Some("boot-1"), &on_trial(Slot::B, 0)),
+            not_on_trial(Slot::A)
+        );
+        // The bootloader fell back: the old slot runs and is not counted.
+        let fallen_back = BootState {
+            selected: Some(Slot::A),
+            ..BootState::default()
+        };
+        assert_eq!(
+            after_health_failure(Slot::A, Some(&armed), Some("boot-5"), &fallen_back),
+            not_on_trial(Slot::A)
+        );
+        // No trial at all: a committed slot would only boot again.
+        assert_eq!(
+            after_health_failure(Slot::A, None, Some("boot-9"), &fallen_back),
+            not_on_trial(Slot::A)
+        );
+        // The state says trial but the bootloader no longer counts (committed by hand):
+        // rebooting would loop on the same slot.
+        let committed = BootState {
+            selected: Some(Slot::B),
+            ..BootState::default()
+        };
+        assert_eq!(
+            after_health_failure(Slot::B, Some(&armed), Some("boot-2"), &committed),
+            not_on_trial(Slot::B)
+        );
     }
 
     #[test]

@@ -14,7 +14,10 @@ mod record;
 
 pub use dir::{write_atomic, StateDir, StateError};
 pub use lock::{DeviceLock, LockError};
-pub use machine::{after_boot, AfterBoot, DeviceState, Installed, MarkGood, TransitionError};
+pub use machine::{
+    after_boot, after_health_failure, AfterBoot, DeviceState, HealthFailed, Installed, MarkGood,
+    TransitionError,
+};
 pub use record::{
     FailedRelease, InProgress, InstallRecord, InstallResult, SlotRecord, State, StateFormatError,
     Trial, STATE_FORMAT,

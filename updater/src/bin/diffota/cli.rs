@@ -47,6 +47,14 @@ pub enum Command {
     },
     /// After a boot: commit a healthy trial slot, or record that the bootloader fell back
     MarkGood,
+    /// A health check failed (run by diffota-health-failed.service): on a trial boot, reboot
+    /// so that the bootloader counts the attempt and falls back after boot_attempts; on a
+    /// committed slot, do nothing (exit 3)
+    HealthFailed {
+        /// Run the configured reboot_command when the running slot is on trial
+        #[arg(long)]
+        reboot: bool,
+    },
     /// The running slot failed its health check: boot the other slot from the next boot on
     MarkBad {
         #[command(flatten)]

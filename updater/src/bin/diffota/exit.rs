@@ -5,7 +5,7 @@
 //! | 0 | done: installed, committed, switched, status shown, every doctor check passed |
 //! | 1 | error: something failed and nothing was activated (the message says what) |
 //! | 2 | usage: the command line is wrong (clap) |
-//! | 3 | nothing to do: up to date, not eligible yet, already installed and waiting for the reboot, no update to check |
+//! | 3 | nothing to do: up to date, not eligible yet, already installed and waiting for the reboot, no update to check, a health failure outside a trial |
 //! | 4 | refused: a downgrade, a release that failed here before, no good image to switch to |
 //! | 5 | busy: another install, mark-good, mark-bad or rollback holds the device lock (named) |
 

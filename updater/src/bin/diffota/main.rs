@@ -47,6 +47,9 @@ fn run(cli: Cli) -> Result<Exit> {
             commands::install::run(&mut session, release, options, *reboot)
         }
         Command::MarkGood => commands::lifecycle::mark_good(&mut session),
+        Command::HealthFailed { reboot } => {
+            commands::lifecycle::health_failed(&mut session, *reboot)
+        }
         Command::MarkBad { switch } => commands::lifecycle::mark_bad(&mut session, switch),
         Command::Rollback { switch } => commands::lifecycle::rollback(&mut session, switch),
         Command::Status => commands::status::run(&session),

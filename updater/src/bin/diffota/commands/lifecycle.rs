@@ -1,8 +1,8 @@
-//! After a boot and by hand: mark-good, mark-bad, rollback.
+//! After a boot and by hand: mark-good, health-failed, mark-bad, rollback.
 
 use anyhow::Result;
 use diffota::slot::{booted_slot, Slot};
-use diffota::state::DeviceState;
+use diffota::state::{DeviceState, HealthFailed};
 
 use super::{reboot_now, show, Session};
 use crate::cli::SwitchArgs;
@@ -28,6 +28,28 @@ pub fn mark_good(session: &mut Session) -> Result<Exit> {
     )?;
     show(&outcome, session.json, false)?;
     Ok(Exit::Done)
+}
+
+/// A health check failed: reboot a trial boot so that the bootloader counts it. Writes no
+/// state, so it does not wait for the device lock.
+pub fn health_failed(session: &mut Session, reboot: bool) -> Result<Exit> {
+    let running = running(session)?;
+    let boot_id = diffota::system::boot_id(&session.config.boot.boot_id_file);
+    let outcome = DeviceState::load(&session.state_dir())?.health_failed(
+        running,
+        session.bootloader.as_ref(),
+        boot_id.as_deref(),
+    )?;
+    show(&outcome, session.json, false)?;
+    match outcome {
+        HealthFailed::RebootTrial { .. } => {
+            if reboot {
+                reboot_now(&session.config)?;
+            }
+            Ok(Exit::Done)
+        }
+        HealthFailed::NotOnTrial { .. } => Ok(Exit::NothingToDo),
+    }
 }
 
 /// Where the device boots next after a switch by hand.
