@@ -2,8 +2,8 @@
 # The test command: formatting, lints, every unit and end-to-end test (the fuzz corpus replay
 # among them), the supply-chain check (scripts/supply-chain.sh, cargo-deny offline), and with
 # DIFFOTA_YOCTO_TEST=1 (as in CI) the layer under real bitbake (tests/yocto/run.sh, about 25 minutes)
-# and with DIFFOTA_VM_TEST=1 (as in CI) the virtual machine tests (tests/vm/run.sh grub and
-# uboot, about 15 minutes).
+# and with DIFFOTA_VM_TEST=1 (as in CI) the virtual machine tests (tests/vm/run.sh grub, uboot
+# and systemd, about 20 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
@@ -18,4 +18,5 @@ fi
 if [ "${DIFFOTA_VM_TEST:-0}" = 1 ]; then
   tests/vm/run.sh grub
   tests/vm/run.sh uboot
+  tests/vm/run.sh systemd
 fi

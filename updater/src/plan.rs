@@ -121,6 +121,10 @@ pub struct PlanSummary {
     pub local_chunks: u64,
     pub local_bytes: u64,
     pub fetch_chunks: u64,
+    /// Local chunks the running slot lacks, believed written by an interrupted install of
+    /// the same release: checked in place, fetched after all when they do not match (not
+    /// counted in `fetch_bytes`).
+    pub in_place_chunks: u64,
     /// Compressed bytes of the chunks to fetch, merge gaps included.
     pub fetch_bytes: u64,
     pub fetch_requests: u64,
@@ -220,6 +224,9 @@ pub fn summarize(steps: impl Iterator<Item = Step>, ranges: &[FetchRange]) -> Pl
         if step.is_local() {
             summary.local_chunks += 1;
             summary.local_bytes += length;
+            if step.seed_offset.is_none() {
+                summary.in_place_chunks += 1;
+            }
         } else {
             summary.fetch_chunks += 1;
         }
@@ -388,6 +395,12 @@ mod tests {
         let new = index_of(&[b"xxxx", b"zzzz"]);
         let plan = Plan::build(&new, &SeedMap::default(), &InPlace::Everything);
         assert!(plan.steps(&new).all(|s| s.check_in_place));
-        assert_eq!(plan.summary(&new, 0).fetch_requests, 0);
+        let summary = plan.summary(&new, 0);
+        assert_eq!(summary.fetch_requests, 0);
+        assert_eq!(
+            (summary.local_chunks, summary.in_place_chunks),
+            (2, 2),
+            "both are local only if they are in place: the report says so"
+        );
     }
 }

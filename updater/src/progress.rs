@@ -100,10 +100,16 @@ impl Progress for Reporter {
                 plan,
             } => {
                 self.total.store(plan.image_bytes, Ordering::Relaxed);
-                let line = format!(
+                let mut line = format!(
                     "installing {version} into slot {slot}: {} bytes, {} chunks local, {} to fetch ({} bytes in {} requests)",
                     plan.image_bytes, plan.local_chunks, plan.fetch_chunks, plan.fetch_bytes, plan.fetch_requests
                 );
+                if plan.in_place_chunks > 0 {
+                    line.push_str(&format!(
+                        "; {} of the local chunks are checked in place from the interrupted install, and fetched if they do not match",
+                        plan.in_place_chunks
+                    ));
+                }
                 match &self.style {
                     Style::Bar(bar) => {
                         bar.set_length(plan.image_bytes);
