@@ -79,6 +79,38 @@ pub struct Config {
     pub boot: BootConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    /// Where outcome reports go (none: nothing is reported or spooled).
+    #[serde(default)]
+    pub report: Option<ReportConfig>,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The operator's endpoint for outcome reports (`outcomes`): JSON POSTs, over the same
+/// HTTP settings (`[http]`: CA, client certificate, headers) as the store.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// `https://…` (or `http://…`).
+    pub url: String,
+    /// A file holding the bearer token sent as `Authorization: Bearer …`.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Attempts per report in one run; what is left waits for the next run.
+    #[serde(default = "default_report_attempts")]
+    pub attempts: u32,
+    /// Delay before the second attempt; it doubles with each further attempt.
+    #[serde(default = "default_report_retry_delay_ms")]
+    pub retry_delay_ms: u64,
+    #[serde(default = "default_report_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// Metrics for node_exporter's textfile collector.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where to write them, e.g. `/var/lib/node_exporter/textfile_collector/diffota.prom`.
+    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -159,6 +191,15 @@ pub struct HttpConfig {
     pub max_gap: u64,
 }
 
+fn default_report_attempts() -> u32 {
+    4
+}
+fn default_report_retry_delay_ms() -> u64 {
+    2000
+}
+fn default_report_timeout() -> u64 {
+    30
+}
 fn default_channel() -> String {
     "stable".into()
 }

@@ -362,7 +362,7 @@ fn transport_error(url: &str, error: reqwest::Error) -> FetchError {
     }
 }
 
-fn http_client(http: &HttpConfig) -> Result<reqwest::Client, FetchError> {
+pub(crate) fn http_client(http: &HttpConfig) -> Result<reqwest::Client, FetchError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     match &http.ca_file {

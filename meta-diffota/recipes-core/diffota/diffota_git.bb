@@ -13,8 +13,9 @@ SYSTEMD_SERVICE:${PN} = "diffota-update.timer diffota-mark-good.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
 # The units come from the fetched source tree (systemd/), the same commit as the binary.
-# diffota-health-failed.service has no [Install]: health checks start it with OnFailure=.
-DIFFOTA_UNITS = "diffota-update.service diffota-update.timer diffota-mark-good.service diffota-health-failed.service"
+# diffota-health-failed.service and diffota-report.service have no [Install]: health checks
+# start the first with OnFailure=, diffota-mark-good.service the second with Wants=.
+DIFFOTA_UNITS = "diffota-update.service diffota-update.timer diffota-mark-good.service diffota-health-failed.service diffota-report.service"
 
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}

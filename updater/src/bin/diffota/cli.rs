@@ -65,6 +65,8 @@ pub enum Command {
         #[command(flatten)]
         switch: SwitchArgs,
     },
+    /// Send the outcome reports waiting in the state directory to the [report] endpoint
+    Report,
     /// Show the running slot, what each slot holds, the boot variables and the last install
     Status,
     /// Provisioning self-test: config, keys, state directory, slots, bootloader environment

@@ -1,10 +1,11 @@
 //! After a boot and by hand: mark-good, health-failed, mark-bad, rollback.
 
 use anyhow::Result;
+use diffota::outcomes::{self, Spool};
 use diffota::slot::{booted_slot, Slot};
-use diffota::state::{DeviceState, HealthFailed};
+use diffota::state::{DeviceState, HealthFailed, MarkGood, State};
 
-use super::{reboot_now, show, Session};
+use super::{reboot_now, refresh_metrics, show, Session};
 use crate::cli::SwitchArgs;
 use crate::exit::Exit;
 
@@ -21,13 +22,48 @@ pub fn mark_good(session: &mut Session) -> Result<Exit> {
     let _lock = session.lock("mark-good")?;
     let running = running(session)?;
     let boot_id = diffota::system::boot_id(&session.config.boot.boot_id_file);
-    let outcome = DeviceState::load(&session.state_dir())?.mark_good(
-        running,
-        session.bootloader.as_mut(),
-        boot_id.as_deref(),
-    )?;
+    let mut machine = DeviceState::load(&session.state_dir())?;
+    let before = machine.state().clone();
+    let bootcount = session.bootloader.state().ok().map(|boot| boot.bootcount);
+    let outcome = machine.mark_good(running, session.bootloader.as_mut(), boot_id.as_deref())?;
+    record_trial_outcome(session, &outcome, &before, bootcount);
+    refresh_metrics(session);
     show(&outcome, session.json, false)?;
     Ok(Exit::Done)
+}
+
+/// A committed or reverted trial is an outcome to report. The commit is already durable:
+/// a failure to record its report is logged, not fatal.
+fn record_trial_outcome(
+    session: &Session,
+    outcome: &MarkGood,
+    before: &State,
+    bootcount: Option<u32>,
+) {
+    let config = &session.config;
+    let spool = Spool::new(&config.state_dir);
+    let device_id = match diffota::system::device_id(&config.device_id) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(error = %e, "no device id: the outcome is not reported");
+            return;
+        }
+    };
+    let install = spool.pending_install();
+    let Some(report) = outcomes::of_mark_good(
+        outcome,
+        before,
+        bootcount,
+        &device_id,
+        install.as_ref(),
+        diffota::system::now(),
+    ) else {
+        return;
+    };
+    let recorded = outcomes::record(config, &report).and_then(|()| spool.clear_pending_install());
+    if let Err(e) = recorded {
+        tracing::warn!(error = %e, "the outcome could not be recorded for its report");
+    }
 }
 
 /// A health check failed: reboot a trial boot so that the bootloader counts it. Writes no
@@ -109,6 +145,7 @@ pub fn rollback(session: &mut Session, switch: &SwitchArgs) -> Result<Exit> {
 }
 
 fn finish_switch(session: &Session, switch: &SwitchArgs, switched: Switched) -> Result<Exit> {
+    refresh_metrics(session);
     show(&switched, session.json, false)?;
     if switch.reboot {
         reboot_now(&session.config)?;

@@ -5,6 +5,7 @@ pub mod check;
 pub mod doctor;
 pub mod install;
 pub mod lifecycle;
+pub mod report;
 pub mod status;
 
 use anyhow::{bail, Context, Result};
@@ -59,6 +60,25 @@ pub fn device<'a>(
         device_id: diffota::system::device_id(&config.device_id)?,
         bootloader,
     })
+}
+
+/// Rewrites the metrics textfile, when configured, after a command changed the state. The
+/// metrics never fail a command.
+pub fn refresh_metrics(session: &Session) {
+    let config = &session.config;
+    if config.metrics.textfile.is_none() {
+        return;
+    }
+    let running =
+        diffota::slot::booted_slot(&config.boot.cmdline, &config.slots.a, &config.slots.b).ok();
+    let written = session
+        .state_dir()
+        .load()
+        .map_err(diffota::outcomes::SpoolError::from)
+        .and_then(|state| diffota::outcomes::write_metrics(config, &state, running));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "metrics textfile not written");
+    }
 }
 
 /// One thread: the install's work (hashing, decompressing, writing) happens in the range

@@ -1,0 +1,268 @@
+//! Outcome reports and metrics, with a real HTTP endpoint on 127.0.0.1 and the real binary:
+//! success is reported only once mark-good committed the trial, exactly once across a reboot
+//! and an endpoint that fails the first two POSTs; a fall-back by the bootloader and a
+//! failed install are reported as such; the metrics textfile follows.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use diffota_tests::report_endpoint::ReportEndpoint;
+use diffota_tests::sample::write_image;
+use diffota_tests::*;
+
+const MIB: u64 = 1 << 20;
+
+struct Fleet {
+    _dir: tempfile::TempDir,
+    keys: Keys,
+    store: PathBuf,
+    device: Device,
+    grubenv: PathBuf,
+    metrics: PathBuf,
+}
+
+impl Fleet {
+    fn new(endpoint: &ReportEndpoint) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::generate(dir.path(), "release");
+        let store = dir.path().join("store");
+        for release in 1..=4u64 {
+            let image = dir.path().join(format!("v{release}.img"));
+            write_image(&image, 2 * MIB, 3, release).unwrap();
+            make_release(&store, &keys, &format!("{release}.0"), &image);
+        }
+        let device = Device::new(
+            &dir.path().join("device"),
+            &dir.path().join("v1.img"),
+            3 * MIB,
+        );
+        let grubenv = device.dir.join("grubenv");
+        run_ok(Command::new(bin("boot-sim")).arg("factory").arg(&grubenv));
+        let token = device.dir.join("report-token");
+        std::fs::write(&token, "secret-token\n").unwrap();
+        let metrics = device.dir.join("metrics/diffota.prom");
+        device.configure_boot(
+            &store.display().to_string(),
+            &[&keys.public],
+            &format!("backend = \"grub\"\ngrubenv = {:?}\n", grubenv.display().to_string()),
+            &format!(
+                "[report]\nurl = {:?}\nbearer_token_file = {:?}\nretry_delay_ms = 50\n\n[metrics]\ntextfile = {:?}\n",
+                endpoint.url,
+                token.display().to_string(),
+                metrics.display().to_string()
+            ),
+        );
+        Fleet {
+            _dir: dir,
+            keys,
+            store,
+            device,
+            grubenv,
+            metrics,
+        }
+    }
+
+    fn publish(&self, version: &str) {
+        set_channel(&self.store, &self.keys, "stable", version, &[]);
+    }
+
+    /// A reboot through the shipped GRUB fragment's logic; returns the slot booted.
+    fn reboot(&self) -> String {
+        let boot_id = self.device.dir.join("boot_id");
+        run_ok(Command::new(bin("boot-sim")).arg("boot").args([
+            &self.grubenv,
+            &self.device.cmdline,
+            &boot_id,
+        ]));
+        let cmdline = std::fs::read_to_string(&self.device.cmdline).unwrap();
+        cmdline
+            .trim()
+            .trim_start_matches("diffota.slot=")
+            .to_owned()
+    }
+
+    fn diffota(&self, args: &[&str]) -> Command {
+        let mut command = self.device.diffota();
+        command.args(args);
+        command
+    }
+
+    fn metrics(&self) -> String {
+        std::fs::read_to_string(&self.metrics).unwrap()
+    }
+}
+
+fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+fn queued(state: &Path) -> usize {
+    std::fs::read_dir(state.join("reports"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.ends_with(".json")
+                        && name.contains('-')
+                        && !name.starts_with('.')
+                        && name != "pending-install.json"
+                        && name != "last-outcome.json"
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn outcomes_are_reported_once_each_and_only_when_final() {
+    let endpoint = ReportEndpoint::start(2);
+    let fleet = Fleet::new(&endpoint);
+    fleet.reboot();
+
+    // 2.0 installed: not an outcome yet, nothing is sent.
+    fleet.publish("2.0");
+    let stdout = run_ok(&mut fleet.diffota(&["install"]));
+    assert!(stdout.contains("installed 2.0 into slot b"), "{stdout}");
+    let stdout = run_ok(&mut fleet.diffota(&["report"]));
+    assert!(stdout.contains("reports: 0 sent, 0 pending"), "{stdout}");
+    assert!(
+        endpoint.received().is_empty(),
+        "success reported before the trial"
+    );
+    assert!(fleet.metrics().contains("diffota_trial_pending 1\n"));
+
+    // The trial boot is healthy: mark-good commits, and spools the report (no network at
+    // that point of the boot); it survives the next reboot.
+    assert_eq!(fleet.reboot(), "b");
+    let stdout = run_ok(&mut fleet.diffota(&["mark-good"]));
+    assert!(stdout.contains("slot b (2.0) committed"), "{stdout}");
+    assert!(endpoint.received().is_empty());
+    assert_eq!(queued(&fleet.device.state), 1);
+    assert_eq!(fleet.reboot(), "b");
+
+    // The endpoint fails twice; the third attempt of the same report is acknowledged.
+    let stdout = run_ok(&mut fleet.diffota(&["report"]));
+    assert!(stdout.contains("reports: 1 sent, 0 pending"), "{stdout}");
+    let received = endpoint.received();
+    assert_eq!(
+        received.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [500, 500, 204]
+    );
+    assert!(
+        received.iter().all(|r| r.body == received[0].body),
+        "the same report each time"
+    );
+    assert!(received
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some("Bearer secret-token")));
+    let committed = &received[2].body;
+    assert_eq!(committed["result"], "committed");
+    assert_eq!(committed["device_id"], "test-device");
+    assert_eq!(committed["to_version"], "2.0");
+    assert_eq!(
+        committed["from_version"],
+        serde_json::Value::Null,
+        "factory image"
+    );
+    assert_eq!(committed["slot"], "b");
+    assert!(
+        committed["downloaded_bytes"].as_u64().unwrap() > 0,
+        "{committed}"
+    );
+    assert!(committed["requests"].as_u64().unwrap() > 0, "{committed}");
+    assert_eq!(committed["boots_used"], 1);
+    assert_eq!(committed["boot_attempts"], 3);
+    assert_eq!(committed["id"].as_str().unwrap().len(), 32);
+    // Exactly once: nothing left to send.
+    let stdout = run_ok(&mut fleet.diffota(&["report"]));
+    assert!(stdout.contains("reports: 0 sent, 0 pending"), "{stdout}");
+    assert_eq!(endpoint.accepted().len(), 1);
+    let metrics = fleet.metrics();
+    assert!(
+        metrics.contains("diffota_running_info{slot=\"b\",version=\"2.0\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        "diffota_last_outcome_info{result=\"committed\",from_version=\"\",to_version=\"2.0\"} 1\n"
+    ), "{metrics}");
+    assert!(metrics.contains("diffota_reports_pending 0\n"), "{metrics}");
+    assert!(metrics.contains("diffota_trial_pending 0\n"), "{metrics}");
+
+    // 3.0 never gets healthy: three trial boots, GRUB falls back, mark-good finds it. The
+    // next install run (the timer's) sends the report before it refuses 3.0.
+    fleet.publish("3.0");
+    run_ok(&mut fleet.diffota(&["install"]));
+    for _ in 0..3 {
+        assert_eq!(fleet.reboot(), "a");
+    }
+    assert_eq!(fleet.reboot(), "b");
+    let stdout = run_ok(&mut fleet.diffota(&["mark-good"]));
+    assert!(stdout.contains("release 3.0 failed"), "{stdout}");
+    run_exit(&mut fleet.diffota(&["install"]), 4);
+    let accepted = endpoint.accepted();
+    assert_eq!(accepted.len(), 2, "{accepted:?}");
+    let reverted = &accepted[1];
+    assert_eq!(reverted["result"], "reverted");
+    assert_eq!(reverted["from_version"], "2.0");
+    assert_eq!(reverted["to_version"], "3.0");
+    assert_eq!(reverted["slot"], "a");
+    assert_eq!(reverted["boots_used"], 3);
+    assert!(
+        reverted["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not come up healthy"),
+        "{reverted}"
+    );
+    assert!(
+        reverted["downloaded_bytes"].as_u64().unwrap() > 0,
+        "{reverted}"
+    );
+
+    // 4.0's packs are gone from the store: the install fails, and says so.
+    for pack in std::fs::read_dir(fleet.store.join("packs")).unwrap() {
+        std::fs::remove_file(pack.unwrap().path()).unwrap();
+    }
+    fleet.publish("4.0");
+    let output = run(&mut fleet.diffota(&["install"]));
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stdout = run_ok(&mut fleet.diffota(&["report"]));
+    assert!(stdout.contains("reports: 1 sent, 0 pending"), "{stdout}");
+    let accepted = endpoint.accepted();
+    let failed = &accepted[2];
+    assert_eq!(failed["result"], "install_failed");
+    assert_eq!(failed["from_version"], "2.0");
+    assert_eq!(failed["to_version"], "4.0");
+    assert!(
+        failed["error"].as_str().unwrap().starts_with("installing"),
+        "{failed}"
+    );
+    assert!(fleet
+        .metrics()
+        .contains("diffota_last_outcome_info{result=\"install_failed\",from_version=\"2.0\",to_version=\"4.0\"} 1\n"));
+}
+
+#[test]
+fn unsent_reports_wait_and_the_command_says_so() {
+    // An endpoint that answers 500 to everything.
+    let endpoint = ReportEndpoint::start(usize::MAX);
+    let fleet = Fleet::new(&endpoint);
+    fleet.reboot();
+    fleet.publish("2.0");
+    run_ok(&mut fleet.diffota(&["install"]));
+    fleet.reboot();
+    run_ok(&mut fleet.diffota(&["mark-good"]));
+    let output = run(&mut fleet.diffota(&["report"]));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("1 outcome reports are still waiting for"),
+        "{stderr}"
+    );
+    assert_eq!(endpoint.received().len(), 4, "attempts = 4 by default");
+    assert_eq!(queued(&fleet.device.state), 1, "kept for the next run");
+    assert!(fleet.metrics().contains("diffota_reports_pending 1\n"));
+}
