@@ -8,6 +8,7 @@ pub mod config;
 pub mod doctor;
 pub mod install;
 pub mod keys;
+pub mod lifecycle;
 pub mod outcomes;
 pub mod plan;
 pub mod progress;

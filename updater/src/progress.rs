@@ -26,6 +26,11 @@ pub enum Event<'a> {
 
 pub trait Progress: Sync {
     fn event(&self, event: Event<'_>);
+    /// Asked between chunks: true stops the install (`InstallError::Cancelled`), leaving
+    /// what was written for the next install of the same release to find in place.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Reports nothing.

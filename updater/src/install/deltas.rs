@@ -212,6 +212,9 @@ impl FrameWriter<'_> {
         };
         decompress_with_prefix_into(compressed, prefix, item.length as usize, content)
             .map_err(|e| bad(chunks[0], BadFrame::DeltaZstd(e)))?;
+        if self.progress.cancelled() {
+            return Err(InstallError::Cancelled);
+        }
         let mut at = 0;
         for chunk in chunks {
             let bytes = &content[at..at + chunk.length as usize];

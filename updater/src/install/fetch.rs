@@ -227,6 +227,9 @@ impl RangeSink for ChunkWriter<'_> {
     fn accept(&mut self, bytes: &[u8]) -> Result<(), InstallError> {
         self.received.push(bytes);
         while let Some(chunk) = self.chunks.get(self.next).copied() {
+            if self.progress.cancelled() {
+                return Err(InstallError::Cancelled);
+            }
             let Some(frame) = self
                 .received
                 .frame(chunk.pack_offset, chunk.compressed_length)

@@ -21,6 +21,9 @@ pub(super) fn write_local_chunks(
     let mut to_fetch = Vec::new();
     let mut stale_seeds = 0u64;
     for step in plan.steps(index) {
+        if progress.cancelled() {
+            return Err(InstallError::Cancelled);
+        }
         let chunk = &step.chunk;
         let length = chunk.length as usize;
         if step.check_in_place {

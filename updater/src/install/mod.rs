@@ -78,6 +78,10 @@ pub enum InstallError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `Progress::cancelled` said so: stopped between two chunks; the next install of the
+    /// same release resumes from what was written.
+    #[error("cancelled; the next install of this release resumes where this one stopped")]
+    Cancelled,
     #[error("the bundle lacks {missing} chunks this device needs: it was made for devices on {made_for}, this device runs {running}, and no store is reachable to fetch the rest")]
     BundleIncomplete {
         missing: usize,

@@ -12,6 +12,7 @@
 use std::process::ExitCode;
 
 use diffota::install::{CheckReport, InstallError, Outcome};
+use diffota::lifecycle::LifecycleError;
 use diffota::state::{LockError, TransitionError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +61,11 @@ pub fn of_error(error: &anyhow::Error) -> Exit {
         ) || matches!(
             cause.downcast_ref::<TransitionError>(),
             Some(TransitionError::NoGoodImage { .. })
+        ) || matches!(
+            cause.downcast_ref::<LifecycleError>(),
+            Some(LifecycleError::Transition(
+                TransitionError::NoGoodImage { .. }
+            ))
         )
     });
     let busy = error.chain().any(|cause| {

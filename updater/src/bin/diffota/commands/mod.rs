@@ -62,23 +62,9 @@ pub fn device<'a>(
     })
 }
 
-/// Rewrites the metrics textfile, when configured, after a command changed the state. The
-/// metrics never fail a command.
+/// Rewrites the metrics textfile, when configured (`diffota::lifecycle::refresh_metrics`).
 pub fn refresh_metrics(session: &Session) {
-    let config = &session.config;
-    if config.metrics.textfile.is_none() {
-        return;
-    }
-    let running =
-        diffota::slot::booted_slot(&config.boot.cmdline, &config.slots.a, &config.slots.b).ok();
-    let written = session
-        .state_dir()
-        .load()
-        .map_err(diffota::outcomes::SpoolError::from)
-        .and_then(|state| diffota::outcomes::write_metrics(config, &state, running));
-    if let Err(e) = written {
-        tracing::warn!(error = %e, "metrics textfile not written");
-    }
+    diffota::lifecycle::refresh_metrics(&session.config);
 }
 
 /// One thread: the install's work (hashing, decompressing, writing) happens in the range
