@@ -29,6 +29,8 @@ pub enum Fault {
     IgnoreRange,
     /// Send the first N bytes of every pack response, then stall.
     StallAfterBytes(usize),
+    /// Send the first N bytes of the first pack response, then stall; behave afterwards.
+    StallFirstAfterBytes(usize),
 }
 
 pub struct FaultServer {
@@ -183,6 +185,7 @@ fn handle(
     let stall_at = match fault {
         Fault::Stall => Some(0),
         Fault::StallAfterBytes(n) => Some(n.min(body.len())),
+        Fault::StallFirstAfterBytes(n) if number == 0 => Some(n.min(body.len())),
         _ => None,
     };
     if let Some(sent) = stall_at.filter(|_| is_pack) {

@@ -506,6 +506,7 @@ fn srcrev_is_a_commit_with_this_cargo_lock() {
         "diffota-mark-good.service",
         "diffota-health-failed.service",
         "diffota-report.service",
+        "diffota-service.service",
     ] {
         let output = run(Command::new("git").arg("-C").arg(root()).args([
             "cat-file",

@@ -180,12 +180,12 @@ INIT
 if [ "$guest" = systemd ]; then slot_mib=256; boot_timeout=900; else slot_mib=64; boot_timeout=300; fi
 
 # The Debian base of the systemd guest: debootstrap once (about half a minute), cached.
-base_tree=$repo/target/vm-cache/debian-systemd
+base_tree=$repo/target/vm-cache/debian-systemd-dbus
 if [ "$guest" = systemd ] && [ ! -f "$base_tree.done" ]; then
   log "Debian root filesystem with systemd (debootstrap, cached in $base_tree)"
   rm -rf "$base_tree"
   mkdir -p "$(dirname "$base_tree")"
-  debootstrap --variant=minbase --include=systemd,systemd-sysv,udev \
+  debootstrap --variant=minbase --include=systemd,systemd-sysv,udev,dbus \
     "${DEBIAN_SUITE:-bookworm}" "$base_tree" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" > "$work/debootstrap.log"
   rm -rf "$base_tree"/var/cache/apt/* "$base_tree"/var/lib/apt/lists/* \
     "$base_tree"/usr/share/doc/* "$base_tree"/usr/share/locale/* "$base_tree"/usr/share/man/*
@@ -227,6 +227,12 @@ make_systemd_rootfs() {
     install -m 0644 "$repo/systemd/$unit" "$tree/usr/lib/systemd/system/$unit"
   done
   systemctl --root="$tree" --quiet enable "${enabled[@]}"
+  # ... and the D-Bus API's policy (DIFFOTA_DBUS_GROUP left at "diffota"), activation file
+  # and introspection, where do_install puts them.
+  install -d "$tree/usr/share/dbus-1/system.d" "$tree/usr/share/dbus-1/system-services" "$tree/usr/share/dbus-1/interfaces"
+  install -m 0644 "$repo/dbus/org.diffota.Updater1.conf" "$tree/usr/share/dbus-1/system.d/"
+  install -m 0644 "$repo/dbus/org.diffota.Updater1.service" "$tree/usr/share/dbus-1/system-services/"
+  install -m 0644 "$repo/dbus/org.diffota.Updater1.xml" "$tree/usr/share/dbus-1/interfaces/"
   # The README's setting for reboot-on-install.
   echo "DIFFOTA_INSTALL_ARGS=--reboot" > "$tree/etc/default/diffota"
   # The device's health check, made from the shipped example.
@@ -262,8 +268,18 @@ fi
 say "startup: $(systemd-analyze time 2>/dev/null | head -n 1)"
 say "diffota-mark-good.service: $(systemctl show -p ActiveState --value diffota-mark-good.service) result=$(systemctl show -p Result --value diffota-mark-good.service)"
 action=$(cat /store/action 2>/dev/null || true)
+case " $action " in *" dbus "*)
+  # D-Bus activation starts diffota-service.service; its API answers.
+  if busctl introspect org.diffota.Updater1 /org/diffota/Updater1 org.diffota.Updater1 > /run/introspect 2>&1; then
+    say "dbus introspect: $(grep -c '^\.' /run/introspect) members, $(grep -E '^\.(Install|Percent|Completed) ' /run/introspect | awk '{print $1}' | tr '\n' ' ')"
+  else
+    say "dbus introspect failed: $(cat /run/introspect)"
+  fi
+  say "diffota-service.service: $(systemctl is-active diffota-service.service)"
+  say "dbus RunningSlot: $(busctl get-property org.diffota.Updater1 /org/diffota/Updater1 org.diffota.Updater1 RunningSlot 2>&1)"
+esac
 case " $action " in *" security "*)
-  for unit in diffota-update.service diffota-mark-good.service diffota-health-failed.service; do
+  for unit in diffota-update.service diffota-mark-good.service diffota-health-failed.service diffota-report.service diffota-service.service; do
     say "security $unit: $(systemd-analyze security --no-pager "$unit" 2>&1 | grep 'Overall exposure')"
   done
 esac
@@ -485,15 +501,18 @@ expect_env upgrade_available 0
 
 else
 log "scenario 1 (systemd): factory boot on A; diffota-update.service installs 2.0 and reboots; the trial boot of B reaches boot-complete.target; diffota-mark-good.service commits"
-publish 2.0; action "security install"
+publish 2.0; action "security dbus install"
 boot
 expect "booted slot=a release=1.0"; expect "install starting"
 expect "diffota\[[0-9]*\]: installed 2.0 into slot b"; expect "reboot: Restarting system"
 expect_env diffota_slot b; expect_env upgrade_available 1
 tr -d '\r' < "$last_serial" | grep -a "security diffota" | sed 's/.*DIFFOTA-VM: /vm-test: /' || true
-for unit in diffota-update.service diffota-mark-good.service diffota-health-failed.service; do
+for unit in diffota-update.service diffota-mark-good.service diffota-health-failed.service diffota-report.service diffota-service.service; do
   expect "security $unit: .*Overall exposure level"
 done
+expect "dbus introspect: .* .Install .Percent .Completed"; expect "diffota-service.service: active"
+expect 'dbus RunningSlot: s "a"'
+
 boot
 expect "booted slot=b release=2.0"; expect "Reached target boot-complete.target"
 expect "diffota\[[0-9]*\]: slot b (2.0) committed"; expect "diffota-mark-good.service: active result=success"

@@ -268,7 +268,7 @@ EOF
   check_rust_recipe "$top/env-uboot-diffota.txt" diffota
   check_rust_recipe "$top/env-uboot-chunk-server.txt" chunk-server
   check_rust_recipe "$top/env-uboot-chunk-server-native.txt" chunk-server
-  expect_var "$top/env-uboot-diffota.txt" DIFFOTA_UNITS "diffota-update.service diffota-update.timer diffota-mark-good.service diffota-health-failed.service diffota-report.service"
+  expect_var "$top/env-uboot-diffota.txt" DIFFOTA_UNITS "diffota-update.service diffota-update.timer diffota-mark-good.service diffota-health-failed.service diffota-report.service diffota-service.service"
   expect_var "$top/env-uboot-diffota-config.txt" DIFFOTA_PUBLIC_KEYS "$work/keys/release.pub"
   expect_var "$top/env-uboot-diffota-config.txt" DIFFOTA_BOOTLOADER uboot
   local mit

@@ -13,6 +13,7 @@ pub mod outcomes;
 pub mod plan;
 pub mod progress;
 pub mod release;
+pub mod service;
 pub mod slot;
 pub mod source;
 pub mod state;

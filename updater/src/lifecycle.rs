@@ -134,3 +134,54 @@ pub fn refresh_metrics(config: &Config) {
         tracing::warn!(error = %e, "metrics textfile not written");
     }
 }
+
+/// The version the running slot holds, as recorded (before an install changes anything).
+pub fn running_version(config: &Config) -> Option<String> {
+    let running = running_slot(config).ok()?;
+    let state = StateDir::new(&config.state_dir).load().ok()?;
+    state.version_in(running).map(str::to_owned)
+}
+
+/// After an install: a finished one keeps its figures for its trial's report, a failed one
+/// is an outcome to report. `started_version` is the release it began writing, if it got
+/// that far. Never fails the install's own result.
+pub fn record_install(
+    config: &Config,
+    device_id: &str,
+    from_version: Option<String>,
+    started_version: Option<&str>,
+    result: Result<&crate::install::Outcome, &str>,
+) {
+    match result {
+        Ok(crate::install::Outcome::Installed(installed)) => {
+            let pending = outcomes::PendingInstall {
+                from_version,
+                to_version: installed.version.clone(),
+                slot: installed
+                    .slot
+                    .unwrap_or_else(|| running_slot(config).map_or(Slot::B, Slot::other)),
+                downloaded_bytes: installed.downloaded_bytes,
+                requests: installed.requests,
+                install_seconds: installed.seconds,
+                finished_at: crate::system::now(),
+            };
+            if let Err(e) = Spool::new(&config.state_dir).set_pending_install(&pending) {
+                tracing::warn!(error = %e, "the install's figures could not be kept for its report");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => {
+            let report = outcomes::OutcomeReport::of_failed_install(
+                device_id,
+                from_version.as_deref(),
+                started_version,
+                error.to_owned(),
+                crate::system::now(),
+            );
+            if let Err(e) = outcomes::record(config, &report) {
+                tracing::warn!(error = %e, "the failed install could not be recorded for its report");
+            }
+        }
+    }
+    refresh_metrics(config);
+}

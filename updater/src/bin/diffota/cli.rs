@@ -67,6 +67,8 @@ pub enum Command {
     },
     /// Send the outcome reports waiting in the state directory to the [report] endpoint
     Report,
+    /// Serve the org.diffota.Updater1 D-Bus API on the system bus (diffota-service.service)
+    Service,
     /// Show the running slot, what each slot holds, the boot variables and the last install
     Status,
     /// Provisioning self-test: config, keys, state directory, slots, bootloader environment

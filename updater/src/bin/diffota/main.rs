@@ -53,6 +53,7 @@ fn run(cli: Cli) -> Result<Exit> {
         Command::MarkBad { switch } => commands::lifecycle::mark_bad(&mut session, switch),
         Command::Rollback { switch } => commands::lifecycle::rollback(&mut session, switch),
         Command::Report => commands::report::run(&session),
+        Command::Service => commands::service::run(&session),
         Command::Status => commands::status::run(&session),
         Command::Doctor => commands::doctor::run(&session),
     }

@@ -1,13 +1,11 @@
 use std::sync::Mutex;
 
 use anyhow::Result;
-use diffota::install::{InstallOptions, Outcome};
-use diffota::outcomes::{self, OutcomeReport, PendingInstall, Spool};
+use diffota::install::InstallOptions;
+use diffota::outcomes::{self, Spool};
 use diffota::progress::{Event, Progress, Reporter};
-use diffota::slot::booted_slot;
-use diffota::state::StateDir;
 
-use super::{device, reboot_now, refresh_metrics, runtime, show, Session};
+use super::{device, reboot_now, runtime, show, Session};
 use crate::cli::ReleaseArgs;
 use crate::exit::Exit;
 
@@ -37,13 +35,7 @@ pub fn run(
     send_earlier_reports(session, &runtime);
     let keys = diffota::keys::trusted_keys(&session.config)?;
     let config = &session.config;
-    let running = booted_slot(&config.boot.cmdline, &config.slots.a, &config.slots.b).ok();
-    let from_version = running.and_then(|slot| {
-        StateDir::new(&config.state_dir)
-            .load()
-            .ok()
-            .and_then(|state| state.version_in(slot).map(str::to_owned))
-    });
+    let from_version = diffota::lifecycle::running_version(config);
     let mut device = device(config, &keys, session.bootloader.as_mut())?;
     let device_id = device.device_id.clone();
     let reporter = Reporter::new(session.json);
@@ -51,47 +43,26 @@ pub fn run(
         inner: &reporter,
         version: Mutex::new(None),
     };
-    let result = runtime.block_on(diffota::install::install(
-        &mut device,
-        &release.target(config),
-        options,
-        &watched,
-    ));
-    let outcome = match result {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            let error = anyhow::Error::from(error).context("installing");
-            let report = OutcomeReport::of_failed_install(
-                &device_id,
-                from_version.as_deref(),
-                watched.version.lock().expect("progress lock").as_deref(),
-                format!("{error:#}"),
-                diffota::system::now(),
-            );
-            if let Err(e) = outcomes::record(config, &report) {
-                tracing::warn!(error = %e, "the failed install could not be recorded for its report");
-            }
-            refresh_metrics(session);
-            return Err(error);
-        }
-    };
-    if let Outcome::Installed(installed) = &outcome {
-        let pending = PendingInstall {
-            from_version,
-            to_version: installed.version.clone(),
-            slot: installed
-                .slot
-                .unwrap_or_else(|| running.map_or(diffota::slot::Slot::A, |s| s.other())),
-            downloaded_bytes: installed.downloaded_bytes,
-            requests: installed.requests,
-            install_seconds: installed.seconds,
-            finished_at: diffota::system::now(),
-        };
-        if let Err(e) = Spool::new(&config.state_dir).set_pending_install(&pending) {
-            tracing::warn!(error = %e, "the install's figures could not be kept for its report");
-        }
-    }
-    refresh_metrics(session);
+    let result = runtime
+        .block_on(diffota::install::install(
+            &mut device,
+            &release.target(config),
+            options,
+            &watched,
+        ))
+        .map_err(|error| anyhow::Error::from(error).context("installing"));
+    let started = watched.version.lock().expect("progress lock").clone();
+    let error = result.as_ref().err().map(|e| format!("{e:#}"));
+    diffota::lifecycle::record_install(
+        config,
+        &device_id,
+        from_version,
+        started.as_deref(),
+        result
+            .as_ref()
+            .map_err(|_| error.as_deref().unwrap_or_default()),
+    );
+    let outcome = result?;
     // JSON: the outcome is the last line of the event stream.
     show(&outcome, session.json, false)?;
     if outcome.installed() && reboot {

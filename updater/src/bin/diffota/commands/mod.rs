@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod install;
 pub mod lifecycle;
 pub mod report;
+pub mod service;
 pub mod status;
 
 use anyhow::{bail, Context, Result};
