@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::spool::{Spool, SpoolError};
 use crate::config::{Config, ReportConfig};
 use crate::source::FetchError;
+use crate::state::LockError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -24,6 +25,8 @@ pub enum SendError {
     },
     #[error("report endpoint: {0}")]
     Client(#[source] FetchError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 /// What one run of sending did.
@@ -76,6 +79,17 @@ pub async fn send_spooled(
     if queued.is_empty() {
         return Ok(summary);
     }
+    let _sending = match spool.sending_lock() {
+        Ok(lock) => lock,
+        Err(LockError::Busy { holder, .. }) => {
+            summary.pending = queued.len();
+            summary.last_error = Some(format!("another run is sending them: {holder}"));
+            return Ok(summary);
+        }
+        Err(e) => return Err(SendError::Lock(e)),
+    };
+    // What the other run left, now that it is done.
+    let queued = spool.queued()?;
     let token = match &endpoint.bearer_token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)

@@ -117,6 +117,12 @@ impl Spool {
         Ok(queued)
     }
 
+    /// Held while reports are sent: two runs (the report unit, an install) never send the
+    /// same report at once.
+    pub fn sending_lock(&self) -> Result<crate::state::DeviceLock, crate::state::LockError> {
+        crate::state::DeviceLock::acquire_at(self.dir.join(".sending"), "report")
+    }
+
     /// A report the endpoint acknowledged.
     pub fn remove(&self, path: &Path) -> Result<(), SpoolError> {
         remove(path)

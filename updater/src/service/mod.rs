@@ -102,10 +102,18 @@ impl Shared {
 struct ServiceProgress {
     shared: Arc<Shared>,
     last_sent: Mutex<Instant>,
+    /// The release the install began writing (for the report of a failure).
+    started_version: Mutex<Option<String>>,
 }
 
 impl Progress for ServiceProgress {
     fn event(&self, event: Event<'_>) {
+        if let Event::Started { version, .. } = &event {
+            *self
+                .started_version
+                .lock()
+                .expect("no progress holder panicked") = Some((*version).to_owned());
+        }
         let phase_changed = self.shared.status().apply(&event);
         if phase_changed {
             self.shared.send(Change::Phase);
@@ -193,19 +201,24 @@ impl Updater {
             allow_downgrade: false,
             force,
         };
-        std::thread::Builder::new()
+        let on_thread = shared.clone();
+        let spawned = std::thread::Builder::new()
             .name("install".into())
             .spawn(move || {
-                let (completion, message) = run_install(&shared, &target, options);
+                let (completion, message) = run_install(&on_thread, &target, options);
                 drop(lock);
-                shared.status().finish(completion, &message);
-                shared.send(Change::Completed {
+                on_thread.status().finish(completion, &message);
+                on_thread.send(Change::Completed {
                     operation: "install".into(),
                     completion,
                     message,
                 });
-            })
-            .map_err(failed)?;
+            });
+        if let Err(e) = spawned {
+            shared.status().finish(Completion::Failed, &e.to_string());
+            shared.send(Change::Phase);
+            return Err(failed(e));
+        }
         Ok(())
     }
 
@@ -377,6 +390,7 @@ fn run_install(
     let progress = ServiceProgress {
         shared: shared.clone(),
         last_sent: Mutex::new(Instant::now()),
+        started_version: Mutex::new(None),
     };
     let mut device = crate::install::Device {
         config,
@@ -397,17 +411,18 @@ fn run_install(
             () = cancelled => Err(InstallError::Cancelled),
         }
     });
-    let started = (shared.status().bytes_total > 0).then(|| match &result {
-        Ok(outcome) => outcome_version(outcome),
-        Err(_) => None,
-    });
+    let started = progress
+        .started_version
+        .lock()
+        .expect("no progress holder panicked")
+        .clone();
     let error = result.as_ref().err().map(|e| diffota_cli::error_chain(e));
     if !matches!(result, Err(InstallError::Cancelled)) {
         lifecycle::record_install(
             config,
             &device_id,
             from_version,
-            started.flatten().as_deref(),
+            started.as_deref(),
             result
                 .as_ref()
                 .map_err(|_| error.as_deref().unwrap_or_default()),
@@ -424,13 +439,6 @@ fn run_install(
         }
         Err(InstallError::Downgrade { .. }) => (Completion::Refused, error.unwrap_or_default()),
         Err(_) => (Completion::Failed, error.unwrap_or_default()),
-    }
-}
-
-fn outcome_version(outcome: &Outcome) -> Option<String> {
-    match outcome {
-        Outcome::Installed(report) => Some(report.version.clone()),
-        _ => None,
     }
 }
 

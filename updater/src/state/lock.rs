@@ -34,7 +34,12 @@ const HOLDER_LIMIT: u64 = 512;
 impl DeviceLock {
     /// Takes the lock for `operation` (e.g. "install 2.0"), or says who holds it.
     pub fn acquire(state_dir: &StateDir, operation: &str) -> Result<DeviceLock, LockError> {
-        let path = state_dir.lock_path();
+        DeviceLock::acquire_at(state_dir.lock_path(), operation)
+    }
+
+    /// The same kind of lock on another file (e.g. the report spool's, so that two runs
+    /// never send one report at once).
+    pub fn acquire_at(path: PathBuf, operation: &str) -> Result<DeviceLock, LockError> {
         let io = |source| LockError::Io {
             path: path.clone(),
             source,
