@@ -33,6 +33,43 @@ pub trait Progress: Sync {
     }
 }
 
+/// Passes events on to `inner` and remembers the release an install began to write, for
+/// the report of an install that fails after that.
+pub struct VersionSeen<'a> {
+    inner: &'a dyn Progress,
+    version: Mutex<Option<String>>,
+}
+
+impl<'a> VersionSeen<'a> {
+    pub fn new(inner: &'a dyn Progress) -> VersionSeen<'a> {
+        VersionSeen {
+            inner,
+            version: Mutex::new(None),
+        }
+    }
+
+    pub fn version(&self) -> Option<String> {
+        self.version
+            .lock()
+            .expect("no progress holder panicked")
+            .clone()
+    }
+}
+
+impl Progress for VersionSeen<'_> {
+    fn event(&self, event: Event<'_>) {
+        if let Event::Started { version, .. } = &event {
+            *self.version.lock().expect("no progress holder panicked") =
+                Some((*version).to_owned());
+        }
+        self.inner.event(event);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.inner.cancelled()
+    }
+}
+
 /// Reports nothing.
 pub struct Quiet;
 

@@ -25,7 +25,7 @@ use crate::boot;
 use crate::config::Config;
 use crate::install::{InstallError, InstallOptions, Outcome};
 use crate::lifecycle;
-use crate::progress::{Event, Progress};
+use crate::progress::{Event, Progress, VersionSeen};
 use crate::release::ReleaseTarget;
 use crate::state::{DeviceLock, LockError, StateDir, TransitionError};
 use status::{Completion, ServiceStatus};
@@ -102,18 +102,10 @@ impl Shared {
 struct ServiceProgress {
     shared: Arc<Shared>,
     last_sent: Mutex<Instant>,
-    /// The release the install began writing (for the report of a failure).
-    started_version: Mutex<Option<String>>,
 }
 
 impl Progress for ServiceProgress {
     fn event(&self, event: Event<'_>) {
-        if let Event::Started { version, .. } = &event {
-            *self
-                .started_version
-                .lock()
-                .expect("no progress holder panicked") = Some((*version).to_owned());
-        }
         let phase_changed = self.shared.status().apply(&event);
         if phase_changed {
             self.shared.send(Change::Phase);
@@ -387,11 +379,11 @@ fn run_install(
         Err(message) => return (Completion::Failed, message),
     };
     let from_version = lifecycle::running_version(config);
-    let progress = ServiceProgress {
+    let service_progress = ServiceProgress {
         shared: shared.clone(),
         last_sent: Mutex::new(Instant::now()),
-        started_version: Mutex::new(None),
     };
+    let progress = VersionSeen::new(&service_progress);
     let mut device = crate::install::Device {
         config,
         keys: &keys,
@@ -411,11 +403,7 @@ fn run_install(
             () = cancelled => Err(InstallError::Cancelled),
         }
     });
-    let started = progress
-        .started_version
-        .lock()
-        .expect("no progress holder panicked")
-        .clone();
+    let started = progress.version();
     let error = result.as_ref().err().map(|e| diffota_cli::error_chain(e));
     if !matches!(result, Err(InstallError::Cancelled)) {
         lifecycle::record_install(

@@ -1,28 +1,11 @@
-use std::sync::Mutex;
-
 use anyhow::Result;
 use diffota::install::InstallOptions;
 use diffota::outcomes::{self, Spool};
-use diffota::progress::{Event, Progress, Reporter};
+use diffota::progress::{Reporter, VersionSeen};
 
 use super::{device, reboot_now, runtime, show, Session};
 use crate::cli::ReleaseArgs;
 use crate::exit::Exit;
-
-/// Passes events on, remembering the version an install started to write.
-struct Watched<'a> {
-    inner: &'a dyn Progress,
-    version: Mutex<Option<String>>,
-}
-
-impl Progress for Watched<'_> {
-    fn event(&self, event: Event<'_>) {
-        if let Event::Started { version, .. } = &event {
-            *self.version.lock().expect("progress lock") = Some((*version).to_owned());
-        }
-        self.inner.event(event);
-    }
-}
 
 pub fn run(
     session: &mut Session,
@@ -39,10 +22,7 @@ pub fn run(
     let mut device = device(config, &keys, session.bootloader.as_mut())?;
     let device_id = device.device_id.clone();
     let reporter = Reporter::new(session.json);
-    let watched = Watched {
-        inner: &reporter,
-        version: Mutex::new(None),
-    };
+    let watched = VersionSeen::new(&reporter);
     let result = runtime
         .block_on(diffota::install::install(
             &mut device,
@@ -51,7 +31,7 @@ pub fn run(
             &watched,
         ))
         .map_err(|error| anyhow::Error::from(error).context("installing"));
-    let started = watched.version.lock().expect("progress lock").clone();
+    let started = watched.version();
     let error = result.as_ref().err().map(|e| format!("{e:#}"));
     diffota::lifecycle::record_install(
         config,

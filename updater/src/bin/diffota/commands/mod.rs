@@ -63,11 +63,6 @@ pub fn device<'a>(
     })
 }
 
-/// Rewrites the metrics textfile, when configured (`diffota::lifecycle::refresh_metrics`).
-pub fn refresh_metrics(session: &Session) {
-    diffota::lifecycle::refresh_metrics(&session.config);
-}
-
 /// One thread: the install's work (hashing, decompressing, writing) happens in the range
 /// sinks on the thread that drives the runtime anyway, and worker threads only added their
 /// own allocator arenas and buffers to the peak memory.

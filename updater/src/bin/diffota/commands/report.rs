@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use diffota::outcomes::{self, Spool};
 
-use super::{refresh_metrics, runtime, show, Session};
+use super::{runtime, show, Session};
 use crate::exit::Exit;
 
 pub fn run(session: &Session) -> Result<Exit> {
@@ -14,7 +14,7 @@ pub fn run(session: &Session) -> Result<Exit> {
     };
     let spool = Spool::new(&config.state_dir);
     let summary = runtime()?.block_on(outcomes::send_spooled(config, &spool, endpoint.attempts))?;
-    refresh_metrics(session);
+    diffota::lifecycle::refresh_metrics(config);
     show(&summary, session.json, false)?;
     if summary.pending > 0 {
         bail!(
