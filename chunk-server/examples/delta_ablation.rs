@@ -121,7 +121,7 @@ fn main() {
             for dict_kib in list("DICT_KIB", "1024,4096") {
                 let t = Instant::now();
                 let rule = VoteRule {
-                    min_votes: 2,
+                    min_votes: chunk_server::make_deltas::VOTE_RULE.min_votes,
                     max_bases: max_bases as usize,
                 };
                 let planned: Vec<NewChunk> = added
