@@ -74,21 +74,27 @@ for kind in "${kinds[@]}"; do
   # fetches the index delta), a factory-flashed one (no stored index: it cuts its running
   # slot and fetches the whole index), and one two releases behind (v1 -> v3, stored index).
   # "make v2" is with --delta-from 1; the plain make of the same release, in a copy of the
-  # store, gives the make-time ratio.
-  rm -rf "$work/www/dota" "$work/plain"; key=$work/bench.key
+  # store, gives the make-time ratio. A row for --delta-level 12 (the fastest make) too.
+  rm -rf "$work/www/dota" "$work/www/dota12" "$work/plain"; key=$work/bench.key
   [ -f "$key" ] || "$cs" keygen --unencrypted --secret-key "$key" --public-key "$work/bench.pub" --force >/dev/null
   timed "$cs" make --store "$work/www/dota" --version 1 --compatible bench --key "$key" "$v1"
   cp -a "$work/www/dota" "$work/plain"
+  cp -a "$work/www/dota" "$work/www/dota12"
   timed "$cs" make --store "$work/plain" --version 2 --compatible bench --key "$key" "$v2"
   plain_make_s=$(last_time); plain_make_rss=$(last_rss)
   rm -rf "$work/plain"
   timed "$cs" make --store "$work/www/dota" --version 2 --compatible bench --key "$key" --delta-from 1 "$v2"
   make_s[diffota]=$(last_time); make_rss[diffota]=$(last_rss)
+  # The same release with its delta frames at level 12 (the fastest make), a store of its own.
+  timed "$cs" make --store "$work/www/dota12" --version 2 --compatible bench --key "$key" --delta-from 1 --delta-level 12 "$v2"
+  level12_make_s=$(last_time); level12_make_rss=$(last_rss)
   timed "$cs" make --store "$work/www/dota" --version 3 --compatible bench --key "$key" --delta-from 2 "$v3"
   "$cs" verify --public-key "$work/bench.pub" "$work/www/dota" >/dev/null
   mkdir -p "$work/dev/state"
-  cat > "$work/dev/diffota.toml" <<TOML
-server_url = "$url/dota"
+  # device_config STORE: the device's configuration, fetching from store STORE.
+  device_config() {
+    cat > "$work/dev/diffota.toml" <<TOML
+server_url = "$url/$1"
 compatible = "bench"
 public_keys = ["$work/bench.pub"]
 state_dir = "$work/dev/state"
@@ -99,19 +105,21 @@ b = "$work/dev/b.img"
 [boot]
 cmdline = "$work/dev/cmdline"
 TOML
+  }
   echo "diffota.slot=a" > "$work/dev/cmdline"
-  # dota_install ROW TO STORED: v1 in slot a, install release TO; STORED=yes leaves in the
-  # state directory what an install of v1 through diffota leaves there (its index and
-  # signature as the running slot's seed).
+  # dota_install ROW TO STORED [STORE]: v1 in slot a, install release TO from STORE (default
+  # dota); STORED=yes leaves in the state directory what an install of v1 through diffota
+  # leaves there (its index and signature as the running slot's seed).
   dota_install() {
-    local row=$1 to=$2 stored=$3 times=() image=$cache/v$2.$kind
-    "$cs" channel set --store "$work/www/dota" stable --release "$to" --key "$key" >/dev/null
+    local row=$1 to=$2 stored=$3 store=${4:-dota} times=() image=$cache/v$2.$kind
+    device_config "$store"
+    "$cs" channel set --store "$work/www/$store" stable --release "$to" --key "$key" >/dev/null
     for _ in $(seq "$runs"); do
       rm -rf "$work/dev/state"/* ; cp "$v1" "$work/dev/a.img"; truncate -s "$((size + 64 * 1024 * 1024))" "$work/dev/a.img"
       rm -f "$work/dev/b.img"; truncate -s "$((size + 64 * 1024 * 1024))" "$work/dev/b.img"
       if [ "$stored" = yes ]; then
-        cp "$work/www/dota/releases/1/rootfs.didx" "$work/dev/state/slot-a.didx"
-        cp "$work/www/dota/releases/1/rootfs.didx.minisig" "$work/dev/state/slot-a.didx.minisig"
+        cp "$work/www/$store/releases/1/rootfs.didx" "$work/dev/state/slot-a.didx"
+        cp "$work/www/$store/releases/1/rootfs.didx.minisig" "$work/dev/state/slot-a.didx.minisig"
       fi
       : > "$work/access.log"; sync
       timed "$dota" --config "$work/dev/diffota.toml" install
@@ -125,6 +133,8 @@ TOML
   dota_install diffota 2 yes
   dota_install "diffota, factory-flashed" 2 no
   dota_install "diffota, v1 -> v3" 3 yes
+  dota_install "diffota, --delta-level 12" 2 yes dota12
+  make_s["diffota, --delta-level 12"]=$level12_make_s; make_rss["diffota, --delta-level 12"]=$level12_make_rss
 
   # casync (64 KiB average chunks, its default, zstd)
   rm -rf "$work/www/casync"; mkdir -p "$work/www/casync"
@@ -203,7 +213,7 @@ TOML
     echo
     echo "| tool | downloaded | requests | make v2 | install (median) | make RSS | install RSS | bytes vs casync | bytes vs bita |"
     echo "|---|---|---|---|---|---|---|---|---|"
-    for tool in diffota "diffota, factory-flashed" "diffota, v1 -> v3" casync bita zchunk; do
+    for tool in diffota "diffota, factory-flashed" "diffota, v1 -> v3" "diffota, --delta-level 12" casync bita zchunk; do
       printf '| %s | %s | %s | %ss | %ss | %s MiB | %s MiB | %s | %s |\n' "$tool" "${bytes[$tool]}" "${requests[$tool]}" \
         "${make_s[$tool]}" "${install_s[$tool]}" "$(mib "${make_rss[$tool]}")" "$(mib "${install_rss[$tool]}")" \
         "$(awk -v a="${bytes[$tool]}" -v b="${bytes[casync]}" 'BEGIN {printf "%.2fx", a / b}')" \
@@ -215,7 +225,8 @@ TOML
     echo "Against the goals (issue 17): one release behind, stored index: $(ratio "${bytes[diffota]}" "${patch_bytes[hdiff]}") HDiffPatch (goal <= 1.0x),"
     echo "$(ratio "${bytes[diffota]}" "${patch_bytes[xdelta9]}") xdelta3 -9 (goal <= 0.9x), ${requests[diffota]} requests (goal <= 10), install peak RSS"
     echo "$(mib "${install_rss[diffota]}") MiB (goal <= 16); factory-flashed $(ratio "${bytes[diffota, factory-flashed]}" "${patch_bytes[xdelta9]}") xdelta3 -9 (goal <= 1.0x);"
-    echo "make --delta-from ${make_s[diffota]}s against a plain make of v2 ${plain_make_s}s ($(ratio "${make_s[diffota]}" "$plain_make_s"), goal <= 3x), $(mib "$plain_make_rss") MiB plain."
+    echo "make --delta-from ${make_s[diffota]}s against a plain make of v2 ${plain_make_s}s ($(ratio "${make_s[diffota]}" "$plain_make_s"), goal <= 3x), $(mib "$plain_make_rss") MiB plain;"
+    echo "with --delta-level 12: make $(ratio "$level12_make_s" "$plain_make_s") a plain make, download $(ratio "${bytes[diffota, --delta-level 12]}" "${patch_bytes[xdelta9]}") xdelta3 -9, $(ratio "${bytes[diffota, --delta-level 12]}" "${patch_bytes[hdiff]}") HDiffPatch."
     echo
   } | tee "$results/$kind.md"
 done
