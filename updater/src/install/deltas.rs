@@ -13,7 +13,7 @@ use diffota_format::delta::decompress_with_prefix_into;
 use diffota_format::ranges::plan_ranges;
 use diffota_format::{ChunkData, ChunkEntry, ChunkId, Index};
 
-use super::fetch::{fetch_range, next_frame_at, BadFrame, RangeBuffer, ResumableSink};
+use super::fetch::{fetch_range, BadFrame, FrameCutter, ResumableSink};
 use super::InstallError;
 use crate::config::Config;
 use crate::plan::{choose_delta_frames_among, frame_entry, SeedMap};
@@ -100,18 +100,20 @@ pub(super) async fn fetch_delta_frames(
         .collect();
     let wanted = std::sync::Mutex::new(wanted);
     let writer = |url: &str, start: u64, items: Vec<ChunkEntry>| FrameWriter {
-        url: url.to_owned(),
-        received: RangeBuffer::new(start),
+        received: FrameCutter::new(start),
         items,
         next: 0,
-        index,
-        by_place: &by_place,
-        bases,
-        wanted: &wanted,
-        running,
-        slot,
-        progress,
-        buffers: Default::default(),
+        decoder: FrameDecoder {
+            url: url.to_owned(),
+            index,
+            by_place: &by_place,
+            bases,
+            wanted: &wanted,
+            running,
+            slot,
+            progress,
+            buffers: FrameBuffers::default(),
+        },
     };
     for range in plan_ranges(&entries, config.http.max_gap) {
         fetch_range(
@@ -153,13 +155,19 @@ fn append_base(
     matches
 }
 
-/// Receives a range of delta frames, decodes each complete frame against its bases and
-/// writes the chunks it rebuilds wherever the image needs them.
+/// Receives a range of delta frames and hands each complete frame to its decoder.
 struct FrameWriter<'a> {
-    url: String,
-    received: RangeBuffer,
+    received: FrameCutter,
     items: Vec<ChunkEntry>,
+    /// Frames fully handled so far.
     next: usize,
+    decoder: FrameDecoder<'a>,
+}
+
+/// Decodes a delta frame against its bases and writes the chunks it rebuilds wherever the
+/// image needs them.
+struct FrameDecoder<'a> {
+    url: String,
     index: &'a Index,
     by_place: &'a HashMap<(u32, u64), usize>,
     bases: &'a BaseOffsets,
@@ -168,7 +176,7 @@ struct FrameWriter<'a> {
     running: &'a std::fs::File,
     slot: &'a TargetSlot,
     progress: &'a dyn Progress,
-    buffers: std::cell::RefCell<FrameBuffers>,
+    buffers: FrameBuffers,
 }
 
 /// A frame's bases and its content, reused from frame to frame: allocating them anew for
@@ -179,11 +187,10 @@ struct FrameBuffers {
     content: Vec<u8>,
 }
 
-impl FrameWriter<'_> {
-    fn write_frame(&self, item: &ChunkEntry, compressed: &[u8]) -> Result<(), InstallError> {
+impl FrameDecoder<'_> {
+    fn write_frame(&mut self, item: &ChunkEntry, compressed: &[u8]) -> Result<(), InstallError> {
         let frame = &self.index.deltas.frames[self.by_place[&(item.pack, item.pack_offset)]];
-        let mut buffers = self.buffers.borrow_mut();
-        let FrameBuffers { prefix, content } = &mut *buffers;
+        let FrameBuffers { prefix, content } = &mut self.buffers;
         let dictionary: usize = frame
             .bases
             .iter()
@@ -244,20 +251,15 @@ impl RangeSink for FrameWriter<'_> {
     type Error = InstallError;
 
     fn accept(&mut self, bytes: &[u8]) -> Result<(), InstallError> {
-        self.received.push(bytes);
-        while let Some(item) = self.items.get(self.next).copied() {
-            let Some(frame) = self
-                .received
-                .frame(item.pack_offset, item.compressed_length)
-            else {
-                break;
-            };
-            self.write_frame(&item, frame)?;
-            self.next += 1;
-            self.received
-                .drop_before(next_frame_at(&self.items, self.next, &item));
-        }
-        Ok(())
+        let Self {
+            received,
+            items,
+            next,
+            decoder,
+        } = self;
+        received.feed(bytes, items, next, |item, frame| {
+            decoder.write_frame(item, frame)
+        })
     }
 }
 

@@ -132,7 +132,7 @@ async fn fetch_chunks(
 ) -> Result<(), InstallError> {
     let writer = |url: &str, start: u64, chunks: Vec<ChunkEntry>| ChunkWriter {
         url: url.to_owned(),
-        received: RangeBuffer::new(start),
+        received: FrameCutter::new(start),
         chunks,
         next: 0,
         slot,
@@ -208,10 +208,10 @@ pub(super) async fn fetch_range<S: ResumableSink>(
 }
 
 /// Receives a range's bytes, cuts out each chunk's zstd frame, decompresses, verifies and
-/// writes it; holds at most one frame plus a merge gap in memory.
+/// writes it; holds at most one frame in memory.
 struct ChunkWriter<'a> {
     url: String,
-    received: RangeBuffer,
+    received: FrameCutter,
     chunks: Vec<ChunkEntry>,
     /// Chunks fully written so far.
     next: usize,
@@ -225,84 +225,113 @@ impl RangeSink for ChunkWriter<'_> {
     type Error = InstallError;
 
     fn accept(&mut self, bytes: &[u8]) -> Result<(), InstallError> {
-        self.received.push(bytes);
-        while let Some(chunk) = self.chunks.get(self.next).copied() {
-            if self.progress.cancelled() {
+        let Self {
+            url,
+            received,
+            chunks,
+            next,
+            slot,
+            progress,
+            last,
+        } = self;
+        received.feed(bytes, chunks, next, |chunk, frame| {
+            if progress.cancelled() {
                 return Err(InstallError::Cancelled);
             }
-            let Some(frame) = self
-                .received
-                .frame(chunk.pack_offset, chunk.compressed_length)
-            else {
-                break;
-            };
             // Chunks that occur at several image offsets are decoded once (they are adjacent).
-            let reuse = self
-                .last
+            let reuse = last
                 .as_ref()
                 .is_some_and(|(offset, _)| *offset == chunk.pack_offset);
             if !reuse {
-                let verified = decode_frame(frame, &chunk, &self.url)?;
-                self.last = Some((chunk.pack_offset, verified));
+                *last = Some((chunk.pack_offset, decode_frame(frame, chunk, url)?));
             }
-            let (_, verified) = self.last.as_ref().expect("decoded above");
-            self.slot.write_chunk(verified, chunk.offset)?;
-            self.progress.event(Event::Written {
+            let (_, verified) = last.as_ref().expect("decoded above");
+            slot.write_chunk(verified, chunk.offset)?;
+            progress.event(Event::Written {
                 bytes: u64::from(chunk.length),
             });
-            self.next += 1;
-            self.received
-                .drop_before(next_frame_at(&self.chunks, self.next, &chunk));
+            Ok(())
+        })
+    }
+}
+
+/// Cuts a range's frames out of the bytes as they arrive, in pack order, and hands each
+/// complete frame to its writer. It holds at most the frame being received: the bytes of a
+/// piece past that frame wait in the piece, and merge gaps are skipped as they arrive. The
+/// transport hands over pieces of up to a few hundred KiB and a delta frame is up to a MiB,
+/// so keeping whole pieces would hold up to both at once.
+pub(super) struct FrameCutter {
+    /// The pack offset of `held[0]`.
+    start: u64,
+    /// The pack offset of the next byte to arrive.
+    arrived: u64,
+    held: Vec<u8>,
+}
+
+impl FrameCutter {
+    pub(super) fn new(start: u64) -> FrameCutter {
+        FrameCutter {
+            start,
+            arrived: start,
+            held: Vec::new(),
+        }
+    }
+
+    /// Takes the next `bytes` of the range; calls `write(item, frame)` for each item from
+    /// `items[*next]` on whose frame is complete, in order, and advances `*next` past it.
+    /// `items` are in pack order, as [`plan_ranges`] makes them; bytes past the last item's
+    /// frame are ignored.
+    pub(super) fn feed<E>(
+        &mut self,
+        mut bytes: &[u8],
+        items: &[ChunkEntry],
+        next: &mut usize,
+        mut write: impl FnMut(&ChunkEntry, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while let Some(item) = items.get(*next) {
+            let end = item.pack_offset + u64::from(item.compressed_length);
+            self.take_until(&mut bytes, end);
+            let from = item.pack_offset.saturating_sub(self.start) as usize;
+            let Some(frame) = self.held.get(from..from + item.compressed_length as usize) else {
+                // The frame is still arriving: every byte of `bytes` was taken.
+                return Ok(());
+            };
+            write(item, frame)?;
+            *next += 1;
+            let following = items.get(*next).map_or(end, |c| c.pack_offset);
+            self.drop_before(following);
         }
         Ok(())
     }
-}
 
-/// The pack offset of item `next` of a range, or where the current item's frame ends.
-pub(super) fn next_frame_at(items: &[ChunkEntry], next: usize, current: &ChunkEntry) -> u64 {
-    items.get(next).map_or(
-        current.pack_offset + u64::from(current.compressed_length),
-        |c| c.pack_offset,
-    )
-}
-
-/// The bytes of a range received so far, from pack offset `start` on: frames are cut from
-/// it in pack order and dropped once handled, so it holds at most one frame and a merge gap.
-pub(super) struct RangeBuffer {
-    start: u64,
-    bytes: Vec<u8>,
-}
-
-impl RangeBuffer {
-    pub(super) fn new(start: u64) -> RangeBuffer {
-        RangeBuffer {
-            start,
-            bytes: Vec::new(),
+    /// Moves the bytes of `bytes` that lie before pack offset `until` into `held`, skipping
+    /// those before `start` (a gap between frames).
+    fn take_until(&mut self, bytes: &mut &[u8], until: u64) {
+        if self.arrived < self.start {
+            let skip = (self.start - self.arrived).min(bytes.len() as u64);
+            *bytes = &bytes[skip as usize..];
+            self.arrived += skip;
         }
-    }
-
-    pub(super) fn push(&mut self, bytes: &[u8]) {
-        // Grown to what is held at once, not to the next power of two: the transport hands
-        // over up to a MiB at a time and a delta frame is up to a MiB, so doubling would keep
-        // room for twice what is ever used. The buffer drains as frames complete, so it
-        // reallocates only while it grows to that size.
-        if self.bytes.len() + bytes.len() > self.bytes.capacity() {
-            self.bytes.reserve_exact(bytes.len());
+        let take = until.saturating_sub(self.arrived).min(bytes.len() as u64) as usize;
+        if take == 0 {
+            return;
         }
-        self.bytes.extend_from_slice(bytes);
+        // Room for exactly the frame being received, not the next power of two.
+        let frame_left = (until - self.start) as usize - self.held.len();
+        self.held.reserve_exact(frame_left);
+        self.held.extend_from_slice(&bytes[..take]);
+        *bytes = &bytes[take..];
+        self.arrived += take as u64;
     }
 
-    /// The frame at `pack_offset`, once all its `length` bytes have arrived.
-    pub(super) fn frame(&self, pack_offset: u64, length: u32) -> Option<&[u8]> {
-        let from = (pack_offset - self.start) as usize;
-        self.bytes.get(from..from + length as usize)
-    }
-
-    /// Drops what lies before `pack_offset` (as far as it has arrived).
-    pub(super) fn drop_before(&mut self, pack_offset: u64) {
-        let keep_from = ((pack_offset - self.start) as usize).min(self.bytes.len());
-        self.bytes.drain(..keep_from);
-        self.start += keep_from as u64;
+    /// Drops what lies before `pack_offset`, including bytes not yet arrived.
+    fn drop_before(&mut self, pack_offset: u64) {
+        if pack_offset <= self.start {
+            return;
+        }
+        let drop = ((pack_offset - self.start) as usize).min(self.held.len());
+        self.held.drain(..drop);
+        self.start = pack_offset;
     }
 }
 
@@ -343,4 +372,100 @@ pub enum BadFrame {
     Hash,
     #[error(transparent)]
     Other(Box<FormatError>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diffota_format::ChunkId;
+
+    /// A frame of `length` bytes at `pack_offset` (the other fields do not matter here).
+    fn item(pack_offset: u64, length: u32) -> ChunkEntry {
+        ChunkEntry {
+            id: ChunkId([0; 32]),
+            offset: 0,
+            length,
+            compressed_length: length,
+            pack: 0,
+            pack_offset,
+        }
+    }
+
+    /// Feeds `range` (pack offsets `start..`) in pieces of `piece` bytes; returns the frames
+    /// handed over, and the most the cutter ever held.
+    fn cut(start: u64, range: &[u8], items: &[ChunkEntry], piece: usize) -> (Vec<Vec<u8>>, usize) {
+        let mut cutter = FrameCutter::new(start);
+        let mut next = 0;
+        let mut frames = Vec::new();
+        let mut most_held = 0;
+        for bytes in range.chunks(piece) {
+            cutter
+                .feed(bytes, items, &mut next, |_, frame| {
+                    frames.push(frame.to_vec());
+                    Ok::<(), ()>(())
+                })
+                .unwrap();
+            most_held = most_held.max(cutter.held.capacity());
+        }
+        assert_eq!(next, frames.len());
+        (frames, most_held)
+    }
+
+    #[test]
+    fn hands_over_each_frame_whole_whatever_the_pieces_and_holds_at_most_one() {
+        // Frames at 1000 (300 bytes), 1300 (50), a gap, 1400 (500); the range ends past them.
+        let start = 1000;
+        let range: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let items = [item(1000, 300), item(1300, 50), item(1400, 500)];
+        let expected: Vec<Vec<u8>> = items
+            .iter()
+            .map(|c| {
+                let from = (c.pack_offset - start) as usize;
+                range[from..from + c.compressed_length as usize].to_vec()
+            })
+            .collect();
+        for piece in [1, 7, 64, 299, 300, 301, 999, 1000] {
+            let (frames, most_held) = cut(start, &range, &items, piece);
+            assert_eq!(frames, expected, "pieces of {piece}");
+            assert!(
+                most_held <= 500,
+                "pieces of {piece}: held {most_held} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn a_frame_named_twice_is_handed_over_twice() {
+        let range: Vec<u8> = (0..100u8).collect();
+        let items = [item(0, 40), item(0, 40), item(40, 60)];
+        for piece in [1, 39, 100] {
+            let (frames, _) = cut(0, &range, &items, piece);
+            assert_eq!(frames.len(), 3);
+            assert_eq!(frames[0], frames[1]);
+            assert_eq!(frames[2], range[40..]);
+        }
+    }
+
+    #[test]
+    fn a_failed_write_stops_at_its_frame() {
+        let range = [9u8; 100];
+        let items = [item(0, 10), item(10, 10), item(20, 10)];
+        let mut cutter = FrameCutter::new(0);
+        let mut next = 0;
+        let mut calls = 0;
+        let result = cutter.feed(&range, &items, &mut next, |c, _| {
+            calls += 1;
+            if c.pack_offset == 10 {
+                Err("bad frame")
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(result, Err("bad frame"));
+        assert_eq!(
+            (next, calls),
+            (1, 2),
+            "the first frame is done, the second is not"
+        );
+    }
 }
