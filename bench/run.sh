@@ -68,6 +68,8 @@ for kind in "${kinds[@]}"; do
   v3=$cache/v3.$kind
   size=$(stat -c %s "$v2")
   declare -A bytes=() requests=() make_s=() install_s=() make_rss=() install_rss=()
+  # The make of v2 that filled each diffota store (the rows installing from it report it).
+  declare -A store_make_s=() store_make_rss=()
   : > "$work/timed"
 
   # diffota. Rows: a device that installed v1 through diffota (it stores v1's index, so it
@@ -84,10 +86,10 @@ for kind in "${kinds[@]}"; do
   plain_make_s=$(last_time); plain_make_rss=$(last_rss)
   rm -rf "$work/plain"
   timed "$cs" make --store "$work/www/dota" --version 2 --compatible bench --key "$key" --delta-from 1 "$v2"
-  make_s[diffota]=$(last_time); make_rss[diffota]=$(last_rss)
+  store_make_s[dota]=$(last_time); store_make_rss[dota]=$(last_rss)
   # The same release with its delta frames at level 12 (the fastest make), a store of its own.
   timed "$cs" make --store "$work/www/dota12" --version 2 --compatible bench --key "$key" --delta-from 1 --delta-level 12 "$v2"
-  level12_make_s=$(last_time); level12_make_rss=$(last_rss)
+  store_make_s[dota12]=$(last_time); store_make_rss[dota12]=$(last_rss)
   timed "$cs" make --store "$work/www/dota" --version 3 --compatible bench --key "$key" --delta-from 2 "$v3"
   "$cs" verify --public-key "$work/bench.pub" "$work/www/dota" >/dev/null
   mkdir -p "$work/dev/state"
@@ -128,13 +130,12 @@ TOML
     done
     install_s[$row]=$(printf '%s\n' "${times[@]}" | median)
     read -r "bytes[$row]" "requests[$row]" < <(traffic)
-    make_s[$row]=${make_s[diffota]}; make_rss[$row]=${make_rss[diffota]}
+    make_s[$row]=${store_make_s[$store]}; make_rss[$row]=${store_make_rss[$store]}
   }
   dota_install diffota 2 yes
   dota_install "diffota, factory-flashed" 2 no
   dota_install "diffota, v1 -> v3" 3 yes
   dota_install "diffota, --delta-level 12" 2 yes dota12
-  make_s["diffota, --delta-level 12"]=$level12_make_s; make_rss["diffota, --delta-level 12"]=$level12_make_rss
 
   # casync (64 KiB average chunks, its default, zstd)
   rm -rf "$work/www/casync"; mkdir -p "$work/www/casync"
@@ -226,7 +227,7 @@ TOML
     echo "$(ratio "${bytes[diffota]}" "${patch_bytes[xdelta9]}") xdelta3 -9 (goal <= 0.9x), ${requests[diffota]} requests (goal <= 10), install peak RSS"
     echo "$(mib "${install_rss[diffota]}") MiB (goal <= 16); factory-flashed $(ratio "${bytes[diffota, factory-flashed]}" "${patch_bytes[xdelta9]}") xdelta3 -9 (goal <= 1.0x);"
     echo "make --delta-from ${make_s[diffota]}s against a plain make of v2 ${plain_make_s}s ($(ratio "${make_s[diffota]}" "$plain_make_s"), goal <= 3x), $(mib "$plain_make_rss") MiB plain;"
-    echo "with --delta-level 12: make $(ratio "$level12_make_s" "$plain_make_s") a plain make, download $(ratio "${bytes[diffota, --delta-level 12]}" "${patch_bytes[xdelta9]}") xdelta3 -9, $(ratio "${bytes[diffota, --delta-level 12]}" "${patch_bytes[hdiff]}") HDiffPatch."
+    echo "with --delta-level 12: make $(ratio "${store_make_s[dota12]}" "$plain_make_s") a plain make, download $(ratio "${bytes[diffota, --delta-level 12]}" "${patch_bytes[xdelta9]}") xdelta3 -9, $(ratio "${bytes[diffota, --delta-level 12]}" "${patch_bytes[hdiff]}") HDiffPatch."
     echo
   } | tee "$results/$kind.md"
 done
