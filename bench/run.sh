@@ -76,12 +76,14 @@ for kind in "${kinds[@]}"; do
   # fetches the index delta), a factory-flashed one (no stored index: it cuts its running
   # slot and fetches the whole index), and one two releases behind (v1 -> v3, stored index).
   # "make v2" is with --delta-from 1; the plain make of the same release, in a copy of the
-  # store, gives the make-time ratio. A row for --delta-level 12 (the fastest make) too.
-  rm -rf "$work/www/dota" "$work/www/dota12" "$work/plain"; key=$work/bench.key
+  # store, gives the make-time ratio. Rows for --delta-level 12 (the fastest make) and 19
+  # (the fewest bytes) too.
+  rm -rf "$work/www/dota" "$work/www/dota12" "$work/www/dota19" "$work/plain"; key=$work/bench.key
   [ -f "$key" ] || "$cs" keygen --unencrypted --secret-key "$key" --public-key "$work/bench.pub" --force >/dev/null
   timed "$cs" make --store "$work/www/dota" --version 1 --compatible bench --key "$key" "$v1"
   cp -a "$work/www/dota" "$work/plain"
   cp -a "$work/www/dota" "$work/www/dota12"
+  cp -a "$work/www/dota" "$work/www/dota19"
   timed "$cs" make --store "$work/plain" --version 2 --compatible bench --key "$key" "$v2"
   plain_make_s=$(last_time); plain_make_rss=$(last_rss)
   rm -rf "$work/plain"
@@ -90,6 +92,8 @@ for kind in "${kinds[@]}"; do
   # The same release with its delta frames at level 12 (the fastest make), a store of its own.
   timed "$cs" make --store "$work/www/dota12" --version 2 --compatible bench --key "$key" --delta-from 1 --delta-level 12 "$v2"
   store_make_s[dota12]=$(last_time); store_make_rss[dota12]=$(last_rss)
+  timed "$cs" make --store "$work/www/dota19" --version 2 --compatible bench --key "$key" --delta-from 1 --delta-level 19 "$v2"
+  store_make_s[dota19]=$(last_time); store_make_rss[dota19]=$(last_rss)
   timed "$cs" make --store "$work/www/dota" --version 3 --compatible bench --key "$key" --delta-from 2 "$v3"
   "$cs" verify --public-key "$work/bench.pub" "$work/www/dota" >/dev/null
   mkdir -p "$work/dev/state"
@@ -136,6 +140,7 @@ TOML
   dota_install "diffota, factory-flashed" 2 no
   dota_install "diffota, v1 -> v3" 3 yes
   dota_install "diffota, --delta-level 12" 2 yes dota12
+  dota_install "diffota, --delta-level 19" 2 yes dota19
 
   # casync (64 KiB average chunks, its default, zstd)
   rm -rf "$work/www/casync"; mkdir -p "$work/www/casync"
@@ -214,7 +219,7 @@ TOML
     echo
     echo "| tool | downloaded | requests | make v2 | install (median) | make RSS | install RSS | bytes vs casync | bytes vs bita |"
     echo "|---|---|---|---|---|---|---|---|---|"
-    for tool in diffota "diffota, factory-flashed" "diffota, v1 -> v3" "diffota, --delta-level 12" casync bita zchunk; do
+    for tool in diffota "diffota, factory-flashed" "diffota, v1 -> v3" "diffota, --delta-level 12" "diffota, --delta-level 19" casync bita zchunk; do
       printf '| %s | %s | %s | %ss | %ss | %s MiB | %s MiB | %s | %s |\n' "$tool" "${bytes[$tool]}" "${requests[$tool]}" \
         "${make_s[$tool]}" "${install_s[$tool]}" "$(mib "${make_rss[$tool]}")" "$(mib "${install_rss[$tool]}")" \
         "$(awk -v a="${bytes[$tool]}" -v b="${bytes[casync]}" 'BEGIN {printf "%.2fx", a / b}')" \
@@ -227,7 +232,9 @@ TOML
     echo "$(ratio "${bytes[diffota]}" "${patch_bytes[xdelta9]}") xdelta3 -9 (goal <= 0.9x), ${requests[diffota]} requests (goal <= 10), install peak RSS"
     echo "$(mib "${install_rss[diffota]}") MiB (goal <= 16); factory-flashed $(ratio "${bytes[diffota, factory-flashed]}" "${patch_bytes[xdelta9]}") xdelta3 -9 (goal <= 1.0x);"
     echo "make --delta-from ${make_s[diffota]}s against a plain make of v2 ${plain_make_s}s ($(ratio "${make_s[diffota]}" "$plain_make_s"), goal <= 3x), $(mib "$plain_make_rss") MiB plain;"
-    echo "with --delta-level 12: make $(ratio "${store_make_s[dota12]}" "$plain_make_s") a plain make, download $(ratio "${bytes[diffota, --delta-level 12]}" "${patch_bytes[xdelta9]}") xdelta3 -9, $(ratio "${bytes[diffota, --delta-level 12]}" "${patch_bytes[hdiff]}") HDiffPatch."
+    for level in 12 19; do
+      echo "with --delta-level $level: make $(ratio "${store_make_s[dota$level]}" "$plain_make_s") a plain make, download $(ratio "${bytes[diffota, --delta-level $level]}" "${patch_bytes[xdelta9]}") xdelta3 -9, $(ratio "${bytes[diffota, --delta-level $level]}" "${patch_bytes[hdiff]}") HDiffPatch."
+    done
     echo
   } | tee "$results/$kind.md"
 done
