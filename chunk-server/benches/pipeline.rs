@@ -121,7 +121,7 @@ fn deltas(c: &mut Criterion) {
                 .iter()
                 .map(|c| {
                     index
-                        .vote(&anchors(c, AnchorDensity::DEFAULT), VOTE_RULE)
+                        .vote(&anchors(c, AnchorDensity::DEFAULT), VOTE_RULE, |_| true)
                         .len()
                 })
                 .sum::<usize>()

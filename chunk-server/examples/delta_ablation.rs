@@ -129,7 +129,7 @@ fn main() {
                     .zip(&added_anchors)
                     .map(|(data, anchors)| NewChunk {
                         length: data.len() as u32,
-                        votes: index.vote(anchors, rule),
+                        votes: index.vote(anchors, rule, |_| true),
                     })
                     .collect();
                 let groups = plan_groups(

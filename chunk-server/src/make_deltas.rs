@@ -1,9 +1,11 @@
 //! `chunk-server make --delta-from VERSION`: after the plain frames, the chunks the release
 //! added are also written as delta frames, grouped with their neighbours and compressed
-//! against the chunks of VERSION they resemble (found by anchor voting, `delta`). Only the
-//! one release named is searched: that bounds make's memory (about 8 bytes per 128 bytes of
-//! its distinct content, plus one batch of groups) whatever the store holds, and it is the
-//! release most devices run when the next one ships.
+//! against the chunks they resemble (found by anchor voting, `delta`): chunks of VERSION,
+//! and chunks this release added that an earlier frame rebuilds (a device reads those back
+//! from the slot it is writing). Only the one old release named is searched: that bounds
+//! make's memory (about 8 bytes per 128 bytes of its distinct content and of the added
+//! content, plus one batch of groups) whatever the store holds, and it is the release most
+//! devices run when the next one ships.
 //!
 //! Every chunk is read back from its pack and checked against its id before it is used, so
 //! a damaged store cannot put a wrong dictionary or content into a frame.
@@ -18,7 +20,7 @@ use rayon::prelude::*;
 
 use crate::delta::anchors::{anchors, AnchorDensity};
 use crate::delta::bases::{AnchorIndex, VoteRule};
-use crate::delta::groups::{plan_groups, GroupLimits, NewChunk, PlannedGroup};
+use crate::delta::groups::{group_ranges, plan_groups, GroupLimits, NewChunk, PlannedGroup};
 use crate::make::{MakeError, PackWriter};
 use crate::store::{io_error, read_chunk_checked, Store, StoreError};
 use diffota_format::delta::compress_with_prefix;
@@ -68,13 +70,6 @@ pub(crate) fn write_delta_frames(
     level: i32,
 ) -> Result<Deltas, MakeError> {
     let old = OldChunks::open(store, from)?;
-    let anchor_index = AnchorIndex::build(
-        (0..old.chunks.len())
-            .into_par_iter()
-            .map(|n| Ok((n as u32, anchors(&old.read(n)?, AnchorDensity::DEFAULT))))
-            .collect::<Result<Vec<_>, StoreError>>()?,
-        MAX_POSTINGS,
-    );
     let new_pack_path = pack.path().to_owned();
     let read_added = |chunk: &AddedChunk| {
         read_checked(
@@ -86,36 +81,65 @@ pub(crate) fn write_delta_frames(
             chunk.length,
         )
     };
+    let candidates = Candidates {
+        old: &old.chunks,
+        added,
+    };
+    let added_anchors: Vec<Vec<u32>> = added
+        .par_iter()
+        .map(|chunk| Ok(anchors(&read_added(chunk)?, AnchorDensity::DEFAULT)))
+        .collect::<Result<_, StoreError>>()?;
+    let old_anchors = (0..old.chunks.len())
+        .into_par_iter()
+        .map(|n| Ok((n as u32, anchors(&old.read(n)?, AnchorDensity::DEFAULT))))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let anchor_index = AnchorIndex::build(
+        old_anchors.into_iter().chain(
+            added_anchors
+                .iter()
+                .enumerate()
+                .map(|(i, anchors)| (candidates.added_number(i), anchors.clone())),
+        ),
+        MAX_POSTINGS,
+    );
+    // Which chunks share a frame depends on their lengths alone, so it is known before the
+    // vote: an added chunk is a candidate base for the chunks of later groups only.
+    let mut group_of = vec![0; added.len()];
+    for (group, range) in group_ranges(added.iter().map(|c| c.length), GROUP_LIMITS)
+        .into_iter()
+        .enumerate()
+    {
+        group_of[range].fill(group);
+    }
     let voted: Vec<NewChunk> = added
         .par_iter()
-        .map(|chunk| {
-            let data = read_added(chunk)?;
-            Ok(NewChunk {
-                length: chunk.length,
-                votes: anchor_index.vote(&anchors(&data, AnchorDensity::DEFAULT), VOTE_RULE),
-            })
+        .zip(&added_anchors)
+        .enumerate()
+        .map(|(i, (chunk, anchors))| NewChunk {
+            length: chunk.length,
+            votes: anchor_index.vote(anchors, VOTE_RULE, |base| match candidates.chunk(base) {
+                Candidate::Old(_) => true,
+                Candidate::Added(earlier) => group_of[earlier] < group_of[i],
+            }),
         })
-        .collect::<Result<_, StoreError>>()?;
-    let groups = plan_groups(&voted, |n| old.chunks[n as usize].length, GROUP_LIMITS);
+        .collect();
+    drop(anchor_index);
+    let groups = plan_groups(&voted, |n| candidates.length(n), GROUP_LIMITS);
     let mut deltas = Deltas::default();
     let mut base_numbers: HashMap<u32, u32> = HashMap::new();
     for batch in groups.chunks(GROUPS_PER_BATCH) {
         let frames = batch
             .par_iter()
-            .map(|group| compress_group(group, added, &read_added, &old, level))
+            .map(|group| compress_group(group, &candidates, &read_added, &old, level))
             .collect::<Result<Vec<_>, MakeError>>()?;
         for (group, frame) in batch.iter().zip(frames) {
             let pack_offset = pack.append(&frame)?;
             let bases = group
                 .bases
                 .iter()
-                .map(|&old_number| {
-                    *base_numbers.entry(old_number).or_insert_with(|| {
-                        let entry = old.chunks[old_number as usize];
-                        deltas.bases.push(DeltaBase {
-                            id: entry.id,
-                            length: entry.length,
-                        });
+                .map(|&candidate| {
+                    *base_numbers.entry(candidate).or_insert_with(|| {
+                        deltas.bases.push(candidates.base(candidate));
                         (deltas.bases.len() - 1) as u32
                     })
                 })
@@ -132,20 +156,70 @@ pub(crate) fn write_delta_frames(
     Ok(deltas)
 }
 
+/// The chunks a frame may name as bases, numbered as the anchor index knows them: the old
+/// release's distinct chunks first, then the chunks this release added.
+struct Candidates<'a> {
+    old: &'a [ChunkEntry],
+    added: &'a [AddedChunk],
+}
+
+enum Candidate {
+    /// An old chunk, by its place among the old release's distinct chunks.
+    Old(usize),
+    /// A chunk this release added, by its place in `added`.
+    Added(usize),
+}
+
+impl Candidates<'_> {
+    fn added_number(&self, i: usize) -> u32 {
+        (self.old.len() + i) as u32
+    }
+
+    fn chunk(&self, number: u32) -> Candidate {
+        let number = number as usize;
+        if number < self.old.len() {
+            Candidate::Old(number)
+        } else {
+            Candidate::Added(number - self.old.len())
+        }
+    }
+
+    fn base(&self, number: u32) -> DeltaBase {
+        match self.chunk(number) {
+            Candidate::Old(n) => DeltaBase {
+                id: self.old[n].id,
+                length: self.old[n].length,
+            },
+            Candidate::Added(n) => DeltaBase {
+                id: self.added[n].id,
+                length: self.added[n].length,
+            },
+        }
+    }
+
+    fn length(&self, number: u32) -> u32 {
+        self.base(number).length
+    }
+}
+
 fn compress_group(
     group: &PlannedGroup,
-    added: &[AddedChunk],
+    candidates: &Candidates,
     read_added: &(impl Fn(&AddedChunk) -> Result<Vec<u8>, StoreError> + Sync),
     old: &OldChunks,
     level: i32,
 ) -> Result<Vec<u8>, MakeError> {
+    let added = candidates.added;
     let mut content = Vec::new();
     for chunk in &added[group.chunks.clone()] {
         content.extend_from_slice(&read_added(chunk)?);
     }
     let mut prefix = Vec::new();
     for &base in &group.bases {
-        prefix.extend_from_slice(&old.read(base as usize)?);
+        prefix.extend_from_slice(&match candidates.chunk(base) {
+            Candidate::Old(n) => old.read(n)?,
+            Candidate::Added(n) => read_added(&added[n])?,
+        });
     }
     compress_with_prefix(&content, &prefix, level).map_err(|source| MakeError::CompressDelta {
         first_chunk: added[group.chunks.start].number,

@@ -1,6 +1,8 @@
 //! Which frames a device fetches: of the chunks it lacks, those a delta frame rebuilds more
 //! cheaply than their own plain frames come from that frame, when the device holds every
-//! base the frame names. Shared by the device's plan and `chunk-server diff`, so that the
+//! base the frame names. A base is held when the running slot has it, or when it is a chunk
+//! of the new release that an earlier chosen frame rebuilds (the device reads it back from
+//! the slot it is writing). Shared by the device's plan and `chunk-server diff`, so that the
 //! publisher's prediction is the device's.
 
 use std::collections::{HashMap, HashSet};
@@ -8,9 +10,9 @@ use std::collections::{HashMap, HashSet};
 use crate::{ChunkEntry, ChunkId, Index};
 
 /// The delta frames worth using for `wanted` (chunks to fetch): in index order, a frame
-/// whose bases the running slot holds (`holds(id, length)`), and whose compressed length is
-/// less than the frames of the wanted chunks it rebuilds that no earlier chosen frame
-/// rebuilds.
+/// whose every base the running slot holds (`holds(id, length)`) or an earlier chosen frame
+/// rebuilds, and whose compressed length is less than the frames of the wanted chunks it
+/// rebuilds that no earlier chosen frame rebuilds.
 pub fn choose_delta_frames(
     index: &Index,
     wanted: &[ChunkEntry],
@@ -30,11 +32,12 @@ pub fn choose_delta_frames_among(
     let mut cost: HashMap<ChunkId, u32> =
         wanted.iter().map(|c| (c.id, c.compressed_length)).collect();
     let mut chosen = Vec::new();
+    let mut rebuilt_earlier: HashSet<ChunkId> = HashSet::new();
     for &number in candidates {
         let frame = &index.deltas.frames[number];
         let holds_bases = frame.bases.iter().all(|&b| {
             let base = &index.deltas.bases[b as usize];
-            holds(&base.id, base.length)
+            rebuilt_earlier.contains(&base.id) || holds(&base.id, base.length)
         });
         if !holds_bases {
             continue;
@@ -50,6 +53,7 @@ pub fn choose_delta_frames_among(
             for id in &rebuilt {
                 cost.remove(id);
             }
+            rebuilt_earlier.extend(rebuilt);
             chosen.push(number);
         }
     }

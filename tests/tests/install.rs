@@ -746,6 +746,22 @@ fn pack_bytes(server: &StoreServer) -> u64 {
         .sum()
 }
 
+/// Runs `check` then `install` on `device`; asserts the install fetched from the packs
+/// exactly what `check` predicted, and returns that and `check`'s report.
+fn install_as_checked(device: &Device, server: &StoreServer) -> (u64, serde_json::Value) {
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
+    server.clear_log();
+    run_ok(device.diffota().arg("install"));
+    let fetched = pack_bytes(server);
+    assert_eq!(
+        fetched,
+        check["plan"]["fetch_bytes"].as_u64().unwrap(),
+        "check predicted the download"
+    );
+    (fetched, check)
+}
+
 /// A release made with `--delta-from`: a device on the older release (factory-flashed, so it
 /// cuts its running slot) rebuilds the changed chunks from delta frames against chunks of its
 /// running slot, downloads less than the plain frames of those chunks, and `check` predicts
@@ -759,21 +775,12 @@ fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
 
     let server = StoreServer::start(&fixture.store, &fixture.dir.path().join("access.log"), None);
     let device = fixture.device("device", &fixture.v1, &server.url, "");
-    let check: serde_json::Value =
-        serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
+    let (fetched, check) = install_as_checked(&device, &server);
     assert!(
         check["plan"]["delta_frames"].as_u64().unwrap() > 0,
         "{check}"
     );
-    server.clear_log();
-    run_ok(device.diffota().arg("install"));
     fixture.assert_installed(&device);
-    let fetched = pack_bytes(&server);
-    assert_eq!(
-        fetched,
-        check["plan"]["fetch_bytes"].as_u64().unwrap(),
-        "check predicted it"
-    );
     assert!(
         fetched * 4 < plain_bytes,
         "delta frames {fetched} bytes against plain frames {plain_bytes}"
@@ -831,6 +838,83 @@ fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
     assert!(
         fetched <= image_frames && fetched < plain_all && fetched <= stranger_bytes,
         "wiped slot fetched {fetched}, image frames {image_frames}, plain frames {plain_all}"
+    );
+}
+
+/// New content that occurs twice in a release, the second time with small edits (a new
+/// library and a rebuilt copy of it): the second copy's frame names chunks of the first as
+/// bases, which no old release holds. A device rebuilds the first copy, reads it back from
+/// the slot it is writing, and builds the second on it: it downloads little more than the
+/// first copy, `check` predicts that exactly, and the slot holds the release.
+#[test]
+fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let v1 = dir.path().join("v1.img");
+    write_image(&v1, 8 * MIB, 5, 1).unwrap();
+    let mut v2 = std::fs::read(&v1).unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let fresh: Vec<u8> = (0..MIB)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    let mut rebuilt = fresh.clone();
+    for at in (0..rebuilt.len()).step_by(2048) {
+        rebuilt[at] ^= 0x5a;
+    }
+    let (first, second) = (MIB as usize, 5 * MIB as usize);
+    v2[first..first + fresh.len()].copy_from_slice(&fresh);
+    v2[second..second + rebuilt.len()].copy_from_slice(&rebuilt);
+    let v2_path = dir.path().join("v2.img");
+    std::fs::write(&v2_path, &v2).unwrap();
+    let store = dir.path().join("store");
+    make_release(&store, &keys, "1.0", &v1);
+    run_ok(
+        make_command(&store, &keys, "2.0", "test-board", &v2_path).args(["--delta-from", "1.0"]),
+    );
+    set_channel(&store, &keys, "stable", "2.0", &[]);
+    let read_index = |version: &str| {
+        Index::decode(
+            &std::fs::read(store.join(format!("releases/{version}/rootfs.didx"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let (old, new) = (read_index("1.0"), read_index("2.0"));
+    let old_ids: HashSet<_> = old.chunks.iter().map(|c| c.id).collect();
+    let new_ids: HashSet<_> = new.chunks.iter().map(|c| c.id).collect();
+    assert!(
+        new.deltas
+            .bases
+            .iter()
+            .any(|b| !old_ids.contains(&b.id) && new_ids.contains(&b.id)),
+        "some frame builds on a chunk 2.0 added"
+    );
+    let plain_bytes: u64 = {
+        let mut seen = HashSet::new();
+        new.chunks
+            .iter()
+            .filter(|c| !old_ids.contains(&c.id) && seen.insert(c.id))
+            .map(|c| u64::from(c.compressed_length))
+            .sum()
+    };
+
+    let server = StoreServer::start(&store, &dir.path().join("access.log"), None);
+    let device = Device::new(&dir.path().join("device"), &v1, 10 * MIB);
+    device.configure(&server.url, &[&keys.public], "");
+    let (fetched, _) = install_as_checked(&device, &server);
+    assert!(
+        device.slot_bytes("b", v2.len()) == v2,
+        "slot b does not hold 2.0"
+    );
+    // Both copies as plain frames cost over 2 MiB (the content does not compress); the first
+    // copy alone 1 MiB.
+    assert!(
+        fetched < MIB + MIB / 4 && fetched * 3 < plain_bytes * 2,
+        "fetched {fetched} bytes, plain frames {plain_bytes}"
     );
 }
 

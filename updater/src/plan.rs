@@ -142,21 +142,26 @@ impl Plan {
                 seed_offset: running.get(&chunk.id),
             })
             .collect();
-        // Frames are chosen against the chunks the running slot lacks: a chunk only believed
-        // to be in place (a resumed install) may still need one.
-        let unseeded: Vec<ChunkEntry> = index
+        let mut plan = Plan {
+            sources,
+            delta_frames: Vec::new(),
+        };
+        plan.delta_frames = choose_delta_frames(index, &plan.unseeded(index), |id, length| {
+            running.holds(id, length)
+        });
+        plan
+    }
+
+    /// The chunks the running slot lacks, which the delta frames are chosen against: a chunk
+    /// only believed to be in place (a resumed install) may still need one.
+    fn unseeded(&self, index: &Index) -> Vec<ChunkEntry> {
+        index
             .chunks
             .iter()
-            .zip(&sources)
+            .zip(&self.sources)
             .filter(|(_, s)| s.seed_offset.is_none())
             .map(|(chunk, _)| *chunk)
-            .collect();
-        let delta_frames =
-            choose_delta_frames(index, &unseeded, |id, length| running.holds(id, length));
-        Plan {
-            sources,
-            delta_frames,
-        }
+            .collect()
     }
 
     /// Every chunk of `index` (the index the plan was built for) with its local sources.
@@ -194,9 +199,22 @@ impl Plan {
             .collect()
     }
 
-    /// Keeps the delta frames `available` says can be had (a bundle's carried frames).
-    pub fn keep_delta_frames(&mut self, available: impl Fn(usize) -> bool) {
-        self.delta_frames.retain(|&f| available(f));
+    /// Keeps the delta frames `available` says can be had (a bundle's carried frames), and
+    /// of those the ones still worth it: a frame whose base only a dropped frame rebuilt goes
+    /// too.
+    pub fn keep_delta_frames(&mut self, index: &Index, available: impl Fn(usize) -> bool) {
+        let unseeded = self.unseeded(index);
+        let lacking: HashSet<ChunkId> = unseeded.iter().map(|c| c.id).collect();
+        let candidates: Vec<usize> = self
+            .delta_frames
+            .iter()
+            .copied()
+            .filter(|&f| available(f))
+            .collect();
+        // Every base of a chosen frame was held by the running slot or rebuilt by an earlier
+        // chosen frame; the chunks the slot lacks are the latter.
+        self.delta_frames =
+            choose_delta_frames_among(index, &unseeded, &candidates, |id, _| !lacking.contains(id));
     }
 
     /// What the plan will fetch, chunks believed in place counted as in place.
@@ -358,6 +376,37 @@ mod tests {
                 .delta_frames
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_frame_may_build_on_a_chunk_an_earlier_frame_rebuilds() {
+        let old = index_of(&[b"aaaa", b"bbbb"]);
+        // Frame 0 rebuilds "bbbx" from the old "bbbb"; frame 1 "bbxy" from the new "bbbx".
+        let new = with_frame(
+            with_frame(index_of(&[b"aaaa", b"bbbx", b"bbxy"]), b"bbbb", vec![1], 2),
+            b"bbbx",
+            vec![2],
+            2,
+        );
+        let plan = Plan::build(&new, &SeedMap::from_index(&old), &InPlace::Nothing);
+        assert_eq!(plan.delta_frames, vec![0, 1]);
+        assert_eq!(plan.summary(&new, 0).fetch_bytes, 4, "two 2-byte frames");
+
+        // Without the first frame (a bundle that does not carry it) the second lacks its base.
+        let mut bundled = plan.clone();
+        bundled.keep_delta_frames(&new, |f| f == 1);
+        assert!(bundled.delta_frames.is_empty());
+        let mut whole = plan.clone();
+        whole.keep_delta_frames(&new, |_| true);
+        assert_eq!(whole.delta_frames, vec![0, 1]);
+
+        // A device without "bbbb" uses neither.
+        let stranger = Plan::build(
+            &new,
+            &SeedMap::from_index(&index_of(&[b"zzzz"])),
+            &InPlace::Nothing,
+        );
+        assert!(stranger.delta_frames.is_empty());
     }
 
     #[test]

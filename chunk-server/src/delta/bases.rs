@@ -1,6 +1,7 @@
-//! Choosing bases: old chunks the device already holds that resemble a new chunk. Every
-//! anchor of every old chunk goes into an `AnchorIndex`; a new chunk's anchors vote for the
-//! old chunks they occur in, and the most-voted become its bases.
+//! Choosing bases: chunks the device will hold that resemble a new chunk (old chunks, and new
+//! chunks of earlier frames). Every anchor of every candidate goes into an `AnchorIndex`; a
+//! new chunk's anchors vote for the candidates they occur in, and the most-voted eligible
+//! ones become its bases.
 
 use std::collections::HashMap;
 
@@ -59,9 +60,15 @@ impl AnchorIndex {
         self.entries.is_empty()
     }
 
-    /// The bases for a new chunk with these (distinct) anchors: most votes first, ties by
-    /// base number, so the choice is deterministic.
-    pub fn vote(&self, anchors: &[u32], rule: VoteRule) -> Vec<Vote> {
+    /// The bases for a new chunk with these (distinct) anchors, among the candidates
+    /// `eligible` accepts: most votes first, ties by base number, so the choice is
+    /// deterministic.
+    pub fn vote(
+        &self,
+        anchors: &[u32],
+        rule: VoteRule,
+        eligible: impl Fn(u32) -> bool,
+    ) -> Vec<Vote> {
         let mut counts: HashMap<u32, u32> = HashMap::new();
         for &anchor in anchors {
             let start = self.entries.partition_point(|&(a, _)| a < anchor);
@@ -74,7 +81,7 @@ impl AnchorIndex {
         }
         let mut votes: Vec<Vote> = counts
             .into_iter()
-            .filter(|&(_, votes)| votes >= rule.min_votes)
+            .filter(|&(base, votes)| votes >= rule.min_votes && eligible(base))
             .map(|(base, votes)| Vote { base, votes })
             .collect();
         votes.sort_unstable_by(|a, b| b.votes.cmp(&a.votes).then(a.base.cmp(&b.base)));
@@ -103,25 +110,36 @@ mod tests {
             ],
             8,
         );
-        let votes = index.vote(&[1, 2, 3, 4, 5, 10], RULE);
+        let votes = index.vote(&[1, 2, 3, 4, 5, 10], RULE, |_| true);
         assert_eq!(
             votes,
             vec![Vote { base: 0, votes: 4 }, Vote { base: 1, votes: 3 }]
         );
-        assert!(index.vote(&[9, 11], RULE).is_empty());
+        assert!(index.vote(&[9, 11], RULE, |_| true).is_empty());
     }
 
     #[test]
     fn anchors_common_to_many_chunks_are_ignored() {
         let index = AnchorIndex::build((0..10).map(|base| (base, vec![7, 100 + base])), 3);
-        assert!(index.vote(&[7, 100], RULE).is_empty());
+        assert!(index.vote(&[7, 100], RULE, |_| true).is_empty());
         assert_eq!(index.len(), 10);
     }
 
     #[test]
-    fn ties_are_broken_by_base_number() {
+    fn ties_are_broken_by_base_number_among_the_eligible() {
         let index = AnchorIndex::build([(5, vec![1, 2]), (3, vec![1, 2]), (4, vec![1, 2])], 8);
-        let bases: Vec<u32> = index.vote(&[1, 2], RULE).iter().map(|v| v.base).collect();
-        assert_eq!(bases, vec![3, 4]);
+        let bases = |eligible: fn(u32) -> bool| -> Vec<u32> {
+            index
+                .vote(&[1, 2], RULE, eligible)
+                .iter()
+                .map(|v| v.base)
+                .collect()
+        };
+        assert_eq!(bases(|_| true), vec![3, 4]);
+        assert_eq!(
+            bases(|base| base != 3),
+            vec![4, 5],
+            "an ineligible base leaves room"
+        );
     }
 }

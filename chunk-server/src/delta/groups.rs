@@ -31,35 +31,46 @@ pub struct PlannedGroup {
     pub bases: Vec<u32>,
 }
 
-/// Plans the groups of `chunks`; `base_length` gives each base's length.
+/// Plans the groups of `chunks`; `base_length` gives each base's length. The groups are
+/// those of [`group_ranges`]: which chunks share a frame depends on their lengths alone.
 pub fn plan_groups(
     chunks: &[NewChunk],
     base_length: impl Fn(u32) -> u32,
     limits: GroupLimits,
 ) -> Vec<PlannedGroup> {
-    let mut groups = Vec::new();
-    let mut start = 0;
-    while start < chunks.len() {
-        let mut end = start;
-        let mut bytes = 0u64;
-        while end < chunks.len()
-            && (end == start || bytes + u64::from(chunks[end].length) <= limits.max_group_bytes)
-        {
-            bytes += u64::from(chunks[end].length);
-            end += 1;
+    group_ranges(chunks.iter().map(|c| c.length), limits)
+        .into_iter()
+        .map(|range| PlannedGroup {
+            bases: dictionary(
+                &chunks[range.clone()],
+                &base_length,
+                limits.max_dictionary_bytes,
+            ),
+            chunks: range,
+        })
+        .collect()
+}
+
+/// Runs of neighbouring chunks of these `lengths`, each up to the group size limit (a chunk
+/// larger than the limit alone still forms one).
+pub fn group_ranges(
+    lengths: impl IntoIterator<Item = u32>,
+    limits: GroupLimits,
+) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let (mut start, mut count, mut bytes) = (0, 0, 0u64);
+    for length in lengths {
+        if count > start && bytes + u64::from(length) > limits.max_group_bytes {
+            ranges.push(start..count);
+            (start, bytes) = (count, 0);
         }
-        let bases = dictionary(
-            &chunks[start..end],
-            &base_length,
-            limits.max_dictionary_bytes,
-        );
-        groups.push(PlannedGroup {
-            chunks: start..end,
-            bases,
-        });
-        start = end;
+        bytes += u64::from(length);
+        count += 1;
     }
-    groups
+    if count > start {
+        ranges.push(start..count);
+    }
+    ranges
 }
 
 fn dictionary(chunks: &[NewChunk], base_length: &impl Fn(u32) -> u32, cap: u64) -> Vec<u32> {

@@ -1,11 +1,12 @@
 //! The install's delta phase, between the local chunks and the plain fetches: the delta
 //! frames the plan chose, fetched with merged range requests one range at a time (a frame
 //! needs its bases and its content in memory: at most 4 MiB and 1 MiB), each decoded against
-//! its bases read from the running slot and re-hashed, each rebuilt chunk verified by its id
-//! before it is written. A base that does not match is treated as missing: its frame is not
-//! used and its chunks come as plain frames.
+//! its bases and each rebuilt chunk verified by its id before it is written. A base is read
+//! from the running slot, or, when it is a chunk of the new release an earlier frame rebuilt,
+//! from the slot being written, and re-hashed either way. A base that does not match is
+//! treated as missing: its frame is not used and its chunks come as plain frames.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use std::os::unix::fs::FileExt;
 
@@ -61,17 +62,47 @@ pub(super) async fn fetch_delta_frames(
     for chunk in &to_fetch {
         wanted.entry(chunk.id).or_default().push(chunk.offset);
     }
+    // Bases the running slot does not hold may be chunks of the new release: those already
+    // in the target slot (in place, or copied there by the local phase), and those an
+    // earlier usable frame rebuilds. Only the named ones are tracked.
+    let named: HashSet<ChunkId> = frames
+        .iter()
+        .flat_map(|&f| &index.deltas.frames[f].bases)
+        .map(|&b| index.deltas.bases[b as usize].id)
+        .filter(|id| !bases.contains_key(id))
+        .collect();
+    let mut in_target: BaseOffsets = HashMap::new();
+    for chunk in index.chunks.iter().filter(|c| named.contains(&c.id)) {
+        if !wanted.contains_key(&chunk.id) {
+            in_target.insert(chunk.id, (chunk.offset, chunk.length));
+        }
+    }
     // What is really left to fetch decides (the local phase may have found chunks in place),
-    // and a base counts as held only when its bytes in the running slot match its id.
+    // and a base counts as held only when its bytes match its id.
     let mut checked: HashMap<ChunkId, bool> = HashMap::new();
     let mut scratch = Vec::new();
     let usable = choose_delta_frames_among(index, &to_fetch, frames, |id, _| {
         *checked.entry(*id).or_insert_with(|| {
             scratch.clear();
-            append_base(*id, bases, running, &mut scratch)
+            let place = match (bases.get(id), in_target.get(id)) {
+                (Some(&(offset, length)), _) => Some((running, offset, length)),
+                (None, Some(&(offset, length))) => Some((slot.file(), offset, length)),
+                (None, None) => None,
+            };
+            append_base(*id, place, &mut scratch)
         })
     });
     drop(scratch);
+    for &f in &usable {
+        for &n in &index.deltas.frames[f].chunks {
+            let chunk = &index.chunks[n as usize];
+            let offset = wanted.get(&chunk.id).and_then(|offsets| offsets.first());
+            if let (true, Some(&offset)) = (named.contains(&chunk.id), offset) {
+                in_target.entry(chunk.id).or_insert((offset, chunk.length));
+            }
+        }
+    }
+    drop(named);
     // Where the frames are: the store's packs, or the bundle file (as its only "pack").
     let (source, pack_paths, entries): (StoreSource, Vec<String>, Vec<ChunkEntry>) =
         match &release.bundle {
@@ -108,6 +139,7 @@ pub(super) async fn fetch_delta_frames(
             index,
             by_place: &by_place,
             bases,
+            in_target: &in_target,
             wanted: &wanted,
             running,
             slot,
@@ -134,20 +166,19 @@ pub(super) async fn fetch_delta_frames(
         .collect())
 }
 
-/// Appends the base `id`'s bytes from the running slot to `prefix` when they can be read and
-/// hash to `id`; otherwise leaves `prefix` as it was and returns false.
+/// Appends the base `id`'s bytes from `place` (a slot, an offset, a length) to `prefix` when
+/// they can be read and hash to `id`; otherwise leaves `prefix` as it was and returns false.
 fn append_base(
     id: ChunkId,
-    bases: &BaseOffsets,
-    running: &std::fs::File,
+    place: Option<(&std::fs::File, u64, u32)>,
     prefix: &mut Vec<u8>,
 ) -> bool {
-    let Some(&(offset, length)) = bases.get(&id) else {
+    let Some((file, offset, length)) = place else {
         return false;
     };
     let start = prefix.len();
     prefix.resize(start + length as usize, 0);
-    let matches = running.read_exact_at(&mut prefix[start..], offset).is_ok()
+    let matches = file.read_exact_at(&mut prefix[start..], offset).is_ok()
         && ChunkId::of(&prefix[start..]) == id;
     if !matches {
         prefix.truncate(start);
@@ -171,6 +202,9 @@ struct FrameDecoder<'a> {
     index: &'a Index,
     by_place: &'a HashMap<(u32, u64), usize>,
     bases: &'a BaseOffsets,
+    /// Bases that are chunks of the new release: where they are (or will be, once an earlier
+    /// frame rebuilt them) in the target slot.
+    in_target: &'a BaseOffsets,
     /// Where each chunk still to write goes in the image.
     wanted: &'a std::sync::Mutex<HashMap<ChunkId, Vec<u64>>>,
     running: &'a std::fs::File,
@@ -201,8 +235,14 @@ impl FrameDecoder<'_> {
         prefix.reserve_exact(dictionary);
         for &b in &frame.bases {
             let id = self.index.deltas.bases[b as usize].id;
-            if !append_base(id, self.bases, self.running, prefix) {
-                // Checked before fetching; if it changed since, its chunks come plain.
+            let place = match (self.bases.get(&id), self.in_target.get(&id)) {
+                (Some(&(offset, length)), _) => Some((self.running, offset, length)),
+                (None, Some(&(offset, length))) => Some((self.slot.file(), offset, length)),
+                (None, None) => None,
+            };
+            if !append_base(id, place, prefix) {
+                // A base was checked before fetching or written by an earlier frame; if it
+                // no longer matches its id, this frame's chunks come plain.
                 return Ok(());
             }
         }

@@ -167,7 +167,7 @@ pub async fn check(
     let seeds = seeds::running_seeds(device, running, index, &crate::progress::Quiet)?;
     let mut planned = Plan::build(index, &seeds, &InPlace::Nothing);
     if let Some(bundle) = &release.bundle {
-        planned.keep_delta_frames(|f| bundle.frames.contains_key(&(f as u32)));
+        planned.keep_delta_frames(index, |f| bundle.frames.contains_key(&(f as u32)));
     }
     let bundle = release.bundle.as_ref().map(|b| BundleCheck {
         made_for: b.made_for.clone(),
@@ -324,7 +324,7 @@ async fn begin(
     let seeds = seeds::running_seeds(device, running, index, progress)?;
     let mut plan = Plan::build(index, &seeds, &in_place);
     if let Some(bundle) = &release.bundle {
-        plan.keep_delta_frames(|f| bundle.frames.contains_key(&(f as u32)));
+        plan.keep_delta_frames(index, |f| bundle.frames.contains_key(&(f as u32)));
     }
     let delta_bases = deltas::base_offsets(index, &plan.delta_frames, &seeds);
     drop(seeds);
