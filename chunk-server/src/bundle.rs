@@ -307,6 +307,7 @@ pub fn bundle_from_images(
                 progress: &|_| {},
                 delta_from: None,
                 delta_level: images.zstd_level,
+                delta_siblings: false,
                 image_frames: false,
             };
             crate::make::make(&store, &options).map(|_| ())

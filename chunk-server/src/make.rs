@@ -68,6 +68,9 @@ pub struct MakeOptions<'a> {
     pub delta_from: Option<&'a str>,
     /// zstd level of the delta frames (and the image frames).
     pub delta_level: i32,
+    /// Delta frames may also name chunks this release added (rebuilt by an earlier frame)
+    /// as bases, not only chunks of `delta_from`.
+    pub delta_siblings: bool,
     /// Also write the whole image as image frames (1 MiB groups of its distinct chunks).
     pub image_frames: bool,
 }
@@ -332,6 +335,7 @@ fn write_frames(
                 pack_reader,
                 pack,
                 options.delta_level,
+                options.delta_siblings,
             )?
         }
         None => Deltas::default(),

@@ -842,8 +842,8 @@ fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
 }
 
 /// New content that occurs twice in a release, the second time with small edits (a new
-/// library and a rebuilt copy of it): the second copy's frame names chunks of the first as
-/// bases, which no old release holds. A device rebuilds the first copy, reads it back from
+/// library and a rebuilt copy of it), made with `--delta-siblings`: the second copy's frame
+/// names chunks of the first as bases, which no old release holds. A device rebuilds the first copy, reads it back from
 /// the slot it is writing, and builds the second on it: it downloads little more than the
 /// first copy, `check` predicts that exactly, and the slot holds the release.
 #[test]
@@ -874,7 +874,11 @@ fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
     let store = dir.path().join("store");
     make_release(&store, &keys, "1.0", &v1);
     run_ok(
-        make_command(&store, &keys, "2.0", "test-board", &v2_path).args(["--delta-from", "1.0"]),
+        make_command(&store, &keys, "2.0", "test-board", &v2_path).args([
+            "--delta-from",
+            "1.0",
+            "--delta-siblings",
+        ]),
     );
     set_channel(&store, &keys, "stable", "2.0", &[]);
     let read_index = |version: &str| {

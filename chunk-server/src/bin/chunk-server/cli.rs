@@ -162,6 +162,11 @@ pub struct MakeArgs {
     /// and 16)
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub delta_level: Option<i32>,
+    /// Delta frames may also name chunks this release added as bases (rebuilt by an earlier
+    /// frame): about 2% fewer bytes one release behind, but devices two releases behind lose
+    /// most inherited frames (bench/README.md). For fleets kept one release behind
+    #[arg(long, requires = "delta_from")]
+    pub delta_siblings: bool,
     /// Also write the whole image as large frames (1 MiB groups of its distinct chunks, about
     /// the compressed image in store space): a device whose plan would cost more in plain
     /// frames (a wiped slot, a major upgrade) takes these instead
