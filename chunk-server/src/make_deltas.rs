@@ -4,8 +4,9 @@
 //! and with `--delta-siblings` also chunks this release added that an earlier frame
 //! rebuilds (a device reads those back from the slot it is writing). Only the one old
 //! release named is searched: that bounds make's memory (about 8 bytes per 128 bytes of its
-//! distinct content, and of the added content with siblings, plus one batch of groups)
-//! whatever the store holds, and it is the release most devices run when the next one ships.
+//! distinct content and 4 per 128 of the added content, 8 with siblings, plus one batch of
+//! groups) whatever the store holds, and it is the release most devices run when the next
+//! one ships.
 //!
 //! Siblings are not the default: on the bench pairs they save 1.8-1.9% one release behind,
 //! but a frame naming one is of no use to a device two releases behind once the release

@@ -84,11 +84,7 @@ pub(super) async fn fetch_delta_frames(
     let usable = choose_delta_frames_among(index, &to_fetch, frames, |id, _| {
         *checked.entry(*id).or_insert_with(|| {
             scratch.clear();
-            let place = match (bases.get(id), in_target.get(id)) {
-                (Some(&(offset, length)), _) => Some((running, offset, length)),
-                (None, Some(&(offset, length))) => Some((slot.file(), offset, length)),
-                (None, None) => None,
-            };
+            let place = base_place(id, bases, running, &in_target, slot);
             append_base(*id, place, &mut scratch)
         })
     });
@@ -166,6 +162,21 @@ pub(super) async fn fetch_delta_frames(
         .collect())
 }
 
+/// Where the base `id` is read from: the running slot, else the slot being written.
+fn base_place<'f>(
+    id: &ChunkId,
+    bases: &BaseOffsets,
+    running: &'f std::fs::File,
+    in_target: &BaseOffsets,
+    slot: &'f TargetSlot,
+) -> Option<(&'f std::fs::File, u64, u32)> {
+    match (bases.get(id), in_target.get(id)) {
+        (Some(&(offset, length)), _) => Some((running, offset, length)),
+        (None, Some(&(offset, length))) => Some((slot.file(), offset, length)),
+        (None, None) => None,
+    }
+}
+
 /// Appends the base `id`'s bytes from `place` (a slot, an offset, a length) to `prefix` when
 /// they can be read and hash to `id`; otherwise leaves `prefix` as it was and returns false.
 fn append_base(
@@ -235,11 +246,7 @@ impl FrameDecoder<'_> {
         prefix.reserve_exact(dictionary);
         for &b in &frame.bases {
             let id = self.index.deltas.bases[b as usize].id;
-            let place = match (self.bases.get(&id), self.in_target.get(&id)) {
-                (Some(&(offset, length)), _) => Some((self.running, offset, length)),
-                (None, Some(&(offset, length))) => Some((self.slot.file(), offset, length)),
-                (None, None) => None,
-            };
+            let place = base_place(&id, self.bases, self.running, self.in_target, self.slot);
             if !append_base(id, place, prefix) {
                 // A base was checked before fetching or written by an earlier frame; if it
                 // no longer matches its id, this frame's chunks come plain.
