@@ -77,14 +77,14 @@ for kind in "${kinds[@]}"; do
   # slot and fetches the whole index), and one two releases behind (v1 -> v3, stored index).
   # "make v2" is with --delta-from 1; the plain make of the same release, in a copy of the
   # store, gives the make-time ratio. Rows for --delta-level 12 (the fastest make) and 19
-  # (the fewest bytes), and for --delta-siblings, too.
-  rm -rf "$work/www/dota" "$work/www/dota12" "$work/www/dota19" "$work/www/dotasib" "$work/plain"; key=$work/bench.key
+  # (the fewest bytes), and for --no-delta-siblings (one and two releases behind), too.
+  rm -rf "$work/www/dota" "$work/www/dota12" "$work/www/dota19" "$work/www/dotanosib" "$work/plain"; key=$work/bench.key
   [ -f "$key" ] || "$cs" keygen --unencrypted --secret-key "$key" --public-key "$work/bench.pub" --force >/dev/null
   timed "$cs" make --store "$work/www/dota" --version 1 --compatible bench --key "$key" "$v1"
   cp -a "$work/www/dota" "$work/plain"
   cp -a "$work/www/dota" "$work/www/dota12"
   cp -a "$work/www/dota" "$work/www/dota19"
-  cp -a "$work/www/dota" "$work/www/dotasib"
+  cp -a "$work/www/dota" "$work/www/dotanosib"
   timed "$cs" make --store "$work/plain" --version 2 --compatible bench --key "$key" "$v2"
   plain_make_s=$(last_time); plain_make_rss=$(last_rss)
   rm -rf "$work/plain"
@@ -95,9 +95,10 @@ for kind in "${kinds[@]}"; do
   store_make_s[dota12]=$(last_time); store_make_rss[dota12]=$(last_rss)
   timed "$cs" make --store "$work/www/dota19" --version 2 --compatible bench --key "$key" --delta-from 1 --delta-level 19 "$v2"
   store_make_s[dota19]=$(last_time); store_make_rss[dota19]=$(last_rss)
-  timed "$cs" make --store "$work/www/dotasib" --version 2 --compatible bench --key "$key" --delta-from 1 --delta-siblings "$v2"
-  store_make_s[dotasib]=$(last_time); store_make_rss[dotasib]=$(last_rss)
+  timed "$cs" make --store "$work/www/dotanosib" --version 2 --compatible bench --key "$key" --delta-from 1 --no-delta-siblings "$v2"
+  store_make_s[dotanosib]=$(last_time); store_make_rss[dotanosib]=$(last_rss)
   timed "$cs" make --store "$work/www/dota" --version 3 --compatible bench --key "$key" --delta-from 2 "$v3"
+  timed "$cs" make --store "$work/www/dotanosib" --version 3 --compatible bench --key "$key" --delta-from 2 --no-delta-siblings "$v3"
   "$cs" verify --public-key "$work/bench.pub" "$work/www/dota" >/dev/null
   mkdir -p "$work/dev/state"
   # device_config STORE: the device's configuration, fetching from store STORE.
@@ -144,7 +145,8 @@ TOML
   dota_install "diffota, v1 -> v3" 3 yes
   dota_install "diffota, --delta-level 12" 2 yes dota12
   dota_install "diffota, --delta-level 19" 2 yes dota19
-  dota_install "diffota, --delta-siblings" 2 yes dotasib
+  dota_install "diffota, --no-delta-siblings" 2 yes dotanosib
+  dota_install "diffota, --no-delta-siblings, v1 -> v3" 3 yes dotanosib
 
   # casync (64 KiB average chunks, its default, zstd)
   rm -rf "$work/www/casync"; mkdir -p "$work/www/casync"
@@ -223,7 +225,7 @@ TOML
     echo
     echo "| tool | downloaded | requests | make v2 | install (median) | make RSS | install RSS | bytes vs casync | bytes vs bita |"
     echo "|---|---|---|---|---|---|---|---|---|"
-    for tool in diffota "diffota, factory-flashed" "diffota, v1 -> v3" "diffota, --delta-level 12" "diffota, --delta-level 19" "diffota, --delta-siblings" casync bita zchunk; do
+    for tool in diffota "diffota, factory-flashed" "diffota, v1 -> v3" "diffota, --delta-level 12" "diffota, --delta-level 19" "diffota, --no-delta-siblings" "diffota, --no-delta-siblings, v1 -> v3" casync bita zchunk; do
       printf '| %s | %s | %s | %ss | %ss | %s MiB | %s MiB | %s | %s |\n' "$tool" "${bytes[$tool]}" "${requests[$tool]}" \
         "${make_s[$tool]}" "${install_s[$tool]}" "$(mib "${make_rss[$tool]}")" "$(mib "${install_rss[$tool]}")" \
         "$(awk -v a="${bytes[$tool]}" -v b="${bytes[casync]}" 'BEGIN {printf "%.2fx", a / b}')" \

@@ -1,22 +1,24 @@
 //! `chunk-server make --delta-from VERSION`: after the plain frames, the chunks the release
 //! added are also written as delta frames, grouped with their neighbours and compressed
 //! against the chunks they resemble (found by anchor voting, `delta`): chunks of VERSION,
-//! and with `--delta-siblings` also chunks this release added that an earlier frame
-//! rebuilds (a device reads those back from the slot it is writing). Only the one old
-//! release named is searched: that bounds make's memory (about 8 bytes per 128 bytes of its
-//! distinct content and 4 per 128 of the added content, 8 with siblings, plus one batch of
+//! and chunks this release added that an earlier frame rebuilds (siblings: a device reads
+//! those back from the slot it is writing; `--no-delta-siblings` leaves them out). Only the
+//! one old release named is searched: that bounds make's memory (about 8 bytes per 128
+//! bytes of its distinct content and 4 per 128 of the added content, plus one batch of
 //! groups) whatever the store holds, and it is the release most devices run when the next
 //! one ships.
 //!
-//! Siblings are not the default: on the bench pairs they save 1.8-1.9% one release behind,
-//! but a frame naming one is of no use to a device two releases behind once the release
-//! after it no longer has that chunk, and inherited frames that build on one another fail
-//! together (ext4, v1 -> v3: 44.5 MB instead of 38.6 MB).
+//! A frame naming a sibling is of use only to a device that rebuilds that sibling, which a
+//! device two releases behind cannot once the next release drops the sibling's frame. So
+//! each such frame gets a fallback frame naming old chunks only, and the next release
+//! inherits the fallbacks, not the frames naming siblings. On the bench pairs siblings save
+//! 1.7-1.9% one release behind, cost 1.0-1.5% two behind (the fallbacks are coded at level
+//! 12), and make takes 7-14% longer (bench/README.md).
 //!
 //! Every chunk is read back from its pack and checked against its id before it is used, so
 //! a damaged store cannot put a wrong dictionary or content into a frame.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -47,6 +49,11 @@ pub const VOTE_RULE: VoteRule = VoteRule {
     min_votes: 3,
     max_bases: 6,
 };
+
+/// The zstd level of fallback frames (at most), which serve devices further behind. On the
+/// ext4 pair fallbacks at the make's level 16 add 50% to make's time, at level 12 8%; a
+/// device two releases behind then downloads 1.1% more.
+const FALLBACK_LEVEL: i32 = 12;
 
 /// An anchor found in more old chunks than this names none of them in particular.
 const MAX_POSTINGS: usize = 16;
@@ -116,28 +123,78 @@ pub(crate) fn write_delta_frames(
     {
         group_of[range].fill(group);
     }
-    let voted: Vec<NewChunk> = added
-        .par_iter()
-        .zip(&added_anchors)
-        .enumerate()
-        .map(|(i, (chunk, anchors))| NewChunk {
-            length: chunk.length,
-            votes: anchor_index.vote(anchors, VOTE_RULE, |base| match candidates.chunk(base) {
-                Candidate::Old(_) => true,
-                Candidate::Added(earlier) => siblings && group_of[earlier] < group_of[i],
-            }),
-        })
-        .collect();
+    // Votes of the chunks `among` (the others vote for nothing), each for bases of the old
+    // release and, with `siblings`, for chunks of earlier groups.
+    let vote = |among: &(dyn Fn(usize) -> bool + Sync), siblings: bool| -> Vec<NewChunk> {
+        added
+            .par_iter()
+            .zip(&added_anchors)
+            .enumerate()
+            .map(|(i, (chunk, anchors))| NewChunk {
+                length: chunk.length,
+                votes: if among(i) {
+                    anchor_index.vote(anchors, VOTE_RULE, |base| match candidates.chunk(base) {
+                        Candidate::Old(_) => true,
+                        Candidate::Added(earlier) => siblings && group_of[earlier] < group_of[i],
+                    })
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect()
+    };
+    let groups = plan_groups(
+        &vote(&|_| true, siblings),
+        |n| candidates.length(n),
+        GROUP_LIMITS,
+    );
+    // A group that names a sibling also gets a fallback frame with old bases only: a device
+    // that has not rebuilt the sibling (one that takes the chunk another way, or one further
+    // behind, given inherited frames) uses that instead. The fallbacks follow all the other
+    // frames, in the index (a device considers frames in its order) and in the pack (so
+    // that the frames a device one release behind takes lie together, in few requests).
+    let names_sibling = |group: &PlannedGroup| {
+        group
+            .bases
+            .iter()
+            .any(|&b| matches!(candidates.chunk(b), Candidate::Added(_)))
+    };
+    let needs_fallback: Vec<bool> = groups.iter().map(names_sibling).collect();
+    let mut fallbacks: Vec<Option<PlannedGroup>> = if needs_fallback.contains(&true) {
+        let in_fallback = |i: usize| needs_fallback[group_of[i]];
+        plan_groups(
+            &vote(&in_fallback, false),
+            |n| candidates.length(n),
+            GROUP_LIMITS,
+        )
+        .into_iter()
+        .zip(&needs_fallback)
+        .map(|(group, &needed)| needed.then_some(group))
+        .collect()
+    } else {
+        Vec::new()
+    };
+    fallbacks.resize_with(groups.len(), || None);
     drop(anchor_index);
-    let groups = plan_groups(&voted, |n| candidates.length(n), GROUP_LIMITS);
+    let fallback_level = level.min(FALLBACK_LEVEL);
+    let frames: Vec<(&PlannedGroup, i32)> = groups
+        .iter()
+        .map(|group| (group, level))
+        .chain(
+            fallbacks
+                .iter()
+                .flatten()
+                .map(|group| (group, fallback_level)),
+        )
+        .collect();
     let mut deltas = Deltas::default();
     let mut base_numbers: HashMap<u32, u32> = HashMap::new();
-    for batch in groups.chunks(GROUPS_PER_BATCH) {
-        let frames = batch
+    for batch in frames.chunks(GROUPS_PER_BATCH) {
+        let compressed = batch
             .par_iter()
-            .map(|group| compress_group(group, &candidates, &read_added, &old, level))
+            .map(|&(group, level)| compress_group(group, &candidates, &read_added, &old, level))
             .collect::<Result<Vec<_>, MakeError>>()?;
-        for (group, frame) in batch.iter().zip(frames) {
+        for (&(group, _), frame) in batch.iter().zip(compressed) {
             let pack_offset = pack.append(&frame)?;
             let bases = group
                 .bases
@@ -262,7 +319,30 @@ pub(crate) fn inherit_frames(from: &Index, index: &mut Index) -> usize {
             .iter()
             .all(|&n| from.chunks[n as usize].pack == frame.pack)
     };
-    for frame in from.deltas.frames.iter().filter(|f| rebuilds_added(f)) {
+    // A frame naming a sibling (a chunk `from` added, rebuilt by another of its frames) is
+    // not passed on: a device two releases behind rebuilds that chunk only if the release
+    // still has all of its producer's chunks, and the group's fallback frame, which names
+    // old chunks only, is passed on instead.
+    let siblings: HashSet<ChunkId> = from
+        .deltas
+        .frames
+        .iter()
+        .filter(|f| rebuilds_added(f))
+        .flat_map(|f| &f.chunks)
+        .map(|&n| from.chunks[n as usize].id)
+        .collect();
+    let names_sibling = |frame: &DeltaFrame| {
+        frame
+            .bases
+            .iter()
+            .any(|&b| siblings.contains(&from.deltas.bases[b as usize].id))
+    };
+    for frame in from
+        .deltas
+        .frames
+        .iter()
+        .filter(|f| rebuilds_added(f) && !names_sibling(f))
+    {
         let Some(chunks) = frame
             .chunks
             .iter()
@@ -570,5 +650,45 @@ mod tests {
             2,
             "3.0's base, then the inherited one"
         );
+    }
+
+    #[test]
+    fn a_frame_naming_a_sibling_is_not_inherited_its_fallback_is() {
+        let old = DeltaBase {
+            id: ChunkId::of(b"old"),
+            length: 3,
+        };
+        let x = DeltaBase {
+            id: ChunkId::of(b"x"),
+            length: 1,
+        };
+        // 2.0 added x and w (pack 1): frame 0 rebuilds x against "old", frame 1 rebuilds w
+        // against x (a sibling), frame 2 is frame 1's fallback (w against "old").
+        let from = index(
+            vec![chunk(b"x", 1), chunk(b"w", 1)],
+            vec![pack(1), pack(2)],
+            Deltas {
+                bases: vec![old, x],
+                frames: vec![
+                    frame(1, 100, vec![0], vec![0]),
+                    frame(1, 200, vec![1], vec![1]),
+                    frame(1, 300, vec![0], vec![1]),
+                ],
+            },
+        );
+        // 3.0 keeps w but not x: the sibling frame would need x rebuilt by a frame 3.0 lacks.
+        let mut new = index(vec![chunk(b"w", 0)], vec![pack(3)], Deltas::default());
+        assert_eq!(inherit_frames(&from, &mut new), 1);
+        assert_eq!(new.deltas.frames[0].pack_offset, 300, "the fallback");
+        assert_eq!(new.deltas.bases, vec![old]);
+        // Even where 3.0 keeps x too, only frames without siblings are passed on.
+        let mut new = index(
+            vec![chunk(b"w", 0), chunk(b"x", 0)],
+            vec![pack(3)],
+            Deltas::default(),
+        );
+        assert_eq!(inherit_frames(&from, &mut new), 2);
+        let offsets: Vec<u64> = new.deltas.frames.iter().map(|f| f.pack_offset).collect();
+        assert_eq!(offsets, vec![100, 300]);
     }
 }

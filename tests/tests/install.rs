@@ -842,10 +842,10 @@ fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
 }
 
 /// New content that occurs twice in a release, the second time with small edits (a new
-/// library and a rebuilt copy of it), made with `--delta-siblings`: the second copy's frame
-/// names chunks of the first as bases, which no old release holds. A device rebuilds the first copy, reads it back from
-/// the slot it is writing, and builds the second on it: it downloads little more than the
-/// first copy, `check` predicts that exactly, and the slot holds the release.
+/// library and a rebuilt copy of it): the second copy's frame names chunks of the first as
+/// bases (siblings), which no old release holds. A device rebuilds the first copy, reads it
+/// back from the slot it is writing, and builds the second on it: it downloads little more
+/// than the first copy, `check` predicts that exactly, and the slot holds the release.
 #[test]
 fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
@@ -853,19 +853,8 @@ fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
     let v1 = dir.path().join("v1.img");
     write_image(&v1, 8 * MIB, 5, 1).unwrap();
     let mut v2 = std::fs::read(&v1).unwrap();
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let fresh: Vec<u8> = (0..MIB)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect();
-    let mut rebuilt = fresh.clone();
-    for at in (0..rebuilt.len()).step_by(2048) {
-        rebuilt[at] ^= 0x5a;
-    }
+    let fresh = noise(MIB as usize, 0x2545_f491_4f6c_dd1d);
+    let rebuilt = edited(&edited(&fresh, 0), 2048);
     let (first, second) = (MIB as usize, 5 * MIB as usize);
     v2[first..first + fresh.len()].copy_from_slice(&fresh);
     v2[second..second + rebuilt.len()].copy_from_slice(&rebuilt);
@@ -874,11 +863,7 @@ fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
     let store = dir.path().join("store");
     make_release(&store, &keys, "1.0", &v1);
     run_ok(
-        make_command(&store, &keys, "2.0", "test-board", &v2_path).args([
-            "--delta-from",
-            "1.0",
-            "--delta-siblings",
-        ]),
+        make_command(&store, &keys, "2.0", "test-board", &v2_path).args(["--delta-from", "1.0"]),
     );
     set_channel(&store, &keys, "stable", "2.0", &[]);
     let read_index = |version: &str| {
@@ -919,6 +904,131 @@ fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
     assert!(
         fetched < MIB + MIB / 4 && fetched * 3 < plain_bytes * 2,
         "fetched {fetched} bytes, plain frames {plain_bytes}"
+    );
+}
+
+/// `xorshift` noise: content no release shares by chance.
+fn noise(length: usize, mut state: u64) -> Vec<u8> {
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// `content` with one byte changed every 4 KiB from `first`.
+fn edited(content: &[u8], first: usize) -> Vec<u8> {
+    let mut out = content.to_vec();
+    for at in (first..out.len()).step_by(4096) {
+        out[at] ^= 0x5a;
+    }
+    out
+}
+
+/// A frame that names a sibling gets a fallback frame naming old chunks only, and only the
+/// fallback is passed on to the next release. 1.0 holds a library; 2.0 holds a rebuilt copy
+/// of it (1 edit per 4 KiB), new data, and a copy of that copy with more edits, whose frames
+/// name the first copy's chunks; 3.0 drops the first copy. A device on 1.0 rebuilds the
+/// second copy of 3.0 from the inherited fallbacks against its own library: without them
+/// the frames that name the dropped copy would be useless to it, and it would fetch the copy
+/// whole. (The new data keeps the first copy out of the second copy's 1 MiB groups: a frame
+/// is passed on only when the next release has all of its chunks.)
+#[test]
+fn a_device_two_releases_behind_uses_the_fallback_of_a_frame_naming_a_sibling() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let (first, data, second) = (MIB as usize, 5 * MIB as usize / 2, 5 * MIB as usize);
+    let library = noise(MIB as usize, 0x2545_f491_4f6c_dd1d);
+    let rebuilt = edited(&library, 0);
+    let rebuilt_again = edited(&rebuilt, 2048);
+    let new_data = noise(3 * MIB as usize / 2, 0x9e37_79b9_7f4a_7c15);
+    let v1_path = dir.path().join("v1.img");
+    write_image(&v1_path, 8 * MIB, 5, 1).unwrap();
+    let mut v1 = std::fs::read(&v1_path).unwrap();
+    v1[first..first + library.len()].copy_from_slice(&library);
+    std::fs::write(&v1_path, &v1).unwrap();
+    let mut v3 = v1.clone();
+    v3[data..data + new_data.len()].copy_from_slice(&new_data);
+    v3[second..second + rebuilt_again.len()].copy_from_slice(&rebuilt_again);
+    let mut v2 = v3.clone();
+    v2[first..first + rebuilt.len()].copy_from_slice(&rebuilt);
+    let store = dir.path().join("store");
+    make_release(&store, &keys, "1.0", &v1_path);
+    for (version, from, image) in [("2.0", "1.0", &v2), ("3.0", "2.0", &v3)] {
+        let path = dir.path().join(format!("{version}.img"));
+        std::fs::write(&path, image).unwrap();
+        run_ok(
+            make_command(&store, &keys, version, "test-board", &path).args(["--delta-from", from]),
+        );
+    }
+    let read_index = |version: &str| {
+        Index::decode(
+            &std::fs::read(store.join(format!("releases/{version}/rootfs.didx"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let (v1_index, v2_index, v3_index) = (read_index("1.0"), read_index("2.0"), read_index("3.0"));
+    let in_1_0: HashSet<_> = v1_index.chunks.iter().map(|c| c.id).collect();
+    let names_only_1_0 = |index: &Index, frame: &diffota_format::index::DeltaFrame| {
+        frame
+            .bases
+            .iter()
+            .all(|&b| in_1_0.contains(&index.deltas.bases[b as usize].id))
+    };
+    let (with_sibling, fallback): (Vec<_>, Vec<_>) = v2_index
+        .deltas
+        .frames
+        .iter()
+        .partition(|f| !names_only_1_0(&v2_index, f));
+    assert!(
+        !with_sibling.is_empty(),
+        "a 2.0 frame names a chunk 2.0 added"
+    );
+    for frame in &with_sibling {
+        assert!(
+            fallback
+                .iter()
+                .any(|f| f.chunks == frame.chunks && !f.bases.is_empty()),
+            "the frame rebuilding chunks {:?} has a fallback with 1.0's chunks as bases",
+            frame.chunks
+        );
+    }
+    let v2_pack = v2_index.packs.last().unwrap().id;
+    let inherited: Vec<_> = v3_index
+        .deltas
+        .frames
+        .iter()
+        .filter(|f| v3_index.packs[f.pack as usize].id == v2_pack)
+        .collect();
+    assert!(!inherited.is_empty(), "3.0 carries 2.0's frames");
+    assert!(
+        inherited.iter().all(|f| names_only_1_0(&v3_index, f)),
+        "3.0 carries no frame naming a chunk only 2.0 had"
+    );
+
+    set_channel(&store, &keys, "stable", "3.0", &[]);
+    let server = StoreServer::start(&store, &dir.path().join("access.log"), None);
+    let device = Device::new(&dir.path().join("device"), &v1_path, 10 * MIB);
+    device.configure(&server.url, &[&keys.public], "");
+    let (fetched, _) = install_as_checked(&device, &server);
+    assert!(device.slot_bytes("b", v3.len()) == v3, "slot b holds 3.0");
+    // Noise does not compress: the plain frames of what 1.0 lacks cost 2.5 MiB, and the
+    // fallbacks save most of the second copy's 1 MiB.
+    let plain_bytes: u64 = {
+        let mut seen = HashSet::new();
+        v3_index
+            .chunks
+            .iter()
+            .filter(|c| !in_1_0.contains(&c.id) && seen.insert(c.id))
+            .map(|c| u64::from(c.compressed_length))
+            .sum()
+    };
+    assert!(
+        fetched + 3 * MIB / 4 < plain_bytes,
+        "two behind: fetched {fetched} bytes, plain frames {plain_bytes}"
     );
 }
 

@@ -162,10 +162,14 @@ pub struct MakeArgs {
     /// and 16)
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub delta_level: Option<i32>,
-    /// Delta frames may also name chunks this release added as bases (rebuilt by an earlier
-    /// frame): about 2% fewer bytes one release behind, but devices two releases behind lose
-    /// most inherited frames (bench/README.md). For fleets kept one release behind
+    /// Delta frames name only chunks of the --delta-from release as bases, never chunks this
+    /// release added (siblings) with a fallback frame beside: about 2% more bytes one
+    /// release behind, 1-1.5% fewer two behind, and a 7-14% faster make (bench/README.md)
     #[arg(long, requires = "delta_from")]
+    pub no_delta_siblings: bool,
+    /// Sibling bases, the default since they have fallback frames (accepted for scripts
+    /// written when they were not)
+    #[arg(long, hide = true, conflicts_with = "no_delta_siblings")]
     pub delta_siblings: bool,
     /// Also write the whole image as large frames (1 MiB groups of its distinct chunks, about
     /// the compressed image in store space): a device whose plan would cost more in plain

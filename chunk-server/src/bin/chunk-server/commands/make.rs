@@ -55,7 +55,8 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         expires,
         delta_from,
         delta_level,
-        delta_siblings,
+        no_delta_siblings,
+        delta_siblings: _,
         image_frames,
         image,
     } = args;
@@ -83,7 +84,7 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         progress: &progress,
         delta_from: delta_from.as_deref(),
         delta_level: delta_level.unwrap_or(zstd_level.max(DEFAULT_DELTA_LEVEL)),
-        delta_siblings,
+        delta_siblings: !no_delta_siblings,
         image_frames,
     };
     let summary = chunk_server::make::make(&Store::new(&store), &options)
