@@ -162,9 +162,11 @@ pub struct MakeArgs {
     /// and 16)
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub delta_level: Option<i32>,
-    /// Delta frames name only chunks of the --delta-from release as bases, never chunks this
-    /// release added (siblings) with a fallback frame beside: about 2% more bytes one
-    /// release behind, 1-1.5% fewer two behind, and a 7-14% faster make (bench/README.md)
+    /// Delta frames name only chunks of the --delta-from release as bases. By default a
+    /// frame may also name chunks this release added that an earlier frame rebuilds
+    /// (siblings), and gets a fallback frame without them; without siblings a device one
+    /// release behind downloads about 2% more, one two behind 1-1.5% less, and make is
+    /// 7-14% faster (bench/README.md)
     #[arg(long, requires = "delta_from")]
     pub no_delta_siblings: bool,
     /// Sibling bases, the default since they have fallback frames (accepted for scripts
