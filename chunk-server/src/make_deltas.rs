@@ -160,7 +160,7 @@ pub(crate) fn write_delta_frames(
             .any(|&b| matches!(candidates.chunk(b), Candidate::Added(_)))
     };
     let needs_fallback: Vec<bool> = groups.iter().map(names_sibling).collect();
-    let mut fallbacks: Vec<Option<PlannedGroup>> = if needs_fallback.contains(&true) {
+    let fallbacks: Vec<Option<PlannedGroup>> = if needs_fallback.contains(&true) {
         let in_fallback = |i: usize| needs_fallback[group_of[i]];
         plan_groups(
             &vote(&in_fallback, false),
@@ -172,9 +172,8 @@ pub(crate) fn write_delta_frames(
         .map(|(group, &needed)| needed.then_some(group))
         .collect()
     } else {
-        Vec::new()
+        groups.iter().map(|_| None).collect()
     };
-    fallbacks.resize_with(groups.len(), || None);
     drop(anchor_index);
     let fallback_level = level.min(FALLBACK_LEVEL);
     let frames: Vec<(&PlannedGroup, i32)> = groups

@@ -56,11 +56,30 @@ impl Fixture {
     }
 
     fn index(&self, version: &str) -> Index {
-        Index::decode(
-            &std::fs::read(self.store.join(format!("releases/{version}/rootfs.didx"))).unwrap(),
-        )
-        .unwrap()
+        store_index(&self.store, version)
     }
+}
+
+/// Release `version`'s index in `store`.
+fn store_index(store: &Path, version: &str) -> Index {
+    Index::decode(&std::fs::read(store.join(format!("releases/{version}/rootfs.didx"))).unwrap())
+        .unwrap()
+}
+
+/// The plain frames, counted once per chunk, of the chunks of `to` that `from` lacks.
+fn plain_bytes_lacking(store: &Path, from: &str, to: &str) -> u64 {
+    let held: HashSet<_> = store_index(store, from)
+        .chunks
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    let mut seen = HashSet::new();
+    store_index(store, to)
+        .chunks
+        .iter()
+        .filter(|c| !held.contains(&c.id) && seen.insert(c.id))
+        .map(|c| u64::from(c.compressed_length))
+        .sum()
 }
 
 fn stderr(output: &Output) -> String {
@@ -705,22 +724,11 @@ impl DeltaFixture {
     }
 
     fn index(&self, version: &str) -> Index {
-        Index::decode(
-            &std::fs::read(self.store.join(format!("releases/{version}/rootfs.didx"))).unwrap(),
-        )
-        .unwrap()
+        store_index(&self.store, version)
     }
 
-    /// The plain frames, counted once per chunk, of the chunks of `to` that `from` lacks.
     fn plain_bytes_lacking(&self, from: &str, to: &str) -> u64 {
-        let held: HashSet<_> = self.index(from).chunks.iter().map(|c| c.id).collect();
-        let mut seen = HashSet::new();
-        self.index(to)
-            .chunks
-            .iter()
-            .filter(|c| !held.contains(&c.id) && seen.insert(c.id))
-            .map(|c| u64::from(c.compressed_length))
-            .sum()
+        plain_bytes_lacking(&self.store, from, to)
     }
 
     fn device(&self, name: &str, running: &Path, server_url: &str, extra: &str) -> Device {
@@ -866,13 +874,7 @@ fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
         make_command(&store, &keys, "2.0", "test-board", &v2_path).args(["--delta-from", "1.0"]),
     );
     set_channel(&store, &keys, "stable", "2.0", &[]);
-    let read_index = |version: &str| {
-        Index::decode(
-            &std::fs::read(store.join(format!("releases/{version}/rootfs.didx"))).unwrap(),
-        )
-        .unwrap()
-    };
-    let (old, new) = (read_index("1.0"), read_index("2.0"));
+    let (old, new) = (store_index(&store, "1.0"), store_index(&store, "2.0"));
     let old_ids: HashSet<_> = old.chunks.iter().map(|c| c.id).collect();
     let new_ids: HashSet<_> = new.chunks.iter().map(|c| c.id).collect();
     assert!(
@@ -882,14 +884,7 @@ fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
             .any(|b| !old_ids.contains(&b.id) && new_ids.contains(&b.id)),
         "some frame builds on a chunk 2.0 added"
     );
-    let plain_bytes: u64 = {
-        let mut seen = HashSet::new();
-        new.chunks
-            .iter()
-            .filter(|c| !old_ids.contains(&c.id) && seen.insert(c.id))
-            .map(|c| u64::from(c.compressed_length))
-            .sum()
-    };
+    let plain_bytes = plain_bytes_lacking(&store, "1.0", "2.0");
 
     let server = StoreServer::start(&store, &dir.path().join("access.log"), None);
     let device = Device::new(&dir.path().join("device"), &v1, 10 * MIB);
@@ -964,13 +959,11 @@ fn a_device_two_releases_behind_uses_the_fallback_of_a_frame_naming_a_sibling() 
             make_command(&store, &keys, version, "test-board", &path).args(["--delta-from", from]),
         );
     }
-    let read_index = |version: &str| {
-        Index::decode(
-            &std::fs::read(store.join(format!("releases/{version}/rootfs.didx"))).unwrap(),
-        )
-        .unwrap()
-    };
-    let (v1_index, v2_index, v3_index) = (read_index("1.0"), read_index("2.0"), read_index("3.0"));
+    let (v1_index, v2_index, v3_index) = (
+        store_index(&store, "1.0"),
+        store_index(&store, "2.0"),
+        store_index(&store, "3.0"),
+    );
     let in_1_0: HashSet<_> = v1_index.chunks.iter().map(|c| c.id).collect();
     let names_only_1_0 = |index: &Index, frame: &diffota_format::index::DeltaFrame| {
         frame
@@ -1017,15 +1010,7 @@ fn a_device_two_releases_behind_uses_the_fallback_of_a_frame_naming_a_sibling() 
     assert!(device.slot_bytes("b", v3.len()) == v3, "slot b holds 3.0");
     // Noise does not compress: the plain frames of what 1.0 lacks cost 2.5 MiB, and the
     // fallbacks save most of the second copy's 1 MiB.
-    let plain_bytes: u64 = {
-        let mut seen = HashSet::new();
-        v3_index
-            .chunks
-            .iter()
-            .filter(|c| !in_1_0.contains(&c.id) && seen.insert(c.id))
-            .map(|c| u64::from(c.compressed_length))
-            .sum()
-    };
+    let plain_bytes = plain_bytes_lacking(&store, "1.0", "3.0");
     assert!(
         fetched + 3 * MIB / 4 < plain_bytes,
         "two behind: fetched {fetched} bytes, plain frames {plain_bytes}"
