@@ -7,6 +7,7 @@ pub mod channel;
 pub mod delta;
 pub mod diff;
 pub mod fsutil;
+pub mod in_order;
 pub mod index_deltas;
 pub mod keys;
 pub mod make;

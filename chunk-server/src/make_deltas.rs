@@ -29,6 +29,7 @@ use rayon::prelude::*;
 use crate::delta::anchors::{anchors, AnchorDensity};
 use crate::delta::bases::{AnchorIndex, VoteRule};
 use crate::delta::groups::{group_ranges, plan_groups, GroupLimits, NewChunk, PlannedGroup};
+use crate::in_order::map_in_order;
 use crate::make::{MakeError, PackWriter};
 use crate::store::{io_error, read_chunk_checked, Store, StoreError};
 use diffota_format::delta::compress_with_prefix;
@@ -58,8 +59,10 @@ const FALLBACK_LEVEL: i32 = 12;
 /// An anchor found in more old chunks than this names none of them in particular.
 const MAX_POSTINGS: usize = 16;
 
-/// Groups compressed at once: bounds memory to this many (content + dictionary) buffers.
-const GROUPS_PER_BATCH: usize = 8;
+/// Frames started and not yet written at most. Each worker holds one group's content and
+/// dictionary while it compresses; behind a slow group, at most this many compressed
+/// frames wait to be written.
+const GROUPS_IN_FLIGHT: usize = 8;
 
 /// A chunk this release added: its number in the index, its length, its plain frame in the
 /// new pack.
@@ -188,12 +191,13 @@ pub(crate) fn write_delta_frames(
         .collect();
     let mut deltas = Deltas::default();
     let mut base_numbers: HashMap<u32, u32> = HashMap::new();
-    for batch in frames.chunks(GROUPS_PER_BATCH) {
-        let compressed = batch
-            .par_iter()
-            .map(|&(group, level)| compress_group(group, &candidates, &read_added, &old, level))
-            .collect::<Result<Vec<_>, MakeError>>()?;
-        for (&(group, _), frame) in batch.iter().zip(compressed) {
+    map_in_order(
+        &frames,
+        rayon::current_num_threads(),
+        GROUPS_IN_FLIGHT,
+        |&(group, level)| compress_group(group, &candidates, &read_added, &old, level),
+        |i, frame| {
+            let group = frames[i].0;
             let pack_offset = pack.append(&frame)?;
             let bases = group
                 .bases
@@ -212,8 +216,9 @@ pub(crate) fn write_delta_frames(
                 bases,
                 chunks: group.chunks.clone().map(|i| added[i].number).collect(),
             });
-        }
-    }
+            Ok(())
+        },
+    )?;
     Ok(deltas)
 }
 
@@ -438,23 +443,22 @@ pub(crate) fn write_image_frames(
         .collect();
     let groups = plan_groups(&unvoted, |_| 0, GROUP_LIMITS);
     let mut frames = Vec::with_capacity(groups.len());
-    for batch in groups.chunks(GROUPS_PER_BATCH) {
-        let compressed = batch
-            .par_iter()
-            .map(|group| {
-                let mut content = Vec::new();
-                for chunk in &chunks[group.chunks.clone()] {
-                    content.extend_from_slice(&read(chunk)?);
-                }
-                compress_with_prefix(&content, &[], level).map_err(|source| {
-                    MakeError::CompressDelta {
-                        first_chunk: chunks[group.chunks.start].number,
-                        source,
-                    }
-                })
+    map_in_order(
+        &groups,
+        rayon::current_num_threads(),
+        GROUPS_IN_FLIGHT,
+        |group| {
+            let mut content = Vec::new();
+            for chunk in &chunks[group.chunks.clone()] {
+                content.extend_from_slice(&read(chunk)?);
+            }
+            compress_with_prefix(&content, &[], level).map_err(|source| MakeError::CompressDelta {
+                first_chunk: chunks[group.chunks.start].number,
+                source,
             })
-            .collect::<Result<Vec<_>, MakeError>>()?;
-        for (group, frame) in batch.iter().zip(compressed) {
+        },
+        |i, frame| {
+            let group = &groups[i];
             let pack_offset = pack.append(&frame)?;
             frames.push(DeltaFrame {
                 pack: 0,
@@ -463,8 +467,9 @@ pub(crate) fn write_image_frames(
                 bases: Vec::new(),
                 chunks: group.chunks.clone().map(|i| chunks[i].number).collect(),
             });
-        }
-    }
+            Ok(())
+        },
+    )?;
     Ok(frames)
 }
 
