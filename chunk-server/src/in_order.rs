@@ -132,11 +132,14 @@ mod tests {
             &items,
             3,
             5,
-            |_| {
+            |&n| {
                 let ahead =
                     started.fetch_add(1, Ordering::SeqCst) + 1 - taken.load(Ordering::SeqCst);
                 most.fetch_max(ahead, Ordering::SeqCst);
-                std::thread::sleep(std::time::Duration::from_micros(300));
+                // The first item is slow: without the window, the other workers would run
+                // through all the rest before it is taken.
+                let micros = if n == 0 { 30_000 } else { 300 };
+                std::thread::sleep(std::time::Duration::from_micros(micros));
                 Ok::<_, ()>(())
             },
             |_, ()| {
