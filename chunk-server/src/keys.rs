@@ -68,7 +68,7 @@ impl Password {
     /// `--password-file`, else `$DIFFOTA_KEY_PASSWORD`, else a terminal prompt.
     pub fn from_sources(password_file: Option<&Path>) -> Result<Password, KeyError> {
         if let Some(path) = password_file {
-            let text = fs_err::read_to_string(path).map_err(|source| KeyError::Io {
+            let text = read_text(path).map_err(|source| KeyError::Io {
                 path: path.to_owned(),
                 source,
             })?;
@@ -125,9 +125,15 @@ fn set_private(path: &Path) -> std::io::Result<()> {
     fs_err::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
+/// A key or password file: a regular file of at most 64 KiB.
+fn read_text(path: &Path) -> std::io::Result<String> {
+    use diffota_cli::local_file::{read_bounded_text, Links};
+    read_bounded_text(path, 64 * 1024, Links::Follow)
+}
+
 /// Loads a secret key, asking for its password only when it is encrypted.
 pub fn load_secret_key(path: &Path, password: Password) -> Result<SecretKey, KeyError> {
-    let text = fs_err::read_to_string(path).map_err(|source| KeyError::Io {
+    let text = read_text(path).map_err(|source| KeyError::Io {
         path: path.to_owned(),
         source,
     })?;
@@ -235,7 +241,7 @@ pub fn sign_file(
 pub fn load_public_keys(paths: &[PathBuf]) -> Result<diffota_format::TrustedKeys, KeyError> {
     let mut keys = diffota_format::TrustedKeys::new();
     for path in paths {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        let text = read_text(path).map_err(|source| KeyError::Io {
             path: path.clone(),
             source,
         })?;

@@ -472,7 +472,13 @@ impl Site {
         let Some(path) = resolve_path(&self.root, request_path) else {
             return (text(StatusCode::NOT_FOUND, "not found"), 0);
         };
-        let Ok(mut file) = tokio::fs::File::open(&path).await else {
+        // Non-blocking open: a FIFO in the store must not hold a thread until a writer comes.
+        let opened = tokio::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .await;
+        let Ok(mut file) = opened else {
             return (text(StatusCode::NOT_FOUND, "not found"), 0);
         };
         let Ok(metadata) = file.metadata().await else {
@@ -481,6 +487,11 @@ impl Site {
                 0,
             );
         };
+        // Only regular files are served: a FIFO or device under a store name would hang or
+        // never end the response.
+        if !metadata.is_file() {
+            return (text(StatusCode::NOT_FOUND, "not found"), 0);
+        }
         let length = metadata.len();
         let Validators {
             modified,

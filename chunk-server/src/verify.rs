@@ -5,6 +5,8 @@
 //! every delta frame decoding against its bases to chunks with their ids. Every problem is
 //! collected and named.
 
+use diffota_cli::local_file::{self, Links};
+use diffota_format::limits;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 
@@ -199,9 +201,9 @@ fn check_index_deltas(
         }
         report.index_deltas += 1;
         let problem = match (
-            std::fs::read(&path),
-            std::fs::read(&base_path),
-            std::fs::read(&release.path),
+            read_store_file(&path, limits::INDEX),
+            read_store_file(&base_path, limits::INDEX),
+            read_store_file(&release.path, limits::INDEX),
         ) {
             (Ok(delta), Ok(base), Ok(index)) => {
                 match diffota_format::index_delta::decode(&delta, &base, index.len() as u64) {
@@ -229,6 +231,12 @@ fn check_index_deltas(
     Ok(())
 }
 
+/// A small file of the store: a regular file within its cap (a FIFO or device under a store
+/// name must not hang or fill memory).
+fn read_store_file(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    local_file::read_bounded(path, limit, Links::Follow)
+}
+
 /// The release's index, its signature checked when `keys` are given; None when unusable.
 fn read_index(
     path: &std::path::Path,
@@ -237,7 +245,7 @@ fn read_index(
     problems: &mut Vec<Problem>,
 ) -> Option<Index> {
     let unreadable = |file: String| move |source| Problem::Unreadable { file, source };
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_store_file(path, limits::INDEX) {
         Ok(bytes) => bytes,
         Err(e) => {
             problems.push(unreadable(file.to_owned())(e));
@@ -246,7 +254,9 @@ fn read_index(
     };
     if let Some(keys) = keys {
         let signature_path = signature_path(path);
-        match std::fs::read_to_string(&signature_path) {
+        match read_store_file(&signature_path, limits::SIGNATURE)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        {
             Err(e) => problems.push(unreadable(signature_of(file))(e)),
             Ok(signature) => {
                 if let Err(e) = keys.verify(file, &bytes, &signature) {

@@ -1,8 +1,10 @@
 //! The edge both binaries share: printing to stdout and stderr without aborting when the
 //! reader has gone away (`diffota status | head -1`), the logging setup, crash-safe file
-//! replacement (`files`) and the clock.
+//! replacement (`files`), bounded reading of files others control (`local_file`) and the
+//! clock.
 
 pub mod files;
+pub mod local_file;
 pub mod output;
 
 /// Seconds since the Unix epoch; 0 if the clock is before it.

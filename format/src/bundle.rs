@@ -31,8 +31,9 @@ use crate::FormatError;
 pub const MAGIC: &[u8; 8] = b"DFOTABND";
 pub const FORMAT_VERSION: u16 = 1;
 const SECTION_RECORD: usize = 20;
-const TABLE_RECORD: usize = 44;
-const FRAME_RECORD: usize = 16;
+/// Bytes per chunk in the chunk table, and per frame in the delta frame table.
+pub const TABLE_RECORD: usize = 44;
+pub const FRAME_RECORD: usize = 16;
 /// Largest index or table a bundle may declare (the decoder allocates this much at most).
 pub const MAX_METADATA: u64 = 256 * 1024 * 1024;
 

@@ -10,6 +10,7 @@ pub mod delta;
 pub mod frames;
 pub mod index;
 pub mod index_delta;
+pub mod limits;
 pub mod ranges;
 pub mod signature;
 pub mod version;

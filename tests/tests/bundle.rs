@@ -319,3 +319,100 @@ fn bad_bundles_are_refused() {
     let output = run(device.diffota().arg("install").arg(&untrusted));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not trusted"));
 }
+
+/// `bytes` with section `kind` moved to the end of the file, `length` bytes long, holding
+/// `content` (the rest zero): what a hostile bundle declares.
+fn with_section_at_end(bytes: &[u8], kind: u32, content: &[u8], length: u64) -> Vec<u8> {
+    let count = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let mut out = bytes.to_vec();
+    let offset = out.len() as u64;
+    let record = (0..count)
+        .map(|n| 16 + n * 20)
+        .find(|&at| u32::from_le_bytes(out[at..at + 4].try_into().unwrap()) == kind)
+        .expect("the bundle has that section");
+    out[record + 4..record + 12].copy_from_slice(&offset.to_le_bytes());
+    out[record + 12..record + 20].copy_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(content);
+    out.resize((offset + length) as usize, 0);
+    out
+}
+
+#[test]
+fn huge_bundle_sections_are_refused_before_they_are_read() {
+    let setup = setup();
+    let good = bundle(&setup, "2.0", &["1.0"], "good.dfb");
+    let bytes = std::fs::read(&good).unwrap();
+    // Signature (2), chunk table (3) and notes (5) sections of 64 MiB each; the real
+    // signature and index stay, so only the section's length is wrong.
+    for (kind, name, content) in [
+        (2u32, "Signature", &b""[..]),
+        (3, "ChunkTable", b""),
+        (5, "Notes", b"{}"),
+    ] {
+        let path = setup.dir.path().join(format!("huge-{name}.dfb"));
+        let mut hostile = with_section_at_end(&bytes, kind, content, 64 * MIB);
+        if kind == 2 {
+            // Keep a verifiable signature in the first bytes so that the cap, not the
+            // signature check, is what refuses it.
+            let signature = setup.store.join("releases/2.0/rootfs.didx.minisig");
+            let text = std::fs::read(signature).unwrap();
+            let at = bytes.len();
+            hostile[at..at + text.len()].copy_from_slice(&text);
+        }
+        std::fs::write(&path, &hostile).unwrap();
+        let (device, grubenv) = device(&setup, &format!("huge-{name}"), &setup.images[1]);
+        let before = std::fs::read(&grubenv).unwrap();
+        let output = run(device.diffota().arg("install").arg(&path));
+        assert!(!output.status.success(), "{name}: accepted");
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            error.contains(&format!(
+                "bundle section {name} is 67108864 bytes, more than the"
+            )),
+            "{name}: {error}"
+        );
+        assert_eq!(
+            std::fs::read(&grubenv).unwrap(),
+            before,
+            "{name}: bootloader touched"
+        );
+    }
+}
+
+#[test]
+fn bundle_notes_never_choose_what_the_device_asks_the_store_for() {
+    let setup = setup();
+    let file = bundle(&setup, "2.0", &["1.0"], "1.0-to-2.0.dfb");
+    let bytes = std::fs::read(&file).unwrap();
+    let notes = br#"{"to": "2.0", "from": ["1.0"], "name": "../../../../outside"}"#;
+    let hostile = with_section_at_end(&bytes, 5, notes, notes.len() as u64);
+    let path = setup.dir.path().join("hostile-notes.dfb");
+    std::fs::write(&path, hostile).unwrap();
+    // A device on 0.9 lacks chunks the bundle does not carry: it asks the store.
+    let log = setup.dir.path().join("access.log");
+    let server = StoreServer::start(&setup.store, &log, None);
+    let (device, grubenv) = device(&setup, "device", &setup.images[0]);
+    device.configure_boot(
+        &server.url,
+        &[&setup.keys.public],
+        &format!(
+            "backend = \"grub\"\ngrubenv = {:?}\n",
+            grubenv.display().to_string()
+        ),
+        "",
+    );
+    run_ok(device.diffota().arg("install").arg(&path));
+    assert!(slot_b_holds(&device, &setup.images[2]));
+    let served = server.served();
+    assert!(
+        !served.is_empty(),
+        "the store was asked for what the bundle lacks"
+    );
+    for request in served {
+        assert!(
+            request.path.starts_with("/packs/"),
+            "the device asked for {}: only packs named by the signed index",
+            request.path
+        );
+    }
+}

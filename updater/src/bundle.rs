@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::limits;
+use diffota_cli::local_file::{self, Links};
 use diffota_format::bundle::{
     decode_frame_table, decode_table, BundleFormatError, BundleHeader, BundleNotes, BundledChunk,
-    SectionKind, MAX_METADATA,
+    Section, SectionKind, FRAME_RECORD, MAX_METADATA, TABLE_RECORD,
 };
 use diffota_format::{ChunkEntry, ChunkId, FormatError, SignedIndex, TrustedKeys, VerifiedIndex};
 
@@ -31,9 +33,9 @@ pub struct BundleChunks {
     pub table: HashMap<ChunkId, BundledChunk>,
     /// The delta frames it carries, by their number in the index.
     pub frames: HashMap<u32, BundledChunk>,
-    /// The releases the bundle was made for (empty: any).
+    /// The releases the bundle was made for (empty: any), from its unsigned notes: shown
+    /// in messages, never used as a path or to decide anything.
     pub made_for: Vec<String>,
-    pub name: String,
 }
 
 impl BundleChunks {
@@ -87,8 +89,7 @@ pub fn open(
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let file_length = file.metadata().map_err(io)?.len();
+    let (file, file_length) = local_file::open_regular(path, Links::Follow).map_err(io)?;
     let mut prefix = [0u8; 16];
     file.read_exact_at(&mut prefix, 0)
         .map_err(|_| format(BundleFormatError::TooShort.into()))?;
@@ -102,7 +103,8 @@ pub fn open(
             .into(),
         ));
     }
-    let header_bytes = read_section(&file, 0, header_length).map_err(io)?;
+    let mut header_bytes = vec![0u8; header_length as usize];
+    file.read_exact_at(&mut header_bytes, 0).map_err(io)?;
     let header = BundleHeader::decode(&header_bytes, file_length).map_err(format)?;
     let section = |kind| {
         header
@@ -111,11 +113,12 @@ pub fn open(
     };
     let index = section(SectionKind::Index);
     let signature = section(SectionKind::Signature);
-    let index_bytes = read_section(&file, index.offset, index.length).map_err(io)?;
-    let signature_text = String::from_utf8_lossy(
-        &read_section(&file, signature.offset, signature.length).map_err(io)?,
-    )
-    .into_owned();
+    // Each section is checked against its own cap before anything is allocated; the header
+    // decoder has checked that every section lies inside the file.
+    let signature_text =
+        String::from_utf8_lossy(&read_section(&file, signature, limits::SIGNATURE).map_err(io)?)
+            .into_owned();
+    let index_bytes = read_section(&file, index, limits::INDEX).map_err(io)?;
     let verified = SignedIndex {
         bytes: &index_bytes,
         signature: &signature_text,
@@ -125,17 +128,23 @@ pub fn open(
 
     let table = section(SectionKind::ChunkTable);
     let data = section(SectionKind::ChunkData);
+    // The tables list at most what the signed index names: a chunk table cannot usefully
+    // carry more chunks, nor a frame table more frames.
+    let table_limit = table_length_limit(verified.chunks.len());
     let table = decode_table(
-        &read_section(&file, table.offset, table.length).map_err(io)?,
+        &read_section(&file, table, table_limit).map_err(io)?,
         data.length,
     )
     .map_err(format)?;
     let frames = match header.section(SectionKind::DeltaFrames) {
-        Some(section) => decode_frame_table(
-            &read_section(&file, section.offset, section.length).map_err(io)?,
-            data.length,
-        )
-        .map_err(format)?,
+        Some(section) => {
+            let limit = frame_table_length_limit(verified.deltas.frames.len());
+            decode_frame_table(
+                &read_section(&file, section, limit).map_err(io)?,
+                data.length,
+            )
+            .map_err(format)?
+        }
         None => HashMap::new(),
     };
     // A carried frame must be one the signed index describes, with its length.
@@ -148,13 +157,12 @@ pub fn open(
     }) {
         return Err(format(BundleFormatError::FrameNotInIndex(number).into()));
     }
-    let (made_for, name) = match header.section(SectionKind::Notes) {
+    let made_for = match header.section(SectionKind::Notes) {
         Some(notes) => {
-            let notes =
-                BundleNotes::parse(&read_section(&file, notes.offset, notes.length).map_err(io)?);
-            (notes.from, notes.name)
+            let bytes = read_section(&file, notes, NOTES_LIMIT).map_err(io)?;
+            BundleNotes::parse(&bytes).from
         }
-        None => (Vec::new(), "rootfs".to_owned()),
+        None => Vec::new(),
     };
     Ok((
         verified,
@@ -165,18 +173,34 @@ pub fn open(
             table,
             frames,
             made_for,
-            name,
         },
     ))
 }
 
-fn read_section(file: &std::fs::File, offset: u64, length: u64) -> std::io::Result<Vec<u8>> {
-    if length > MAX_METADATA {
-        return Err(std::io::Error::other(format!(
-            "section of {length} bytes is too large"
-        )));
+/// The notes are a few names; anything longer is not a bundle `chunk-server` made.
+const NOTES_LIMIT: u64 = 64 * 1024;
+
+fn table_length_limit(chunks: usize) -> u64 {
+    4 + (TABLE_RECORD * chunks) as u64
+}
+
+fn frame_table_length_limit(frames: usize) -> u64 {
+    4 + (FRAME_RECORD * frames) as u64
+}
+
+/// A section's bytes, refused before allocation when longer than `limit`.
+fn read_section(file: &std::fs::File, section: Section, limit: u64) -> std::io::Result<Vec<u8>> {
+    let limit = limit.min(MAX_METADATA);
+    if section.length > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "bundle section {:?} is {} bytes, more than the {limit} it may be",
+                section.kind, section.length
+            ),
+        ));
     }
-    let mut bytes = vec![0u8; length as usize];
-    file.read_exact_at(&mut bytes, offset)?;
+    let mut bytes = vec![0u8; section.length as usize];
+    file.read_exact_at(&mut bytes, section.offset)?;
     Ok(bytes)
 }

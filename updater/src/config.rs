@@ -301,7 +301,12 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = fs_err::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = diffota_cli::local_file::read_bounded_text(
+            path,
+            crate::limits::SMALL_TEXT,
+            diffota_cli::local_file::Links::Follow,
+        )
+        .map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod install;
 pub mod keys;
 pub mod lifecycle;
+pub mod limits;
 pub mod outcomes;
 pub mod plan;
 pub mod progress;

@@ -15,9 +15,7 @@ use crate::bundle::{BundleChunks, BundleError};
 use crate::source::{FetchError, StoreSource, Traffic};
 use crate::state::State;
 
-const CHANNEL_LIMIT: u64 = 1024 * 1024;
-const SIGNATURE_LIMIT: u64 = 16 * 1024;
-const INDEX_LIMIT: u64 = 256 * 1024 * 1024;
+use crate::limits::{CHANNEL as CHANNEL_LIMIT, INDEX as INDEX_LIMIT, SIGNATURE as SIGNATURE_LIMIT};
 /// The least an index delta may rebuild (4 times the stored index when that is more).
 const INDEX_DELTA_MIN_LIMIT: u64 = 16 * 1024 * 1024;
 

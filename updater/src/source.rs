@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use diffota_cli::local_file::{self, Links};
 use diffota_format::ranges::ContentRange;
 use rustls::pki_types::pem::PemObject;
 
@@ -167,13 +168,21 @@ impl StoreSource {
                     path: path.clone(),
                     source,
                 };
-                let length = std::fs::metadata(&path).map_err(io)?.len();
+                // A regular file only (a FIFO or /dev/zero under a store's name must not
+                // hang or fill memory), checked against `limit` before it is read.
+                let (file, length) = local_file::open_regular(&path, Links::Follow).map_err(io)?;
                 if length > limit {
                     return Err(FetchError::TooLarge { url, limit });
                 }
                 traffic.requests.fetch_add(1, Ordering::Relaxed);
                 traffic.bytes.fetch_add(length, Ordering::Relaxed);
-                std::fs::read(&path).map_err(io)
+                let mut bytes = Vec::with_capacity(length as usize);
+                std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut bytes)
+                    .map_err(io)?;
+                if bytes.len() as u64 > limit {
+                    return Err(FetchError::TooLarge { url, limit });
+                }
+                Ok(bytes)
             }
             StoreSource::Http { client, .. } => {
                 traffic.requests.fetch_add(1, Ordering::Relaxed);
@@ -239,7 +248,7 @@ fn local_range<S: RangeSink>(
             source,
         })
     };
-    let file = std::fs::File::open(path).map_err(io)?;
+    let (file, _) = local_file::open_regular(path, Links::Follow).map_err(io)?;
     traffic.requests.fetch_add(1, Ordering::Relaxed);
     let mut at = start;
     let mut buffer = vec![0u8; 256 * 1024];
@@ -390,10 +399,12 @@ pub(crate) fn http_client(http: &HttpConfig) -> Result<reqwest::Client, FetchErr
     let mut tls = match (&http.client_cert, &http.client_key) {
         (Some(cert_path), Some(key_path)) => {
             let certs = read_pem_certs(cert_path)?;
-            let key_pem = std::fs::read(key_path).map_err(|source| FetchError::Io {
-                path: key_path.clone(),
-                source,
-            })?;
+            let key_pem =
+                local_file::read_bounded(key_path, crate::limits::SMALL_TEXT, Links::Follow)
+                    .map_err(|source| FetchError::Io {
+                        path: key_path.clone(),
+                        source,
+                    })?;
             let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
                 FetchError::Tls(match e {
                     rustls::pki_types::pem::Error::NoItemsFound => HttpSetupError::NoPrivateKey {
@@ -432,10 +443,12 @@ pub(crate) fn http_client(http: &HttpConfig) -> Result<reqwest::Client, FetchErr
 fn read_pem_certs(
     path: &Path,
 ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, FetchError> {
-    let pem = std::fs::read(path).map_err(|source| FetchError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let pem = local_file::read_bounded(path, crate::limits::SMALL_TEXT, Links::Follow).map_err(
+        |source| FetchError::Io {
+            path: path.to_owned(),
+            source,
+        },
+    )?;
     let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .map_err(|source| {

@@ -27,10 +27,14 @@ pub fn keep_large_allocations_returnable() {
 /// This boot's id, from the configured file (`/proc/sys/kernel/random/boot_id`); None when
 /// it cannot be read.
 pub fn boot_id(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
+    diffota_cli::local_file::read_bounded_text(
+        path,
+        crate::limits::SMALL_TEXT,
+        diffota_cli::local_file::Links::Follow,
+    )
+    .ok()
+    .map(|s| s.trim().to_owned())
+    .filter(|s| !s.is_empty())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +59,12 @@ pub fn device_id(source: &DeviceIdSource) -> Result<String, DeviceIdError> {
         .file
         .clone()
         .unwrap_or_else(|| "/etc/machine-id".into());
-    let text = std::fs::read_to_string(&path).map_err(|source| DeviceIdError::Read {
+    let text = diffota_cli::local_file::read_bounded_text(
+        &path,
+        crate::limits::SMALL_TEXT,
+        diffota_cli::local_file::Links::Follow,
+    )
+    .map_err(|source| DeviceIdError::Read {
         path: path.clone(),
         source,
     })?;

@@ -88,7 +88,12 @@ impl EnvStore for GrubEnv {
     }
 
     fn load(&self) -> Result<BTreeMap<String, String>, BootError> {
-        let bytes = std::fs::read(&self.path).map_err(BootError::io(&self.path))?;
+        let bytes = diffota_cli::local_file::read_bounded(
+            &self.path,
+            crate::limits::SMALL_TEXT,
+            diffota_cli::local_file::Links::Follow,
+        )
+        .map_err(BootError::io(&self.path))?;
         decode(&bytes).map_err(BootError::content(&self.path))
     }
 

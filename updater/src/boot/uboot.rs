@@ -200,7 +200,12 @@ pub struct UbootEnv {
 
 impl UbootEnv {
     pub fn from_config_file(path: &Path) -> Result<UbootEnv, BootError> {
-        let text = std::fs::read_to_string(path).map_err(BootError::io(path))?;
+        let text = diffota_cli::local_file::read_bounded_text(
+            path,
+            crate::limits::SMALL_TEXT,
+            diffota_cli::local_file::Links::Follow,
+        )
+        .map_err(BootError::io(path))?;
         let locations = parse_fw_env_config(&text)
             .map_err(|e| BootError::content(path)(EnvError::Config(e)))?;
         Ok(UbootEnv { locations })

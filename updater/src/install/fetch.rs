@@ -87,20 +87,29 @@ pub(super) async fn ensure_bundle_suffices(
     running_version: Option<&str>,
     traffic: &Traffic,
 ) -> Result<(), InstallError> {
-    let missing = planned_fetches
+    let mut lacking = planned_fetches
         .iter()
-        .filter(|c| !bundle.table.contains_key(&c.id))
-        .count();
-    if missing == 0 {
+        .filter(|c| !bundle.table.contains_key(&c.id));
+    let Some(first) = lacking.next() else {
         return Ok(());
-    }
-    let index_path = format!("releases/{}/{}.didx", release.index.version, bundle.name);
-    if release
-        .source
-        .get(&index_path, 256 * 1024 * 1024, traffic)
-        .await
-        .is_ok()
-    {
+    };
+    let missing = 1 + lacking.count();
+    // Whether the store holds what the bundle lacks: one byte of the first lacking chunk's
+    // pack. The path comes from the signed index only; the bundle's notes are unsigned and
+    // never choose what the device asks the store for.
+    let reachable = match release.index.packs.get(first.pack as usize) {
+        Some(pack) => {
+            let start = first.pack_offset;
+            let path = pack.store_path();
+            let mut discard = Discard;
+            let probe = release
+                .source
+                .get_range(&path, start, start + 1, &mut discard, traffic);
+            probe.await.is_ok()
+        }
+        None => false,
+    };
+    if reachable {
         tracing::info!(
             event = "bundle_incomplete",
             missing,
@@ -117,6 +126,16 @@ pub(super) async fn ensure_bundle_suffices(
         },
         running: running_version.unwrap_or("an unknown release").to_owned(),
     })
+}
+
+/// A sink that keeps nothing: for a request that only asks whether a file is there.
+struct Discard;
+
+impl RangeSink for Discard {
+    type Error = std::convert::Infallible;
+    fn accept(&mut self, _: &[u8]) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 /// Fetches the ranges, several at a time, retrying transient failures from the first chunk

@@ -55,8 +55,16 @@ pub(super) fn stored_index(
     device: &Device<'_>,
     slot: Slot,
 ) -> Result<Option<VerifiedIndex>, InstallError> {
-    let Some((bytes, signature)) = device.state_dir.seed_index(slot)? else {
-        return Ok(None);
+    // The stored index only saves downloads: one that cannot be read (a link, a FIFO, a
+    // file past the index limit) is passed over like one that does not verify, and the
+    // install replaces it.
+    let (bytes, signature) = match device.state_dir.seed_index(slot) {
+        Ok(Some(stored)) => stored,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            tracing::warn!(event = "seed_index_rejected", slot = %slot, error = %e);
+            return Ok(None);
+        }
     };
     match (SignedIndex {
         bytes: &bytes,

@@ -49,7 +49,12 @@ fn reports_dir(state_dir: &Path) -> std::path::PathBuf {
 }
 
 fn last_outcome(state_dir: &Path) -> Option<OutcomeReport> {
-    let bytes = std::fs::read(reports_dir(state_dir).join(LAST_OUTCOME)).ok()?;
+    let bytes = diffota_cli::local_file::read_bounded(
+        &reports_dir(state_dir).join(LAST_OUTCOME),
+        crate::limits::REPORT,
+        diffota_cli::local_file::Links::Refuse,
+    )
+    .ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 

@@ -92,13 +92,17 @@ pub async fn send_spooled(
     let queued = spool.queued()?;
     let token = match &endpoint.bearer_token_file {
         Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|source| SendError::Token {
-                    path: path.clone(),
-                    source,
-                })?
-                .trim()
-                .to_owned(),
+            diffota_cli::local_file::read_bounded_text(
+                path,
+                crate::limits::SMALL_TEXT,
+                diffota_cli::local_file::Links::Follow,
+            )
+            .map_err(|source| SendError::Token {
+                path: path.clone(),
+                source,
+            })?
+            .trim()
+            .to_owned(),
         ),
         None => None,
     };

@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::limits;
 use diffota_cli::files;
+use diffota_cli::local_file::{self, Links};
 
 use super::report::{OutcomeReport, PendingInstall};
 use crate::state::{write_atomic, StateError};
@@ -56,7 +58,7 @@ impl Spool {
     /// report then lacks the install's figures, which is not worth failing `mark-good` for.
     pub fn pending_install(&self) -> Option<PendingInstall> {
         let path = self.dir.join(PENDING_INSTALL);
-        let bytes = std::fs::read(&path).ok()?;
+        let bytes = read_report(&path).ok()?;
         match serde_json::from_slice(&bytes) {
             Ok(install) => Some(install),
             Err(e) => {
@@ -85,8 +87,9 @@ impl Spool {
         Ok(())
     }
 
-    /// The queued reports, oldest first. A file that does not parse is renamed to
-    /// `*.unreadable` (kept for a person to look at) so that it cannot block the queue.
+    /// The queued reports, oldest first. A file that cannot be read (not a regular file, a
+    /// link, past `limits::REPORT`) or does not parse is renamed to `*.unreadable` (kept for
+    /// a person to look at) so that it cannot block the queue.
     pub fn queued(&self) -> Result<Vec<(PathBuf, OutcomeReport)>, SpoolError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
@@ -104,9 +107,12 @@ impl Spool {
         paths.sort();
         let mut queued = Vec::new();
         for path in paths {
-            let bytes = std::fs::read(&path).map_err(io(&path))?;
-            match serde_json::from_slice::<OutcomeReport>(&bytes) {
+            let parsed = read_report(&path).and_then(|bytes| {
+                serde_json::from_slice::<OutcomeReport>(&bytes).map_err(std::io::Error::other)
+            });
+            match parsed {
                 Ok(report) => queued.push((path, report)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     let aside = path.with_extension("unreadable");
                     tracing::warn!(path = %path.display(), error = %e, "unreadable report moved aside");
@@ -127,6 +133,11 @@ impl Spool {
     pub fn remove(&self, path: &Path) -> Result<(), SpoolError> {
         remove(path)
     }
+}
+
+/// One file of the spool: ours, so a regular file and not a link, at most `limits::REPORT`.
+fn read_report(path: &Path) -> std::io::Result<Vec<u8>> {
+    local_file::read_bounded(path, limits::REPORT, Links::Refuse)
 }
 
 fn file_name(report: &OutcomeReport) -> String {

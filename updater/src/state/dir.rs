@@ -9,8 +9,10 @@ use serde::Serialize;
 use diffota_format::signature::signature_path;
 
 use super::record::{InProgress, State, StateFormatError};
+use crate::limits;
 use crate::slot::Slot;
 use diffota_cli::files;
+use diffota_cli::local_file::{self, Links};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -58,7 +60,7 @@ impl StateDir {
 
     pub fn load(&self) -> Result<State, StateError> {
         let path = self.state_path();
-        match read_optional(&path)? {
+        match read_optional(&path, limits::STATE)? {
             None => Ok(State::default()),
             Some(bytes) => {
                 State::decode(&bytes).map_err(|source| StateError::Corrupt { path, source })
@@ -72,7 +74,7 @@ impl StateDir {
 
     pub fn in_progress(&self) -> Result<Option<InProgress>, StateError> {
         let path = self.path("install-in-progress.json");
-        match read_optional(&path)? {
+        match read_optional(&path, limits::STATE)? {
             None => Ok(None),
             // A marker that does not parse only costs the in-place check; it is not fatal.
             Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
@@ -91,7 +93,10 @@ impl StateDir {
     pub fn seed_index(&self, slot: Slot) -> Result<Option<(Vec<u8>, String)>, StateError> {
         let path = self.seed_index_path(slot);
         let signature_path = signature_path(&path);
-        match (read_optional(&path)?, read_optional(&signature_path)?) {
+        match (
+            read_optional(&path, limits::INDEX)?,
+            read_optional(&signature_path, limits::SIGNATURE)?,
+        ) {
             (Some(bytes), Some(signature)) => Ok(Some((
                 bytes,
                 String::from_utf8_lossy(&signature).into_owned(),
@@ -126,8 +131,10 @@ impl StateDir {
     }
 }
 
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
-    match std::fs::read(path) {
+/// A file of the state directory, if it exists: a regular file of at most `limit` bytes,
+/// not a link (the directory is ours; a link or FIFO there is an error naming the file).
+fn read_optional(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, StateError> {
+    match local_file::read_bounded(path, limit, Links::Refuse) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(StateError::Io {

@@ -47,13 +47,9 @@ impl DeviceLock {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
+        // Never through a link or a second name: a link to another file must not get that
+        // file truncated and overwritten with our holder line.
+        let mut file = diffota_cli::local_file::open_own_for_update(&path).map_err(io)?;
         match try_lock_exclusive(&file) {
             Ok(true) => {
                 let holder = format!(
@@ -113,5 +109,20 @@ mod tests {
         }
         drop(first);
         DeviceLock::acquire(&state_dir, "mark-good").unwrap();
+    }
+
+    #[test]
+    fn a_lock_that_is_a_link_is_refused_and_its_target_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path());
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, state_dir.lock_path()).unwrap();
+        let error = DeviceLock::acquire(&state_dir, "install").unwrap_err();
+        assert!(
+            error.to_string().contains("lock: is a symbolic link"),
+            "{error}"
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     }
 }

@@ -77,7 +77,10 @@ pub fn run(command: ChannelCommand) -> Result<ExitCode> {
 }
 
 fn read_lines(path: &Path) -> Result<Vec<String>> {
-    Ok(fs_err::read_to_string(path)?
+    use diffota_cli::local_file::{read_bounded_text, Links};
+    let text = read_bounded_text(path, 16 * 1024 * 1024, Links::Follow)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())

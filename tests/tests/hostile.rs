@@ -1,0 +1,174 @@
+//! A hostile local user, a buggy script or a confused operator against the device's own
+//! files: links, FIFOs, devices and huge files where the state directory, a local store or
+//! the report spool hold a file. Each is refused (or passed over, where the file only saves
+//! work) with a message naming the file, promptly, and nothing is lost: the running slot is
+//! untouched, no trial is armed on a failure, the victim of a link keeps its content.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use diffota_tests::sample::write_image;
+use diffota_tests::*;
+
+const MIB: u64 = 1 << 20;
+
+/// Releases 1.0 and 2.0 of a 4 MiB image in a local store, channel `stable` at 2.0.
+struct Store {
+    dir: tempfile::TempDir,
+    keys: Keys,
+    store: PathBuf,
+    v1: PathBuf,
+    v2: PathBuf,
+}
+
+impl Store {
+    fn new() -> Store {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::generate(dir.path(), "release");
+        let store = dir.path().join("store");
+        let (v1, v2) = (dir.path().join("v1.img"), dir.path().join("v2.img"));
+        write_image(&v1, 4 * MIB, 7, 1).unwrap();
+        write_image(&v2, 4 * MIB, 7, 2).unwrap();
+        make_release(&store, &keys, "1.0", &v1);
+        make_release(&store, &keys, "2.0", &v2);
+        set_channel(&store, &keys, "stable", "2.0", &[]);
+        Store {
+            dir,
+            keys,
+            store,
+            v1,
+            v2,
+        }
+    }
+
+    /// A device on 1.0 in slot A whose store is `store_url`.
+    fn device(&self, name: &str, store_url: &str) -> Device {
+        let device = Device::new(&self.dir.path().join(name), &self.v1, 5 * MIB);
+        device.configure(store_url, &[&self.keys.public], "");
+        device
+    }
+}
+
+/// Runs `command`, failing the test if it has not ended after a minute (a hang on a FIFO
+/// is what some of these cases used to do; the bound is far above any normal run).
+fn run_bounded(command: &mut Command) -> Output {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{command:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    eprintln!(
+        "$ {command:?}\n  exit: {}\n  stderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim_end()
+    );
+    output
+}
+
+fn mkfifo(path: &Path) {
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+}
+
+/// A sparse file of `length` bytes: huge to a reader, free on disk.
+fn sparse(path: &Path, length: u64) {
+    std::fs::File::create(path)
+        .unwrap()
+        .set_len(length)
+        .unwrap();
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_running_untouched(device: &Device, image: &Path) {
+    let expected = std::fs::read(image).unwrap();
+    assert!(
+        device.slot_bytes("a", expected.len()) == expected,
+        "the running slot was modified"
+    );
+}
+
+#[test]
+fn a_stored_index_that_is_a_link_fifo_or_huge_is_passed_over() {
+    let store = Store::new();
+    let url = store.store.display().to_string();
+    for (name, plant) in [("dev-zero", 0), ("fifo", 1), ("huge", 2)] {
+        let device = store.device(name, &url);
+        // The install of 1.0 into slot A left a stored index for A: put something hostile
+        // in its place.
+        std::fs::create_dir_all(&device.state).unwrap();
+        let stored = device.state.join("slot-a.didx");
+        std::fs::write(device.state.join("slot-a.didx.minisig"), "x").unwrap();
+        match plant {
+            0 => std::os::unix::fs::symlink("/dev/zero", &stored).unwrap(),
+            1 => mkfifo(&stored),
+            _ => sparse(&stored, 1 << 30),
+        }
+        let output = run_bounded(device.diffota().arg("install"));
+        assert!(output.status.success(), "{name}: {}", stderr(&output));
+        let expected = std::fs::read(&store.v2).unwrap();
+        assert!(device.slot_bytes("b", expected.len()) == expected, "{name}");
+        assert_running_untouched(&device, &store.v1);
+    }
+}
+
+#[test]
+fn a_local_store_file_that_is_a_fifo_or_device_is_refused_at_once() {
+    let store = Store::new();
+    let signature = store.store.join("releases/2.0/rootfs.didx.minisig");
+    for (name, plant, message) in [
+        ("fifo", 1, "is a FIFO, not a regular file"),
+        ("dev-zero", 0, "is a character device, not a regular file"),
+    ] {
+        let _ = std::fs::remove_file(&signature);
+        match plant {
+            0 => std::os::unix::fs::symlink("/dev/zero", &signature).unwrap(),
+            _ => mkfifo(&signature),
+        }
+        let device = store.device(name, &store.store.display().to_string());
+        let output = run_bounded(device.diffota().arg("install"));
+        assert!(!output.status.success(), "{name}: accepted");
+        assert!(
+            stderr(&output).contains(message) && stderr(&output).contains("rootfs.didx.minisig"),
+            "{name}: {}",
+            stderr(&output)
+        );
+        assert_running_untouched(&device, &store.v1);
+        let status = run_ok(device.diffota().args(["status", "--json"]));
+        assert!(!status.contains("\"installed\""), "{name}: {status}");
+    }
+}
+
+#[test]
+fn a_lock_file_that_is_a_link_is_refused_and_its_target_kept() {
+    let store = Store::new();
+    let device = store.device("device", &store.store.display().to_string());
+    std::fs::create_dir_all(&device.state).unwrap();
+    let victim = store.dir.path().join("victim.conf");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, device.state.join("lock")).unwrap();
+    for command in [&["install"][..], &["mark-good"]] {
+        let output = run_bounded(device.diffota().args(command));
+        assert!(!output.status.success(), "{command:?} ran through the link");
+        assert!(
+            stderr(&output).contains("lock: is a symbolic link"),
+            "{command:?}: {}",
+            stderr(&output)
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_running_untouched(&device, &store.v1);
+}
