@@ -6,6 +6,7 @@
 pub mod files;
 pub mod local_file;
 pub mod output;
+pub mod redact;
 
 /// Seconds since the Unix epoch; 0 if the clock is before it.
 pub fn unix_now() -> u64 {
@@ -40,7 +41,14 @@ pub fn init_logging(times: LogTimes) {
 /// An error and its causes on one line, `outer: cause: cause`. A cause whose text the line
 /// already holds is left out: most of our errors name their cause in their own message and
 /// also return it as their source, so that code can match on it.
+///
+/// URLs in it are redacted (`redact::redact_urls_in`): a transport error quotes the URL it
+/// was given, which may carry a password or a token.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    redact::redact_urls_in(&error_chain_raw(error))
+}
+
+fn error_chain_raw(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

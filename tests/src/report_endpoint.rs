@@ -24,6 +24,16 @@ pub struct ReportEndpoint {
 
 impl ReportEndpoint {
     pub fn start(fail_first: usize) -> ReportEndpoint {
+        ReportEndpoint::start_with(fail_first, None)
+    }
+
+    /// An endpoint that answers every POST with `status` and a `Location` header (a
+    /// redirect), acknowledging nothing.
+    pub fn start_redirecting(status: u16, location: &str) -> ReportEndpoint {
+        ReportEndpoint::start_with(0, Some((status, location.to_owned())))
+    }
+
+    fn start_with(fail_first: usize, redirect: Option<(u16, String)>) -> ReportEndpoint {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -35,7 +45,7 @@ impl ReportEndpoint {
                     break;
                 }
                 if let Ok(stream) = stream {
-                    handle(stream, &log, fail_first);
+                    handle(stream, &log, fail_first, redirect.as_ref());
                 }
             }
         });
@@ -69,7 +79,12 @@ impl Drop for ReportEndpoint {
     }
 }
 
-fn handle(stream: TcpStream, log: &Mutex<Vec<Received>>, fail_first: usize) {
+fn handle(
+    stream: TcpStream,
+    log: &Mutex<Vec<Received>>,
+    fail_first: usize,
+    redirect: Option<&(u16, String)>,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
@@ -97,6 +112,8 @@ fn handle(stream: TcpStream, log: &Mutex<Vec<Received>>, fail_first: usize) {
         let mut log = log.lock().unwrap();
         let status = if !request_line.starts_with("POST ") {
             405
+        } else if let Some((status, _)) = redirect {
+            *status
         } else if log.len() < fail_first {
             500
         } else {
@@ -111,12 +128,19 @@ fn handle(stream: TcpStream, log: &Mutex<Vec<Received>>, fail_first: usize) {
     };
     let reason = match status {
         204 => "No Content",
+        302 => "Found",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         405 => "Method Not Allowed",
         _ => "Internal Server Error",
+    };
+    let location = match redirect {
+        Some((_, location)) => format!("Location: {location}\r\n"),
+        None => String::new(),
     };
     let mut stream = stream;
     let _ = write!(
         stream,
-        "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "HTTP/1.1 {status} {reason}\r\n{location}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
 }

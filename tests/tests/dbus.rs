@@ -140,8 +140,13 @@ impl Bus {
 
     /// `gdbus monitor` of the service's signals, into `file`.
     fn monitor(&self, file: &Path) -> Running {
+        self.monitor_as(file, Command::new("gdbus"))
+    }
+
+    /// `gdbus monitor` started by `command` (gdbus itself, or gdbus under another user).
+    fn monitor_as(&self, file: &Path, mut command: Command) -> Running {
         let out = std::fs::File::create(file).unwrap();
-        let child = Command::new("gdbus")
+        let child = command
             .args(["monitor", "--address", &self.address, "--dest", NAME])
             .stdout(out)
             .stderr(Stdio::null())
@@ -409,5 +414,68 @@ fn the_shipped_introspection_is_what_the_service_exports() {
     assert!(
         interface(&exported) == interface(&shipped),
         "dbus/org.diffota.Updater1.xml is out of date; the service exports:\n{exported}"
+    );
+}
+
+#[test]
+fn signals_reach_only_allowed_callers_and_carry_no_secret() {
+    if !tools_present() {
+        return;
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("******** SKIPPED: who receives the signals needs root (to run a monitor as nobody) ********");
+        return;
+    }
+    let setup = setup(2);
+    let log = setup.dir.path().join("access.log");
+    let server = StoreServer::start(&setup.store, &log, None);
+    setup.serve_from(&server.url.replacen("://", "://fleet:hunter2@", 1));
+    let bus = Bus::start(setup.dir.path());
+    let _service = bus.service(&setup.device);
+    let monitor = setup.dir.path().join("monitor.log");
+    let _monitor = bus.monitor(&monitor);
+    let stranger_log = setup.dir.path().join("stranger.log");
+    let mut stranger = Command::new("setpriv");
+    stranger.args(["--reuid=65534", "--regid=65534", "--clear-groups", "gdbus"]);
+    let _stranger = bus.monitor_as(&stranger_log, stranger);
+
+    // A failure that quotes the store URL, then an install.
+    let check = bus.call("Check", "s", &["channel:nightly"]);
+    assert!(!check.status.success());
+    let error = String::from_utf8_lossy(&check.stderr);
+    assert!(error.contains("fleet:***@"), "{error}");
+    let output = bus.call("Install", "sb", &["channel:nightly", "false"]);
+    assert!(output.status.success(), "{output:?}");
+    let (_, result, message) = completed(&monitor, 0);
+    assert_eq!(result, "failed", "{message}");
+    let output = bus.call("Install", "sb", &["", "false"]);
+    assert!(output.status.success(), "{output:?}");
+    let (_, result, message) = completed(&monitor, 1);
+    assert_eq!(result, "success", "{message}");
+
+    let seen = std::fs::read_to_string(&monitor).unwrap();
+    assert!(seen.contains("PropertiesChanged"), "{seen}");
+    assert!(
+        !seen.contains("hunter2"),
+        "a signal carried the password: {seen}"
+    );
+    assert!(!bus.property("LastError").contains("hunter2"));
+    let stranger_seen = std::fs::read_to_string(&stranger_log).unwrap();
+    assert!(
+        !stranger_seen.contains("PropertiesChanged") && !stranger_seen.contains(".Completed"),
+        "a user outside the policy received the service's signals: {stranger_seen}"
+    );
+
+    // An index on another host is refused: the caller cannot point the device elsewhere.
+    let check = bus.call(
+        "Check",
+        "s",
+        &["http://127.0.0.1:9/store/releases/2.0/rootfs.didx"],
+    );
+    assert!(!check.status.success());
+    let error = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        error.contains("is not on the configured store's origin"),
+        "{error}"
     );
 }

@@ -172,3 +172,101 @@ fn a_lock_file_that_is_a_link_is_refused_and_its_target_kept() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     assert_running_untouched(&device, &store.v1);
 }
+
+/// Everything a device shows or keeps: its outputs and every file of its state directory.
+fn assert_secret_kept(device: &Device, outputs: &[&Output], secret: &str) {
+    for output in outputs {
+        for stream in [&output.stdout, &output.stderr] {
+            let text = String::from_utf8_lossy(stream);
+            assert!(!text.contains(secret), "{secret:?} shown: {text}");
+        }
+    }
+    for entry in walk(&device.state) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(secret),
+            "{secret:?} kept in {}",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else if path.is_file() {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn a_password_in_the_store_url_is_never_shown_or_kept() {
+    let store = Store::new();
+    let log = store.dir.path().join("access.log");
+    let server = StoreServer::start(&store.store, &log, None);
+    let with_password = server.url.replacen("://", "://fleet:hunter2@", 1);
+    let device = store.device("device", &with_password);
+    // A failure that quotes the URL: a channel that does not exist.
+    let missing = run(device.diffota().args(["check", "--channel", "nightly"]));
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("fleet:***@"),
+        "{}",
+        stderr(&missing)
+    );
+    let check = run(device.diffota().args(["check", "--json"]));
+    let install = run(device.diffota().arg("install"));
+    assert!(install.status.success(), "{}", stderr(&install));
+    let status = run(device.diffota().args(["status", "--json"]));
+    assert_secret_kept(&device, &[&missing, &check, &install, &status], "hunter2");
+    // A server that is not there: the transport error quotes no password either.
+    let gone = store.device("gone", "http://fleet:hunter2@127.0.0.1:9/store");
+    let output = run(gone.diffota().arg("check"));
+    assert!(!output.status.success());
+    assert_secret_kept(&gone, &[&output], "hunter2");
+}
+
+#[test]
+fn store_headers_go_only_to_the_configured_origin() {
+    use diffota_tests::report_endpoint::ReportEndpoint;
+    let store = Store::new();
+    let log = store.dir.path().join("access.log");
+    let server = StoreServer::start(&store.store, &log, None);
+    // Another host (another origin: another port), recording what it is sent.
+    let other = ReportEndpoint::start(0);
+    let other_index = other.url.replace("/reports", "/releases/2.0/rootfs.didx");
+    let headers = "[http]\nheaders = { Authorization = \"Bearer fleet-token\" }\n";
+    let device = Device::new(&store.dir.path().join("device"), &store.v1, 5 * MIB);
+    device.configure(&server.url, &[&store.keys.public], headers);
+
+    let output = run(device.diffota().arg("check").arg(&other_index));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("is not on the configured store's origin"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(other.received().is_empty(), "the other host was asked");
+
+    // Allowed by the config: the other host is asked, without the store's token.
+    device.configure(
+        &server.url,
+        &[&store.keys.public],
+        &format!("{headers}allow_other_origins = true\n"),
+    );
+    let output = run(device.diffota().arg("check").arg(&other_index));
+    assert!(!output.status.success(), "the other host serves no store");
+    let received = other.received();
+    assert!(!received.is_empty(), "the other host was not asked");
+    assert!(
+        received.iter().all(|r| r.authorization.is_none()),
+        "the store's token went to another host"
+    );
+    // The configured store still gets its token: an install from it works.
+    run_ok(device.diffota().arg("install"));
+}

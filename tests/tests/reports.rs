@@ -266,3 +266,92 @@ fn unsent_reports_wait_and_the_command_says_so() {
     assert_eq!(queued(&fleet.device.state), 1, "kept for the next run");
     assert!(fleet.metrics().contains("diffota_reports_pending 1\n"));
 }
+
+#[test]
+fn a_redirect_is_not_an_acknowledgement_and_is_not_followed() {
+    // The host a redirect points at: it must never see a report.
+    let elsewhere = ReportEndpoint::start(0);
+    for status in [302u16, 307, 308] {
+        let endpoint = ReportEndpoint::start_redirecting(status, &elsewhere.url);
+        let fleet = Fleet::new(&endpoint);
+        fleet.reboot();
+        fleet.publish("2.0");
+        run_ok(&mut fleet.diffota(&["install"]));
+        fleet.reboot();
+        run_ok(&mut fleet.diffota(&["mark-good"]));
+        let output = run(&mut fleet.diffota(&["report"]));
+        assert_eq!(output.status.code(), Some(1), "{status}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("redirects are not followed, the report stays queued"),
+            "{status}: {stderr}"
+        );
+        assert!(
+            !endpoint.received().is_empty(),
+            "{status}: the endpoint was asked"
+        );
+        assert_eq!(
+            queued(&fleet.device.state),
+            1,
+            "{status}: the report stays queued"
+        );
+    }
+    assert!(
+        elsewhere.received().is_empty(),
+        "a report followed a redirect to another host"
+    );
+}
+
+#[test]
+fn spool_files_that_are_fifos_links_or_huge_are_moved_aside_without_blocking() {
+    let endpoint = ReportEndpoint::start(0);
+    let fleet = Fleet::new(&endpoint);
+    let reports = fleet.device.state.join("reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    let fifo = reports.join("00000000000000000001-fifo.json");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    std::fs::File::create(reports.join("00000000000000000002-huge.json"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    std::os::unix::fs::symlink("/dev/zero", reports.join("00000000000000000003-zero.json"))
+        .unwrap();
+    let stdout = run_ok(&mut fleet.diffota(&["report"]));
+    assert!(stdout.contains("reports: 0 sent, 0 pending"), "{stdout}");
+    for name in [
+        "00000000000000000001-fifo",
+        "00000000000000000002-huge",
+        "00000000000000000003-zero",
+    ] {
+        assert!(
+            reports
+                .join(format!("{name}.unreadable"))
+                .symlink_metadata()
+                .is_ok(),
+            "{name} was not moved aside"
+        );
+    }
+
+    // A real report waits; a link where the sending lock belongs is refused, its target
+    // untouched, and the report is still sent once the link is gone.
+    fleet.reboot();
+    fleet.publish("2.0");
+    run_ok(&mut fleet.diffota(&["install"]));
+    fleet.reboot();
+    let victim = fleet.device.dir.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, reports.join(".sending")).unwrap();
+    run_ok(&mut fleet.diffota(&["mark-good"]));
+    let output = run(&mut fleet.diffota(&["report"]));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(".sending: is a symbolic link"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(queued(&fleet.device.state), 1);
+    std::fs::remove_file(reports.join(".sending")).unwrap();
+    let stdout = run_ok(&mut fleet.diffota(&["report"]));
+    assert!(stdout.contains("reports: 1 sent, 0 pending"), "{stdout}");
+    assert_eq!(endpoint.accepted().len(), 1);
+}

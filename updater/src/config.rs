@@ -189,6 +189,12 @@ pub struct HttpConfig {
     /// Neighbouring chunks of a pack closer than this are fetched in one request.
     #[serde(default = "default_max_gap")]
     pub max_gap: u64,
+    /// Whether an index URL on another origin than `server_url`'s may be installed from
+    /// (`diffota install https://other/…/rootfs.didx`, D-Bus `Install`). Off by default:
+    /// a caller cannot point the device elsewhere. Even when on, `headers` and the client
+    /// certificate go only to `server_url`'s origin.
+    #[serde(default)]
+    pub allow_other_origins: bool,
 }
 
 fn default_report_attempts() -> u32 {
@@ -282,6 +288,7 @@ impl Default for HttpConfig {
             concurrency: default_concurrency(),
             retries: default_retries(),
             max_gap: default_max_gap(),
+            allow_other_origins: false,
         }
     }
 }

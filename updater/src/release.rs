@@ -23,6 +23,8 @@ const INDEX_DELTA_MIN_LIMIT: u64 = 16 * 1024 * 1024;
 pub enum ReleaseError {
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    OtherOrigin(#[from] crate::source::OtherOriginError),
     #[error("{what}: {source}")]
     Format { what: String, source: FormatError },
     #[error("channel {channel}: counter {counter} is older than {seen}, the newest this device has seen (replayed or stale channel file)")]
@@ -179,12 +181,8 @@ pub async fn fetch_release(
         ReleaseTarget::Index(location) => {
             let (root, relative) = ReleaseTarget::split_index_location(location)?;
             let source = match store {
-                StoreSource::Http { client, .. } if root.starts_with("http") => StoreSource::Http {
-                    client: client.clone(),
-                    base: root,
-                },
-                _ if root.starts_with("http") => {
-                    return Err(ReleaseError::UnknownTarget(location.clone()))
+                _ if root.starts_with("http://") || root.starts_with("https://") => {
+                    store.at_http_root(&root)?
                 }
                 _ => StoreSource::Local {
                     root: root.strip_prefix("file://").unwrap_or(&root).into(),

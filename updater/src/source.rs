@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diffota_cli::local_file::{self, Links};
+use diffota_cli::redact::redact_url;
 use diffota_format::ranges::ContentRange;
 use rustls::pki_types::pem::PemObject;
 
@@ -107,8 +108,13 @@ pub struct Traffic {
 #[derive(Clone)]
 pub enum StoreSource {
     Http {
+        /// Carries the configured headers and client certificate: used only for `base`'s
+        /// origin (and redirects that stay on it).
         client: reqwest::Client,
         base: String,
+        /// For an index URL on another origin, when `[http] allow_other_origins` allows
+        /// one: a client without the configured headers and client certificate.
+        other_origins: Option<reqwest::Client>,
     },
     Local {
         root: PathBuf,
@@ -135,8 +141,13 @@ impl StoreSource {
         let trimmed = url.trim_end_matches('/');
         if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
             Ok(StoreSource::Http {
-                client: http_client(http)?,
+                client: http_client(http, ClientFor::Store)?,
                 base: trimmed.to_owned(),
+                other_origins: if http.allow_other_origins {
+                    Some(http_client(http, ClientFor::OtherStore)?)
+                } else {
+                    None
+                },
             })
         } else {
             let path = trimmed.strip_prefix("file://").unwrap_or(trimmed);
@@ -146,10 +157,49 @@ impl StoreSource {
         }
     }
 
+    /// A file of the store as it may be shown (logs, errors, D-Bus, reports): a password or
+    /// query token in the configured URL is redacted.
     pub fn describe(&self, relative: &str) -> String {
+        match self {
+            StoreSource::Http { base, .. } => redact_url(&format!("{base}/{relative}")),
+            StoreSource::Local { root } => root.join(relative).display().to_string(),
+        }
+    }
+
+    /// The URL a request for `relative` goes to: never shown.
+    fn request_url(&self, relative: &str) -> String {
         match self {
             StoreSource::Http { base, .. } => format!("{base}/{relative}"),
             StoreSource::Local { root } => root.join(relative).display().to_string(),
+        }
+    }
+
+    /// The store rooted at `root` (an index URL's store, `http(s)://…`), reached with this
+    /// store's client when it is on the same origin. Another origin gets none of the
+    /// configured headers or client certificate, and only when the config allows it.
+    pub fn at_http_root(&self, root: &str) -> Result<StoreSource, OtherOriginError> {
+        let refused = |configured: &str| OtherOriginError {
+            url: redact_url(root),
+            configured: redact_url(configured),
+        };
+        match self {
+            StoreSource::Http {
+                client,
+                base,
+                other_origins,
+            } => {
+                let client = if same_origin(base, root) {
+                    client.clone()
+                } else {
+                    other_origins.clone().ok_or_else(|| refused(base))?
+                };
+                Ok(StoreSource::Http {
+                    client,
+                    base: root.trim_end_matches('/').to_owned(),
+                    other_origins: other_origins.clone(),
+                })
+            }
+            StoreSource::Local { root: local } => Err(refused(&local.display().to_string())),
         }
     }
 
@@ -187,7 +237,7 @@ impl StoreSource {
             StoreSource::Http { client, .. } => {
                 traffic.requests.fetch_add(1, Ordering::Relaxed);
                 let mut response = client
-                    .get(&url)
+                    .get(self.request_url(relative))
                     .send()
                     .await
                     .map_err(|e| transport_error(&url, e))?;
@@ -228,7 +278,8 @@ impl StoreSource {
                 local_range(&root.join(relative), start, end, sink, traffic)
             }
             StoreSource::Http { client, .. } => {
-                http_range(client, self.describe(relative), start, end, sink, traffic).await
+                let urls = (self.request_url(relative), self.describe(relative));
+                http_range(client, urls, start, end, sink, traffic).await
             }
         }
     }
@@ -266,14 +317,14 @@ fn local_range<S: RangeSink>(
 /// from the start and the bytes before `start` dropped.
 async fn http_range<S: RangeSink>(
     client: &reqwest::Client,
-    url: String,
+    (request_url, url): (String, String),
     start: u64,
     end: u64,
     sink: &mut S,
     traffic: &Traffic,
 ) -> Result<(), RangeError<S::Error>> {
     traffic.requests.fetch_add(1, Ordering::Relaxed);
-    let request = client.get(&url).header(
+    let request = client.get(&request_url).header(
         reqwest::header::RANGE,
         format!("bytes={}-{}", start, end - 1),
     );
@@ -362,7 +413,8 @@ fn check_status(url: &str, status: reqwest::StatusCode) -> Result<(), FetchError
 
 fn transport_error(url: &str, error: reqwest::Error) -> FetchError {
     let fatal = error.is_builder() || error.is_redirect();
-    let cause = FetchProblem::Transport(error);
+    // The error would quote the request's URL, credentials included; `url` is the shown one.
+    let cause = FetchProblem::Transport(error.without_url());
     let url = url.to_owned();
     if fatal {
         FetchError::Fatal { url, cause }
@@ -371,7 +423,60 @@ fn transport_error(url: &str, error: reqwest::Error) -> FetchError {
     }
 }
 
-pub(crate) fn http_client(http: &HttpConfig) -> Result<reqwest::Client, FetchError> {
+/// What a client is for, which decides whether it carries the configured credentials
+/// (`[http] headers`, the client certificate) and which redirects it follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientFor {
+    /// The configured store: credentials; redirects followed only within the origin the
+    /// request started on when there are credentials, so that they never reach another host.
+    Store,
+    /// A store on another origin that the config allows: no credentials, redirects followed.
+    OtherStore,
+    /// The report endpoint: no store credentials, no redirects (a redirect is not an
+    /// acknowledgement, and a report does not go to a host it was not configured for).
+    Reports,
+}
+
+/// An index URL on another origin than the configured store's, with no
+/// `allow_other_origins`.
+#[derive(Debug, thiserror::Error)]
+#[error("{url} is not on the configured store's origin ({configured}): set allow_other_origins = true under [http] to allow other stores (the configured headers and client certificate are never sent to them)")]
+pub struct OtherOriginError {
+    pub url: String,
+    pub configured: String,
+}
+
+/// Whether two `http(s)://` URLs share scheme, host and port.
+pub fn same_origin(a: &str, b: &str) -> bool {
+    match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
+}
+
+/// The redirect rule: at most 10 hops, and with credentials only within the origin the
+/// request started on.
+fn redirect_policy(keep_origin: bool) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 10 {
+            attempt.error("more than 10 redirects")
+        } else if keep_origin
+            && attempt
+                .previous()
+                .first()
+                .is_some_and(|first| first.origin() != attempt.url().origin())
+        {
+            attempt.error("redirect to another origin refused: the configured headers and client certificate go only to the configured store")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+pub(crate) fn http_client(
+    http: &HttpConfig,
+    purpose: ClientFor,
+) -> Result<reqwest::Client, FetchError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     match &http.ca_file {
@@ -396,7 +501,11 @@ pub(crate) fn http_client(http: &HttpConfig) -> Result<reqwest::Client, FetchErr
         .with_safe_default_protocol_versions()
         .map_err(|e| FetchError::Tls(e.into()))?
         .with_root_certificates(roots);
-    let mut tls = match (&http.client_cert, &http.client_key) {
+    let client_cert = match purpose {
+        ClientFor::Store => (&http.client_cert, &http.client_key),
+        ClientFor::OtherStore | ClientFor::Reports => (&None, &None),
+    };
+    let mut tls = match client_cert {
         (Some(cert_path), Some(key_path)) => {
             let certs = read_pem_certs(cert_path)?;
             let key_pem =
@@ -424,7 +533,12 @@ pub(crate) fn http_client(http: &HttpConfig) -> Result<reqwest::Client, FetchErr
     };
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let mut headers = reqwest::header::HeaderMap::new();
-    for (name, value) in &http.headers {
+    let configured_headers = match purpose {
+        ClientFor::Store => http.headers.iter().collect(),
+        ClientFor::OtherStore | ClientFor::Reports => Vec::new(),
+    };
+    let has_credentials = !configured_headers.is_empty() || client_cert.0.is_some();
+    for (name, value) in configured_headers {
         let bad = || FetchError::Tls(HttpSetupError::Header { name: name.clone() });
         let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
         let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| bad())?;
@@ -433,6 +547,10 @@ pub(crate) fn http_client(http: &HttpConfig) -> Result<reqwest::Client, FetchErr
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .default_headers(headers)
+        .redirect(match purpose {
+            ClientFor::Reports => reqwest::redirect::Policy::none(),
+            ClientFor::Store | ClientFor::OtherStore => redirect_policy(has_credentials),
+        })
         .user_agent(concat!("diffota/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(http.connect_timeout_secs))
         .read_timeout(Duration::from_secs(http.stall_timeout_secs))

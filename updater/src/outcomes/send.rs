@@ -1,12 +1,16 @@
 //! Sending the spooled reports: one JSON POST each, oldest first, to the endpoint of the
 //! config's `[report]`, with an optional bearer token. A 2xx answer removes the report; a
 //! refusal (4xx other than 408 and 429) moves it aside as `*.rejected`, since sending it
-//! again would be refused again; anything else (no answer, 5xx) is retried with a doubling
+//! again would be refused again; anything else (no answer, 5xx, a redirect: redirects are
+//! never followed, nor taken as an acknowledgement) is retried with a doubling
 //! delay, and what is still unsent waits for the next run (the next `diffota report`,
 //! `install` or timer run). Order is kept: a report is not sent before an older one.
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use diffota_cli::error_chain;
+use diffota_cli::redact::redact_url;
 
 use super::spool::{Spool, SpoolError};
 use crate::config::{Config, ReportConfig};
@@ -106,7 +110,10 @@ pub async fn send_spooled(
         ),
         None => None,
     };
-    let client = crate::source::http_client(&config.http).map_err(SendError::Client)?;
+    // Not the store's credentials, and no redirects: a redirect is not an acknowledgement,
+    // and the report must not follow it to another host.
+    let client = crate::source::http_client(&config.http, crate::source::ClientFor::Reports)
+        .map_err(SendError::Client)?;
     for (number, (path, report)) in queued.iter().enumerate() {
         let body = serde_json::to_vec(report).expect("a report serializes");
         let mut delivery = Delivery::Failed(String::new());
@@ -167,31 +174,25 @@ async fn post(
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
+    let url = redact_url(&endpoint.url);
     match request.send().await {
         Ok(response) => {
             let status = response.status();
             if status.is_success() {
                 Delivery::Acknowledged
+            } else if status.is_redirection() {
+                Delivery::Failed(format!(
+                    "{url} answered {status}: redirects are not followed, the report stays queued"
+                ))
             } else if status.is_client_error()
                 && status != reqwest::StatusCode::REQUEST_TIMEOUT
                 && status != reqwest::StatusCode::TOO_MANY_REQUESTS
             {
-                Delivery::Rejected(format!("{} answered {status}", endpoint.url))
+                Delivery::Rejected(format!("{url} answered {status}"))
             } else {
-                Delivery::Failed(format!("{} answered {status}", endpoint.url))
+                Delivery::Failed(format!("{url} answered {status}"))
             }
         }
-        Err(e) => Delivery::Failed(format!("{}: {}", endpoint.url, error_chain(&e))),
+        Err(e) => Delivery::Failed(format!("{url}: {}", error_chain(&e.without_url()))),
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
