@@ -14,6 +14,11 @@ pub struct PruneReport {
     pub removed_releases: Vec<String>,
     pub removed_packs: Vec<String>,
     pub freed_bytes: u64,
+    /// Kept releases whose delta frames build on chunks of removed releases, and how many
+    /// such frames each has: they stay (signed, in the kept packs) for devices still on a
+    /// removed release; every other device takes the plain frames, and `verify` counts them
+    /// as not checkable rather than as problems.
+    pub frames_on_removed_releases: Vec<(String, u64)>,
 }
 
 pub fn prune(store: &Store, keep: usize, dry_run: bool) -> Result<PruneReport, StoreError> {
@@ -32,11 +37,34 @@ pub fn prune(store: &Store, keep: usize, dry_run: bool) -> Result<PruneReport, S
         ..PruneReport::default()
     };
     let mut used_packs = HashSet::new();
+    let mut kept = Vec::new();
     for release in &releases {
         if keep_versions.contains(&release.version) {
-            for pack in read_index(&release.path)?.packs {
-                used_packs.insert(pack.id);
-            }
+            let index = read_index(&release.path)?;
+            used_packs.extend(index.packs.iter().map(|p| p.id));
+            kept.push((release.version.clone(), index));
+        }
+    }
+    let kept_chunks: HashSet<_> = kept
+        .iter()
+        .flat_map(|(_, index)| index.chunks.iter().map(|c| c.id))
+        .collect();
+    for (version, index) in &kept {
+        let on_removed = index
+            .deltas
+            .frames
+            .iter()
+            .filter(|frame| {
+                frame
+                    .bases
+                    .iter()
+                    .any(|&number| !kept_chunks.contains(&index.deltas.bases[number as usize].id))
+            })
+            .count() as u64;
+        if on_removed > 0 {
+            report
+                .frames_on_removed_releases
+                .push((version.clone(), on_removed));
         }
     }
     for version in versions.iter().filter(|v| !keep_versions.contains(v)) {
@@ -107,6 +135,9 @@ impl std::fmt::Display for PruneReport {
         }
         for pack in &self.removed_packs {
             writeln!(f, "{verb} pack {pack}")?;
+        }
+        for (version, frames) in &self.frames_on_removed_releases {
+            writeln!(f, "kept release {version}: {frames} delta frames build on removed releases; only devices still on those use them, others take the plain frames")?;
         }
         write!(f, "{verb} {} bytes", self.freed_bytes)
     }

@@ -18,6 +18,8 @@ pub enum StoreError {
         path: PathBuf,
         source: diffota_format::FormatError,
     },
+    #[error("{0}: no such store (not a directory)")]
+    NotAStore(PathBuf),
     #[error("store {0} has no release {1}")]
     NoSuchRelease(PathBuf, String),
     #[error("{path}: frame at offset {offset}: {source}")]
@@ -114,6 +116,29 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The store's lock file. `make`, `prune`, `bundle --store` and `channel set` hold it
+    /// for their whole run, so that two makes of one version, or a prune and a make, never
+    /// interleave; readers (`verify`, `diff`, a web server) do not take it. It is an
+    /// advisory `flock`: it serialises runs on one host, and on a network file system only
+    /// where that file system carries `flock` between hosts (NFSv4 does; otherwise run
+    /// publishing from one host).
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join(".lock")
+    }
+
+    /// Takes the store's lock for `operation`, waiting for another run to end (`waiting` is
+    /// told who holds it). Creates the store directory when it is missing.
+    pub fn lock(
+        &self,
+        operation: &str,
+        waiting: impl FnOnce(&str),
+    ) -> Result<diffota_cli::lock::FileLock, StoreError> {
+        let path = self.lock_path();
+        fs_err::create_dir_all(&self.root).map_err(io_error(&self.root))?;
+        diffota_cli::lock::FileLock::acquire_waiting(&path, operation, waiting)
+            .map_err(io_error(&path))
     }
 
     pub fn packs_dir(&self) -> PathBuf {
@@ -235,7 +260,12 @@ impl Store {
 /// Reads and decodes an index file without checking its signature (the store's own files,
 /// on the build host).
 pub fn read_index(path: &Path) -> Result<Index, StoreError> {
-    let bytes = fs_err::read(path).map_err(io_error(path))?;
+    let bytes = diffota_cli::local_file::read_bounded(
+        path,
+        diffota_format::limits::INDEX,
+        diffota_cli::local_file::Links::Follow,
+    )
+    .map_err(io_error(path))?;
     Index::decode(&bytes).map_err(|source| StoreError::Format {
         path: path.to_owned(),
         source,

@@ -25,6 +25,11 @@ pub struct VerifyReport {
     pub packs: u64,
     pub chunks: u64,
     pub delta_frames: u64,
+    /// Delta frames with a base in no release of the store: their base release was pruned.
+    /// They cannot be checked here and are no problem: a device uses a frame only when it
+    /// holds every base (re-hashed), so only devices still on the removed release use them,
+    /// and every other device takes the chunks' plain frames.
+    pub frames_on_removed_releases: u64,
     pub index_deltas: u64,
     #[serde(serialize_with = "as_text")]
     pub problems: Vec<Problem>,
@@ -151,6 +156,10 @@ pub fn verify_store(
     keys: Option<&TrustedKeys>,
     now: u64,
 ) -> Result<VerifyReport, StoreError> {
+    // A path that is not a store (a typo in a CI script) is an error, not "0 problems".
+    if !store.root().is_dir() {
+        return Err(StoreError::NotAStore(store.root().to_owned()));
+    }
     let releases = match version {
         Some(version) => store.releases_of(version)?,
         None => store.releases()?,
@@ -374,12 +383,20 @@ fn check_deltas(
     known: &HashMap<diffota_format::ChunkId, ChunkLocation>,
     report: &mut VerifyReport,
 ) {
+    let on_removed = |frame: &DeltaFrame| {
+        frame
+            .bases
+            .iter()
+            .any(|&number| !known.contains_key(&index.deltas.bases[number as usize].id))
+    };
+    report.frames_on_removed_releases +=
+        index.deltas.frames.iter().filter(|f| on_removed(f)).count() as u64;
     let problems: Vec<Problem> = index
         .deltas
         .frames
         .par_iter()
         .enumerate()
-        .filter(|(_, frame)| usable_packs[frame.pack as usize])
+        .filter(|(_, frame)| usable_packs[frame.pack as usize] && !on_removed(frame))
         .filter_map(|(number, frame)| {
             let pack = &index.packs[frame.pack as usize];
             check_delta_frame(store, index, frame, known)
@@ -488,13 +505,20 @@ impl std::fmt::Display for VerifyReport {
         for problem in &self.problems {
             writeln!(f, "BAD {problem}")?;
         }
+        if self.frames_on_removed_releases > 0 {
+            writeln!(
+                f,
+                "{} delta frames build on releases no longer in the store (pruned): not checked; only devices still on those releases use them, every other device takes the plain frames",
+                self.frames_on_removed_releases
+            )?;
+        }
         write!(
             f,
             "{} releases, {} packs, {} chunks, {} delta frames, {} index deltas checked: {} problems",
             self.releases,
             self.packs,
             self.chunks,
-            self.delta_frames,
+            self.delta_frames - self.frames_on_removed_releases,
             self.index_deltas,
             self.problems.len()
         )

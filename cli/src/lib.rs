@@ -5,6 +5,7 @@
 
 pub mod files;
 pub mod local_file;
+pub mod lock;
 pub mod output;
 pub mod redact;
 

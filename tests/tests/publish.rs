@@ -403,7 +403,11 @@ fn bad_images_are_named_and_leave_nothing_behind() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let leftovers: Vec<_> = walk(&store).into_iter().filter(|p| p.is_file()).collect();
+    // The store's lock file (taken before the image is read) is all there may be.
+    let leftovers: Vec<_> = walk(&store)
+        .into_iter()
+        .filter(|p| p.is_file() && *p != store.join(".lock"))
+        .collect();
     assert!(leftovers.is_empty(), "files left: {leftovers:?}");
 }
 
@@ -956,3 +960,155 @@ fn delta_frames_are_verified_and_the_release_installs() {
 }
 
 const MIB_USIZE: usize = 1 << 20;
+
+/// `image` with a byte changed every 4 KiB from `first` to `last` MiB: a rebuilt binary, the
+/// kind of change delta frames exist for.
+fn edited_copy(image: &Path, out: &Path, first: usize, last: usize, xor: u8) {
+    let mut bytes = std::fs::read(image).unwrap();
+    for at in (first * MIB_USIZE..last * MIB_USIZE).step_by(4096) {
+        bytes[at] ^= xor;
+    }
+    std::fs::write(out, bytes).unwrap();
+}
+
+/// Without any race: 1.0, 2.0 with frames against 1.0, 3.0 with frames against 2.0, then
+/// `prune --keep 2`. The kept 2.0's frames build on the removed 1.0: prune says so, and the
+/// store still passes its own check.
+#[test]
+fn prune_of_a_delta_chain_leaves_a_store_that_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let store = dir.path().join("store");
+    let v1 = sample(dir.path(), "v1.img", 4, 1);
+    let (v2, v3) = (dir.path().join("v2.img"), dir.path().join("v3.img"));
+    edited_copy(&v1, &v2, 1, 3, 0x5a);
+    edited_copy(&v2, &v3, 2, 4, 0x33);
+    make_release(&store, &keys, "1.0", &v1);
+    run_ok(make_command(&store, &keys, "2.0", "test-board", &v2).args(["--delta-from", "1.0"]));
+    run_ok(make_command(&store, &keys, "3.0", "test-board", &v3).args(["--delta-from", "2.0"]));
+    let stdout = run_ok(
+        chunk_server()
+            .args(["prune", "--keep", "2", "--store"])
+            .arg(&store),
+    );
+    assert!(stdout.contains("removed release 1.0"), "{stdout}");
+    assert!(
+        stdout.contains("kept release 2.0: ")
+            && stdout.contains("delta frames build on removed releases"),
+        "{stdout}"
+    );
+    let output = verify_store(&store, &keys);
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("0 problems"), "{report}");
+    assert!(
+        report.contains("build on releases no longer in the store (pruned)"),
+        "{report}"
+    );
+}
+
+/// Two makes of one version from different images, started together: the store lock makes
+/// one wait for the other, so exactly one succeeds and the other is refused by name; the
+/// store verifies.
+#[test]
+fn two_makes_of_one_version_at_once_never_both_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let store = dir.path().join("store");
+    let first = sample(dir.path(), "a.img", 16, 1);
+    let second = sample(dir.path(), "b.img", 16, 2);
+    for round in 0..3 {
+        let version = format!("{round}.0");
+        let children: Vec<_> = [&first, &second]
+            .iter()
+            .map(|image| {
+                make_command(&store, &keys, &version, "test-board", image)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outputs: Vec<_> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        let succeeded = outputs.iter().filter(|o| o.status.success()).count();
+        let errors: Vec<String> = outputs
+            .iter()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .collect();
+        assert_eq!(succeeded, 1, "round {round}: {errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("already exists with different content")),
+            "round {round}: {errors:?}"
+        );
+    }
+    let output = verify_store(&store, &keys);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+/// `prune` while `make --delta-from` runs waits for it, instead of removing make's
+/// temporary pack under it; both end well and the store verifies.
+#[test]
+fn prune_waits_for_a_running_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let store = dir.path().join("store");
+    let v1 = sample(dir.path(), "v1.img", 24, 1);
+    let v2 = dir.path().join("v2.img");
+    edited_copy(&v1, &v2, 2, 20, 0x5a);
+    make_release(&store, &keys, "1.0", &v1);
+    let mut make = make_command(&store, &keys, "2.0", "test-board", &v2)
+        .args(["--delta-from", "1.0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once make holds the store lock (its line is in the lock file), prune starts.
+    let holder = format!("chunk-server make 2.0 (pid {}", make.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(store.join(".lock"))
+        .unwrap_or_default()
+        .contains(&holder)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "make never took the lock"
+        );
+        assert!(
+            make.try_wait().unwrap().is_none(),
+            "make ended before prune started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let prune = run(chunk_server()
+        .args(["prune", "--keep", "1", "--store"])
+        .arg(&store));
+    let made = make.wait_with_output().unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    assert!(prune.status.success());
+    let waited = String::from_utf8_lossy(&prune.stderr);
+    assert!(
+        waited.contains("waiting for the store lock") && waited.contains(&holder),
+        "{waited}"
+    );
+    // Prune ran after make: it saw 2.0 and kept it as the newest.
+    assert!(String::from_utf8_lossy(&prune.stdout).contains("removed release 1.0"));
+    let output = verify_store(&store, &keys);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}

@@ -48,8 +48,10 @@ pub enum UpdaterError {
     Failed(String),
 }
 
+/// Any URL in the message is shown redacted, as everywhere (a D-Bus error reaches the
+/// caller, who may not know the store's password).
 fn failed(error: impl std::fmt::Display) -> UpdaterError {
-    UpdaterError::Failed(error.to_string())
+    UpdaterError::Failed(diffota_cli::redact::redact_urls_in(&error.to_string()))
 }
 
 fn lock_error(error: LockError) -> UpdaterError {

@@ -5,8 +5,9 @@
 //! releases the lock when the holder ends, however it ends (a crash or SIGKILL included), so
 //! a stale lock cannot wedge the device.
 
-use std::io::{Read, Seek, Write};
 use std::path::PathBuf;
+
+use diffota_cli::lock::{FileLock, Refused};
 
 use super::StateDir;
 
@@ -24,12 +25,8 @@ pub enum LockError {
 /// Held for as long as the value lives.
 #[derive(Debug)]
 pub struct DeviceLock {
-    _file: std::fs::File,
+    _lock: FileLock,
 }
-
-/// What a holder writes about itself, and what a refused caller reads back: at most this
-/// many bytes of it.
-const HOLDER_LIMIT: u64 = 512;
 
 impl DeviceLock {
     /// Takes the lock for `operation` (e.g. "install 2.0"), or says who holds it.
@@ -40,54 +37,17 @@ impl DeviceLock {
     /// The same kind of lock on another file (e.g. the report spool's, so that two runs
     /// never send one report at once).
     pub fn acquire_at(path: PathBuf, operation: &str) -> Result<DeviceLock, LockError> {
-        let io = |source| LockError::Io {
-            path: path.clone(),
-            source,
-        };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            std::fs::create_dir_all(dir).map_err(|source| LockError::Io {
+                path: path.clone(),
+                source,
+            })?;
         }
-        // Never through a link or a second name: a link to another file must not get that
-        // file truncated and overwritten with our holder line.
-        let mut file = diffota_cli::local_file::open_own_for_update(&path).map_err(io)?;
-        match try_lock_exclusive(&file) {
-            Ok(true) => {
-                let holder = format!(
-                    "diffota {operation} (pid {}, since unix time {})\n",
-                    std::process::id(),
-                    diffota_cli::unix_now()
-                );
-                file.set_len(0).map_err(io)?;
-                file.rewind().map_err(io)?;
-                file.write_all(holder.as_bytes()).map_err(io)?;
-                Ok(DeviceLock { _file: file })
-            }
-            Ok(false) => {
-                let mut text = String::new();
-                let _ = (&mut file).take(HOLDER_LIMIT).read_to_string(&mut text);
-                let holder = match text.trim() {
-                    "" => "another diffota that is starting".to_owned(),
-                    holder => holder.to_owned(),
-                };
-                Err(LockError::Busy { path, holder })
-            }
-            Err(e) => Err(io(e)),
+        match FileLock::try_acquire(&path, &format!("diffota {operation}")) {
+            Ok(lock) => Ok(DeviceLock { _lock: lock }),
+            Err(Refused::Busy(holder)) => Err(LockError::Busy { path, holder }),
+            Err(Refused::Io(source)) => Err(LockError::Io { path, source }),
         }
-    }
-}
-
-/// `flock(LOCK_EX | LOCK_NB)`: true when taken, false when another open file holds it.
-/// (`File::try_lock` needs Rust 1.89; the layer builds with older toolchains.)
-fn try_lock_exclusive(file: &std::fs::File) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock only reads the descriptor number; the fd stays owned by `file`.
-    let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if result == 0 {
-        return Ok(true);
-    }
-    match std::io::Error::last_os_error() {
-        e if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
-        e => Err(e),
     }
 }
 

@@ -26,7 +26,9 @@ pub fn run(args: BundleArgs, json: bool) -> Result<ExitCode> {
     } = args;
     let summary = match (store, to, to_image, key) {
         (Some(store), Some(to), None, _) => {
-            chunk_server::bundle::bundle(&Store::new(&store), &to, &from, &name, &out)?
+            let store = Store::new(&store);
+            let _lock = super::lock_store(&store, &format!("bundle {to}"))?;
+            chunk_server::bundle::bundle(&store, &to, &from, &name, &out)?
         }
         (None, None, Some(to_image), Some(key)) => {
             let signing_key = signing_key(&key, &password)?;

@@ -47,7 +47,9 @@ pub fn run(command: ChannelCommand) -> Result<ExitCode> {
                 lifetime_seconds: expires.as_secs(),
                 signing_key: &signing_key,
             };
-            let written = chunk_server::channel::set_channel(&Store::new(&store), &options)?;
+            let store = Store::new(&store);
+            let _lock = super::lock_store(&store, &format!("channel set {channel}"))?;
+            let written = chunk_server::channel::set_channel(&store, &options)?;
             out!("{}", String::from_utf8_lossy(&written.to_json()));
         }
         ChannelCommand::Show {

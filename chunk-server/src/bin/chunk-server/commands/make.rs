@@ -87,7 +87,9 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         delta_siblings: !no_delta_siblings,
         image_frames,
     };
-    let summary = chunk_server::make::make(&Store::new(&store), &options)
+    let store = Store::new(&store);
+    let _lock = super::lock_store(&store, &format!("make {version}"))?;
+    let summary = chunk_server::make::make(&store, &options)
         .with_context(|| format!("making release {version} from {}", image.display()))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();

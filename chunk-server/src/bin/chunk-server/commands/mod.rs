@@ -65,6 +65,20 @@ fn show<T: serde::Serialize + std::fmt::Display>(report: &T, json: bool) -> Resu
     Ok(())
 }
 
+/// Holds `store`'s lock for `operation`, saying so on stderr while it waits for another run.
+fn lock_store(
+    store: &chunk_server::store::Store,
+    operation: &str,
+) -> Result<diffota_cli::lock::FileLock> {
+    let path = store.lock_path();
+    Ok(store.lock(&format!("chunk-server {operation}"), |holder| {
+        diffota_cli::errln!(
+            "chunk-server: waiting for the store lock {}: held by {holder}",
+            path.display()
+        );
+    })?)
+}
+
 fn signing_key(path: &Path, password: &PasswordArgs) -> Result<minisign::SecretKey> {
     Ok(chunk_server::keys::load_signing_key(
         path,

@@ -42,7 +42,9 @@ pub fn diff(old: &Path, new: &Path, max_gap: u64, json: bool) -> Result<ExitCode
 }
 
 pub fn prune(store: &Path, keep: usize, dry_run: bool, json: bool) -> Result<ExitCode> {
-    let report = chunk_server::prune::prune(&Store::new(store), keep, dry_run)?;
+    let store = Store::new(store);
+    let _lock = super::lock_store(&store, "prune")?;
+    let report = chunk_server::prune::prune(&store, keep, dry_run)?;
     show(&report, json)?;
     Ok(ExitCode::SUCCESS)
 }
