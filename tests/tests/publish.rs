@@ -1005,6 +1005,10 @@ fn prune_of_a_delta_chain_leaves_a_store_that_verifies() {
         report.contains("build on releases no longer in the store (pruned)"),
         "{report}"
     );
+    // A typo in the store path is an error, not "0 problems".
+    let output = verify_store(&dir.path().join("stroe"), &keys);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("stroe: no such store"));
 }
 
 /// Two makes of one version from different images, started together: the store lock makes
