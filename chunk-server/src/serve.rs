@@ -13,7 +13,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -64,7 +64,9 @@ pub struct ServeOptions {
 /// descriptors.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
-    /// Time for a client to send a request's headers (and, with TLS, its handshake).
+    /// Time for a client to send a request's headers (and, with TLS, its handshake),
+    /// counted from the accept for the first request: a client that connects and sends
+    /// nothing is closed after this, not after the idle timeout.
     pub header_timeout: Duration,
     /// A connection that moves no byte either way for this long is closed.
     pub idle_timeout: Duration,
@@ -82,10 +84,12 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// When a connection last moved a byte, shared between its I/O and its idle watchdog.
+/// When a connection last moved a byte, and whether a whole request has come yet, shared
+/// between its I/O, its service and its watchdogs.
 struct Activity {
     start: tokio::time::Instant,
     last_ms: AtomicU64,
+    requested: AtomicBool,
 }
 
 impl Activity {
@@ -93,6 +97,16 @@ impl Activity {
         Activity {
             start: tokio::time::Instant::now(),
             last_ms: AtomicU64::new(0),
+            requested: AtomicBool::new(false),
+        }
+    }
+
+    /// Returns when no request's headers have arrived `limit` after the accept; never
+    /// once one has (later requests are hyper's header timeout's and the idle timeout's).
+    async fn until_no_request_within(&self, limit: Duration) {
+        tokio::time::sleep(limit).await;
+        if self.requested.load(AtomicOrdering::Relaxed) {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -252,6 +266,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 () = activity.until_idle_for(limits.idle_timeout) => {
                     tracing::debug!(event = "idle_connection_closed");
                 }
+                () = activity.until_no_request_within(limits.header_timeout) => {
+                    tracing::debug!(event = "silent_connection_closed");
+                }
             }
         });
     }
@@ -263,7 +280,9 @@ async fn serve_connection(
     stream: Tracked<tokio::net::TcpStream>,
     limits: ConnectionLimits,
 ) {
+    let activity = stream.activity.clone();
     let service = hyper::service::service_fn(move |request| {
+        activity.requested.store(true, AtomicOrdering::Relaxed);
         let site = site.clone();
         async move { Ok::<_, Infallible>(site.handle(request).await) }
     });

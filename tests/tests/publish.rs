@@ -1116,3 +1116,35 @@ fn prune_waits_for_a_running_make() {
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+/// Clients that connect and send nothing are closed by the header timeout counted from the
+/// accept, long before the idle timeout; a client that sends its request in time is served.
+#[test]
+fn serve_closes_silent_connections_after_the_header_timeout() {
+    let (dir, root) = store_with_one_pack();
+    let server = StoreServer::start_with(&root, &dir.path().join("access.log"), None, |command| {
+        command.args(["--idle-timeout", "600s", "--header-timeout", "1s"]);
+    });
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let silent: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    let patience = std::time::Duration::from_secs(60);
+    for (number, mut stream) in silent.into_iter().enumerate() {
+        stream.set_read_timeout(Some(patience)).unwrap();
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("silent connection {number} was not closed: {other:?}"),
+        }
+    }
+    let mut honest = TcpStream::connect(&address).unwrap();
+    honest.set_read_timeout(Some(patience)).unwrap();
+    honest
+        .write_all(range_request(&address).as_bytes())
+        .unwrap();
+    let mut response = Vec::new();
+    honest.read_to_end(&mut response).unwrap();
+    assert!(response.starts_with(b"HTTP/1.1 206"));
+}
