@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("device_config", device_config),
     ("device_state", device_state),
     ("version_order", version_order),
+    ("redact_url", redact_url),
 ];
 
 /// The release index (every format version this build reads): a decoded index validates,
@@ -200,4 +201,19 @@ pub fn version_order(data: &[u8]) {
     let (a, b) = text.split_once('\0').unwrap_or((&text, ""));
     assert_eq!(compare_versions(a, b), compare_versions(b, a).reverse());
     assert_eq!(compare_versions(a, a), std::cmp::Ordering::Equal);
+}
+
+/// URL redaction (what every shown URL goes through): never panics, whatever the text, and
+/// a redacted URL or message redacts to itself.
+pub fn redact_url(data: &[u8]) {
+    use diffota_cli::redact::{redact_url, redact_urls_in};
+    let text = String::from_utf8_lossy(data);
+    let once = redact_url(&text);
+    assert_eq!(redact_url(&once), once, "redacting twice changed the URL");
+    let message = redact_urls_in(&text);
+    assert_eq!(
+        redact_urls_in(&message),
+        message,
+        "redacting twice changed the text"
+    );
 }

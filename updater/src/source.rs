@@ -582,3 +582,57 @@ fn read_pem_certs(
     }
     Ok(certs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_scheme_host_and_port() {
+        let store = "https://updates.example.com/store";
+        assert!(same_origin(
+            store,
+            "https://updates.example.com/other/releases"
+        ));
+        assert!(same_origin(
+            store,
+            "https://fleet:pw@updates.example.com:443/x"
+        ));
+        assert!(!same_origin(store, "http://updates.example.com/store"));
+        assert!(!same_origin(
+            store,
+            "https://updates.example.com:8443/store"
+        ));
+        assert!(!same_origin(store, "https://evil.example.com/store"));
+        assert!(!same_origin(store, "not a url"));
+    }
+
+    #[test]
+    fn another_origin_is_refused_unless_allowed_and_then_without_credentials() {
+        let mut http = HttpConfig::default();
+        http.headers
+            .insert("Authorization".into(), "Bearer fleet-token".into());
+        let store = StoreSource::new("https://fleet:pw@updates.example.com/store", &http).unwrap();
+        assert!(store
+            .at_http_root("https://updates.example.com/mirror")
+            .is_ok());
+        let refused = store
+            .at_http_root("https://evil.example.com/store")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(refused.contains("allow_other_origins"), "{refused}");
+        assert!(
+            refused.contains("fleet:***@updates.example.com"),
+            "{refused}"
+        );
+        assert!(!refused.contains("pw"), "{refused}");
+        http.allow_other_origins = true;
+        let store = StoreSource::new("https://updates.example.com/store", &http).unwrap();
+        assert!(store.at_http_root("https://evil.example.com/store").is_ok());
+        assert_eq!(
+            store.describe("channels/stable.json"),
+            "https://updates.example.com/store/channels/stable.json"
+        );
+    }
+}
