@@ -47,6 +47,12 @@ pub fn open_regular(path: &Path, links: Links) -> io::Result<(File, u64)> {
 /// The whole of a regular file of at most `limit` bytes.
 pub fn read_bounded(path: &Path, limit: u64, links: Links) -> io::Result<Vec<u8>> {
     let (file, length) = open_regular(path, links)?;
+    read_opened(file, length, limit)
+}
+
+/// The whole of a file `open_regular` gave (with its `length`), at most `limit` bytes: a
+/// file that grows past the cap while it is read is refused at the cap.
+pub fn read_opened(file: File, length: u64, limit: u64) -> io::Result<Vec<u8>> {
     if length > limit {
         return Err(too_large(length, limit));
     }

@@ -180,13 +180,12 @@ pub async fn fetch_release(
         }
         ReleaseTarget::Index(location) => {
             let (root, relative) = ReleaseTarget::split_index_location(location)?;
-            let source = match store {
-                _ if root.starts_with("http://") || root.starts_with("https://") => {
-                    store.at_http_root(&root)?
-                }
-                _ => StoreSource::Local {
+            let source = if root.starts_with("http://") || root.starts_with("https://") {
+                store.at_http_root(&root)?
+            } else {
+                StoreSource::Local {
                     root: root.strip_prefix("file://").unwrap_or(&root).into(),
-                },
+                }
             };
             (source, relative, None)
         }

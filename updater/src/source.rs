@@ -160,10 +160,7 @@ impl StoreSource {
     /// A file of the store as it may be shown (logs, errors, D-Bus, reports): a password or
     /// query token in the configured URL is redacted.
     pub fn describe(&self, relative: &str) -> String {
-        match self {
-            StoreSource::Http { base, .. } => redact_url(&format!("{base}/{relative}")),
-            StoreSource::Local { root } => root.join(relative).display().to_string(),
-        }
+        redact_url(&self.request_url(relative))
     }
 
     /// The URL a request for `relative` goes to: never shown.
@@ -226,13 +223,7 @@ impl StoreSource {
                 }
                 traffic.requests.fetch_add(1, Ordering::Relaxed);
                 traffic.bytes.fetch_add(length, Ordering::Relaxed);
-                let mut bytes = Vec::with_capacity(length as usize);
-                std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut bytes)
-                    .map_err(io)?;
-                if bytes.len() as u64 > limit {
-                    return Err(FetchError::TooLarge { url, limit });
-                }
-                Ok(bytes)
+                local_file::read_opened(file, length, limit).map_err(io)
             }
             StoreSource::Http { client, .. } => {
                 traffic.requests.fetch_add(1, Ordering::Relaxed);
