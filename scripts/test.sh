@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, every unit and end-to-end test (the fuzz corpus replay
-# among them), the supply-chain check (scripts/supply-chain.sh, cargo-deny offline), and with
+# The test command: which tests will skip here and why (scripts/preflight.sh), formatting,
+# lints, every unit and end-to-end test (the fuzz corpus replay among them), the supply-chain
+# check (scripts/supply-chain.sh, cargo-deny offline), and with
 # DIFFOTA_YOCTO_TEST=1 (as in CI) the layer under real bitbake (tests/yocto/run.sh, about 25 minutes)
 # and with DIFFOTA_VM_TEST=1 (as in CI) the virtual machine tests (tests/vm/run.sh grub, uboot
 # and systemd, about 20 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/preflight.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace

@@ -25,6 +25,7 @@ pub struct VerifyReport {
     pub packs: u64,
     pub chunks: u64,
     pub delta_frames: u64,
+    pub channels: u64,
     /// Delta frames with a base in no release of the store: their base release was pruned.
     /// They cannot be checked here and are no problem: a device uses a frame only when it
     /// holds every base (re-hashed), so only devices still on the removed release use them,
@@ -82,6 +83,11 @@ pub enum Problem {
         from: String,
         problem: IndexDeltaProblem,
     },
+    #[error("{file}: {problem}")]
+    Channel {
+        file: String,
+        problem: Box<ChannelProblem>,
+    },
     #[error("{file}: delta frame {frame} in {pack} at offset {pack_offset}: {source}")]
     DeltaFrame {
         file: String,
@@ -109,6 +115,31 @@ pub enum DeltaProblem {
     Zstd(#[source] std::io::Error),
     #[error("rebuilds chunk {0} wrongly (hash mismatch)")]
     Hash(diffota_format::ChunkId),
+}
+
+/// Why devices would refuse a channel file.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelProblem {
+    #[error("{0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error("signature: {0} (devices refuse the channel)")]
+    Signature(#[source] FormatError),
+    #[error("{0}")]
+    Format(#[source] FormatError),
+    #[error("expired at {} (devices refuse it; publish it again with `chunk-server channel set`)", humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(*.0)))]
+    Expired(u64),
+    #[error("names {index}, which is not in the store")]
+    MissingRelease { index: String },
+    #[error(
+        "names release {named} ({named_compatible}), but {index} is {actual} ({actual_compatible})"
+    )]
+    Mismatch {
+        index: String,
+        named: String,
+        named_compatible: String,
+        actual: String,
+        actual_compatible: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +223,9 @@ pub fn verify_store(
         }
         check_index_deltas(store, &release, &mut report)?;
     }
+    if version.is_none() {
+        check_channels(store, keys, now, &mut report);
+    }
     Ok(report)
 }
 
@@ -236,6 +270,77 @@ fn check_index_deltas(
                 problem,
             });
         }
+    }
+    Ok(())
+}
+
+/// Every channel file as a device would take it: its signature (with `keys`), its format,
+/// its expiry as of `now`, and the release it names present, with that version and
+/// compatible.
+fn check_channels(store: &Store, keys: Option<&TrustedKeys>, now: u64, report: &mut VerifyReport) {
+    let dir = store.root().join("channels");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut paths: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        report.channels += 1;
+        let file = path
+            .strip_prefix(store.root())
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        if let Err(problem) = check_channel(store, &path, &file, keys, now) {
+            report.problems.push(Problem::Channel {
+                file,
+                problem: Box::new(problem),
+            });
+        }
+    }
+}
+
+fn check_channel(
+    store: &Store,
+    path: &std::path::Path,
+    file: &str,
+    keys: Option<&TrustedKeys>,
+    now: u64,
+) -> Result<(), ChannelProblem> {
+    let bytes = read_store_file(path, limits::CHANNEL).map_err(ChannelProblem::Unreadable)?;
+    if let Some(keys) = keys {
+        let signature = read_store_file(&signature_path(path), limits::SIGNATURE)
+            .map_err(ChannelProblem::Unreadable)?;
+        keys.verify(file, &bytes, &String::from_utf8_lossy(&signature))
+            .map_err(ChannelProblem::Signature)?;
+    }
+    let channel = diffota_format::Channel::parse(&bytes).map_err(ChannelProblem::Format)?;
+    if channel.expires_at <= now {
+        return Err(ChannelProblem::Expired(channel.expires_at));
+    }
+    let named = &channel.release;
+    let index_path = store.root().join(&named.index);
+    let index = match read_store_file(&index_path, limits::INDEX) {
+        Ok(bytes) => Index::decode(&bytes).map_err(ChannelProblem::Format)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ChannelProblem::MissingRelease {
+                index: named.index.clone(),
+            })
+        }
+        Err(e) => return Err(ChannelProblem::Unreadable(e)),
+    };
+    if index.version != named.version || index.compatible != named.compatible {
+        return Err(ChannelProblem::Mismatch {
+            index: named.index.clone(),
+            named: named.version.clone(),
+            named_compatible: named.compatible.clone(),
+            actual: index.version,
+            actual_compatible: index.compatible,
+        });
     }
     Ok(())
 }
@@ -514,12 +619,13 @@ impl std::fmt::Display for VerifyReport {
         }
         write!(
             f,
-            "{} releases, {} packs, {} chunks, {} delta frames, {} index deltas checked: {} problems",
+            "{} releases, {} packs, {} chunks, {} delta frames, {} index deltas, {} channels checked: {} problems",
             self.releases,
             self.packs,
             self.chunks,
             self.delta_frames - self.frames_on_removed_releases,
             self.index_deltas,
+            self.channels,
             self.problems.len()
         )
     }

@@ -65,8 +65,12 @@ pub enum FormatError {
         #[source]
         reason: minisign_verify::Error,
     },
-    #[error("{what}: signed by a key that is not trusted")]
-    UntrustedKey { what: String },
+    #[error("{what}: signed by key {signed_by}, which is not trusted (trusted: {trusted}); trust its public key (public_keys in the device config, --public-key for chunk-server) or sign with a trusted key")]
+    UntrustedKey {
+        what: String,
+        signed_by: String,
+        trusted: String,
+    },
     #[error("no trusted public keys configured")]
     NoTrustedKeys,
     #[error("channel file: {0}")]

@@ -29,7 +29,24 @@ use crate::FormatError;
 /// The public keys a device (or `chunk-server verify`) accepts signatures from.
 #[derive(Clone, Debug, Default)]
 pub struct TrustedKeys {
-    keys: Vec<(String, PublicKey)>,
+    /// Label, key, and the key id as minisign prints it (for messages).
+    keys: Vec<(String, PublicKey, String)>,
+}
+
+/// The key id of a minisign public key or signature file's text, as `minisign` prints it
+/// (16 upper-case hex digits): the 8 bytes after the 2-byte algorithm of its base64 line,
+/// little-endian. None when the text has no such line.
+pub fn key_id(text: &str) -> Option<String> {
+    use base64::Engine;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(line)
+        .ok()?;
+    let id: [u8; 8] = bytes.get(2..10)?.try_into().ok()?;
+    Some(format!("{:016X}", u64::from_le_bytes(id)))
 }
 
 impl TrustedKeys {
@@ -50,7 +67,8 @@ impl TrustedKeys {
             label: label.to_owned(),
             reason,
         })?;
-        self.keys.push((label.to_owned(), key));
+        let id = key_id(trimmed).unwrap_or_else(|| "?".to_owned());
+        self.keys.push((label.to_owned(), key, id));
         Ok(())
     }
 
@@ -79,7 +97,7 @@ impl TrustedKeys {
             return Err(FormatError::NoTrustedKeys);
         }
         let mut last_error = None;
-        for (label, key) in &self.keys {
+        for (label, key, _) in &self.keys {
             match key.verify(data, &signature, true) {
                 Ok(()) => return Ok(label.clone()),
                 Err(minisign_verify::Error::UnexpectedKeyId) => {}
@@ -93,6 +111,13 @@ impl TrustedKeys {
             }),
             None => Err(FormatError::UntrustedKey {
                 what: what.to_owned(),
+                signed_by: key_id(signature_text).unwrap_or_else(|| "?".to_owned()),
+                trusted: self
+                    .keys
+                    .iter()
+                    .map(|(label, _, id)| format!("{id} ({label})"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
     }
@@ -141,5 +166,47 @@ impl std::ops::Deref for VerifiedIndex {
     type Target = Index;
     fn deref(&self) -> &Index {
         &self.index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example key of minisign's own documentation, whose comment names its id.
+    const PUBLIC: &str = "untrusted comment: minisign public key E7620F1842B4E81F\nRWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3\n";
+
+    #[test]
+    fn key_ids_read_as_minisign_prints_them() {
+        assert_eq!(key_id(PUBLIC).as_deref(), Some("E7620F1842B4E81F"));
+        assert_eq!(
+            key_id("RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3").as_deref(),
+            Some("E7620F1842B4E81F")
+        );
+        assert_eq!(key_id("untrusted comment: nothing else"), None);
+        assert_eq!(key_id("not base64 !!!"), None);
+    }
+
+    #[test]
+    fn an_untrusted_signature_names_its_key_and_the_trusted_ones() {
+        let mut keys = TrustedKeys::new();
+        keys.add("/etc/diffota/release.pub", PUBLIC).unwrap();
+        // A signature by another key (id 0102030405060708): its base64 line starts with
+        // the algorithm and that id.
+        use base64::Engine;
+        let mut raw = b"Ed".to_vec();
+        raw.extend_from_slice(&0x0102_0304_0506_0708u64.to_le_bytes());
+        raw.extend_from_slice(&[0u8; 64]);
+        let line = base64::engine::general_purpose::STANDARD.encode(&raw);
+        let global = base64::engine::general_purpose::STANDARD.encode([0u8; 64]);
+        let signature = format!("untrusted comment: s\n{line}\ntrusted comment: x\n{global}\n");
+        let error = keys
+            .verify("channels/stable.json", b"data", &signature)
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("signed by key 0102030405060708, which is not trusted (trusted: E7620F1842B4E81F (/etc/diffota/release.pub))"),
+            "{text}"
+        );
     }
 }

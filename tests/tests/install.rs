@@ -633,6 +633,21 @@ fn refused_releases_and_bad_device_input() {
         .unwrap()
         .set_len(8 * MIB)
         .unwrap();
+    // `check` predicts it: no update available, and the decision names the slot's size.
+    let output = run(small.diffota().args(["check", "--json"]));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "check exits 1: install would fail"
+    );
+    let check: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(check["update_available"], false, "{check}");
+    let decision = check["decision"].as_str().unwrap();
+    assert!(
+        decision.starts_with("cannot install: slot b (")
+            && decision.contains("but the image needs"),
+        "{check}"
+    );
     assert_install_fails(&small, &fixture, &[], "but the image needs");
 
     // The target is the running slot (slot b is a link to slot a).
@@ -1040,7 +1055,7 @@ fn index_delta_replaces_the_whole_index_for_a_device_on_the_older_release() {
             .arg(&fixture.store),
     );
     assert!(
-        verified.contains("1 index deltas checked: 0 problems"),
+        verified.contains("1 index deltas, 1 channels checked: 0 problems"),
         "{verified}"
     );
 

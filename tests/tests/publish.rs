@@ -911,7 +911,7 @@ fn delta_frames_are_verified_and_the_release_installs() {
     let frames = index.deltas.frames.len();
     assert!(
         report.contains(&format!(
-            "{frames} delta frames, 1 index deltas checked: 0 problems"
+            "{frames} delta frames, 1 index deltas, 0 channels checked: 0 problems"
         )),
         "{report}"
     );
@@ -1147,4 +1147,60 @@ fn serve_closes_silent_connections_after_the_header_timeout() {
     let mut response = Vec::new();
     honest.read_to_end(&mut response).unwrap();
     assert!(response.starts_with(b"HTTP/1.1 206"));
+}
+
+/// `verify` reads the channel files as a device would: one signed by a key the device does
+/// not trust, one that expired and one naming a release the store lacks are each named.
+#[test]
+fn verify_checks_channel_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let store = dir.path().join("store");
+    for release in 1..=2 {
+        let image = sample(dir.path(), &format!("v{release}.img"), 1, release);
+        make_release(&store, &keys, &format!("{release}.0"), &image);
+    }
+    set_channel(&store, &keys, "stable", "2.0", &[]);
+    let output = verify_store(&store, &keys);
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert!(
+        report.contains("1 channels checked: 0 problems"),
+        "{report}"
+    );
+
+    let stranger = Keys::generate(dir.path(), "stranger");
+    run_ok(
+        chunk_server()
+            .arg("sign")
+            .arg("--key")
+            .arg(&stranger.secret)
+            .arg(store.join("channels/stable.json")),
+    );
+    set_channel(&store, &keys, "beta", "2.0", &["--expires", "1s"]);
+    set_channel(&store, &keys, "old", "1.0", &[]);
+    std::fs::remove_dir_all(store.join("releases/1.0")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let output = verify_store(&store, &keys);
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{report}");
+    for (channel, message) in [
+        ("stable", "signature: "),
+        ("beta", "expired at "),
+        (
+            "old",
+            "names releases/1.0/rootfs.didx, which is not in the store",
+        ),
+    ] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.contains(&format!("channels/{channel}.json: ")) && l.contains(message)),
+            "{channel}: {report}"
+        );
+    }
+    assert!(
+        report.contains("3 channels checked: 3 problems"),
+        "{report}"
+    );
 }

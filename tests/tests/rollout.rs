@@ -212,7 +212,26 @@ fn key_rotation() {
     let old_only = device(&s, "old-only", &server.url, "rot-2", &[&s.keys.public]);
     let output = run(old_only.diffota().arg("install"));
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not trusted"));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("not trusted"), "{error}");
+    // The message names the key that signed and the keys trusted (as minisign prints key
+    // ids), says what to do, and names the channel file once.
+    let id_of = |path: &std::path::Path| {
+        diffota_format::signature::key_id(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    assert!(
+        error.contains(&format!(
+            "signed by key {}, which is not trusted",
+            id_of(&new_keys.public)
+        )),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!("(trusted: {} (", id_of(&s.keys.public))),
+        "{error}"
+    );
+    assert!(error.contains("trust its public key"), "{error}");
+    assert_eq!(error.matches("channels/stable.json").count(), 1, "{error}");
 
     // Step 2: the old key is removed from the config; releases signed only with it are refused.
     resign(&s.keys);

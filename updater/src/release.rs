@@ -27,6 +27,9 @@ pub enum ReleaseError {
     OtherOrigin(#[from] crate::source::OtherOriginError),
     #[error("{what}: {source}")]
     Format { what: String, source: FormatError },
+    /// A signature check's error names the file itself.
+    #[error("{0}")]
+    Signature(#[source] FormatError),
     #[error("channel {channel}: counter {counter} is older than {seen}, the newest this device has seen (replayed or stale channel file)")]
     Replay {
         channel: String,
@@ -173,7 +176,7 @@ pub async fn fetch_release(
             trust
                 .keys
                 .verify(&what, &bytes, &String::from_utf8_lossy(&signature))
-                .map_err(format_error(&what))?;
+                .map_err(ReleaseError::Signature)?;
             let channel = Channel::parse(&bytes).map_err(format_error(&what))?;
             check_channel(&channel, name, trust, state)?;
             (store.clone(), channel.release.index.clone(), Some(channel))

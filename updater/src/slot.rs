@@ -145,6 +145,32 @@ pub fn capacity(file: &std::fs::File) -> std::io::Result<u64> {
     handle.seek(std::io::SeekFrom::End(0))
 }
 
+/// Whether slot `slot` at `path` can hold `needed` bytes, without opening it for writing
+/// (what `check` predicts of `TargetSlot::open`).
+pub fn check_capacity(slot: Slot, path: &Path, needed: u64) -> Result<(), SlotError> {
+    let file = std::fs::File::open(path).map_err(|source| SlotError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let capacity = capacity(&file).map_err(|source| SlotError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    ensure_fits(slot, path, capacity, needed)
+}
+
+fn ensure_fits(slot: Slot, path: &Path, capacity: u64, needed: u64) -> Result<(), SlotError> {
+    if capacity < needed {
+        return Err(SlotError::TooSmall {
+            slot,
+            path: path.to_owned(),
+            capacity,
+            needed,
+        });
+    }
+    Ok(())
+}
+
 /// Reads `length` bytes at `offset` of a slot (the running slot is opened read-only).
 pub fn read_at(file: &std::fs::File, offset: u64, length: usize) -> std::io::Result<Vec<u8>> {
     let mut buffer = vec![0u8; length];
@@ -200,15 +226,7 @@ impl TargetSlot {
             .open(path)
             .map_err(io)?
             .into();
-        let capacity = capacity(&file).map_err(io)?;
-        if capacity < needed {
-            return Err(SlotError::TooSmall {
-                slot,
-                path: path.to_owned(),
-                capacity,
-                needed,
-            });
-        }
+        ensure_fits(slot, path, capacity(&file).map_err(io)?, needed)?;
         Ok(TargetSlot {
             slot,
             path: path.to_owned(),

@@ -184,6 +184,12 @@ pub async fn check(
         .trial()
         .filter(|t| t.version == index.version && t.slot != running)
         .map(|t| t.slot);
+    // What `install` checks before it writes, predicted: the inactive slot holds the image.
+    let target = running.other();
+    let too_small =
+        crate::slot::check_capacity(target, device.config.slot_path(target), index.image_length)
+            .err()
+            .map(|problem| problem.to_string());
     Ok(CheckReport {
         running_slot: running,
         running_version: running_version.map(str::to_owned),
@@ -195,16 +201,19 @@ pub async fn check(
             || "no channel: explicit release".to_owned(),
             |e| e.to_string(),
         ),
-        decision: match (failed, pending) {
-            (Some(failed), _) => format!("previously failed here: {}", failed.reason),
-            (None, Some(slot)) => format!("installed in slot {slot}, waiting for the reboot"),
-            (None, None) => format!("{decision:?}").to_lowercase(),
+        decision: match (failed, pending, &too_small) {
+            (Some(failed), _, _) => format!("previously failed here: {}", failed.reason),
+            (None, Some(slot), _) => format!("installed in slot {slot}, waiting for the reboot"),
+            (None, None, Some(problem)) => format!("cannot install: {problem}"),
+            (None, None, None) => format!("{decision:?}").to_lowercase(),
         },
         // Exactly when `install` would go ahead.
-        update_available: matches!(
-            gate::refusal(&release, state, running, InstallOptions::default()),
-            Ok(None)
-        ),
+        update_available: too_small.is_none()
+            && matches!(
+                gate::refusal(&release, state, running, InstallOptions::default()),
+                Ok(None)
+            ),
+        cannot_install: too_small,
         plan: planned.summary(index, device.config.http.max_gap),
         metadata_bytes: traffic.bytes.load(Ordering::Relaxed),
         bundle,

@@ -52,6 +52,9 @@ pub struct CheckReport {
     pub eligibility: String,
     pub decision: String,
     pub update_available: bool,
+    /// What would make `install` fail before it writes (the inactive slot too small for
+    /// the image): `check` exits 1 with it.
+    pub cannot_install: Option<String>,
     pub plan: PlanSummary,
     pub metadata_bytes: u64,
     /// For a bundle: the releases it was made for and the chunks this device needs that it lacks.

@@ -12,7 +12,7 @@ use diffota::release::ReleaseTarget;
     name = "diffota",
     version,
     about = "A/B updates from a chunk store: download only what the running slot lacks",
-    after_help = "Exit status: 0 done, 1 error, 2 usage, 3 nothing to do, 4 refused."
+    after_help = "Exit status: 0 done, 1 error, 2 usage, 3 nothing to do, 4 refused, 5 busy (another install, mark-good, mark-bad or rollback holds the device lock)."
 )]
 pub struct Cli {
     #[arg(long, global = true, default_value = DEFAULT_PATH)]

@@ -3,7 +3,7 @@
 //! | status | meaning |
 //! |---|---|
 //! | 0 | done: installed, committed, switched, status shown, every doctor check passed |
-//! | 1 | error: something failed and nothing was activated (the message says what) |
+//! | 1 | error: something failed and nothing was activated (the message says what); `check`: the install would fail before writing (the slot is too small) |
 //! | 2 | usage: the command line is wrong (clap) |
 //! | 3 | nothing to do: up to date, not eligible yet, already installed and waiting for the reboot, no update to check, a health failure outside a trial |
 //! | 4 | refused: a downgrade, a release that failed here before, no good image to switch to |
@@ -44,7 +44,9 @@ impl From<&Outcome> for Exit {
 
 impl From<&CheckReport> for Exit {
     fn from(report: &CheckReport) -> Exit {
-        if report.update_available {
+        if report.cannot_install.is_some() {
+            Exit::Error
+        } else if report.update_available {
             Exit::Done
         } else {
             Exit::NothingToDo
