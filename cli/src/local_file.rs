@@ -59,7 +59,10 @@ pub fn read_opened(file: File, length: u64, limit: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(length as usize);
     file.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
-        return Err(too_large(bytes.len() as u64, limit));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("grew past the {limit} bytes allowed for it while it was read"),
+        ));
     }
     Ok(bytes)
 }
@@ -103,7 +106,7 @@ pub fn read_bounded_text(path: &Path, limit: u64, links: Links) -> io::Result<St
 fn too_large(length: u64, limit: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("is {length} bytes or more, larger than the {limit} bytes allowed for it"),
+        format!("is {length} bytes, larger than the {limit} bytes allowed for it"),
     )
 }
 
