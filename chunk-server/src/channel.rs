@@ -32,6 +32,10 @@ pub struct ChannelOptions<'a> {
 
 pub fn set_channel(store: &Store, options: &ChannelOptions) -> Result<Channel, ChannelError> {
     let index_path = store.index_path(options.release, options.name);
+    if !index_path.is_file() {
+        let release = format!("{} named {}", options.release, options.name);
+        return Err(store.no_such_release(&release).into());
+    }
     let index = read_index(&index_path)?;
     let path = store.channel_path(options.channel);
     let previous_counter = match fs_err::read(&path) {

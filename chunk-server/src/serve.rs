@@ -35,6 +35,8 @@ pub enum ServeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}: no such directory to serve (give the store's directory, the one holding releases/ and packs/)")]
+    NoStore(PathBuf),
     #[error("listening on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -200,7 +202,10 @@ struct Site {
 
 /// Binds, prints `listening on <url>` on stdout and serves until the process ends.
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
-    let root = fs_err::canonicalize(&options.root).map_err(|source| ServeError::Io {
+    if !options.root.is_dir() {
+        return Err(ServeError::NoStore(options.root.clone()));
+    }
+    let root = std::fs::canonicalize(&options.root).map_err(|source| ServeError::Io {
         path: options.root.clone(),
         source,
     })?;

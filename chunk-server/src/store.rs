@@ -20,8 +20,8 @@ pub enum StoreError {
     },
     #[error("{0}: no such store (not a directory)")]
     NotAStore(PathBuf),
-    #[error("store {0} has no release {1}")]
-    NoSuchRelease(PathBuf, String),
+    #[error("store {0} has no release {1} (it has: {2}); make it first with `chunk-server make`")]
+    NoSuchRelease(PathBuf, String, String),
     #[error("{path}: frame at offset {offset}: {source}")]
     Frame {
         path: PathBuf,
@@ -207,12 +207,25 @@ impl Store {
             .filter(|r| r.version == version)
             .collect();
         if matching.is_empty() {
-            return Err(StoreError::NoSuchRelease(
-                self.root.clone(),
-                version.to_owned(),
-            ));
+            return Err(self.no_such_release(version));
         }
         Ok(matching)
+    }
+
+    /// The error for a release the store lacks, listing the releases it has.
+    pub fn no_such_release(&self, release: &str) -> StoreError {
+        let known: Vec<String> = self
+            .releases()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| format!("{} ({})", r.version, r.name))
+            .collect();
+        let known = if known.is_empty() {
+            "no releases".to_owned()
+        } else {
+            known.join(", ")
+        };
+        StoreError::NoSuchRelease(self.root.clone(), release.to_owned(), known)
     }
 
     /// The index deltas beside a release's index (`<name>.didx.from-<version>`), as (base

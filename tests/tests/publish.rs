@@ -1204,3 +1204,32 @@ fn verify_checks_channel_files() {
         "{report}"
     );
 }
+
+/// Mistakes on the build host get a message that names the problem and the next step.
+#[test]
+fn publishing_mistakes_name_the_problem_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let store = dir.path().join("store");
+    make_release(&store, &keys, "1.0", &sample(dir.path(), "v1.img", 1, 1));
+    let output = run(chunk_server()
+        .args(["channel", "set", "stable", "--release", "9.9", "--store"])
+        .arg(&store)
+        .arg("--key")
+        .arg(&keys.secret));
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("has no release 9.9 named rootfs (it has: 1.0 (rootfs)); make it first"),
+        "{error}"
+    );
+    assert_eq!(error.matches("9.9").count(), 1, "{error}");
+
+    let output = run(chunk_server().arg("serve").arg(dir.path().join("nostore")));
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("nostore: no such directory to serve"),
+        "{error}"
+    );
+}
