@@ -77,3 +77,47 @@ fn the_demo_tells_the_whole_a_b_story() {
         "the demo reboots into 2.0, into 3.0, then after each of 3.0's three failed health checks:\n{text}"
     );
 }
+
+/// The README's "A device by hand" block, run as written in an empty directory with the
+/// built binaries on PATH: a newcomer following it gets 2.0 installed and committed.
+#[test]
+fn the_readme_walkthrough_runs_as_written() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split_once("<!-- walkthrough -->\n```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```\n<!-- /walkthrough -->"))
+        .map(|(block, _)| block)
+        .expect("README.md has the walkthrough block");
+    let work = tempfile::tempdir().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = run(Command::new("sh")
+        .args(["-e", "-c", block])
+        .current_dir(work.path())
+        .env("PATH", path));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the walkthrough failed:\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_in_order(
+        &stdout,
+        &[
+            "0 problems",
+            "decision: install",
+            "installed 2.0 into slot b",
+            "slot b (2.0) committed",
+            "slot b: 2.0",
+        ],
+    );
+    let image = std::fs::read(work.path().join("v2.img")).unwrap();
+    let slot = std::fs::read(work.path().join("slot-b.img")).unwrap();
+    assert!(
+        slot[..image.len()] == image[..],
+        "slot b does not hold v2.img"
+    );
+}
