@@ -35,6 +35,8 @@ pub enum KeyError {
     },
     #[error(transparent)]
     PublicKey(#[from] diffota_format::FormatError),
+    #[error("the key needs a password and there is no terminal to ask on: give --password-file FILE or set DIFFOTA_KEY_PASSWORD (or `keygen --unencrypted` for a key without one, such as a CI key)")]
+    NoPassword,
 }
 
 /// What is wrong with a file that should hold a minisign secret key.
@@ -98,7 +100,10 @@ pub fn generate(
     }
     let pair = match password {
         Password::None => KeyPair::generate_unencrypted_keypair(),
-        Password::Prompt => KeyPair::generate_encrypted_keypair(None),
+        Password::Prompt => {
+            require_terminal()?;
+            KeyPair::generate_encrypted_keypair(None)
+        }
         Password::Given(p) => KeyPair::generate_encrypted_keypair(Some(p)),
     }
     .map_err(minisign_error("generating a key pair"))?;
@@ -129,6 +134,15 @@ fn set_private(path: &Path) -> std::io::Result<()> {
 fn read_text(path: &Path) -> std::io::Result<String> {
     use diffota_cli::local_file::{read_bounded_text, Links};
     read_bounded_text(path, 64 * 1024, Links::Follow)
+}
+
+/// minisign prompts on the controlling terminal: without one (a bitbake task, a CI job) say
+/// what to give instead of its "No such device or address".
+fn require_terminal() -> Result<(), KeyError> {
+    match std::fs::File::open("/dev/tty") {
+        Ok(_) => Ok(()),
+        Err(_) => Err(KeyError::NoPassword),
+    }
 }
 
 /// Loads a secret key, asking for its password only when it is encrypted.
@@ -167,7 +181,10 @@ pub fn load_secret_key(path: &Path, password: Password) -> Result<SecretKey, Key
     }
     let result = match password {
         Password::Given(p) => SecretKey::from_box(secret_box, Some(p)),
-        Password::Prompt => SecretKey::from_box(secret_box, None),
+        Password::Prompt => {
+            require_terminal()?;
+            SecretKey::from_box(secret_box, None)
+        }
         Password::None => SecretKey::from_box(secret_box, Some(String::new())),
     };
     result.map_err(|e| {

@@ -1233,3 +1233,75 @@ fn publishing_mistakes_name_the_problem_and_what_to_do() {
         "{error}"
     );
 }
+
+/// A password-protected key where nothing can be asked (no terminal: a bitbake task, a CI
+/// job) gets a message that says what to give, for keygen and for make; an unencrypted
+/// key needs no terminal.
+#[test]
+fn a_password_without_a_terminal_is_asked_for_by_name() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let detached = |command: &mut Command| {
+        // SAFETY: setsid is async-signal-safe and only detaches the child being started.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        command
+            .stdin(std::process::Stdio::null())
+            .env_remove("DIFFOTA_KEY_PASSWORD");
+    };
+    let mut keygen = chunk_server();
+    keygen
+        .arg("keygen")
+        .arg("--secret-key")
+        .arg(dir.path().join("k.key"))
+        .arg("--public-key")
+        .arg(dir.path().join("k.pub"));
+    detached(&mut keygen);
+    let output = run(&mut keygen);
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains(
+            "no terminal to ask on: give --password-file FILE or set DIFFOTA_KEY_PASSWORD"
+        ),
+        "{error}"
+    );
+
+    let password = dir.path().join("password");
+    std::fs::write(&password, "correct horse\n").unwrap();
+    run_ok(
+        chunk_server()
+            .arg("keygen")
+            .arg("--secret-key")
+            .arg(dir.path().join("k.key"))
+            .arg("--public-key")
+            .arg(dir.path().join("k.pub"))
+            .arg("--password-file")
+            .arg(&password),
+    );
+    let image = sample(dir.path(), "v1.img", 1, 1);
+    let mut make = chunk_server();
+    make.args(["make", "--version", "1.0", "--compatible", "c", "--store"])
+        .arg(dir.path().join("store"))
+        .arg("--key")
+        .arg(dir.path().join("k.key"))
+        .arg(&image);
+    detached(&mut make);
+    let output = run(&mut make);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no terminal to ask on"));
+
+    let keys = Keys::generate(dir.path(), "unencrypted");
+    let mut make = make_command(&dir.path().join("store"), &keys, "1.0", "c", &image);
+    detached(&mut make);
+    let output = run(&mut make);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
