@@ -25,8 +25,10 @@ pub struct Cli {
 pub enum Command {
     /// Make a minisign key pair for signing releases (password-protected unless --unencrypted)
     Keygen {
+        /// Where to write the secret key (keep it off shared build hosts)
         #[arg(long, default_value = "diffota.key")]
         secret_key: PathBuf,
+        /// Where to write the public key (what devices trust: public_keys in their config)
         #[arg(long, default_value = "diffota.pub")]
         public_key: PathBuf,
         /// Store the secret key without a password (for CI keys)
@@ -34,6 +36,8 @@ pub enum Command {
         unencrypted: bool,
         #[command(flatten)]
         password: PasswordArgs,
+        /// Replace existing key files (devices trusting the old public key then refuse
+        /// what the new key signs)
         #[arg(long)]
         force: bool,
     },
@@ -41,10 +45,12 @@ pub enum Command {
     Make(MakeArgs),
     /// Sign index or channel files with a secret key (writes FILE.minisig)
     Sign {
+        /// Secret key to sign with
         #[arg(long)]
         key: PathBuf,
         #[command(flatten)]
         password: PasswordArgs,
+        /// Files to sign (an index, a channel file)
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -53,26 +59,36 @@ pub enum Command {
         /// Trusted public key (repeat for several)
         #[arg(long = "public-key", required_unless_present = "no_signature_check")]
         public_keys: Vec<PathBuf>,
+        /// Check everything but the signatures (of index and channel files)
         #[arg(long)]
         no_signature_check: bool,
+        /// The store's directory
         store: PathBuf,
+        /// Only this release (default: every release and every channel file)
         version: Option<String>,
     },
     /// What a device on OLD downloads to reach NEW (index files)
     Diff {
+        /// Neighbouring chunks of a pack closer than this are fetched in one request (the
+        /// device's [http] max_gap)
         #[arg(long, default_value_t = diffota_format::ranges::DEFAULT_MAX_GAP)]
         max_gap: u64,
+        /// The index of the release the device runs (releases/OLD/rootfs.didx)
         old: PathBuf,
+        /// The index of the release it installs
         new: PathBuf,
     },
     /// Write one file with a release and the chunks devices on older releases lack
     Bundle(BundleArgs),
     /// Remove all but the newest N releases and the packs only they used
     Prune {
+        /// The store's directory
         #[arg(long)]
         store: PathBuf,
+        /// How many of the newest releases to keep (releases a channel names are kept too)
         #[arg(long)]
         keep: usize,
+        /// Print what would be removed, remove nothing
         #[arg(long)]
         dry_run: bool,
     },
@@ -89,17 +105,23 @@ pub enum Command {
 pub enum ChannelCommand {
     /// Point a channel at a release, with its rollout
     Set {
+        /// The store's directory
         #[arg(long)]
         store: PathBuf,
+        /// The channel's name (channels/NAME.json; devices follow `channel` of their config)
         channel: String,
+        /// The release version the channel points at (made already)
         #[arg(long)]
         release: String,
+        /// Index file name inside releases/<version>/
         #[arg(long, default_value = "rootfs")]
         name: String,
+        /// Secret key to sign the channel file with
         #[arg(long)]
         key: PathBuf,
         #[command(flatten)]
         password: PasswordArgs,
+        /// Percentage of devices eligible (by a stable hash of device id and release)
         #[arg(long, default_value_t = 100.0)]
         percent: f64,
         /// TIME=PERCENT, e.g. 2026-12-01T00:00:00Z=5 (repeat)
@@ -111,15 +133,20 @@ pub enum ChannelCommand {
         /// File with one canary device id per line
         #[arg(long)]
         devices_file: Option<PathBuf>,
+        /// No device installs this release until the channel is set again without --pause
         #[arg(long)]
         pause: bool,
+        /// Devices refuse the channel file after this (freeze protection): publish it again
+        /// before then, e.g. from a daily job
         #[arg(long, default_value = "7days")]
         expires: humantime::Duration,
     },
     /// Print a channel file
     Show {
+        /// The store's directory
         #[arg(long)]
         store: PathBuf,
+        /// The channel's name
         channel: String,
         /// Count how many of these device ids (one per line) are eligible now
         #[arg(long)]
@@ -129,10 +156,13 @@ pub enum ChannelCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct MakeArgs {
+    /// The store's directory (made when missing)
     #[arg(long)]
     pub store: PathBuf,
+    /// The release version (immutable once made; see README, "Release versions")
     #[arg(long)]
     pub version: String,
+    /// What devices must match (`compatible` in their config), e.g. acme-board-v1
     #[arg(long)]
     pub compatible: String,
     /// Index file name inside releases/<version>/
@@ -149,6 +179,7 @@ pub struct MakeArgs {
     /// Average chunk size in bytes (min is a quarter, max four times)
     #[arg(long, default_value_t = ChunkerParams::DEFAULT.avg_size)]
     pub avg_chunk_size: u32,
+    /// zstd level of the chunks' own frames
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub zstd_level: i32,
     /// The index expires this long after creation (e.g. "90days"); none by default
@@ -178,6 +209,7 @@ pub struct MakeArgs {
     /// frames (a wiped slot, a major upgrade) takes these instead
     #[arg(long)]
     pub image_frames: bool,
+    /// The image file (rootfs.ext4, .erofs, .squashfs, any block image)
     pub image: PathBuf,
 }
 
@@ -200,6 +232,7 @@ pub struct BundleArgs {
     /// A release the devices run (repeat); without it the bundle carries every chunk
     #[arg(long)]
     pub from: Vec<String>,
+    /// Index file name inside releases/<version>/
     #[arg(long, default_value = "rootfs")]
     pub name: String,
     /// Without a store: the new image (with --version, --compatible, --key)
@@ -208,26 +241,35 @@ pub struct BundleArgs {
     /// Without a store: an image the devices run (repeat)
     #[arg(long, requires = "to_image")]
     pub from_image: Vec<PathBuf>,
+    /// Without a store: the new image's release version
     #[arg(long)]
     pub version: Option<String>,
+    /// Without a store: what devices must match
     #[arg(long)]
     pub compatible: Option<String>,
+    /// Without a store: the secret key to sign the new index with
     #[arg(long)]
     pub key: Option<PathBuf>,
     #[command(flatten)]
     pub password: PasswordArgs,
+    /// Without a store: zstd level of the chunks' frames
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub zstd_level: i32,
+    /// The bundle file to write (.dfb)
     pub out: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
+    /// The store's directory
     pub dir: PathBuf,
+    /// Address and port to listen on
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// PEM certificate chain: serve HTTPS (with --tls-key)
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Append one line per request: METHOD PATH RANGE STATUS BYTES
@@ -255,6 +297,32 @@ pub struct PasswordArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every option and argument of every subcommand says what it is in `--help`.
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for argument in command.get_arguments() {
+                let id = argument.get_id().as_str();
+                if matches!(id, "help" | "version") || argument.is_hide_set() {
+                    continue;
+                }
+                if argument.get_help().is_none() && argument.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(
+            &<Cli as clap::CommandFactory>::command(),
+            "chunk-server",
+            &mut missing,
+        );
+        assert!(missing.is_empty(), "without a description: {missing:?}");
+    }
 
     #[test]
     fn parses_every_subcommand() {

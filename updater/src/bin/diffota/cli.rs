@@ -15,6 +15,7 @@ use diffota::release::ReleaseTarget;
     after_help = "Exit status: 0 done, 1 error, 2 usage, 3 nothing to do, 4 refused, 5 busy (another install, mark-good, mark-bad or rollback holds the device lock)."
 )]
 pub struct Cli {
+    /// The device configuration (TOML; README, "The device")
     #[arg(long, global = true, default_value = DEFAULT_PATH)]
     pub config: PathBuf,
     /// Print the result as JSON (for install: JSON events on stdout, one per line)
@@ -109,6 +110,32 @@ pub struct SwitchArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every option and argument of every subcommand says what it is in `--help`.
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for argument in command.get_arguments() {
+                let id = argument.get_id().as_str();
+                if matches!(id, "help" | "version") || argument.is_hide_set() {
+                    continue;
+                }
+                if argument.get_help().is_none() && argument.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(
+            &<Cli as clap::CommandFactory>::command(),
+            "diffota",
+            &mut missing,
+        );
+        assert!(missing.is_empty(), "without a description: {missing:?}");
+    }
 
     #[test]
     fn parses_every_subcommand() {
