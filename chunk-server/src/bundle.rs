@@ -46,13 +46,23 @@ pub fn bundle(
     out: &Path,
 ) -> Result<BundleSummary, BundleError> {
     let index_path = store.index_path(to, name);
-    let index_bytes = fs_err::read(&index_path).map_err(io_error(&index_path))?;
+    let index_bytes = diffota_cli::local_file::read_bounded(
+        &index_path,
+        diffota_format::limits::INDEX,
+        diffota_cli::local_file::Links::Follow,
+    )
+    .map_err(io_error(&index_path))?;
     let index = Index::decode(&index_bytes).map_err(|source| StoreError::Format {
         path: index_path.clone(),
         source,
     })?;
     let signature_path = diffota_format::signature::signature_path(&index_path);
-    let signature = fs_err::read(&signature_path).map_err(io_error(&signature_path))?;
+    let signature = diffota_cli::local_file::read_bounded(
+        &signature_path,
+        diffota_format::limits::SIGNATURE,
+        diffota_cli::local_file::Links::Follow,
+    )
+    .map_err(io_error(&signature_path))?;
 
     // A device on any of the from-releases holds what all of them share.
     let mut held: Option<HashSet<(ChunkId, u32)>> = None;

@@ -38,7 +38,11 @@ pub fn set_channel(store: &Store, options: &ChannelOptions) -> Result<Channel, C
     }
     let index = read_index(&index_path)?;
     let path = store.channel_path(options.channel);
-    let previous_counter = match fs_err::read(&path) {
+    let previous_counter = match diffota_cli::local_file::read_bounded(
+        &path,
+        diffota_format::limits::CHANNEL,
+        diffota_cli::local_file::Links::Follow,
+    ) {
         Ok(bytes) => {
             Channel::parse(&bytes)
                 .map_err(|source| StoreError::Format {

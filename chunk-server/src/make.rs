@@ -588,7 +588,11 @@ fn read_published(
     index: &Index,
     version: &str,
 ) -> Result<Option<(Index, Vec<u8>)>, MakeError> {
-    let bytes = match fs_err::read(path) {
+    let bytes = match diffota_cli::local_file::read_bounded(
+        path,
+        diffota_format::limits::INDEX,
+        diffota_cli::local_file::Links::Follow,
+    ) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error(path)(e).into()),

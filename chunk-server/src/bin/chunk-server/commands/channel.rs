@@ -58,7 +58,12 @@ pub fn run(command: ChannelCommand) -> Result<ExitCode> {
             devices,
         } => {
             let path = Store::new(&store).channel_path(&channel);
-            let bytes = fs_err::read(&path)?;
+            let bytes = diffota_cli::local_file::read_bounded(
+                &path,
+                diffota_format::limits::CHANNEL,
+                diffota_cli::local_file::Links::Follow,
+            )
+            .with_context(|| format!("reading {}", path.display()))?;
             let parsed = diffota_format::Channel::parse(&bytes)
                 .with_context(|| format!("reading {}", path.display()))?;
             out!("{}", String::from_utf8_lossy(&parsed.to_json()));

@@ -101,7 +101,12 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
 pub fn sign(key: &Path, password: &PasswordArgs, files: &[PathBuf]) -> Result<ExitCode> {
     let secret_key = signing_key(key, password)?;
     for file in files {
-        let bytes = fs_err::read(file)?;
+        let bytes = diffota_cli::local_file::read_bounded(
+            file,
+            diffota_format::limits::INDEX,
+            diffota_cli::local_file::Links::Follow,
+        )
+        .with_context(|| format!("reading {}", file.display()))?;
         let comment = format!(
             "diffota {}",
             file.file_name()
