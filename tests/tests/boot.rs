@@ -465,3 +465,73 @@ fn doctor_finds_an_uninitialised_environment() {
     let stdout = run_ok(device.diffota().arg("doctor"));
     assert!(stdout.contains("0 failed"), "{stdout}");
 }
+
+/// The factory image: slot a was flashed with 1.0, not written by diffota. `provision`
+/// checks it byte for byte against the signed release and records it (good), so `status`
+/// names it and, after 2.0 is installed, `rollback` to it needs no --force. A slot that
+/// does not hold the named release is refused and nothing is recorded.
+#[test]
+fn a_factory_slot_is_provisioned_and_can_be_rolled_back_to() {
+    let releases = Releases::new();
+    let device = device_for(&releases, "factory", "");
+    let grubenv = device.dir.join("grubenv");
+    run_ok(
+        std::process::Command::new(bin("boot-sim"))
+            .arg("factory")
+            .arg(&grubenv),
+    );
+    device.configure_boot(
+        &format!("file://{}", releases.store.display()),
+        &[&releases.keys.public],
+        &format!(
+            "backend = \"grub\"\ngrubenv = {:?}\n",
+            grubenv.display().to_string()
+        ),
+        "",
+    );
+    let reboot = || {
+        run_ok(
+            std::process::Command::new(bin("boot-sim"))
+                .arg("boot")
+                .args([&grubenv, &device.cmdline, &device.dir.join("boot_id")]),
+        );
+    };
+    assert!(
+        status(&device)["state"]["slots"]["a"].is_null(),
+        "unknown before"
+    );
+
+    let wrong = releases.store.join("releases/2.0/rootfs.didx");
+    let output = run(device.diffota().arg("provision").arg(&wrong));
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("slot a does not hold release 2.0"),
+        "{error}"
+    );
+    assert!(
+        status(&device)["state"]["slots"]["a"].is_null(),
+        "nothing recorded"
+    );
+
+    releases.publish("1.0");
+    let stdout = run_ok(device.diffota().arg("provision"));
+    assert!(stdout.contains("slot a holds release 1.0"), "{stdout}");
+    let stdout = run_ok(device.diffota().arg("provision"));
+    assert!(stdout.contains("already recorded as 1.0"), "{stdout}");
+    let slot_a = &status(&device)["state"]["slots"]["a"];
+    assert_eq!(slot_a["version"], "1.0");
+    assert_eq!(slot_a["good"], true);
+
+    releases.publish("2.0");
+    run_ok(device.diffota().arg("install"));
+    reboot();
+    run_ok(device.diffota().arg("mark-good"));
+    assert_eq!(status(&device)["running_slot"], "b");
+    let stdout = run_ok(device.diffota().arg("rollback"));
+    assert!(stdout.contains("slot a boots next"), "{stdout}");
+    reboot();
+    run_ok(device.diffota().arg("mark-good"));
+    assert_eq!(status(&device)["running_slot"], "a");
+    assert!(slot_holds(&device, "a", releases.image("1.0")));
+}

@@ -108,9 +108,11 @@ fn the_readme_walkthrough_runs_as_written() {
         &stdout,
         &[
             "0 problems",
+            "slot a holds release 1.0",
             "decision: install",
             "installed 2.0 into slot b",
             "slot b (2.0) committed",
+            "slot a: 1.0",
             "slot b: 2.0",
         ],
     );

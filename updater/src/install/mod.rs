@@ -12,11 +12,13 @@ mod deltas;
 mod fetch;
 mod gate;
 mod local;
+mod provision;
 mod report;
 mod seeds;
 mod verify;
 
 pub use fetch::BadFrame;
+pub use provision::{provision, ProvisionReport};
 pub use report::{BundleCheck, CheckReport, InstallReport, Outcome};
 
 use std::path::PathBuf;
@@ -70,6 +72,14 @@ pub enum InstallError {
     #[error("slot {slot}: read back after writing does not match the release (expected BLAKE3 {expected}, read {actual}); the slot was not activated")]
     ReadBack {
         slot: Slot,
+        expected: String,
+        actual: String,
+    },
+    #[error("slot {slot} does not hold release {version}: its first {length} bytes hash to BLAKE3 {actual}, the release's image to {expected} (provision with the release the slot was flashed from, or flash the image that release was made from)")]
+    NotThisRelease {
+        slot: Slot,
+        version: String,
+        length: u64,
         expected: String,
         actual: String,
     },

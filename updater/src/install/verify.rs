@@ -9,7 +9,7 @@ use crate::slot::{SlotError, TargetSlot};
 /// hash: nothing is recorded or armed unless this passes.
 pub(super) fn read_back(slot: &TargetSlot, index: &Index) -> Result<(), InstallError> {
     slot.sync_and_drop_cache()?;
-    let actual = hash_slot(slot, index.image_length)?;
+    let actual = hash_image(slot.file(), &slot.path, index.image_length)?;
     if actual != index.image_hash {
         return Err(InstallError::ReadBack {
             slot: slot.slot,
@@ -20,16 +20,20 @@ pub(super) fn read_back(slot: &TargetSlot, index: &Index) -> Result<(), InstallE
     Ok(())
 }
 
-/// BLAKE3 of the first `length` bytes of the slot, read from storage.
-fn hash_slot(slot: &TargetSlot, length: u64) -> Result<[u8; 32], InstallError> {
+/// BLAKE3 of the first `length` bytes of a slot's `file` (at `path`), read from storage.
+pub(super) fn hash_image(
+    file: &std::fs::File,
+    path: &std::path::Path,
+    length: u64,
+) -> Result<[u8; 32], InstallError> {
     let mut hasher = blake3::Hasher::new();
     let mut buffer = vec![0u8; 1 << 20];
     let mut at = 0u64;
     while at < length {
         let want = ((length - at) as usize).min(buffer.len());
-        std::os::unix::fs::FileExt::read_exact_at(slot.file(), &mut buffer[..want], at).map_err(
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut buffer[..want], at).map_err(
             |source| SlotError::Io {
-                path: slot.path.clone(),
+                path: path.to_owned(),
                 source,
             },
         )?;

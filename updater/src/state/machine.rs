@@ -9,6 +9,9 @@
 //!    │                                                                         │
 //!    └──── after_boot: commit (healthy trial slot), revert (bootloader fell back) ◄┘
 //!          mark_bad (health check failed), rollback (arms a trial of the other slot)
+//!
+//!   record_provisioned: the running slot, read and matched against a signed release it
+//!   was flashed with (the factory image), gets its seed index, then its record (good).
 //! ```
 //!
 //! Invariants, each kept by the order of the writes below, so that a crash (power cut) at any
@@ -250,6 +253,21 @@ impl DeviceState {
             .record_installed(installed.slot, installed.install);
         self.dir.save(&self.state)?;
         self.dir.set_in_progress(None)
+    }
+
+    /// The running slot was read and matched a signed release it was not installed with
+    /// (the factory image): its record and seed index say so from now on. The bootloader is
+    /// not involved: the slot already runs.
+    pub fn record_provisioned(
+        &mut self,
+        slot: Slot,
+        record: SlotRecord,
+        index: &[u8],
+        signature: &str,
+    ) -> Result<(), StateError> {
+        self.dir.set_seed_index(slot, Some((index, signature)))?;
+        self.state.record_provisioned(slot, record);
+        self.dir.save(&self.state)
     }
 
     /// Hands the installed slot to the bootloader for `trial.attempts` boots.

@@ -196,6 +196,12 @@ impl State {
         self.trial = None;
     }
 
+    /// The slot was found to hold a release it was not installed with by diffota (the
+    /// factory image): it is recorded as that release, good (it is what runs).
+    pub(super) fn record_provisioned(&mut self, slot: Slot, record: SlotRecord) {
+        self.slots.insert(slot, record);
+    }
+
     pub(super) fn arm_trial(&mut self, trial: Trial) {
         self.trial = Some(trial);
     }

@@ -46,6 +46,12 @@ pub enum Command {
         #[arg(long)]
         reboot: bool,
     },
+    /// Record which release the running slot holds when diffota did not write it (the
+    /// factory image): the slot must match the signed release byte for byte
+    Provision {
+        #[command(flatten)]
+        release: ReleaseArgs,
+    },
     /// After a boot: commit a healthy trial slot, or record that the bootloader fell back
     MarkGood,
     /// A health check failed (run by diffota-health-failed.service): on a trial boot, reboot
@@ -156,6 +162,8 @@ mod tests {
             &["diffota", "rollback", "--force"],
             &["diffota", "status", "--json"],
             &["diffota", "--json", "doctor"],
+            &["diffota", "provision"],
+            &["diffota", "provision", "--channel", "factory"],
         ] {
             Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }

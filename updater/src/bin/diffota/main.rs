@@ -46,6 +46,7 @@ fn run(cli: Cli) -> Result<Exit> {
             };
             commands::install::run(&mut session, release, options, *reboot)
         }
+        Command::Provision { release } => commands::check::provision(&mut session, release),
         Command::MarkGood => commands::lifecycle::mark_good(&mut session),
         Command::HealthFailed { reboot } => {
             commands::lifecycle::health_failed(&mut session, *reboot)

@@ -1,0 +1,99 @@
+//! `diffota provision`: the device learns which release its running slot holds when that
+//! slot was not written by diffota (the factory image, flashed at the factory or by an
+//! integrator). The release comes from the store as for an install (signed, compatible,
+//! not expired); the running slot's first `image_length` bytes must hash to the release's
+//! image hash. Only then is the slot recorded as that release, good, with the signed index
+//! as its seed: `status` names it, `rollback` to it is allowed, and the next install
+//! fetches the index delta from it.
+
+use std::sync::atomic::Ordering;
+
+use diffota_format::hex32;
+
+use super::{prepare, verify::hash_image, Device, InstallError, Prepared};
+use crate::release::ReleaseTarget;
+use crate::slot::Slot;
+use crate::source::Traffic;
+use crate::state::SlotRecord;
+use crate::system;
+
+/// What `provision` found and recorded.
+#[derive(Debug, serde::Serialize)]
+pub struct ProvisionReport {
+    pub slot: Slot,
+    pub version: String,
+    /// Already recorded as this release: nothing was written.
+    pub already_recorded: bool,
+    pub metadata_bytes: u64,
+}
+
+impl std::fmt::Display for ProvisionReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.already_recorded {
+            write!(
+                f,
+                "slot {} is already recorded as {}",
+                self.slot, self.version
+            )
+        } else {
+            write!(
+                f,
+                "slot {} holds release {} (its image matches the signed release): recorded as good",
+                self.slot, self.version
+            )
+        }
+    }
+}
+
+pub async fn provision(
+    device: &Device<'_>,
+    target: &ReleaseTarget,
+) -> Result<ProvisionReport, InstallError> {
+    let traffic = Traffic::default();
+    let Prepared {
+        release,
+        mut machine,
+        running,
+    } = prepare(device, target, &traffic).await?;
+    let index = &release.index;
+    let already_recorded = machine
+        .state()
+        .slot(running)
+        .is_some_and(|r| r.version == index.version && r.image_hash == hex32(&index.image_hash));
+    if !already_recorded {
+        let path = device.config.slot_path(running);
+        let file = std::fs::File::open(path).map_err(|source| InstallError::ReadRunning {
+            path: path.to_owned(),
+            source,
+        })?;
+        let actual = hash_image(&file, path, index.image_length)?;
+        if actual != index.image_hash {
+            return Err(InstallError::NotThisRelease {
+                slot: running,
+                version: index.version.clone(),
+                length: index.image_length,
+                expected: hex32(&index.image_hash),
+                actual: hex32(&actual),
+            });
+        }
+        machine.record_provisioned(
+            running,
+            SlotRecord {
+                version: index.version.clone(),
+                image_hash: hex32(&index.image_hash),
+                image_length: index.image_length,
+                installed_at: system::now(),
+                good: true,
+            },
+            &index.to_bytes(),
+            &release.index_signature,
+        )?;
+        tracing::info!(event = "provisioned", slot = %running, version = %index.version);
+    }
+    Ok(ProvisionReport {
+        slot: running,
+        version: index.version.clone(),
+        already_recorded,
+        metadata_bytes: traffic.bytes.load(Ordering::Relaxed),
+    })
+}
