@@ -4,6 +4,7 @@
 //! clock.
 
 pub mod files;
+pub mod help;
 pub mod local_file;
 pub mod lock;
 pub mod output;

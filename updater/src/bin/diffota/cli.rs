@@ -120,26 +120,8 @@ mod tests {
     /// Every option and argument of every subcommand says what it is in `--help`.
     #[test]
     fn every_argument_is_described() {
-        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
-            for argument in command.get_arguments() {
-                let id = argument.get_id().as_str();
-                if matches!(id, "help" | "version") || argument.is_hide_set() {
-                    continue;
-                }
-                if argument.get_help().is_none() && argument.get_long_help().is_none() {
-                    missing.push(format!("{path} {id}"));
-                }
-            }
-            for sub in command.get_subcommands() {
-                walk(sub, &format!("{path} {}", sub.get_name()), missing);
-            }
-        }
-        let mut missing = Vec::new();
-        walk(
-            &<Cli as clap::CommandFactory>::command(),
-            "diffota",
-            &mut missing,
-        );
+        let missing =
+            diffota_cli::help::undescribed_arguments(&<Cli as clap::CommandFactory>::command());
         assert!(missing.is_empty(), "without a description: {missing:?}");
     }
 
