@@ -28,8 +28,8 @@ indent() { sed 's/^/    /'; }
 echo "diffota demo: one A/B device, three releases, a signed store served over HTTPS on 127.0.0.1"
 echo "(work files and the build host's output in $work)"
 
-say "[build host] building diffota ($profile profile)"
-cargo build --profile "$profile" --quiet -p chunk-server -p diffota -p diffota-tests --bins
+say "[build host] building diffota ($profile profile; the first build takes minutes, cargo shows its progress below)"
+cargo build --profile "$profile" -p chunk-server -p diffota -p diffota-tests --bins
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 case $profile in dev) bin=$target_dir/debug ;; *) bin=$target_dir/$profile ;; esac
 cs=$bin/chunk-server
