@@ -535,3 +535,39 @@ fn a_factory_slot_is_provisioned_and_can_be_rolled_back_to() {
     assert_eq!(status(&device)["running_slot"], "a");
     assert!(slot_holds(&device, "a", releases.image("1.0")));
 }
+
+/// A configured bootloader environment that is not there: `check` says so before anything
+/// happens (exit 1), and `install` stops with the same hint before it writes the slot.
+#[test]
+fn a_missing_bootloader_environment_is_named_with_what_to_do() {
+    let releases = Releases::new();
+    let missing = releases.dir.path().join("esp/EFI/diffota/grubenv");
+    let device = device_for(
+        &releases,
+        "no-env",
+        &format!(
+            "backend = \"grub\"\ngrubenv = {:?}\n",
+            missing.display().to_string()
+        ),
+    );
+    releases.publish("2.0");
+    let hint = "not found: the bootloader environment must be installed before diffota uses it";
+    let output = run(device.diffota().arg("check"));
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("cannot install: {}: {hint}", missing.display())),
+        "{stdout}"
+    );
+    let output = run(device.diffota().arg("install"));
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains(hint), "{error}");
+    assert!(
+        std::fs::read(&device.slot_b)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0),
+        "slot b was written"
+    );
+}

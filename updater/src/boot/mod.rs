@@ -32,6 +32,9 @@ pub const BOOTLIMIT: &str = "bootlimit";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
+    /// The environment (or `fw_env.config`) is not there: diffota does not create it.
+    #[error("{path}: not found: the bootloader environment must be installed before diffota uses it (a U-Boot environment with the slot variables, or GRUB's grubenv on the ESP; see [boot] in the config, and run `diffota doctor`)")]
+    Missing { path: PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -68,9 +71,14 @@ pub enum BootError {
 
 impl BootError {
     pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BootError + '_ {
-        move |source| BootError::Io {
-            path: path.to_owned(),
-            source,
+        move |source| match source.kind() {
+            std::io::ErrorKind::NotFound => BootError::Missing {
+                path: path.to_owned(),
+            },
+            _ => BootError::Io {
+                path: path.to_owned(),
+                source,
+            },
         }
     }
 

@@ -194,12 +194,14 @@ pub async fn check(
         .trial()
         .filter(|t| t.version == index.version && t.slot != running)
         .map(|t| t.slot);
-    // What `install` checks before it writes, predicted: the inactive slot holds the image.
+    // What `install` checks before it writes, predicted: the inactive slot holds the image,
+    // and the bootloader environment it will change is there and readable.
     let target = running.other();
-    let too_small =
+    let cannot_install =
         crate::slot::check_capacity(target, device.config.slot_path(target), index.image_length)
             .err()
-            .map(|problem| problem.to_string());
+            .map(|problem| problem.to_string())
+            .or_else(|| device.bootloader.state().err().map(|e| e.to_string()));
     Ok(CheckReport {
         running_slot: running,
         running_version: running_version.map(str::to_owned),
@@ -211,19 +213,19 @@ pub async fn check(
             || "no channel: explicit release".to_owned(),
             |e| e.to_string(),
         ),
-        decision: match (failed, pending, &too_small) {
+        decision: match (failed, pending, &cannot_install) {
             (Some(failed), _, _) => format!("previously failed here: {}", failed.reason),
             (None, Some(slot), _) => format!("installed in slot {slot}, waiting for the reboot"),
             (None, None, Some(problem)) => format!("cannot install: {problem}"),
             (None, None, None) => format!("{decision:?}").to_lowercase(),
         },
         // Exactly when `install` would go ahead.
-        update_available: too_small.is_none()
+        update_available: cannot_install.is_none()
             && matches!(
                 gate::refusal(&release, state, running, InstallOptions::default()),
                 Ok(None)
             ),
-        cannot_install: too_small,
+        cannot_install,
         plan: planned.summary(index, device.config.http.max_gap),
         metadata_bytes: traffic.bytes.load(Ordering::Relaxed),
         bundle,
