@@ -25,6 +25,46 @@ DIFFOTA_FS_HASH_SEED ??= "1d2c3b4a-0f9e-4d8c-8b7a-6e5d4c3b2a19"
 EXTRA_IMAGECMD:ext4:append = " -U ${DIFFOTA_FS_UUID} -E hash_seed=${DIFFOTA_FS_HASH_SEED}"
 REPRODUCIBLE_TIMESTAMP_ROOTFS ??= "${SOURCE_DATE_EPOCH}"
 
+# Every release mounts the boot partition (the bootloader environment lives there) and the
+# data partition (the state directory) from its own /etc/fstab: the release is the root file
+# system image itself, so nothing may add these lines later (wic would add them only to its
+# copy of the root file system). Empty a line to leave that mount to your own fstab.
+DIFFOTA_FSTAB_BOOT ??= "LABEL=${@'esp' if d.getVar('DIFFOTA_BOOTLOADER') == 'grub' else 'boot'} /boot vfat defaults 0 0"
+DIFFOTA_FSTAB_DATA ??= "LABEL=data /data ext4 defaults 0 2"
+ROOTFS_POSTPROCESS_COMMAND += "${@'diffota_fstab' if 'diffota' in d.getVar('IMAGE_FSTYPES').split() else ''}"
+diffota_fstab() {
+	diffota_fstab_file=${IMAGE_ROOTFS}${sysconfdir}/fstab
+	install -d ${IMAGE_ROOTFS}${sysconfdir} ${IMAGE_ROOTFS}/boot ${IMAGE_ROOTFS}/data
+	touch "$diffota_fstab_file"
+	for diffota_line in "${DIFFOTA_FSTAB_BOOT}" "${DIFFOTA_FSTAB_DATA}"; do
+		[ -n "$diffota_line" ] || continue
+		diffota_mountpoint=$(echo "$diffota_line" | awk '{ print $2 }')
+		if awk -v m="$diffota_mountpoint" '$1 !~ /^#/ && $2 == m { found = 1 } END { exit !found }' "$diffota_fstab_file"; then
+			bbnote "diffota: $diffota_fstab_file already mounts $diffota_mountpoint"
+		else
+			echo "$diffota_line" >> "$diffota_fstab_file"
+		fi
+	done
+}
+diffota_fstab[vardeps] += "DIFFOTA_FSTAB_BOOT DIFFOTA_FSTAB_DATA"
+
+# The factory image (wic, with the layer's wks files): partition A is the image file the
+# release is made from (DIFFOTA_RELEASE_IMAGE), and the data partition holds that release's
+# signed index in diffota-factory/, with provision.env naming it. On the first boot
+# diffota-provision.service checks the slot against it and records it: `status` names the
+# factory release and `rollback` to it works. The wic image is made after the release.
+DIFFOTA_RELEASE_IMAGE ??= "${IMGDEPLOYDIR}/${IMAGE_NAME}${IMAGE_NAME_SUFFIX}.${DIFFOTA_ROOTFS_FSTYPE}"
+DIFFOTA_FACTORY_DATA ??= "${WORKDIR}/diffota-factory-data"
+IMAGE_TYPEDEP:wic:append = "${@' diffota' if 'diffota' in d.getVar('IMAGE_FSTYPES').split() else ''}"
+do_image_wic[prefuncs] += "${@'diffota_factory_data' if 'diffota' in d.getVar('IMAGE_FSTYPES').split() else ''}"
+do_image_wic[file-checksums] += "${DIFFOTA_LAYERDIR}/files/diffota-factory-data.sh:True"
+diffota_factory_data() {
+	sh ${DIFFOTA_LAYERDIR}/files/diffota-factory-data.sh "${DIFFOTA_STORE}" \
+		"$(cat ${IMGDEPLOYDIR}/${IMAGE_NAME}${IMAGE_NAME_SUFFIX}.diffota-version)" \
+		"${DIFFOTA_IMAGE_NAME}" "${DIFFOTA_FACTORY_DATA}"
+}
+diffota_factory_data[vardeps] += "DIFFOTA_STORE DIFFOTA_IMAGE_NAME DIFFOTA_FACTORY_DATA"
+
 IMAGE_TYPEDEP:diffota = "${DIFFOTA_ROOTFS_FSTYPE}"
 do_image_diffota[depends] += "chunk-server-native:do_populate_sysroot"
 do_image_diffota[file-checksums] += "${@'%s:True' % d.getVar('DIFFOTA_SIGNING_KEY') if d.getVar('DIFFOTA_SIGNING_KEY') else ''}"
@@ -37,7 +77,7 @@ IMAGE_CMD:diffota () {
 	if [ ! -f "${DIFFOTA_SIGNING_KEY}" ]; then
 		bbfatal "DIFFOTA_SIGNING_KEY=${DIFFOTA_SIGNING_KEY} does not exist"
 	fi
-	diffota_image="${IMGDEPLOYDIR}/${IMAGE_NAME}${IMAGE_NAME_SUFFIX}.${DIFFOTA_ROOTFS_FSTYPE}"
+	diffota_image="${DIFFOTA_RELEASE_IMAGE}"
 	if [ ! -f "$diffota_image" ]; then
 		bbfatal "no ${DIFFOTA_ROOTFS_FSTYPE} image at $diffota_image to make a diffota release from"
 	fi
@@ -56,5 +96,8 @@ IMAGE_CMD:diffota () {
 		--key "${DIFFOTA_SIGNING_KEY}" $diffota_password_args \
 		${DIFFOTA_MAKE_ARGS} \
 		"$diffota_image" > "${IMGDEPLOYDIR}/${IMAGE_NAME}${IMAGE_NAME_SUFFIX}.diffota"
+	# The version this run made, for the factory image's data partition (DATETIME may differ
+	# in a later bitbake run that makes only the wic image).
+	echo "${DIFFOTA_VERSION}" > "${IMGDEPLOYDIR}/${IMAGE_NAME}${IMAGE_NAME_SUFFIX}.diffota-version"
 	bbnote "diffota release ${DIFFOTA_VERSION} written to ${DIFFOTA_STORE}"
 }

@@ -1,5 +1,5 @@
 //! The bootloader's side of a boot, for tests that cannot run U-Boot or GRUB here: an
-//! executable model of the shipped scripts, `meta-diffota/recipes-bsp/u-boot/files/boot.cmd`
+//! executable model of the shipped scripts, `meta-diffota/recipes-bsp/u-boot/files/diffota.cmd`
 //! and `meta-diffota/recipes-bsp/grub/files/diffota.cfg`. Each step below names the script
 //! lines it stands for; `SCRIPT_LINES` lists them verbatim and a test checks that the shipped
 //! script still contains every one, so the model and the script cannot drift apart silently.
@@ -14,7 +14,7 @@ use std::process::Command;
 
 use crate::run_ok;
 
-/// The lines of `boot.cmd` the model implements, in order.
+/// The lines of `diffota.cmd` the model implements, in order.
 pub const UBOOT_SCRIPT_LINES: &[&str] = &[
     "test -n \"${diffota_slot}\" || setenv diffota_slot a",
     "test -n \"${bootlimit}\" || setenv bootlimit 3",
@@ -221,7 +221,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         for (path, lines) in [
             (
-                "meta-diffota/recipes-bsp/u-boot/files/boot.cmd",
+                "meta-diffota/recipes-bsp/u-boot/files/diffota.cmd",
                 UBOOT_SCRIPT_LINES,
             ),
             (

@@ -49,6 +49,7 @@ fn crates_inc_matches_cargo_lock() {
 fn shell_function(text: &str, name: &str) -> String {
     let start = text
         .find(&format!("{name} () {{\n"))
+        .or_else(|| text.find(&format!("\n{name}() {{\n")).map(|at| at + 1))
         .unwrap_or_else(|| panic!("{name} not found"));
     let body = &text[start..];
     let body = &body[body.find('\n').unwrap() + 1..];
@@ -74,11 +75,16 @@ fn expand(text: &str, vars: &BTreeMap<&str, String>) -> String {
     out
 }
 
-fn image_cmd_script(vars: &BTreeMap<&str, String>) -> String {
+/// A shell function of the image class as bitbake would run it, with `vars` expanded.
+fn class_function_script(function: &str, vars: &BTreeMap<&str, String>) -> String {
     let class =
         std::fs::read_to_string(layer().join("classes/image_types_diffota.bbclass")).unwrap();
-    let body = expand(&shell_function(&class, "IMAGE_CMD:diffota"), vars);
+    let body = expand(&shell_function(&class, function), vars);
     format!("#!/bin/sh\nset -e\nbbfatal() {{ echo \"ERROR: $*\" >&2; exit 1; }}\nbbnote() {{ echo \"NOTE: $*\"; }}\n{body}\n")
+}
+
+fn image_cmd_script(vars: &BTreeMap<&str, String>) -> String {
+    class_function_script("IMAGE_CMD:diffota", vars)
 }
 
 #[test]
@@ -98,6 +104,22 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
             .collect::<Vec<u8>>(),
     )
     .unwrap();
+    // The class's rootfs step: the release's own fstab mounts /boot and /data.
+    std::fs::write(tree.join("etc/fstab"), "/dev/root / auto defaults 1 1\n").unwrap();
+    let mut fstab_vars: BTreeMap<&str, String> = BTreeMap::new();
+    fstab_vars.insert("IMAGE_ROOTFS", tree.display().to_string());
+    fstab_vars.insert("sysconfdir", "/etc".into());
+    fstab_vars.insert("DIFFOTA_FSTAB_BOOT", "LABEL=esp /boot vfat defaults 0 0".into());
+    fstab_vars.insert("DIFFOTA_FSTAB_DATA", "LABEL=data /data ext4 defaults 0 2".into());
+    let fstab_script = dir.path().join("fstab.sh");
+    std::fs::write(&fstab_script, class_function_script("diffota_fstab", &fstab_vars)).unwrap();
+    run_ok(Command::new("sh").arg(&fstab_script));
+    // Run twice (a rootfs task re-run): the lines are not doubled.
+    run_ok(Command::new("sh").arg(&fstab_script));
+    assert_eq!(
+        std::fs::read_to_string(tree.join("etc/fstab")).unwrap(),
+        "/dev/root / auto defaults 1 1\nLABEL=esp /boot vfat defaults 0 0\nLABEL=data /data ext4 defaults 0 2\n"
+    );
     let deploy = dir.path().join("deploy");
     std::fs::create_dir_all(&deploy).unwrap();
     let image = deploy.join("example-image-qemux86-64.rootfs.ext4");
@@ -121,12 +143,13 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
     vars.insert("DIFFOTA_SIGNING_KEY", keys.secret.display().to_string());
     vars.insert("DIFFOTA_SIGNING_KEY_PASSWORD_FILE", String::new());
     vars.insert("IMGDEPLOYDIR", deploy.display().to_string());
+    vars.insert("DIFFOTA_RELEASE_IMAGE", image.display().to_string());
     vars.insert("IMAGE_NAME", "example-image-qemux86-64".into());
     vars.insert("IMAGE_NAME_SUFFIX", ".rootfs".into());
     vars.insert("DIFFOTA_ROOTFS_FSTYPE", "ext4".into());
     vars.insert("DIFFOTA_STORE", store.display().to_string());
     vars.insert("DIFFOTA_VERSION", "5.0-20261128".into());
-    vars.insert("DIFFOTA_COMPATIBLE", "qemux86-64".into());
+    vars.insert("DIFFOTA_COMPATIBLE", "test-board".into());
     vars.insert("DIFFOTA_IMAGE_NAME", "rootfs".into());
     vars.insert("DIFFOTA_ZSTD_LEVEL", "3".into());
     vars.insert("DIFFOTA_MAKE_ARGS", String::new());
@@ -149,6 +172,56 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
     let summary =
         std::fs::read_to_string(deploy.join("example-image-qemux86-64.rootfs.diffota")).unwrap();
     assert!(summary.contains("release 5.0-20261128"), "{summary}");
+
+    // The factory image: the wks files copy DIFFOTA_RELEASE_IMAGE into slot A unchanged, and
+    // the data partition is made from DIFFOTA_FACTORY_DATA. A device flashed that way
+    // records the factory release on its first boot, as diffota-provision.service does.
+    let data = dir.path().join("factory-data");
+    vars.insert("DIFFOTA_LAYERDIR", layer().display().to_string());
+    vars.insert("DIFFOTA_FACTORY_DATA", data.display().to_string());
+    let factory_script = dir.path().join("factory.sh");
+    std::fs::write(
+        &factory_script,
+        class_function_script("diffota_factory_data", &vars),
+    )
+    .unwrap();
+    run_ok(Command::new("sh").arg(&factory_script));
+    let provision_env =
+        std::fs::read_to_string(data.join("diffota-factory/provision.env")).unwrap();
+    let factory_index = provision_env
+        .trim()
+        .strip_prefix("DIFFOTA_FACTORY_INDEX=/data/")
+        .unwrap_or_else(|| panic!("provision.env: {provision_env}"));
+    assert_eq!(
+        factory_index,
+        "diffota-factory/releases/5.0-20261128/rootfs.didx"
+    );
+    let device = diffota_tests::Device::new(&dir.path().join("device"), &image, 32 << 20);
+    device.configure("https://updates.invalid/store", &[&keys.public], "");
+    let before = run_ok(device.diffota().arg("status"));
+    assert!(before.contains("slot a: unknown"), "{before}");
+    let provisioned = run_ok(
+        device
+            .diffota()
+            .arg("provision")
+            .arg(data.join(factory_index)),
+    );
+    assert!(
+        provisioned.contains("slot a holds release 5.0-20261128"),
+        "{provisioned}"
+    );
+    let after = run_ok(device.diffota().arg("status"));
+    assert!(after.contains("5.0-20261128"), "{after}");
+    assert!(!after.contains("slot a: unknown"), "{after}");
+    // The release's own fstab is in the image (what slot A boots with).
+    if require_tool("debugfs", "e2fsprogs") {
+        let fstab = run_ok(
+            Command::new("debugfs")
+                .args(["-R", "cat /etc/fstab"])
+                .arg(&image),
+        );
+        assert!(fstab.contains("LABEL=data /data ext4"), "{fstab}");
+    }
 
     // No key: a clear bbfatal, nothing made.
     vars.insert("DIFFOTA_SIGNING_KEY", String::new());
@@ -293,7 +366,7 @@ fn systemd_units_pass_systemd_analyze() {
             .arg("/lib/systemd/system")
             .arg(root_dir.join("usr/lib/systemd/")),
     );
-    for stub in ["usr/bin/diffota", "bin/systemctl"] {
+    for stub in ["usr/bin/diffota", "usr/bin/mv", "bin/systemctl"] {
         std::fs::write(root_dir.join(stub), "#!/bin/sh\nexit 0\n").unwrap();
         std::fs::set_permissions(
             root_dir.join(stub),
@@ -415,16 +488,32 @@ fn layer_static_check() {
         !layer.join("wic").exists(),
         "wks files in wic/: wrynose refuses the layer"
     );
-    for wks in ["files/wic/diffota-uboot.wks", "files/wic/diffota-efi.wks"] {
+    for wks in ["files/wic/diffota-uboot.wks.in", "files/wic/diffota-efi.wks.in"] {
         let text = std::fs::read_to_string(layer.join(wks)).unwrap();
-        assert_eq!(
-            text.matches("--label rootfs_").count(),
-            2,
-            "{wks}: two root filesystem slots"
+        let parts: Vec<&str> = text.lines().filter(|l| l.starts_with("part ")).collect();
+        assert_eq!(parts.len(), 4, "{wks}: boot, slot A, slot B, data");
+        // Slot A is the release's image file, copied unchanged: a label or UUID option
+        // would make wic rewrite the file system, and the factory slot would no longer be
+        // the release.
+        let slot_a = parts[1];
+        assert!(
+            slot_a.contains("--source rawcopy")
+                && slot_a.contains("file=${DIFFOTA_RELEASE_IMAGE}")
+                && !slot_a.contains("--label")
+                && !slot_a.contains("--fsuuid")
+                && !slot_a.contains("--fstype"),
+            "{wks}: slot A must be a plain rawcopy of the release image: {slot_a}"
         );
         assert!(
-            text.contains("/data"),
-            "{wks}: a data partition for the state directory"
+            parts[2].contains("--label rootfs_b") && parts[2].contains("--fixed-size 1024M"),
+            "{wks}: slot B as big as slot A: {}",
+            parts[2]
+        );
+        assert!(
+            parts[3].contains("--rootfs-dir=${DIFFOTA_FACTORY_DATA}")
+                && parts[3].contains("--label data"),
+            "{wks}: a data partition with the factory release: {}",
+            parts[3]
         );
         assert!(
             !text.contains("bootimg-"),

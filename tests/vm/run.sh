@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# End to end in a real virtual machine. Default (grub): OVMF firmware, a standalone GRUB EFI binary with the
-# shipped grub.cfg fragment (meta-diffota/recipes-bsp/grub/files/diffota.cfg) and grubenv on
-# the ESP, Debian's kernel, root filesystems A and B built here (busybox-static, a static
+# End to end in a real virtual machine. Default (grub): OVMF firmware, a standalone GRUB EFI binary
+# started as Yocto's is (${prefix} = the ESP's /EFI/BOOT), and there the layer's boot files as it
+# ships them: grub.cfg rendered from meta-diffota/files/boot/grub.cfg.in, diffota.cfg, grubenv; Debian's kernel, root filesystems A and B built here (busybox-static, a static
 # diffota, an init that plays systemd's part), an ext4 data partition holding the state
 # directory, and a second, read-only disk holding the store (a file:// source) and the
 # action for the next boot. Everything comes from Debian packages and this repository;
@@ -15,8 +15,8 @@
 #      slot -> the install resumes and completes
 #
 # With `uboot` as argument the same scenarios run under Debian's U-Boot for qemu-x86_64
-# (u-boot-qemu) with the shipped boot.cmd: that U-Boot keeps no environment of its own
-# (ENV_IS_NOWHERE), so a small board preamble (boot.scr) imports it from uboot.env on the FAT
+# (u-boot-qemu) with the layer's diffota.cmd: that U-Boot keeps no environment of its own
+# (ENV_IS_NOWHERE), so the layer's board script (boot.scr, rendered from its template) imports it from uboot.env on the FAT
 # boot partition and stores it back with `env export` + `fatwrite`; diffota writes the same
 # file through its U-Boot backend, and the host reads it with the real fw_printenv.
 #
@@ -212,9 +212,9 @@ make_systemd_rootfs() {
   # The layer: diffota-config renders /etc/diffota.toml with render-config.sh (its defaults,
   # but the slots, the bootloader and the store of this machine) ...
   DIFFOTA_SERVER_URL=file:///store/store DIFFOTA_CHANNEL=stable DIFFOTA_COMPATIBLE=vm-x86_64 \
-    DIFFOTA_PUBLIC_KEYS="$work/release.pub" DIFFOTA_STATE_DIR=/var/lib/diffota \
+    DIFFOTA_PUBLIC_KEYS="$work/release.pub" DIFFOTA_STATE_DIR=/data/diffota \
     DIFFOTA_DEVICE_ID_FILE=/etc/machine-id DIFFOTA_SLOT_A=/dev/vda2 DIFFOTA_SLOT_B=/dev/vda3 \
-    DIFFOTA_BOOTLOADER=grub DIFFOTA_BOOT_ATTEMPTS=3 DIFFOTA_GRUBENV=/boot/efi/EFI/diffota/grubenv \
+    DIFFOTA_BOOTLOADER=grub DIFFOTA_BOOT_ATTEMPTS=3 DIFFOTA_GRUBENV=/boot/efi/EFI/BOOT/grubenv \
     sh "$layer_files/render-config.sh" "$layer_files/diffota.toml.in" "$tree/etc/diffota.toml" \
       "$tree/etc/diffota/keys" /etc/diffota/keys
   # ... and diffota installs the units DIFFOTA_UNITS lists and enables SYSTEMD_SERVICE.
@@ -241,10 +241,11 @@ make_systemd_rootfs() {
     "$repo/systemd/example-health-check.service" > "$tree/etc/systemd/system/vm-health-check.service"
   systemctl --root="$tree" --quiet enable vm-health-check.service
   # The machine: root stays read-only (as the boot script mounts it), /var is volatile, the
-  # state directory is the data partition, the ESP holds grubenv, the store disk.
+  # data partition at /data (the state directory, the factory release), the ESP holds
+  # grubenv, the store disk.
   cat > "$tree/etc/fstab" <<'FSTAB'
 tmpfs      /var              tmpfs  mode=0755        0 0
-/dev/vda4  /var/lib/diffota  ext4   defaults         0 2
+/dev/vda4  /data             ext4   defaults         0 2
 /dev/vda1  /boot/efi         vfat   defaults         0 2
 /dev/vdb   /store            ext4   ro,nofail        0 0
 FSTAB
@@ -279,7 +280,7 @@ case " $action " in *" dbus "*)
   say "dbus RunningSlot: $(busctl get-property org.diffota.Updater1 /org/diffota/Updater1 org.diffota.Updater1 RunningSlot 2>&1)"
 esac
 case " $action " in *" security "*)
-  for unit in diffota-update.service diffota-mark-good.service diffota-health-failed.service diffota-report.service diffota-service.service; do
+  for unit in diffota-update.service diffota-mark-good.service diffota-health-failed.service diffota-report.service diffota-service.service diffota-provision.service; do
     say "security $unit: $(systemd-analyze security --no-pager "$unit" 2>&1 | grep 'Overall exposure')"
   done
 esac
@@ -314,7 +315,7 @@ UNIT
 }
 
 if [ "$bootloader" = grub ]; then
-  boot_backend=$'backend = "grub"\ngrubenv = "/boot/efi/EFI/diffota/grubenv"'
+  boot_backend=$'backend = "grub"\ngrubenv = "/boot/efi/EFI/BOOT/grubenv"'
 else
   boot_backend=$'backend = "uboot"\nfw_env_config = "/etc/fw_env.config"'
 fi
@@ -343,54 +344,55 @@ PARTS
 esp="$disk@@$((esp_start * mib))"
 
 mkfs.vfat -n ESP -C "$work/esp.img" $((64 * 1024)) >/dev/null
+# The boot files as the layer ships them, rendered from its templates with this machine's
+# settings (virtio disk, the kernel and initramfs inside each slot, the serial console).
+boot_files=$repo/meta-diffota/files/boot
+export DIFFOTA_SLOT_A=/dev/vda2 DIFFOTA_SLOT_B=/dev/vda3 DIFFOTA_KERNEL=/boot/vmlinuz \
+  DIFFOTA_INITRD=/boot/initrd.img DIFFOTA_FDT="" DIFFOTA_KERNEL_ARGS="console=ttyS0 panic=-1" \
+  DIFFOTA_BOOT_ATTEMPTS=3 DIFFOTA_GRUB_PART_A="(hd0,gpt2)" DIFFOTA_GRUB_PART_B="(hd0,gpt3)" \
+  DIFFOTA_UBOOT_DEV="virtio 0" DIFFOTA_UBOOT_BOOT_PART=1 DIFFOTA_UBOOT_PART_A=2 \
+  DIFFOTA_UBOOT_PART_B=3 DIFFOTA_UBOOT_ENV_SIZE=0x4000
 if [ "$bootloader" = grub ]; then
+  # Debian's GRUB EFI binary instead of Yocto's, started the way Yocto's starts: ${prefix} is
+  # the ESP's /EFI/BOOT, and grub.cfg there is the layer's.
   cat > "$work/grub-embedded.cfg" <<'GRUB'
-set diffota_part_a=(hd0,gpt2)
-set diffota_part_b=(hd0,gpt3)
-set diffota_root_a=/dev/vda2
-set diffota_root_b=/dev/vda3
-set diffota_kernel=/boot/vmlinuz
-set diffota_initrd=/boot/initrd.img
-set diffota_args="console=ttyS0 panic=-1"
-set diffota_grubenv=(hd0,gpt1)/EFI/diffota/grubenv
-source (hd0,gpt1)/EFI/diffota/diffota.cfg
+set prefix=(hd0,gpt1)/EFI/BOOT
+source ${prefix}/grub.cfg
 GRUB
   grub-mkstandalone -O x86_64-efi -o "$work/BOOTX64.EFI" \
     --modules="part_gpt fat ext2 normal linux configfile loadenv test echo gzio" \
     "boot/grub/grub.cfg=$work/grub-embedded.cfg"
+  sh "$boot_files/render-boot.sh" "$boot_files/grub.cfg.in" "$work/grub.cfg"
+  # As the grub-efi bbappend makes it.
   grub-editenv "$work/grubenv" create
-  grub-editenv "$work/grubenv" set diffota_slot=a upgrade_available=0 bootcount=0 bootlimit=3
-  mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/EFI/diffota
+  grub-editenv "$work/grubenv" set diffota_slot=a upgrade_available=0 bootcount=0 bootlimit=$DIFFOTA_BOOT_ATTEMPTS
+  mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT
   mcopy -i "$work/esp.img" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
-  mcopy -i "$work/esp.img" "$repo/meta-diffota/recipes-bsp/grub/files/diffota.cfg" ::/EFI/diffota/diffota.cfg
-  mcopy -i "$work/esp.img" "$work/grubenv" ::/EFI/diffota/grubenv
+  mcopy -i "$work/esp.img" "$work/grub.cfg" ::/EFI/BOOT/grub.cfg
+  mcopy -i "$work/esp.img" "$repo/meta-diffota/recipes-bsp/grub/files/diffota.cfg" ::/EFI/BOOT/diffota.cfg
+  mcopy -i "$work/esp.img" "$work/grubenv" ::/EFI/BOOT/grubenv
 else
-  # The board preamble: where things are, and the environment kept in a file.
-  cat > "$work/preamble.cmd" <<'UBOOT'
-setenv diffota_dev virtio 0
-setenv diffota_part_a 2
-setenv diffota_part_b 3
-setenv diffota_root_a /dev/vda2
-setenv diffota_root_b /dev/vda3
-setenv diffota_kernel /boot/vmlinuz
-setenv diffota_initrd /boot/initrd.img
-setenv diffota_args console=ttyS0 panic=-1
-setenv diffota_save_env 'env export -c -s 0x4000 ${loadaddr} diffota_slot upgrade_available bootcount bootlimit; fatwrite virtio 0:1 ${loadaddr} uboot.env 0x4000'
-if load virtio 0:1 ${loadaddr} uboot.env; then env import -c ${loadaddr} 0x4000; fi
-load virtio 0:1 ${scriptaddr} diffota.scr
-source ${scriptaddr}
-UBOOT
-  mkimage -A x86_64 -T script -C none -d "$work/preamble.cmd" "$work/boot.scr" >/dev/null
-  mkimage -A x86_64 -T script -C none -d "$repo/meta-diffota/recipes-bsp/u-boot/files/boot.cmd" "$work/diffota.scr" >/dev/null
-  printf 'diffota_slot=a\nupgrade_available=0\nbootcount=0\nbootlimit=3\n' > "$work/uboot-env.txt"
-  mkenvimage -s 0x4000 -o "$work/uboot.env" "$work/uboot-env.txt"
+  # As u-boot-diffota-script makes them: boot.scr (the board part, rendered), diffota.scr,
+  # the initial uboot.env.
+  sh "$boot_files/render-boot.sh" "$boot_files/boot-env.cmd.in" "$work/boot.cmd"
+  mkimage -A x86_64 -T script -C none -d "$work/boot.cmd" "$work/boot.scr" >/dev/null
+  mkimage -A x86_64 -T script -C none -d "$repo/meta-diffota/recipes-bsp/u-boot/files/diffota.cmd" "$work/diffota.scr" >/dev/null
+  printf 'diffota_slot=a\nupgrade_available=0\nbootcount=0\nbootlimit=%s\n' "$DIFFOTA_BOOT_ATTEMPTS" > "$work/uboot-env.txt"
+  mkenvimage -s "$DIFFOTA_UBOOT_ENV_SIZE" -o "$work/uboot.env" "$work/uboot-env.txt"
   mcopy -i "$work/esp.img" "$work/boot.scr" ::/boot.scr
   mcopy -i "$work/esp.img" "$work/diffota.scr" ::/diffota.scr
   mcopy -i "$work/esp.img" "$work/uboot.env" ::/uboot.env
 fi
 dd if="$work/esp.img" of="$disk" bs=1M seek=$esp_start conv=notrunc status=none
 dd if="$work/rootfs-1.0.ext4" of="$disk" bs=1M seek=$a_start conv=notrunc status=none
-mkfs.ext4 -q -F -L data "$work/data.img" "${data_size}M"
+# The data partition. The systemd guest gets the factory data the layer's image class puts
+# there (the signed index of 1.0 and provision.env, for diffota-provision.service).
+factory_data=$work/factory-data
+mkdir -p "$factory_data"
+if [ "$guest" = systemd ]; then
+  sh "$repo/meta-diffota/files/diffota-factory-data.sh" "$store" 1.0 rootfs "$factory_data"
+fi
+mkfs.ext4 -q -F -L data -d "$factory_data" "$work/data.img" "${data_size}M"
 dd if="$work/data.img" of="$disk" bs=1M seek=$data_start conv=notrunc status=none
 # The store disk is rebuilt before every boot: the store as published, and the action the
 # guest's init runs on that boot (none unless action() was called).
@@ -406,7 +408,7 @@ store_disk() {
 # The boot variables as the host reads them with the bootloader's own tools.
 env_get() {
   if [ "$bootloader" = grub ]; then
-    mcopy -o -i "$esp" ::/EFI/diffota/grubenv "$work/grubenv.out"
+    mcopy -o -i "$esp" ::/EFI/BOOT/grubenv "$work/grubenv.out"
     grub-editenv "$work/grubenv.out" list | sed -n "s/^$1=//p"
   else
     mcopy -o -i "$esp" ::/uboot.env "$work/uboot.env.out"
@@ -508,10 +510,13 @@ log "scenario 1 (systemd): factory boot on A; diffota-update.service installs 2.
 publish 2.0; action "security dbus install"
 boot
 expect "booted slot=a release=1.0"; expect "install starting"
+# diffota-provision.service, from the factory data on /data: slot A recorded as 1.0 before
+# the first update.
+expect "diffota\[[0-9]*\]: slot a holds release 1.0 (its image matches the signed release): recorded as good"
 expect "diffota\[[0-9]*\]: installed 2.0 into slot b"; expect "reboot: Restarting system"
 expect_env diffota_slot b; expect_env upgrade_available 1
 tr -d '\r' < "$last_serial" | grep -a "security diffota" | sed 's/.*DIFFOTA-VM: /vm-test: /' || true
-for unit in diffota-update.service diffota-mark-good.service diffota-health-failed.service diffota-report.service diffota-service.service; do
+for unit in diffota-update.service diffota-mark-good.service diffota-health-failed.service diffota-report.service diffota-service.service diffota-provision.service; do
   expect "security $unit: .*Overall exposure level"
 done
 expect "dbus introspect: .* .Install .Percent .Completed"; expect "diffota-service.service: active"
@@ -521,6 +526,8 @@ boot
 expect "booted slot=b release=2.0"; expect "Reached target boot-complete.target"
 expect "diffota\[[0-9]*\]: slot b (2.0) committed"; expect "diffota-mark-good.service: active result=success"
 expect_env diffota_slot b; expect_env upgrade_available 0; expect_env bootcount 0
+# Provisioning ran once: provision.env was renamed, the unit did not start again.
+if serial_has "slot a holds release|Failed to start diffota-provision"; then fail "diffota-provision.service ran again on the second boot"; fi
 
 log "scenario 2 (systemd): 3.0 fails its health check; diffota-health-failed.service reboots each trial boot; GRUB falls back; the next run refuses 3.0"
 publish 3.0; action install

@@ -211,6 +211,34 @@ check_image() {
   fi
   expect_contains "$dump" IMAGE_INSTALL diffota
   expect_contains "$dump" IMAGE_INSTALL diffota-config
+  expect_contains "$dump" IMAGE_INSTALL kernel-image
+  # The factory image: slot A is the file do_image_diffota makes the release from, the data
+  # partition the factory data the prefunc stages, every release's fstab gets the mounts.
+  local release_image factory_data
+  release_image=$(var_of "$dump" DIFFOTA_RELEASE_IMAGE)
+  factory_data=$(var_of "$dump" DIFFOTA_FACTORY_DATA)
+  case "$release_image" in
+    "$(var_of "$dump" IMGDEPLOYDIR)"/*.ext4) ;;
+    *) fail "$(basename "$dump"): DIFFOTA_RELEASE_IMAGE is '$release_image'" ;;
+  esac
+  case "$task" in
+    *"diffota_image=\"$release_image\""*) ;;
+    *) fail "$(basename "$dump"): do_image_diffota does not make the release from $release_image" ;;
+  esac
+  local wks_expanded
+  wks_expanded=$(sed -e "s#\${DIFFOTA_RELEASE_IMAGE}#$release_image#g" -e "s#\${DIFFOTA_FACTORY_DATA}#$factory_data#g" \
+    -e "s#\${DEPLOY_DIR_IMAGE}#$(var_of "$dump" DEPLOY_DIR_IMAGE)#g" "$wks_found")
+  # shellcheck disable=SC2016 # a literal ${, left by an unexpanded variable
+  if grep -qF '${' <<<"$wks_expanded"; then
+    fail "$(basename "$dump"): $wks uses a variable this test does not expand: (see $wks_found)"
+  fi
+  grep -q -- "--source rawcopy --sourceparams=\"file=$release_image\"" <<<"$wks_expanded" ||
+    fail "$(basename "$dump"): $wks does not copy $release_image into slot A"
+  grep -q -- "--rootfs-dir=$factory_data " <<<"$wks_expanded" ||
+    fail "$(basename "$dump"): $wks does not make the data partition from $factory_data"
+  expect_contains "$dump" ROOTFS_POSTPROCESS_COMMAND diffota_fstab
+  sed -n '/^diffota_factory_data() {/,/^}/p' "$dump" | grep -q "diffota-factory-data.sh" ||
+    fail "$(basename "$dump"): no diffota_factory_data function"
 }
 
 check_task_graph() {
@@ -218,6 +246,11 @@ check_task_graph() {
   grep -q '^"diffota-image-example.do_image_diffota" -> "chunk-server-native.do_populate_sysroot"' \
     "$build/task-depends.dot" || fail "$step: do_image_diffota does not depend on chunk-server-native in the task graph"
   grep -q '"diffota-image-example.do_build"' "$build/task-depends.dot" || fail "$step: no image in the task graph"
+  # The factory image is made from the release (slot A) and after it (the factory data).
+  grep -q '^"diffota-image-example.do_image_wic" -> "diffota-image-example.do_image_diffota"' \
+    "$build/task-depends.dot" || fail "$step: do_image_wic does not come after do_image_diffota"
+  grep -q "^\"diffota-image-example.do_image_wic\" -> \"$3.do_deploy\"" "$build/task-depends.dot" ||
+    fail "$step: do_image_wic does not depend on $3:do_deploy (the boot files)"
 }
 
 check_dry_run() {
@@ -268,18 +301,21 @@ EOF
   check_rust_recipe "$top/env-uboot-diffota.txt" diffota
   check_rust_recipe "$top/env-uboot-chunk-server.txt" chunk-server
   check_rust_recipe "$top/env-uboot-chunk-server-native.txt" chunk-server
-  expect_var "$top/env-uboot-diffota.txt" DIFFOTA_UNITS "diffota-update.service diffota-update.timer diffota-mark-good.service diffota-health-failed.service diffota-report.service diffota-service.service"
+  expect_var "$top/env-uboot-diffota.txt" DIFFOTA_UNITS "diffota-update.service diffota-update.timer diffota-mark-good.service diffota-health-failed.service diffota-report.service diffota-service.service diffota-provision.service"
   expect_var "$top/env-uboot-diffota-config.txt" DIFFOTA_PUBLIC_KEYS "$work/keys/release.pub"
   expect_var "$top/env-uboot-diffota-config.txt" DIFFOTA_BOOTLOADER uboot
   local mit
   mit=$(var_of "$top/env-uboot-diffota-config.txt" COMMON_LICENSE_DIR)/MIT
   expect_var "$top/env-uboot-diffota-config.txt" LIC_FILES_CHKSUM "file://$mit;md5=$(md5sum "$mit" | cut -d' ' -f1)"
   expect_var "$top/env-uboot-u-boot-diffota-script.txt" DIFFOTA_UBOOT_ARCH arm64
+  expect_var "$top/env-uboot-u-boot-diffota-script.txt" DIFFOTA_KERNEL /boot/Image
+  expect_var "$top/env-uboot-u-boot-diffota-script.txt" DIFFOTA_SLOT_B /dev/mmcblk0p3
+  expect_contains "$top/env-uboot-u-boot-diffota-script.txt" SRC_URI file://render-boot.sh
   expect_contains "$top/env-uboot-libubootenv.txt" SRC_URI file://fw_env.config
-  check_image "$top/env-uboot-diffota-image-example.txt" diffota-uboot.wks
+  check_image "$top/env-uboot-diffota-image-example.txt" diffota-uboot.wks.in
   expect_contains "$top/env-uboot-diffota-image-example.txt" IMAGE_INSTALL u-boot-diffota-script
   in_build "$build" "$release-graph-uboot" sh -c "cd '$build' && bitbake -g diffota-image-example"
-  check_task_graph "$build" "$release-graph-uboot"
+  check_task_graph "$build" "$release-graph-uboot" u-boot-diffota-script
   if dry_run_wanted "$release:uboot"; then
     in_build "$build" "$release-dry-run-uboot" bitbake -n diffota-image-example
     check_dry_run "$release-dry-run-uboot"
@@ -314,9 +350,13 @@ EOF
   done
   expect_var "$top/env-grub-diffota-config.txt" DIFFOTA_BOOTLOADER grub
   expect_contains "$top/env-grub-grub-efi.txt" SRC_URI file://diffota.cfg
-  check_image "$top/env-grub-diffota-image-example.txt" diffota-efi.wks
+  expect_contains "$top/env-grub-grub-efi.txt" SRC_URI file://grub.cfg.in
+  expect_var "$top/env-grub-grub-efi.txt" DIFFOTA_SLOT_A /dev/sda2
+  expect_var "$top/env-grub-grub-efi.txt" DIFFOTA_KERNEL /boot/bzImage
+  expect_contains "$top/env-grub-diffota-image-example.txt" IMAGE_EFI_BOOT_FILES "grubenv;EFI/BOOT/grubenv"
+  check_image "$top/env-grub-diffota-image-example.txt" diffota-efi.wks.in
   in_build "$kas_build" "$release-kas-graph" sh -c "cd '$kas_build' && bitbake -g diffota-image-example"
-  check_task_graph "$kas_build" "$release-kas-graph"
+  check_task_graph "$kas_build" "$release-kas-graph" grub-efi
   if dry_run_wanted "$release:grub"; then
     in_build "$kas_build" "$release-kas-dry-run" bitbake -n diffota-image-example
     check_dry_run "$release-kas-dry-run"

@@ -9,14 +9,15 @@ DIFFOTA_CRATE = "diffota"
 
 inherit systemd useradd
 
-SYSTEMD_SERVICE:${PN} = "diffota-update.timer diffota-mark-good.service"
+SYSTEMD_SERVICE:${PN} = "diffota-update.timer diffota-mark-good.service diffota-provision.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
 # The units come from the fetched source tree (systemd/), the same commit as the binary.
 # diffota-health-failed.service and diffota-report.service have no [Install]: health checks
 # start the first with OnFailure=, diffota-mark-good.service the second with Wants=.
 # diffota-service.service (the D-Bus API) is started by D-Bus activation on first use.
-DIFFOTA_UNITS = "diffota-update.service diffota-update.timer diffota-mark-good.service diffota-health-failed.service diffota-report.service diffota-service.service"
+# diffota-provision.service records the factory release once (the factory image's /data).
+DIFFOTA_UNITS = "diffota-update.service diffota-update.timer diffota-mark-good.service diffota-health-failed.service diffota-report.service diffota-service.service diffota-provision.service"
 
 # Besides root, members of this group may call the D-Bus API (org.diffota.Updater1).
 DIFFOTA_DBUS_GROUP ??= "diffota"

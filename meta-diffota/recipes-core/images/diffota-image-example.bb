@@ -9,12 +9,17 @@ REQUIRED_DISTRO_FEATURES = "diffota systemd"
 # The same default as diffota-config: set DIFFOTA_BOOTLOADER in local.conf for both.
 DIFFOTA_BOOTLOADER ??= "uboot"
 
-IMAGE_INSTALL:append = " diffota diffota-config"
+# Each slot boots its own kernel: /boot/${KERNEL_IMAGETYPE} inside the root file system.
+IMAGE_INSTALL:append = " diffota diffota-config kernel-image"
 IMAGE_INSTALL:append = "${@' libubootenv-bin u-boot-diffota-script' if d.getVar('DIFFOTA_BOOTLOADER') == 'uboot' else ''}"
 IMAGE_CLASSES += "image_types_diffota"
 IMAGE_FSTYPES:append = " ext4 diffota wic"
-WKS_FILE ?= "${@'diffota-efi.wks' if d.getVar('DIFFOTA_BOOTLOADER') == 'grub' else 'diffota-uboot.wks'}"
+WKS_FILE ?= "${@'diffota-efi.wks.in' if d.getVar('DIFFOTA_BOOTLOADER') == 'grub' else 'diffota-uboot.wks.in'}"
 
-# The U-Boot boot partition (bootimg_partition) holds the kernel and the diffota boot script.
-IMAGE_BOOT_FILES ?= "${@'${KERNEL_IMAGETYPE} boot.scr' if d.getVar('DIFFOTA_BOOTLOADER') == 'uboot' else ''}"
+# The boot partition as the layer ships it. U-Boot (bootimg_partition): boot.scr,
+# diffota.scr and the initial uboot.env from u-boot-diffota-script. GRUB (bootimg_efi): the
+# wks file's --configfile is diffota-grub.cfg; diffota.cfg and grubenv go beside it.
+IMAGE_BOOT_FILES ?= "${@'boot.scr diffota.scr uboot.env' if d.getVar('DIFFOTA_BOOTLOADER') == 'uboot' else ''}"
+IMAGE_EFI_BOOT_FILES:append = "${@' diffota.cfg;EFI/BOOT/diffota.cfg grubenv;EFI/BOOT/grubenv' if d.getVar('DIFFOTA_BOOTLOADER') == 'grub' else ''}"
 do_image_wic[depends] += "${@'u-boot-diffota-script:do_deploy' if d.getVar('DIFFOTA_BOOTLOADER') == 'uboot' else ''}"
+do_image_wic[depends] += "${@'grub-efi:do_deploy' if d.getVar('DIFFOTA_BOOTLOADER') == 'grub' else ''}"

@@ -1,11 +1,11 @@
-# diffota A/B boot script for U-Boot. Build: mkimage -A arm64 -T script -C none -d boot.cmd boot.scr
+# diffota A/B boot script for U-Boot, run by boot.scr (files/boot/boot-env.cmd.in). Build: mkimage -A arm64 -T script -C none -d diffota.cmd diffota.scr
 #
 # Boot variables (kept in the U-Boot environment, written by diffota on Linux):
 #   diffota_slot       a or b: the slot to boot
 #   upgrade_available  1 while diffota_slot is on trial
 #   bootcount          boots of the trial slot so far
 #   bootlimit          boots a trial slot gets before falling back (1 to 9)
-# Board variables (set by the layer's default environment):
+# Board variables (set by boot.scr before it runs this script):
 #   diffota_dev        device for `load`, e.g. "mmc 0"
 #   diffota_part_a/b   partition number of each slot's root filesystem
 #   diffota_root_a/b   root= for each slot, e.g. /dev/mmcblk0p2
