@@ -109,10 +109,20 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
     let mut fstab_vars: BTreeMap<&str, String> = BTreeMap::new();
     fstab_vars.insert("IMAGE_ROOTFS", tree.display().to_string());
     fstab_vars.insert("sysconfdir", "/etc".into());
-    fstab_vars.insert("DIFFOTA_FSTAB_BOOT", "LABEL=esp /boot vfat defaults 0 0".into());
-    fstab_vars.insert("DIFFOTA_FSTAB_DATA", "LABEL=data /data ext4 defaults 0 2".into());
+    fstab_vars.insert(
+        "DIFFOTA_FSTAB_BOOT",
+        "LABEL=esp /boot vfat defaults 0 0".into(),
+    );
+    fstab_vars.insert(
+        "DIFFOTA_FSTAB_DATA",
+        "LABEL=data /data ext4 defaults 0 2".into(),
+    );
     let fstab_script = dir.path().join("fstab.sh");
-    std::fs::write(&fstab_script, class_function_script("diffota_fstab", &fstab_vars)).unwrap();
+    std::fs::write(
+        &fstab_script,
+        class_function_script("diffota_fstab", &fstab_vars),
+    )
+    .unwrap();
     run_ok(Command::new("sh").arg(&fstab_script));
     // Run twice (a rootfs task re-run): the lines are not doubled.
     run_ok(Command::new("sh").arg(&fstab_script));
@@ -488,7 +498,10 @@ fn layer_static_check() {
         !layer.join("wic").exists(),
         "wks files in wic/: wrynose refuses the layer"
     );
-    for wks in ["files/wic/diffota-uboot.wks.in", "files/wic/diffota-efi.wks.in"] {
+    for wks in [
+        "files/wic/diffota-uboot.wks.in",
+        "files/wic/diffota-efi.wks.in",
+    ] {
         let text = std::fs::read_to_string(layer.join(wks)).unwrap();
         let parts: Vec<&str> = text.lines().filter(|l| l.starts_with("part ")).collect();
         assert_eq!(parts.len(), 4, "{wks}: boot, slot A, slot B, data");
