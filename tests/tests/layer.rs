@@ -602,14 +602,15 @@ fn srcrev_is_a_commit_with_this_cargo_lock() {
         crates_at_srcrev == crates_inc,
         "the crates of Cargo.lock changed since SRCREV {srcrev}: commit, then move SRCREV in diffota.inc to that commit"
     );
-    for unit in [
-        "diffota-update.service",
-        "diffota-update.timer",
-        "diffota-mark-good.service",
-        "diffota-health-failed.service",
-        "diffota-report.service",
-        "diffota-service.service",
-    ] {
+    // Every unit the recipe installs from the fetched tree is in that tree.
+    let recipe =
+        std::fs::read_to_string(layer().join("recipes-core/diffota/diffota_git.bb")).unwrap();
+    let units = recipe
+        .lines()
+        .find_map(|l| l.strip_prefix("DIFFOTA_UNITS = "))
+        .expect("diffota_git.bb sets DIFFOTA_UNITS")
+        .trim_matches('"');
+    for unit in units.split_whitespace() {
         let output = run(Command::new("git").arg("-C").arg(root()).args([
             "cat-file",
             "-e",

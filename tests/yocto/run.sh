@@ -205,9 +205,11 @@ check_image() {
   esac
   # kas writes layer paths relative to the build directory.
   local wks_found
-  wks_found=$(var_of "$dump" WKS_FULL_PATH)
+  # A .wks.in is a template: WKS_TEMPLATE_PATH is the file found, WKS_FULL_PATH where
+  # do_write_wks_template writes it expanded.
+  wks_found=$(var_of "$dump" WKS_TEMPLATE_PATH)
   if [ -z "$wks_found" ] || [ "$(realpath -m "$wks_found")" != "$layer/files/wic/$wks" ]; then
-    fail "$(basename "$dump"): WKS_FULL_PATH is '$wks_found', expected $layer/files/wic/$wks"
+    fail "$(basename "$dump"): WKS_TEMPLATE_PATH is '$wks_found', expected $layer/files/wic/$wks"
   fi
   expect_contains "$dump" IMAGE_INSTALL diffota
   expect_contains "$dump" IMAGE_INSTALL diffota-config

@@ -67,10 +67,18 @@ impl fmt::Display for StatusReport {
             BootView::Read(boot) => writeln!(
                 f,
                 "bootloader: next boot slot {}, upgrade_available={}, bootcount={}, bootlimit={}",
-                boot.selected.map_or("?".into(), |s| s.to_string()),
+                // The boot scripts boot slot a, with a limit of 3, when the variables are
+                // not set (a blank environment): say that, not "?".
+                boot.selected.map_or(
+                    "a (diffota_slot is not set: the boot script's default; `diffota doctor`)"
+                        .into(),
+                    |s| s.to_string()
+                ),
                 u8::from(boot.upgrade_available),
                 boot.bootcount,
-                boot.bootlimit.map_or("?".into(), |l| l.to_string())
+                boot.bootlimit
+                    .map_or("3 (not set: the boot script's default)".into(), |l| l
+                        .to_string())
             )?,
             BootView::Unreadable { error } => writeln!(f, "bootloader: {error}")?,
         }
@@ -99,5 +107,31 @@ impl fmt::Display for StatusReport {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blank_environment_shows_what_the_boot_script_will_do() {
+        let report = StatusReport {
+            running_slot: Some(Slot::A),
+            boot: BootView::Read(BootState {
+                selected: None,
+                upgrade_available: false,
+                bootcount: 0,
+                bootlimit: None,
+            }),
+            state: State::default(),
+        };
+        let text = report.to_string();
+        assert!(
+            text.contains("next boot slot a (diffota_slot is not set: the boot script's default"),
+            "{text}"
+        );
+        assert!(text.contains("bootlimit=3 (not set"), "{text}");
+        assert!(!text.contains('?'), "{text}");
     }
 }

@@ -241,6 +241,12 @@ impl DeviceState {
         self.state.begin_install(marker.slot);
         self.dir.save(&self.state)?;
         bootloader.forget_slot(marker.slot)?;
+        // A trial armed on this slot (an install that was not booted yet, now forced again)
+        // ended when the bootloader forgot the slot: the state says so only after it did.
+        if self.state.trial().is_some_and(|t| t.slot == marker.slot) {
+            self.state.end_trial();
+            self.dir.save(&self.state)?;
+        }
         Ok(())
     }
 
@@ -650,6 +656,23 @@ mod tests {
             Slot::B
         );
         assert_eq!(machine.state().trial(), None);
+    }
+
+    #[test]
+    fn reinstalling_an_armed_slot_ends_its_trial_after_the_bootloader_forgot_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path());
+        let mut boot = RecordingBootloader::default();
+        let mut machine = DeviceState::load(&state_dir).unwrap();
+        install(&mut machine, &mut boot, "3.0");
+        machine.arm_trial(trial(Slot::B, "3.0"), &mut boot).unwrap();
+        machine
+            .begin_install(&marker(Slot::B, "3.0"), &mut boot)
+            .unwrap();
+        assert_eq!(machine.state().trial(), None);
+        assert_eq!(machine.state().slot(Slot::B), None);
+        assert_eq!(StateDir::new(dir.path()).load().unwrap().trial(), None);
+        assert_eq!(boot.calls.last().map(String::as_str), Some("forget_slot b"));
     }
 
     #[test]

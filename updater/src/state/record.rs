@@ -189,6 +189,11 @@ impl State {
         self.slots.remove(&target);
     }
 
+    /// The pending trial is over without an outcome (its slot is being written again).
+    pub(super) fn end_trial(&mut self) {
+        self.trial = None;
+    }
+
     /// The target slot was written and read back; no trial is armed yet.
     pub(super) fn record_installed(&mut self, slot: SlotRecord, install: InstallRecord) {
         self.slots.insert(install.slot, slot);
