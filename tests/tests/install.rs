@@ -407,6 +407,12 @@ fn sigkill_during_install_then_resume_without_downloading_again() {
         );
         kill_install_midway(&device, &stalling);
         assert_running_untouched(&device, &fixture);
+        // `status` says what happened to slot b, and no trial is pending.
+        let status = run_ok(device.diffota().arg("status"));
+        assert!(
+            status.contains("slot b: being written with 2.0") && !status.contains("trial pending"),
+            "{status}"
+        );
 
         device.configure(&good.url, &[&fixture.keys.public], "");
         good.clear_log();

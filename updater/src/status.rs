@@ -7,13 +7,16 @@ use crate::boot::{BootState, Bootloader};
 use crate::config::Config;
 use crate::release::humanize_time;
 use crate::slot::{booted_slot, Slot};
-use crate::state::{State, StateDir, StateError};
+use crate::state::{InProgress, State, StateDir, StateError};
 
 #[derive(Debug, serde::Serialize)]
 pub struct StatusReport {
     pub running_slot: Option<Slot>,
     pub boot: BootView,
     pub state: State,
+    /// An install writing a slot now, or interrupted while writing it (the next install of
+    /// the same release resumes it).
+    pub writing: Option<InProgress>,
 }
 
 /// The bootloader's variables, or why they could not be read.
@@ -38,6 +41,7 @@ pub fn status(
             },
         },
         state: state_dir.load()?,
+        writing: state_dir.in_progress()?,
     })
 }
 
@@ -60,7 +64,14 @@ impl fmt::Display for StatusReport {
                     humanize_time(record.installed_at),
                     if record.good { ", good" } else { "" }
                 )?,
-                None => writeln!(f, "slot {slot}: unknown")?,
+                None => match &self.writing {
+                    Some(writing) if writing.slot == slot => writeln!(
+                        f,
+                        "slot {slot}: being written with {} (an install is running, or stopped and resumes on the next install)",
+                        writing.version
+                    )?,
+                    _ => writeln!(f, "slot {slot}: unknown")?,
+                },
             }
         }
         match &self.boot {
@@ -125,6 +136,7 @@ mod tests {
                 bootlimit: None,
             }),
             state: State::default(),
+            writing: None,
         };
         let text = report.to_string();
         assert!(
@@ -133,5 +145,27 @@ mod tests {
         );
         assert!(text.contains("bootlimit=3 (not set"), "{text}");
         assert!(!text.contains('?'), "{text}");
+    }
+
+    #[test]
+    fn a_slot_being_written_says_so() {
+        let report = StatusReport {
+            running_slot: Some(Slot::A),
+            boot: BootView::Unreadable {
+                error: "not read".into(),
+            },
+            state: State::default(),
+            writing: Some(InProgress {
+                slot: Slot::B,
+                version: "3.0".into(),
+                image_hash: "00".into(),
+            }),
+        };
+        let text = report.to_string();
+        assert!(text.contains("slot a: unknown"), "{text}");
+        assert!(
+            text.contains("slot b: being written with 3.0 (an install is running"),
+            "{text}"
+        );
     }
 }
