@@ -8,19 +8,19 @@ cd "$(dirname "$0")/.." || exit 1
 
 # tool | Debian package | the tests that need it
 checks=(
-  "minisign|minisign|publish.rs minisign_interop_both_ways"
-  "openssl|openssl|install.rs https_with_a_test_ca"
-  "zstd|zstd|bundle.rs delta_bundle_installs_and_reports_its_size"
-  "xdelta3|xdelta3|bundle.rs delta_bundle_installs_and_reports_its_size"
-  "fw_printenv|libubootenv-tool|boot.rs U-Boot environment cross-checks"
-  "fw_setenv|libubootenv-tool|boot.rs U-Boot environment cross-checks"
-  "grub-editenv|grub-common|boot.rs grubenv cross-checks"
-  "dbus-daemon|dbus-daemon|dbus.rs (every test)"
-  "busctl|systemd|dbus.rs (every test)"
-  "gdbus|libglib2.0-bin|dbus.rs (every test)"
-  "systemd-analyze|systemd|layer.rs systemd_units_pass_systemd_analyze"
-  "shellcheck|shellcheck|layer.rs shell_scripts_pass_shellcheck"
-  "mkfs.ext4|e2fsprogs|layer.rs image_cmd_makes_a_verifiable_store_from_an_ext4_image"
+  "minisign|minisign|publish::minisign_interop_both_ways"
+  "openssl|openssl|install::fetch::https_with_a_test_ca"
+  "zstd|zstd|bundle::delta_bundle_installs_and_reports_its_size"
+  "xdelta3|xdelta3|bundle::delta_bundle_installs_and_reports_its_size"
+  "fw_printenv|libubootenv-tool|boot: U-Boot environment cross-checks"
+  "fw_setenv|libubootenv-tool|boot: U-Boot environment cross-checks"
+  "grub-editenv|grub-common|boot: grubenv cross-checks"
+  "dbus-daemon|dbus-daemon|dbus: (every test)"
+  "busctl|systemd|dbus: (every test)"
+  "gdbus|libglib2.0-bin|dbus: (every test)"
+  "systemd-analyze|systemd|layer::systemd_units_pass_systemd_analyze"
+  "shellcheck|shellcheck|layer::shell_scripts_pass_shellcheck"
+  "mkfs.ext4|e2fsprogs|layer::image_cmd_makes_a_verifiable_store_from_an_ext4_image"
 )
 missing=0
 for check in "${checks[@]}"; do
@@ -32,7 +32,7 @@ for check in "${checks[@]}"; do
 done
 if [ "$(id -u)" != 0 ]; then
   missing=$((missing + 1))
-  echo "******** WILL SKIP: dbus.rs, the parts run as another user (the policy refusal, who receives signals): not root ********" >&2
+  echo "******** WILL SKIP: dbus, the parts run as another user (the policy refusal, who receives signals): not root ********" >&2
 fi
 advisory_db=${DIFFOTA_ADVISORY_DB:-../shared/advisory-db.tar.zst}
 if [ ! -f "$advisory_db" ]; then

@@ -5,6 +5,7 @@
 pub mod bootmodel;
 pub mod crates_inc;
 pub mod faults;
+pub mod fleet;
 pub mod report_endpoint;
 pub mod sample;
 

@@ -200,7 +200,7 @@ make_systemd_rootfs() {
   local version=$1 healthy=$2 tree=$work/tree-$1
   rm -rf "$tree"
   cp -a "$base_tree" "$tree"
-  mkdir -p "$tree"/{store,boot/efi,var/lib/diffota,usr/local/sbin}
+  mkdir -p "$tree"/{store,boot/efi,data,var/lib/diffota,usr/local/sbin}
   cp "$static_diffota" "$tree/usr/bin/diffota"
   cp "$vmlinuz" "$tree/boot/vmlinuz"
   cp "$work/initrd.img" "$tree/boot/initrd.img"

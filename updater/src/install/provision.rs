@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use diffota_format::hex32;
 
-use super::{prepare, verify::hash_image, Device, InstallError, Prepared};
+use super::{prepare, verify::hash_stored_image, Device, InstallError, Prepared};
 use crate::release::ReleaseTarget;
 use crate::slot::Slot;
 use crate::source::Traffic;
@@ -62,11 +62,7 @@ pub async fn provision(
         .is_some_and(|r| r.version == index.version && r.image_hash == hex32(&index.image_hash));
     if !already_recorded {
         let path = device.config.slot_path(running);
-        let file = std::fs::File::open(path).map_err(|source| InstallError::ReadRunning {
-            path: path.to_owned(),
-            source,
-        })?;
-        let actual = hash_image(&file, path, index.image_length)?;
+        let actual = hash_stored_image(path, index.image_length)?;
         if actual != index.image_hash {
             return Err(InstallError::NotThisRelease {
                 slot: running,

@@ -8,46 +8,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use diffota_tests::sample::write_image;
+use diffota_tests::fleet::{Fleet, MIB};
 use diffota_tests::*;
 
-const MIB: u64 = 1 << 20;
-
 /// Releases 1.0 and 2.0 of a 4 MiB image in a local store, channel `stable` at 2.0.
-struct Store {
-    dir: tempfile::TempDir,
-    keys: Keys,
-    store: PathBuf,
-    v1: PathBuf,
-    v2: PathBuf,
-}
-
-impl Store {
-    fn new() -> Store {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = Keys::generate(dir.path(), "release");
-        let store = dir.path().join("store");
-        let (v1, v2) = (dir.path().join("v1.img"), dir.path().join("v2.img"));
-        write_image(&v1, 4 * MIB, 7, 1).unwrap();
-        write_image(&v2, 4 * MIB, 7, 2).unwrap();
-        make_release(&store, &keys, "1.0", &v1);
-        make_release(&store, &keys, "2.0", &v2);
-        set_channel(&store, &keys, "stable", "2.0", &[]);
-        Store {
-            dir,
-            keys,
-            store,
-            v1,
-            v2,
-        }
-    }
-
-    /// A device on 1.0 in slot A whose store is `store_url`.
-    fn device(&self, name: &str, store_url: &str) -> Device {
-        let device = Device::new(&self.dir.path().join(name), &self.v1, 5 * MIB);
-        device.configure(store_url, &[&self.keys.public], "");
-        device
-    }
+fn store() -> Fleet {
+    let mut fleet = Fleet::new();
+    fleet.sample_release("1.0", 4 * MIB, 7, 1);
+    fleet.sample_release("2.0", 4 * MIB, 7, 2);
+    fleet.publish("2.0");
+    fleet
 }
 
 /// Runs `command`, failing the test if it has not ended after a minute (a hang on a FIFO
@@ -103,10 +73,10 @@ fn assert_running_untouched(device: &Device, image: &Path) {
 
 #[test]
 fn a_stored_index_that_is_a_link_fifo_or_huge_is_passed_over() {
-    let store = Store::new();
+    let store = store();
     let url = store.store.display().to_string();
     for (name, plant) in [("dev-zero", 0), ("fifo", 1), ("huge", 2)] {
-        let device = store.device(name, &url);
+        let device = store.device(name, "1.0", 5 * MIB, &url, "");
         // The install of 1.0 into slot A left a stored index for A: put something hostile
         // in its place.
         std::fs::create_dir_all(&device.state).unwrap();
@@ -119,15 +89,15 @@ fn a_stored_index_that_is_a_link_fifo_or_huge_is_passed_over() {
         }
         let output = run_bounded(device.diffota().arg("install"));
         assert!(output.status.success(), "{name}: {}", stderr(&output));
-        let expected = std::fs::read(&store.v2).unwrap();
+        let expected = std::fs::read(store.image("2.0")).unwrap();
         assert!(device.slot_bytes("b", expected.len()) == expected, "{name}");
-        assert_running_untouched(&device, &store.v1);
+        assert_running_untouched(&device, store.image("1.0"));
     }
 }
 
 #[test]
 fn a_local_store_file_that_is_a_fifo_or_device_is_refused_at_once() {
-    let store = Store::new();
+    let store = store();
     let signature = store.store.join("releases/2.0/rootfs.didx.minisig");
     for (name, plant, message) in [
         ("fifo", 1, "is a FIFO, not a regular file"),
@@ -138,7 +108,7 @@ fn a_local_store_file_that_is_a_fifo_or_device_is_refused_at_once() {
             0 => std::os::unix::fs::symlink("/dev/zero", &signature).unwrap(),
             _ => mkfifo(&signature),
         }
-        let device = store.device(name, &store.store.display().to_string());
+        let device = store.device(name, "1.0", 5 * MIB, &store.store.display().to_string(), "");
         let output = run_bounded(device.diffota().arg("install"));
         assert!(!output.status.success(), "{name}: accepted");
         assert!(
@@ -146,7 +116,7 @@ fn a_local_store_file_that_is_a_fifo_or_device_is_refused_at_once() {
             "{name}: {}",
             stderr(&output)
         );
-        assert_running_untouched(&device, &store.v1);
+        assert_running_untouched(&device, store.image("1.0"));
         let status = run_ok(device.diffota().args(["status", "--json"]));
         assert!(!status.contains("\"installed\""), "{name}: {status}");
     }
@@ -154,8 +124,14 @@ fn a_local_store_file_that_is_a_fifo_or_device_is_refused_at_once() {
 
 #[test]
 fn a_lock_file_that_is_a_link_is_refused_and_its_target_kept() {
-    let store = Store::new();
-    let device = store.device("device", &store.store.display().to_string());
+    let store = store();
+    let device = store.device(
+        "device",
+        "1.0",
+        5 * MIB,
+        &store.store.display().to_string(),
+        "",
+    );
     std::fs::create_dir_all(&device.state).unwrap();
     let victim = store.dir.path().join("victim.conf");
     std::fs::write(&victim, "precious\n").unwrap();
@@ -170,7 +146,7 @@ fn a_lock_file_that_is_a_link_is_refused_and_its_target_kept() {
         );
     }
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
-    assert_running_untouched(&device, &store.v1);
+    assert_running_untouched(&device, store.image("1.0"));
 }
 
 /// Everything a device shows or keeps: its outputs and every file of its state directory.
@@ -206,11 +182,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_password_in_the_store_url_is_never_shown_or_kept() {
-    let store = Store::new();
+    let store = store();
     let log = store.dir.path().join("access.log");
     let server = StoreServer::start(&store.store, &log, None);
     let with_password = server.url.replacen("://", "://fleet:hunter2@", 1);
-    let device = store.device("device", &with_password);
+    let device = store.device("device", "1.0", 5 * MIB, &with_password, "");
     // A failure that quotes the URL: a channel that does not exist.
     let missing = run(device.diffota().args(["check", "--channel", "nightly"]));
     assert!(!missing.status.success());
@@ -225,7 +201,13 @@ fn a_password_in_the_store_url_is_never_shown_or_kept() {
     let status = run(device.diffota().args(["status", "--json"]));
     assert_secret_kept(&device, &[&missing, &check, &install, &status], "hunter2");
     // A server that is not there: the transport error quotes no password either.
-    let gone = store.device("gone", "http://fleet:hunter2@127.0.0.1:9/store");
+    let gone = store.device(
+        "gone",
+        "1.0",
+        5 * MIB,
+        "http://fleet:hunter2@127.0.0.1:9/store",
+        "",
+    );
     let output = run(gone.diffota().arg("check"));
     assert!(!output.status.success());
     assert_secret_kept(&gone, &[&output], "hunter2");
@@ -234,14 +216,18 @@ fn a_password_in_the_store_url_is_never_shown_or_kept() {
 #[test]
 fn store_headers_go_only_to_the_configured_origin() {
     use diffota_tests::report_endpoint::ReportEndpoint;
-    let store = Store::new();
+    let store = store();
     let log = store.dir.path().join("access.log");
     let server = StoreServer::start(&store.store, &log, None);
     // Another host (another origin: another port), recording what it is sent.
     let other = ReportEndpoint::start(0);
     let other_index = other.url.replace("/reports", "/releases/2.0/rootfs.didx");
     let headers = "[http]\nheaders = { Authorization = \"Bearer fleet-token\" }\n";
-    let device = Device::new(&store.dir.path().join("device"), &store.v1, 5 * MIB);
+    let device = Device::new(
+        &store.dir.path().join("device"),
+        store.image("1.0"),
+        5 * MIB,
+    );
     device.configure(&server.url, &[&store.keys.public], headers);
 
     let output = run(device.diffota().arg("check").arg(&other_index));

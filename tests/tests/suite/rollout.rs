@@ -2,40 +2,23 @@
 //! a real server, replayed and expired channel files, key rotation.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use diffota_format::channel::bucket;
-use diffota_tests::sample::write_image;
+use diffota_tests::fleet::Fleet;
 use diffota_tests::*;
 
 const KIB: u64 = 1024;
 
-struct Store {
-    dir: tempfile::TempDir,
-    keys: Keys,
-    store: PathBuf,
-    v1: PathBuf,
+/// Releases 1.0 and 2.0 of a 256 KiB sample image, no channel yet.
+fn store() -> Fleet {
+    let mut fleet = Fleet::new();
+    fleet.sample_release("1.0", 256 * KIB, 8, 1);
+    fleet.sample_release("2.0", 256 * KIB, 8, 2);
+    fleet
 }
 
-fn store() -> Store {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
-    let store = dir.path().join("store");
-    let (v1, v2) = (dir.path().join("v1.img"), dir.path().join("v2.img"));
-    write_image(&v1, 256 * KIB, 8, 1).unwrap();
-    write_image(&v2, 256 * KIB, 8, 2).unwrap();
-    make_release(&store, &keys, "1.0", &v1);
-    make_release(&store, &keys, "2.0", &v2);
-    Store {
-        dir,
-        keys,
-        store,
-        v1,
-    }
-}
-
-fn device(s: &Store, name: &str, url: &str, id: &str, keys: &[&std::path::Path]) -> Device {
-    let device = Device::new(&s.dir.path().join(name), &s.v1, 512 * KIB);
+fn device(s: &Fleet, name: &str, url: &str, id: &str, keys: &[&std::path::Path]) -> Device {
+    let device = Device::new(&s.dir.path().join(name), s.image("1.0"), 512 * KIB);
     device.configure(url, keys, "");
     let config = std::fs::read_to_string(&device.config)
         .unwrap()

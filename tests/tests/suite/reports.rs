@@ -6,66 +6,51 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use diffota_tests::fleet::{Fleet, MIB};
 use diffota_tests::report_endpoint::ReportEndpoint;
-use diffota_tests::sample::write_image;
 use diffota_tests::*;
 
-const MIB: u64 = 1 << 20;
+/// Releases 1.0 to 4.0 of a 2 MiB sample image, and a device running 1.0 that boots
+/// through the shipped GRUB fragment's logic (`boot-sim`), reports to `endpoint` and writes
+/// metrics.
+fn reporting_fleet(endpoint: &ReportEndpoint) -> (Fleet, ReportingDevice) {
+    let mut fleet = Fleet::new();
+    for release in 1..=4u64 {
+        fleet.sample_release(&format!("{release}.0"), 2 * MIB, 3, release);
+    }
+    let device = Device::new(&fleet.path("device"), fleet.image("1.0"), 3 * MIB);
+    let grubenv = device.dir.join("grubenv");
+    run_ok(Command::new(bin("boot-sim")).arg("factory").arg(&grubenv));
+    let token = device.dir.join("report-token");
+    std::fs::write(&token, "secret-token\n").unwrap();
+    let metrics = device.dir.join("metrics/diffota.prom");
+    device.configure_boot(
+        &fleet.store.display().to_string(),
+        &[&fleet.keys.public],
+        &format!("backend = \"grub\"\ngrubenv = {:?}\n", grubenv.display().to_string()),
+        &format!(
+            "[report]\nurl = {:?}\nbearer_token_file = {:?}\nretry_delay_ms = 50\n\n[metrics]\ntextfile = {:?}\n",
+            endpoint.url,
+            token.display().to_string(),
+            metrics.display().to_string()
+        ),
+    );
+    let reporting = ReportingDevice {
+        device,
+        grubenv,
+        metrics,
+    };
+    (fleet, reporting)
+}
 
-struct Fleet {
-    _dir: tempfile::TempDir,
-    keys: Keys,
-    store: PathBuf,
+/// A device with its GRUB environment and metrics file.
+struct ReportingDevice {
     device: Device,
     grubenv: PathBuf,
     metrics: PathBuf,
 }
 
-impl Fleet {
-    fn new(endpoint: &ReportEndpoint) -> Fleet {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = Keys::generate(dir.path(), "release");
-        let store = dir.path().join("store");
-        for release in 1..=4u64 {
-            let image = dir.path().join(format!("v{release}.img"));
-            write_image(&image, 2 * MIB, 3, release).unwrap();
-            make_release(&store, &keys, &format!("{release}.0"), &image);
-        }
-        let device = Device::new(
-            &dir.path().join("device"),
-            &dir.path().join("v1.img"),
-            3 * MIB,
-        );
-        let grubenv = device.dir.join("grubenv");
-        run_ok(Command::new(bin("boot-sim")).arg("factory").arg(&grubenv));
-        let token = device.dir.join("report-token");
-        std::fs::write(&token, "secret-token\n").unwrap();
-        let metrics = device.dir.join("metrics/diffota.prom");
-        device.configure_boot(
-            &store.display().to_string(),
-            &[&keys.public],
-            &format!("backend = \"grub\"\ngrubenv = {:?}\n", grubenv.display().to_string()),
-            &format!(
-                "[report]\nurl = {:?}\nbearer_token_file = {:?}\nretry_delay_ms = 50\n\n[metrics]\ntextfile = {:?}\n",
-                endpoint.url,
-                token.display().to_string(),
-                metrics.display().to_string()
-            ),
-        );
-        Fleet {
-            _dir: dir,
-            keys,
-            store,
-            device,
-            grubenv,
-            metrics,
-        }
-    }
-
-    fn publish(&self, version: &str) {
-        set_channel(&self.store, &self.keys, "stable", version, &[]);
-    }
-
+impl ReportingDevice {
     /// A reboot through the shipped GRUB fragment's logic; returns the slot booted.
     fn reboot(&self) -> String {
         let boot_id = self.device.dir.join("boot_id");
@@ -92,12 +77,6 @@ impl Fleet {
     }
 }
 
-fn bin(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    assert!(path.exists(), "{} was not built", path.display());
-    path
-}
-
 fn queued(state: &Path) -> usize {
     std::fs::read_dir(state.join("reports"))
         .map(|entries| {
@@ -119,32 +98,32 @@ fn queued(state: &Path) -> usize {
 #[test]
 fn outcomes_are_reported_once_each_and_only_when_final() {
     let endpoint = ReportEndpoint::start(2);
-    let fleet = Fleet::new(&endpoint);
-    fleet.reboot();
+    let (fleet, reporting) = reporting_fleet(&endpoint);
+    reporting.reboot();
 
     // 2.0 installed: not an outcome yet, nothing is sent.
     fleet.publish("2.0");
-    let stdout = run_ok(&mut fleet.diffota(&["install"]));
+    let stdout = run_ok(&mut reporting.diffota(&["install"]));
     assert!(stdout.contains("installed 2.0 into slot b"), "{stdout}");
-    let stdout = run_ok(&mut fleet.diffota(&["report"]));
+    let stdout = run_ok(&mut reporting.diffota(&["report"]));
     assert!(stdout.contains("reports: 0 sent, 0 pending"), "{stdout}");
     assert!(
         endpoint.received().is_empty(),
         "success reported before the trial"
     );
-    assert!(fleet.metrics().contains("diffota_trial_pending 1\n"));
+    assert!(reporting.metrics().contains("diffota_trial_pending 1\n"));
 
     // The trial boot is healthy: mark-good commits, and spools the report (no network at
     // that point of the boot); it survives the next reboot.
-    assert_eq!(fleet.reboot(), "b");
-    let stdout = run_ok(&mut fleet.diffota(&["mark-good"]));
+    assert_eq!(reporting.reboot(), "b");
+    let stdout = run_ok(&mut reporting.diffota(&["mark-good"]));
     assert!(stdout.contains("slot b (2.0) committed"), "{stdout}");
     assert!(endpoint.received().is_empty());
-    assert_eq!(queued(&fleet.device.state), 1);
-    assert_eq!(fleet.reboot(), "b");
+    assert_eq!(queued(&reporting.device.state), 1);
+    assert_eq!(reporting.reboot(), "b");
 
     // The endpoint fails twice; the third attempt of the same report is acknowledged.
-    let stdout = run_ok(&mut fleet.diffota(&["report"]));
+    let stdout = run_ok(&mut reporting.diffota(&["report"]));
     assert!(stdout.contains("reports: 1 sent, 0 pending"), "{stdout}");
     let received = endpoint.received();
     assert_eq!(
@@ -177,10 +156,10 @@ fn outcomes_are_reported_once_each_and_only_when_final() {
     assert_eq!(committed["boot_attempts"], 3);
     assert_eq!(committed["id"].as_str().unwrap().len(), 32);
     // Exactly once: nothing left to send.
-    let stdout = run_ok(&mut fleet.diffota(&["report"]));
+    let stdout = run_ok(&mut reporting.diffota(&["report"]));
     assert!(stdout.contains("reports: 0 sent, 0 pending"), "{stdout}");
     assert_eq!(endpoint.accepted().len(), 1);
-    let metrics = fleet.metrics();
+    let metrics = reporting.metrics();
     assert!(
         metrics.contains("diffota_running_info{slot=\"b\",version=\"2.0\"} 1\n"),
         "{metrics}"
@@ -194,14 +173,14 @@ fn outcomes_are_reported_once_each_and_only_when_final() {
     // 3.0 never gets healthy: three trial boots, GRUB falls back, mark-good finds it. The
     // next install run (the timer's) sends the report before it refuses 3.0.
     fleet.publish("3.0");
-    run_ok(&mut fleet.diffota(&["install"]));
+    run_ok(&mut reporting.diffota(&["install"]));
     for _ in 0..3 {
-        assert_eq!(fleet.reboot(), "a");
+        assert_eq!(reporting.reboot(), "a");
     }
-    assert_eq!(fleet.reboot(), "b");
-    let stdout = run_ok(&mut fleet.diffota(&["mark-good"]));
+    assert_eq!(reporting.reboot(), "b");
+    let stdout = run_ok(&mut reporting.diffota(&["mark-good"]));
     assert!(stdout.contains("release 3.0 failed"), "{stdout}");
-    run_exit(&mut fleet.diffota(&["install"]), 4);
+    run_exit(&mut reporting.diffota(&["install"]), 4);
     let accepted = endpoint.accepted();
     assert_eq!(accepted.len(), 2, "{accepted:?}");
     let reverted = &accepted[1];
@@ -227,9 +206,9 @@ fn outcomes_are_reported_once_each_and_only_when_final() {
         std::fs::remove_file(pack.unwrap().path()).unwrap();
     }
     fleet.publish("4.0");
-    let output = run(&mut fleet.diffota(&["install"]));
+    let output = run(&mut reporting.diffota(&["install"]));
     assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let stdout = run_ok(&mut fleet.diffota(&["report"]));
+    let stdout = run_ok(&mut reporting.diffota(&["report"]));
     assert!(stdout.contains("reports: 1 sent, 0 pending"), "{stdout}");
     let accepted = endpoint.accepted();
     let failed = &accepted[2];
@@ -240,7 +219,7 @@ fn outcomes_are_reported_once_each_and_only_when_final() {
         failed["error"].as_str().unwrap().starts_with("installing"),
         "{failed}"
     );
-    assert!(fleet
+    assert!(reporting
         .metrics()
         .contains("diffota_last_outcome_info{result=\"install_failed\",from_version=\"2.0\",to_version=\"4.0\"} 1\n"));
 }
@@ -249,13 +228,13 @@ fn outcomes_are_reported_once_each_and_only_when_final() {
 fn unsent_reports_wait_and_the_command_says_so() {
     // An endpoint that answers 500 to everything.
     let endpoint = ReportEndpoint::start(usize::MAX);
-    let fleet = Fleet::new(&endpoint);
-    fleet.reboot();
+    let (fleet, reporting) = reporting_fleet(&endpoint);
+    reporting.reboot();
     fleet.publish("2.0");
-    run_ok(&mut fleet.diffota(&["install"]));
-    fleet.reboot();
-    run_ok(&mut fleet.diffota(&["mark-good"]));
-    let output = run(&mut fleet.diffota(&["report"]));
+    run_ok(&mut reporting.diffota(&["install"]));
+    reporting.reboot();
+    run_ok(&mut reporting.diffota(&["mark-good"]));
+    let output = run(&mut reporting.diffota(&["report"]));
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -263,8 +242,8 @@ fn unsent_reports_wait_and_the_command_says_so() {
         "{stderr}"
     );
     assert_eq!(endpoint.received().len(), 4, "attempts = 4 by default");
-    assert_eq!(queued(&fleet.device.state), 1, "kept for the next run");
-    assert!(fleet.metrics().contains("diffota_reports_pending 1\n"));
+    assert_eq!(queued(&reporting.device.state), 1, "kept for the next run");
+    assert!(reporting.metrics().contains("diffota_reports_pending 1\n"));
 }
 
 #[test]
@@ -273,13 +252,13 @@ fn a_redirect_is_not_an_acknowledgement_and_is_not_followed() {
     let elsewhere = ReportEndpoint::start(0);
     for status in [302u16, 307, 308] {
         let endpoint = ReportEndpoint::start_redirecting(status, &elsewhere.url);
-        let fleet = Fleet::new(&endpoint);
-        fleet.reboot();
+        let (fleet, reporting) = reporting_fleet(&endpoint);
+        reporting.reboot();
         fleet.publish("2.0");
-        run_ok(&mut fleet.diffota(&["install"]));
-        fleet.reboot();
-        run_ok(&mut fleet.diffota(&["mark-good"]));
-        let output = run(&mut fleet.diffota(&["report"]));
+        run_ok(&mut reporting.diffota(&["install"]));
+        reporting.reboot();
+        run_ok(&mut reporting.diffota(&["mark-good"]));
+        let output = run(&mut reporting.diffota(&["report"]));
         assert_eq!(output.status.code(), Some(1), "{status}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
@@ -291,7 +270,7 @@ fn a_redirect_is_not_an_acknowledgement_and_is_not_followed() {
             "{status}: the endpoint was asked"
         );
         assert_eq!(
-            queued(&fleet.device.state),
+            queued(&reporting.device.state),
             1,
             "{status}: the report stays queued"
         );
@@ -305,8 +284,8 @@ fn a_redirect_is_not_an_acknowledgement_and_is_not_followed() {
 #[test]
 fn spool_files_that_are_fifos_links_or_huge_are_moved_aside_without_blocking() {
     let endpoint = ReportEndpoint::start(0);
-    let fleet = Fleet::new(&endpoint);
-    let reports = fleet.device.state.join("reports");
+    let (fleet, reporting) = reporting_fleet(&endpoint);
+    let reports = reporting.device.state.join("reports");
     std::fs::create_dir_all(&reports).unwrap();
     let fifo = reports.join("00000000000000000001-fifo.json");
     let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
@@ -318,7 +297,7 @@ fn spool_files_that_are_fifos_links_or_huge_are_moved_aside_without_blocking() {
         .unwrap();
     std::os::unix::fs::symlink("/dev/zero", reports.join("00000000000000000003-zero.json"))
         .unwrap();
-    let stdout = run_ok(&mut fleet.diffota(&["report"]));
+    let stdout = run_ok(&mut reporting.diffota(&["report"]));
     assert!(stdout.contains("reports: 0 sent, 0 pending"), "{stdout}");
     for name in [
         "00000000000000000001-fifo",
@@ -336,22 +315,22 @@ fn spool_files_that_are_fifos_links_or_huge_are_moved_aside_without_blocking() {
 
     // A real report waits; a link where the sending lock belongs is refused, its target
     // untouched, and the report is still sent once the link is gone.
-    fleet.reboot();
+    reporting.reboot();
     fleet.publish("2.0");
-    run_ok(&mut fleet.diffota(&["install"]));
-    fleet.reboot();
-    let victim = fleet.device.dir.join("victim");
+    run_ok(&mut reporting.diffota(&["install"]));
+    reporting.reboot();
+    let victim = reporting.device.dir.join("victim");
     std::fs::write(&victim, "precious").unwrap();
     std::os::unix::fs::symlink(&victim, reports.join(".sending")).unwrap();
-    run_ok(&mut fleet.diffota(&["mark-good"]));
-    let output = run(&mut fleet.diffota(&["report"]));
+    run_ok(&mut reporting.diffota(&["mark-good"]));
+    let output = run(&mut reporting.diffota(&["report"]));
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(".sending: is a symbolic link"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
-    assert_eq!(queued(&fleet.device.state), 1);
+    assert_eq!(queued(&reporting.device.state), 1);
     std::fs::remove_file(reports.join(".sending")).unwrap();
-    let stdout = run_ok(&mut fleet.diffota(&["report"]));
+    let stdout = run_ok(&mut reporting.diffota(&["report"]));
     assert!(stdout.contains("reports: 1 sent, 0 pending"), "{stdout}");
     assert_eq!(endpoint.accepted().len(), 1);
 }

@@ -9,10 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use diffota_tests::faults::{Fault, FaultServer};
-use diffota_tests::sample::write_image;
+use diffota_tests::fleet::{Fleet, MIB};
 use diffota_tests::*;
 
-const MIB: u64 = 1 << 20;
 const NAME: &str = "org.diffota.Updater1";
 const PATH: &str = "/org/diffota/Updater1";
 
@@ -200,62 +199,33 @@ fn percents(monitor: &Path) -> Vec<u32> {
         .collect()
 }
 
-struct Setup {
-    dir: tempfile::TempDir,
-    store: PathBuf,
-    new_image: PathBuf,
-    device: Device,
-}
-
-/// A device running 1.0; 2.0 on the channel, most of it new.
-fn setup(image_mib: u64) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
+/// A device running 1.0; 2.0 on the channel, most of it new; the device reads the store
+/// as a local directory until `serve_from` points it at a server.
+fn setup(image_mib: u64) -> (Fleet, Device) {
+    let mut fleet = Fleet::new();
     // Other users must reach the bus socket (the refusal test runs a client as nobody).
     std::fs::set_permissions(
-        dir.path(),
+        fleet.dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let keys = Keys::generate(dir.path(), "release");
-    let store = dir.path().join("store");
-    let old = dir.path().join("v1.img");
-    let new_image = dir.path().join("v2.img");
-    write_image(&old, image_mib * MIB, 1, 1).unwrap();
-    write_image(&new_image, image_mib * MIB, 2, 1).unwrap();
-    make_release(&store, &keys, "1.0", &old);
-    make_release(&store, &keys, "2.0", &new_image);
-    set_channel(&store, &keys, "stable", "2.0", &[]);
-    let device = Device::new(&dir.path().join("device"), &old, image_mib * MIB);
-    Setup {
-        device,
-        dir,
-        store,
-        new_image,
-    }
-    .configured(&keys)
+    fleet.sample_release("1.0", image_mib * MIB, 1, 1);
+    fleet.sample_release("2.0", image_mib * MIB, 2, 1);
+    fleet.publish("2.0");
+    let store = fleet.store.display().to_string();
+    let device = fleet.device("device", "1.0", image_mib * MIB, &store, "");
+    (fleet, device)
 }
 
-impl Setup {
-    fn configured(self, keys: &Keys) -> Setup {
-        self.device
-            .configure(&self.store.display().to_string(), &[&keys.public], "");
-        self
-    }
-
-    fn serve_from(&self, url: &str) {
-        let text = std::fs::read_to_string(&self.device.config).unwrap();
-        let first = text.lines().next().unwrap().to_owned();
-        std::fs::write(
-            &self.device.config,
-            text.replacen(&first, &format!("server_url = {url:?}"), 1),
-        )
-        .unwrap();
-    }
-
-    fn slot_b_holds_the_new_image(&self) -> bool {
-        let expected = std::fs::read(&self.new_image).unwrap();
-        self.device.slot_bytes("b", expected.len()) == expected
-    }
+/// Points the device's `server_url` at `url`.
+fn serve_from(device: &Device, url: &str) {
+    let text = std::fs::read_to_string(&device.config).unwrap();
+    let first = text.lines().next().unwrap().to_owned();
+    std::fs::write(
+        &device.config,
+        text.replacen(&first, &format!("server_url = {url:?}"), 1),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -263,13 +233,13 @@ fn an_install_over_dbus_reports_rising_progress_and_completes() {
     if !tools_present() {
         return;
     }
-    let setup = setup(16);
-    let log = setup.dir.path().join("access.log");
-    let server = StoreServer::start(&setup.store, &log, None);
-    setup.serve_from(&server.url);
-    let bus = Bus::start(setup.dir.path());
-    let _service = bus.service(&setup.device);
-    let monitor = setup.dir.path().join("monitor.log");
+    let (fleet, device) = setup(16);
+    let log = fleet.dir.path().join("access.log");
+    let server = StoreServer::start(&fleet.store, &log, None);
+    serve_from(&device, &server.url);
+    let bus = Bus::start(fleet.dir.path());
+    let _service = bus.service(&device);
+    let monitor = fleet.dir.path().join("monitor.log");
     let _monitor = bus.monitor(&monitor);
     assert_eq!(bus.property("Phase"), "s \"idle\"");
     assert_eq!(bus.property("RunningSlot"), "s \"a\"");
@@ -288,7 +258,7 @@ fn an_install_over_dbus_reports_rising_progress_and_completes() {
         "{message}"
     );
     assert!(message.contains("installed 2.0 into slot b"), "{message}");
-    assert!(setup.slot_b_holds_the_new_image());
+    assert!(fleet.slot_holds(&device, "b", "2.0"));
     let seen = percents(&monitor);
     assert!(seen.len() >= 2, "{seen:?}");
     assert!(
@@ -313,13 +283,13 @@ fn cancel_resume_busy_and_policy() {
     if !tools_present() {
         return;
     }
-    let setup = setup(16);
+    let (fleet, device) = setup(16);
     // The first pack response stops after 256 KiB and hangs: the install is mid-way.
-    let server = FaultServer::start(&setup.store, Fault::StallFirstAfterBytes(256 * 1024));
-    setup.serve_from(&server.url);
-    let bus = Bus::start(setup.dir.path());
-    let _service = bus.service(&setup.device);
-    let monitor = setup.dir.path().join("monitor.log");
+    let server = FaultServer::start(&fleet.store, Fault::StallFirstAfterBytes(256 * 1024));
+    serve_from(&device, &server.url);
+    let bus = Bus::start(fleet.dir.path());
+    let _service = bus.service(&device);
+    let monitor = fleet.dir.path().join("monitor.log");
     let _monitor = bus.monitor(&monitor);
 
     let output = bus.call("Install", "sb", &["", "false"]);
@@ -336,7 +306,7 @@ fn cancel_resume_busy_and_policy() {
     assert!(!second.status.success());
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("install (D-Bus)"), "{stderr}");
-    let cli = run(setup.device.diffota().arg("install"));
+    let cli = run(device.diffota().arg("install"));
     assert_eq!(cli.status.code(), Some(5), "{cli:?}");
     assert!(String::from_utf8_lossy(&cli.stderr).contains("install (D-Bus)"));
 
@@ -367,7 +337,7 @@ fn cancel_resume_busy_and_policy() {
     assert_eq!(result, "cancelled", "{message}");
     assert_eq!(bus.property("Phase"), "s \"cancelled\"");
     let status: serde_json::Value =
-        serde_json::from_str(&run_ok(setup.device.diffota().args(["status", "--json"]))).unwrap();
+        serde_json::from_str(&run_ok(device.diffota().args(["status", "--json"]))).unwrap();
     assert!(
         status["state"]["trial"].is_null(),
         "a cancelled install armed a trial: {status}"
@@ -389,7 +359,7 @@ fn cancel_resume_busy_and_policy() {
         in_place > 0,
         "nothing found in place after the cancel ({written_before}): {message}"
     );
-    assert!(setup.slot_b_holds_the_new_image());
+    assert!(fleet.slot_holds(&device, "b", "2.0"));
 }
 
 #[test]
@@ -397,9 +367,9 @@ fn the_shipped_introspection_is_what_the_service_exports() {
     if !tools_present() {
         return;
     }
-    let setup = setup(2);
-    let bus = Bus::start(setup.dir.path());
-    let _service = bus.service(&setup.device);
+    let (fleet, device) = setup(2);
+    let bus = Bus::start(fleet.dir.path());
+    let _service = bus.service(&device);
     let output = bus.busctl(&["introspect", "--xml-interface", NAME, PATH]);
     assert!(output.status.success(), "{output:?}");
     let exported = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -426,15 +396,15 @@ fn signals_reach_only_allowed_callers_and_carry_no_secret() {
         eprintln!("******** SKIPPED: who receives the signals needs root (to run a monitor as nobody) ********");
         return;
     }
-    let setup = setup(2);
-    let log = setup.dir.path().join("access.log");
-    let server = StoreServer::start(&setup.store, &log, None);
-    setup.serve_from(&server.url.replacen("://", "://fleet:hunter2@", 1));
-    let bus = Bus::start(setup.dir.path());
-    let _service = bus.service(&setup.device);
-    let monitor = setup.dir.path().join("monitor.log");
+    let (fleet, device) = setup(2);
+    let log = fleet.dir.path().join("access.log");
+    let server = StoreServer::start(&fleet.store, &log, None);
+    serve_from(&device, &server.url.replacen("://", "://fleet:hunter2@", 1));
+    let bus = Bus::start(fleet.dir.path());
+    let _service = bus.service(&device);
+    let monitor = fleet.dir.path().join("monitor.log");
     let _monitor = bus.monitor(&monitor);
-    let stranger_log = setup.dir.path().join("stranger.log");
+    let stranger_log = fleet.dir.path().join("stranger.log");
     let mut stranger = Command::new("setpriv");
     stranger.args(["--reuid=65534", "--regid=65534", "--clear-groups", "gdbus"]);
     let _stranger = bus.monitor_as(&stranger_log, stranger);

@@ -6,41 +6,19 @@ use std::process::Command;
 
 use diffota::boot::grub::GrubEnv;
 use diffota::boot::EnvStore;
-use diffota_tests::sample::write_image;
+use diffota_tests::fleet::{Fleet, MIB};
 use diffota_tests::*;
 
-const MIB: u64 = 1 << 20;
-
-struct Setup {
-    dir: tempfile::TempDir,
-    keys: Keys,
-    store: PathBuf,
-    /// Releases 0.9, 1.0, 2.0.
-    images: [PathBuf; 3],
+/// Releases 0.9, 1.0 and 2.0 of a 6 MiB sample image.
+fn setup() -> Fleet {
+    let mut fleet = Fleet::new();
+    for (number, version) in ["0.9", "1.0", "2.0"].into_iter().enumerate() {
+        fleet.sample_release(version, 6 * MIB, 21, number as u64 + 1);
+    }
+    fleet
 }
 
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
-    let store = dir.path().join("store");
-    let images = [
-        dir.path().join("v0.9.img"),
-        dir.path().join("v1.0.img"),
-        dir.path().join("v2.0.img"),
-    ];
-    for (number, (image, version)) in images.iter().zip(["0.9", "1.0", "2.0"]).enumerate() {
-        write_image(image, 6 * MIB, 21, number as u64 + 1).unwrap();
-        make_release(&store, &keys, version, image);
-    }
-    Setup {
-        dir,
-        keys,
-        store,
-        images,
-    }
-}
-
-fn bundle(setup: &Setup, to: &str, from: &[&str], name: &str) -> PathBuf {
+fn bundle(setup: &Fleet, to: &str, from: &[&str], name: &str) -> PathBuf {
     let out = setup.dir.path().join(name);
     let mut command = chunk_server();
     command
@@ -55,7 +33,7 @@ fn bundle(setup: &Setup, to: &str, from: &[&str], name: &str) -> PathBuf {
 
 /// A device running `running`, with a GRUB environment so "nothing written to the
 /// bootloader" can be checked, and a store URL that does not exist.
-fn device(setup: &Setup, name: &str, running: &Path) -> (Device, PathBuf) {
+fn device(setup: &Fleet, name: &str, running: &Path) -> (Device, PathBuf) {
     let device = Device::new(&setup.dir.path().join(name), running, 7 * MIB);
     let grubenv = device.dir.join("grubenv");
     let vars: BTreeMap<String, String> = [("diffota_slot", "a"), ("bootlimit", "3")]
@@ -88,24 +66,24 @@ fn slot_b_holds(device: &Device, image: &Path) -> bool {
 fn delta_bundle_installs_and_reports_its_size() {
     let setup = setup();
     let file = bundle(&setup, "2.0", &["1.0"], "1.0-to-2.0.dfb");
-    let (device, grubenv) = device(&setup, "device", &setup.images[1]);
+    let (device, grubenv) = device(&setup, "device", setup.image("1.0"));
     let check = run_ok(device.diffota().arg("check").arg(&file));
     assert!(check.contains("bundle: applies"), "{check}");
     let stdout = run_ok(device.diffota().arg("install").arg(&file));
     assert!(stdout.contains("installed 2.0 into slot b"), "{stdout}");
-    assert!(slot_b_holds(&device, &setup.images[2]));
+    assert!(slot_b_holds(&device, setup.image("2.0")));
     assert!(std::fs::read_to_string(&grubenv)
         .unwrap()
         .contains("diffota_slot=b"));
 
     let size = std::fs::metadata(&file).unwrap().len();
-    let full = std::fs::metadata(&setup.images[2]).unwrap().len();
+    let full = std::fs::metadata(setup.image("2.0")).unwrap().len();
     let mut report = format!("bundle 1.0 -> 2.0: {size} bytes for a {full} byte image");
     if require_tool("zstd", "zstd") {
         let zstd = run_ok(
             Command::new("sh")
                 .arg("-c")
-                .arg(format!("zstd -19 -q -c {:?} | wc -c", setup.images[2])),
+                .arg(format!("zstd -19 -q -c {:?} | wc -c", setup.image("2.0"))),
         );
         report.push_str(&format!("; zstd -19 of the image: {} bytes", zstd.trim()));
     }
@@ -116,8 +94,8 @@ fn delta_bundle_installs_and_reports_its_size() {
                 .arg("-e")
                 .arg("-f")
                 .arg("-s")
-                .arg(&setup.images[1])
-                .arg(&setup.images[2])
+                .arg(setup.image("1.0"))
+                .arg(setup.image("2.0"))
                 .arg(&delta),
         );
         report.push_str(&format!(
@@ -137,14 +115,14 @@ fn full_bundle_installs_over_garbage() {
     std::fs::write(&garbage, vec![0x6bu8; 6 * MIB as usize]).unwrap();
     let (device, _) = device(&setup, "device", &garbage);
     run_ok(device.diffota().arg("install").arg(&file));
-    assert!(slot_b_holds(&device, &setup.images[2]));
+    assert!(slot_b_holds(&device, setup.image("2.0")));
 }
 
 #[test]
 fn bundle_for_another_release_names_what_it_needs() {
     let setup = setup();
     let file = bundle(&setup, "2.0", &["1.0"], "1.0-to-2.0.dfb");
-    let (device, grubenv) = device(&setup, "device", &setup.images[0]);
+    let (device, grubenv) = device(&setup, "device", setup.image("0.9"));
     let before = std::fs::read(&grubenv).unwrap();
     let check = run_ok(device.diffota().arg("check").arg(&file));
     assert!(check.contains("made for devices on 1.0"), "{check}");
@@ -176,7 +154,7 @@ fn bundle_for_another_release_names_what_it_needs() {
         "",
     );
     run_ok(device.diffota().arg("install").arg(&file));
-    assert!(slot_b_holds(&device, &setup.images[2]));
+    assert!(slot_b_holds(&device, setup.image("2.0")));
 }
 
 #[test]
@@ -187,9 +165,9 @@ fn patch_from_two_images_without_a_store() {
         chunk_server()
             .arg("bundle")
             .arg("--from-image")
-            .arg(&setup.images[1])
+            .arg(setup.image("1.0"))
             .arg("--to-image")
-            .arg(&setup.images[2])
+            .arg(setup.image("2.0"))
             .args([
                 "--version",
                 "2.0",
@@ -202,9 +180,9 @@ fn patch_from_two_images_without_a_store() {
             .arg(&setup.keys.secret)
             .arg(&out),
     );
-    let (device, _) = device(&setup, "device", &setup.images[1]);
+    let (device, _) = device(&setup, "device", setup.image("1.0"));
     run_ok(device.diffota().arg("install").arg(&out));
-    assert!(slot_b_holds(&device, &setup.images[2]));
+    assert!(slot_b_holds(&device, setup.image("2.0")));
     let leftovers: Vec<_> = std::fs::read_dir(setup.dir.path())
         .unwrap()
         .flatten()
@@ -264,7 +242,7 @@ fn bad_bundles_are_refused() {
     for (name, content, message) in variants {
         let path = setup.dir.path().join(format!("{name}.dfb"));
         std::fs::write(&path, content).unwrap();
-        let (device, grubenv) = device(&setup, name, &setup.images[1]);
+        let (device, grubenv) = device(&setup, name, setup.image("1.0"));
         let before = std::fs::read(&grubenv).unwrap();
         let running_before = std::fs::read(&device.slot_a).unwrap();
         let output = run(device.diffota().arg("install").arg(&path));
@@ -293,7 +271,7 @@ fn bad_bundles_are_refused() {
         &setup.keys,
         "2.0",
         "other-board",
-        &setup.images[2],
+        setup.image("2.0"),
     );
     let other = setup.dir.path().join("other.dfb");
     run_ok(
@@ -302,13 +280,13 @@ fn bad_bundles_are_refused() {
             .arg(&other_store)
             .arg(&other),
     );
-    let (device, _) = device(&setup, "compatible", &setup.images[1]);
+    let (device, _) = device(&setup, "compatible", setup.image("1.0"));
     let output = run(device.diffota().arg("install").arg(&other));
     assert!(String::from_utf8_lossy(&output.stderr).contains("other-board"));
 
     let stranger = Keys::generate(setup.dir.path(), "stranger");
     let stranger_store = setup.dir.path().join("stranger-store");
-    make_release(&stranger_store, &stranger, "2.0", &setup.images[2]);
+    make_release(&stranger_store, &stranger, "2.0", setup.image("2.0"));
     let untrusted = setup.dir.path().join("untrusted.dfb");
     run_ok(
         chunk_server()
@@ -360,7 +338,7 @@ fn huge_bundle_sections_are_refused_before_they_are_read() {
             hostile[at..at + text.len()].copy_from_slice(&text);
         }
         std::fs::write(&path, &hostile).unwrap();
-        let (device, grubenv) = device(&setup, &format!("huge-{name}"), &setup.images[1]);
+        let (device, grubenv) = device(&setup, &format!("huge-{name}"), setup.image("1.0"));
         let before = std::fs::read(&grubenv).unwrap();
         let output = run(device.diffota().arg("install").arg(&path));
         assert!(!output.status.success(), "{name}: accepted");
@@ -391,7 +369,7 @@ fn bundle_notes_never_choose_what_the_device_asks_the_store_for() {
     // A device on 0.9 lacks chunks the bundle does not carry: it asks the store.
     let log = setup.dir.path().join("access.log");
     let server = StoreServer::start(&setup.store, &log, None);
-    let (device, grubenv) = device(&setup, "device", &setup.images[0]);
+    let (device, grubenv) = device(&setup, "device", setup.image("0.9"));
     device.configure_boot(
         &server.url,
         &[&setup.keys.public],
@@ -402,7 +380,7 @@ fn bundle_notes_never_choose_what_the_device_asks_the_store_for() {
         "",
     );
     run_ok(device.diffota().arg("install").arg(&path));
-    assert!(slot_b_holds(&device, &setup.images[2]));
+    assert!(slot_b_holds(&device, setup.image("2.0")));
     let served = server.served();
     assert!(
         !served.is_empty(),

@@ -9,10 +9,9 @@ use diffota::boot::grub::GrubEnv;
 use diffota::boot::uboot::UbootEnv;
 use diffota::boot::EnvStore;
 use diffota_tests::bootmodel::{init_grubenv, init_uboot_env, EnvTool};
+use diffota_tests::fleet::{Fleet, MIB};
 use diffota_tests::sample::write_image;
 use diffota_tests::*;
-
-const MIB: u64 = 1 << 20;
 
 const GRUB_DEFAULTS: &[(&str, &str)] = &[
     ("diffota_slot", "a"),
@@ -150,48 +149,19 @@ fn grubenv_interop() {
 }
 
 /// Releases 1.0 (good), 2.0 (good), 3.0 (broken: never marked good), 4.0 (good).
-struct Releases {
-    dir: tempfile::TempDir,
-    keys: Keys,
-    store: PathBuf,
-    images: Vec<PathBuf>,
+fn releases() -> Fleet {
+    let mut fleet = Fleet::new();
+    for release in 1..=4u64 {
+        fleet.sample_release(&format!("{release}.0"), 2 * MIB, 3, release);
+    }
+    fleet
 }
 
-impl Releases {
-    fn new() -> Releases {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = Keys::generate(dir.path(), "release");
-        let store = dir.path().join("store");
-        let mut images = Vec::new();
-        for release in 1..=4u64 {
-            let image = dir.path().join(format!("v{release}.img"));
-            write_image(&image, 2 * MIB, 3, release).unwrap();
-            make_release(&store, &keys, &format!("{release}.0"), &image);
-            images.push(image);
-        }
-        Releases {
-            dir,
-            keys,
-            store,
-            images,
-        }
-    }
-
-    fn publish(&self, version: &str) {
-        set_channel(&self.store, &self.keys, "stable", version, &[]);
-    }
-
-    /// A directory for a bootloader environment.
-    fn env_dir(&self, name: &str) -> PathBuf {
-        let dir = self.dir.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn image(&self, version: &str) -> &Path {
-        let number: usize = version[..1].parse().unwrap();
-        &self.images[number - 1]
-    }
+/// A directory for a bootloader environment.
+fn env_dir(fleet: &Fleet, name: &str) -> PathBuf {
+    let dir = fleet.path(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 fn slot_holds(device: &Device, slot: &str, image: &Path) -> bool {
@@ -204,7 +174,7 @@ fn status(device: &Device) -> serde_json::Value {
 }
 
 /// The whole flow on one backend; `env` reads and writes the environment as the bootloader does.
-fn cycle(releases: &Releases, device: &Device, env: &EnvTool) {
+fn cycle(releases: &Fleet, device: &Device, env: &EnvTool) {
     let reboot = |device: &Device| {
         let slot = env.boot();
         device.boot_into(&slot);
@@ -324,10 +294,10 @@ fn cycle(releases: &Releases, device: &Device, env: &EnvTool) {
     assert!(String::from_utf8_lossy(&output.stderr).contains("no image known to be good"));
 }
 
-fn device_for(releases: &Releases, name: &str, boot: &str) -> Device {
+fn device_for(releases: &Fleet, name: &str, boot: &str) -> Device {
     let device = Device::new(
         &releases.dir.path().join(name),
-        &releases.images[0],
+        releases.image("1.0"),
         3 * MIB,
     );
     device.configure_boot(
@@ -344,8 +314,8 @@ fn uboot_cycle_direct_environment() {
     if !require_tool("fw_printenv", "libubootenv-tool") {
         return;
     }
-    let releases = Releases::new();
-    let config = init_uboot_env(&releases.env_dir("uboot-direct"), UBOOT_DEFAULTS, true);
+    let releases = releases();
+    let config = init_uboot_env(&env_dir(&releases, "uboot-direct"), UBOOT_DEFAULTS, true);
     let device = device_for(
         &releases,
         "direct",
@@ -362,8 +332,8 @@ fn uboot_cycle_through_fw_tools() {
     if !require_tool("fw_setenv", "libubootenv-tool") {
         return;
     }
-    let releases = Releases::new();
-    let config = init_uboot_env(&releases.env_dir("uboot-tools"), UBOOT_DEFAULTS, false);
+    let releases = releases();
+    let config = init_uboot_env(&env_dir(&releases, "uboot-tools"), UBOOT_DEFAULTS, false);
     let device = device_for(
         &releases,
         "tools",
@@ -380,8 +350,8 @@ fn grub_cycle() {
     if !require_tool("grub-editenv", "grub-common") {
         return;
     }
-    let releases = Releases::new();
-    let file = init_grubenv(&releases.env_dir("grub"), GRUB_DEFAULTS);
+    let releases = releases();
+    let file = init_grubenv(&env_dir(&releases, "grub"), GRUB_DEFAULTS);
     let device = device_for(
         &releases,
         "grub",
@@ -400,8 +370,8 @@ fn custom_script_backend() {
     }
     // A board script that keeps its variables in a grubenv through grub-editenv: the
     // documented get/set interface, exercised by a whole cycle.
-    let releases = Releases::new();
-    let env_dir = releases.env_dir("custom");
+    let releases = releases();
+    let env_dir = env_dir(&releases, "custom");
     let file = init_grubenv(&env_dir, GRUB_DEFAULTS);
     let script = env_dir.join("boot-custom");
     std::fs::write(
@@ -472,7 +442,7 @@ fn doctor_finds_an_uninitialised_environment() {
 /// does not hold the named release is refused and nothing is recorded.
 #[test]
 fn a_factory_slot_is_provisioned_and_can_be_rolled_back_to() {
-    let releases = Releases::new();
+    let releases = releases();
     let device = device_for(&releases, "factory", "");
     let grubenv = device.dir.join("grubenv");
     run_ok(
@@ -540,7 +510,7 @@ fn a_factory_slot_is_provisioned_and_can_be_rolled_back_to() {
 /// happens (exit 1), and `install` stops with the same hint before it writes the slot.
 #[test]
 fn a_missing_bootloader_environment_is_named_with_what_to_do() {
-    let releases = Releases::new();
+    let releases = releases();
     let missing = releases.dir.path().join("esp/EFI/diffota/grubenv");
     let device = device_for(
         &releases,

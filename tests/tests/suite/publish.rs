@@ -6,6 +6,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 
+use diffota_tests::fleet::Fleet;
 use diffota_tests::sample::write_image;
 use diffota_tests::*;
 
@@ -32,11 +33,11 @@ fn pack_files(store: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn make_then_verify_round_trip_and_reproducible() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
+    let fleet = Fleet::new();
+    let (dir, keys) = (&fleet.dir, &fleet.keys);
     let image = sample(dir.path(), "v1.img", 8, 1);
-    let store = dir.path().join("store");
-    let summary = make_release(&store, &keys, "1.0", &image);
+    let store = &fleet.store;
+    let summary = make_release(store, keys, "1.0", &image);
     assert_eq!(summary["image_bytes"], 8 << 20);
     assert_eq!(summary["new_chunks"], summary["distinct_chunks"]);
     run_ok(
@@ -44,26 +45,26 @@ fn make_then_verify_round_trip_and_reproducible() {
             .arg("verify")
             .arg("--public-key")
             .arg(&keys.public)
-            .arg(&store),
+            .arg(store),
     );
 
     let index = store.join("releases/1.0/rootfs.didx");
     let first = std::fs::read(&index).unwrap();
-    let packs_before = pack_files(&store);
-    let again = make_release(&store, &keys, "1.0", &image);
+    let packs_before = pack_files(store);
+    let again = make_release(store, keys, "1.0", &image);
     assert_eq!(
         std::fs::read(&index).unwrap(),
         first,
         "same image, same version: byte-identical index"
     );
     assert_eq!(again["new_chunks"], 0);
-    assert_eq!(pack_files(&store), packs_before, "no new pack");
+    assert_eq!(pack_files(store), packs_before, "no new pack");
 
     // A release version is immutable.
     let other = sample(dir.path(), "v2.img", 8, 2);
     let output = run(chunk_server()
         .args(["make", "--store"])
-        .arg(&store)
+        .arg(store)
         .args([
             "--version",
             "1.0",
@@ -83,8 +84,8 @@ fn make_then_verify_round_trip_and_reproducible() {
 
 #[test]
 fn one_changed_block_adds_few_chunks_and_diff_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
+    let fleet = Fleet::new();
+    let (dir, keys) = (&fleet.dir, &fleet.keys);
     let v1 = sample(dir.path(), "v1.img", 16, 1);
     let mut bytes = std::fs::read(&v1).unwrap();
     let middle = bytes.len() / 2 / 4096 * 4096;
@@ -93,9 +94,9 @@ fn one_changed_block_adds_few_chunks_and_diff_says_so() {
     }
     let v2 = dir.path().join("v2.img");
     std::fs::write(&v2, &bytes).unwrap();
-    let store = dir.path().join("store");
-    make_release(&store, &keys, "1.0", &v1);
-    let summary = make_release(&store, &keys, "2.0", &v2);
+    let store = &fleet.store;
+    make_release(store, keys, "1.0", &v1);
+    let summary = make_release(store, keys, "2.0", &v2);
     let new_chunks = summary["new_chunks"].as_u64().unwrap();
     assert!(
         (1..=3).contains(&new_chunks),
@@ -122,11 +123,11 @@ fn one_changed_block_adds_few_chunks_and_diff_says_so() {
 
 #[test]
 fn verify_names_a_flipped_byte_in_pack_index_or_signature() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
+    let fleet = Fleet::new();
+    let (dir, keys) = (&fleet.dir, &fleet.keys);
     let image = sample(dir.path(), "v1.img", 4, 1);
     let pristine = dir.path().join("pristine");
-    make_release(&pristine, &keys, "1.0", &image);
+    make_release(&pristine, keys, "1.0", &image);
     let verify = |store: &Path| {
         run(chunk_server()
             .arg("verify")
@@ -381,9 +382,9 @@ fn password_protected_keys() {
 
 #[test]
 fn bad_images_are_named_and_leave_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
-    let store = dir.path().join("store");
+    let fleet = Fleet::new();
+    let (dir, keys) = (&fleet.dir, &fleet.keys);
+    let store = &fleet.store;
     let empty = dir.path().join("empty.img");
     std::fs::write(&empty, b"").unwrap();
     for (image, message) in [
@@ -392,7 +393,7 @@ fn bad_images_are_named_and_leave_nothing_behind() {
     ] {
         let output = run(chunk_server()
             .args(["make", "--compatible", "c", "--version", "1", "--store"])
-            .arg(&store)
+            .arg(store)
             .arg("--key")
             .arg(&keys.secret)
             .arg(&image));
@@ -404,7 +405,7 @@ fn bad_images_are_named_and_leave_nothing_behind() {
         );
     }
     // The store's lock file (taken before the image is read) is all there may be.
-    let leftovers: Vec<_> = walk(&store)
+    let leftovers: Vec<_> = walk(store)
         .into_iter()
         .filter(|p| p.is_file() && *p != store.join(".lock"))
         .collect();
@@ -427,18 +428,18 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn prune_keeps_the_newest_and_what_channels_use() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
-    let store = dir.path().join("store");
+    let fleet = Fleet::new();
+    let (dir, keys) = (&fleet.dir, &fleet.keys);
+    let store = &fleet.store;
     for release in 1..=4 {
         let image = sample(dir.path(), &format!("v{release}.img"), 2, release);
-        make_release(&store, &keys, &format!("{release}.0"), &image);
+        make_release(store, keys, &format!("{release}.0"), &image);
     }
-    set_channel(&store, &keys, "old-stable", "1.0", &[]);
+    set_channel(store, keys, "old-stable", "1.0", &[]);
     let stdout = run_ok(
         chunk_server()
             .args(["prune", "--keep", "2", "--store"])
-            .arg(&store),
+            .arg(store),
     );
     assert!(stdout.contains("removed release 2.0"), "{stdout}");
     assert!(
@@ -452,7 +453,7 @@ fn prune_keeps_the_newest_and_what_channels_use() {
             .arg("verify")
             .arg("--public-key")
             .arg(&keys.public)
-            .arg(&store),
+            .arg(store),
     );
 }
 
@@ -468,28 +469,16 @@ fn verify_store(store: &Path, keys: &Keys) -> std::process::Output {
 /// signature that is missing; another image under the version stays refused.
 #[test]
 fn make_again_is_a_no_op_and_completes_a_missing_signature() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
+    let fleet = Fleet::new();
+    let (dir, keys) = (&fleet.dir, &fleet.keys);
     let image = sample(dir.path(), "v1.img", 4, 1);
-    let store = dir.path().join("store");
-    run_ok(&mut make_command(
-        &store,
-        &keys,
-        "2.0",
-        "test-board",
-        &image,
-    ));
+    let store = &fleet.store;
+    run_ok(&mut make_command(store, keys, "2.0", "test-board", &image));
     let index = store.join("releases/2.0/rootfs.didx");
     let published = std::fs::read(&index).unwrap();
     let signature = std::fs::read(store.join("releases/2.0/rootfs.didx.minisig")).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    run_ok(&mut make_command(
-        &store,
-        &keys,
-        "2.0",
-        "test-board",
-        &image,
-    ));
+    run_ok(&mut make_command(store, keys, "2.0", "test-board", &image));
     assert_eq!(
         std::fs::read(&index).unwrap(),
         published,
@@ -502,25 +491,13 @@ fn make_again_is_a_no_op_and_completes_a_missing_signature() {
 
     // An interrupted run left the index without its signature: the next make signs it.
     std::fs::remove_file(store.join("releases/2.0/rootfs.didx.minisig")).unwrap();
-    assert!(!verify_store(&store, &keys).status.success());
-    run_ok(&mut make_command(
-        &store,
-        &keys,
-        "2.0",
-        "test-board",
-        &image,
-    ));
-    assert!(verify_store(&store, &keys).status.success());
+    assert!(!verify_store(store, keys).status.success());
+    run_ok(&mut make_command(store, keys, "2.0", "test-board", &image));
+    assert!(verify_store(store, keys).status.success());
     assert_eq!(std::fs::read(&index).unwrap(), published);
 
     let other = sample(dir.path(), "v2.img", 4, 2);
-    let output = run(&mut make_command(
-        &store,
-        &keys,
-        "2.0",
-        "test-board",
-        &other,
-    ));
+    let output = run(&mut make_command(store, keys, "2.0", "test-board", &other));
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("already exists with different content")
@@ -531,13 +508,13 @@ fn make_again_is_a_no_op_and_completes_a_missing_signature() {
 /// next make completes the release.
 #[test]
 fn make_killed_at_any_moment_then_made_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
+    let fleet = Fleet::new();
+    let (dir, keys) = (&fleet.dir, &fleet.keys);
     let image = sample(dir.path(), "big.img", 64, 1);
     // Moments spread over a make of this image (bounded: six kills).
     for (round, delay_ms) in [0u64, 20, 60, 150, 300, 600].into_iter().enumerate() {
         let store = dir.path().join(format!("store-{round}"));
-        let mut child = make_command(&store, &keys, "1.0", "test-board", &image)
+        let mut child = make_command(&store, keys, "1.0", "test-board", &image)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -555,14 +532,8 @@ fn make_killed_at_any_moment_then_made_again() {
             "after a kill at {delay_ms} ms: {}",
             String::from_utf8_lossy(&partial.stdout)
         );
-        run_ok(&mut make_command(
-            &store,
-            &keys,
-            "1.0",
-            "test-board",
-            &image,
-        ));
-        let output = verify_store(&store, &keys);
+        run_ok(&mut make_command(&store, keys, "1.0", "test-board", &image));
+        let output = verify_store(&store, keys);
         assert!(
             output.status.success(),
             "after a kill at {delay_ms} ms and a new make: {}",
@@ -574,9 +545,9 @@ fn make_killed_at_any_moment_then_made_again() {
 /// prune keeps the newest in the release version order, not in text order.
 #[test]
 fn prune_orders_pre_releases_and_builds_as_versions() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
-    let store = dir.path().join("store");
+    let fleet = Fleet::new();
+    let (dir, keys) = (&fleet.dir, &fleet.keys);
+    let store = &fleet.store;
     let versions = [
         "1.0-rc9",
         "1.0-rc10",
@@ -586,12 +557,12 @@ fn prune_orders_pre_releases_and_builds_as_versions() {
     ];
     for (n, version) in versions.iter().enumerate() {
         let image = sample(dir.path(), &format!("v{n}.img"), 2, n as u64 + 1);
-        make_release(&store, &keys, version, &image);
+        make_release(store, keys, version, &image);
     }
     run_ok(
         chunk_server()
             .args(["prune", "--keep", "2", "--store"])
-            .arg(&store),
+            .arg(store),
     );
     let mut left: Vec<String> = std::fs::read_dir(store.join("releases"))
         .unwrap()
@@ -600,11 +571,11 @@ fn prune_orders_pre_releases_and_builds_as_versions() {
     left.sort();
     assert_eq!(left, ["1.0+build10", "1.0+build9"]);
     let image = sample(dir.path(), "final.img", 2, 9);
-    make_release(&store, &keys, "1.0-rc11", &image);
+    make_release(store, keys, "1.0-rc11", &image);
     run_ok(
         chunk_server()
             .args(["prune", "--keep", "1", "--store"])
-            .arg(&store),
+            .arg(store),
     );
     assert!(
         store.join("releases/1.0+build10").exists() && !store.join("releases/1.0-rc11").exists(),
@@ -882,8 +853,8 @@ fn serve_sheds_idle_and_slow_clients() {
 /// every chunk keeps).
 #[test]
 fn delta_frames_are_verified_and_the_release_installs() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
+    let fleet = Fleet::new();
+    let (dir, keys) = (&fleet.dir, &fleet.keys);
     let v1 = sample(dir.path(), "v1.img", 4, 1);
     let mut edited = std::fs::read(&v1).unwrap();
     for at in (MIB_USIZE..3 * MIB_USIZE).step_by(4096) {
@@ -891,9 +862,9 @@ fn delta_frames_are_verified_and_the_release_installs() {
     }
     let v2 = dir.path().join("v2.img");
     std::fs::write(&v2, &edited).unwrap();
-    let store = dir.path().join("store");
-    make_release(&store, &keys, "1.0", &v1);
-    let made = run_ok(make_command(&store, &keys, "2.0", "test-board", &v2).args([
+    let store = &fleet.store;
+    make_release(store, keys, "1.0", &v1);
+    let made = run_ok(make_command(store, keys, "2.0", "test-board", &v2).args([
         "--delta-from",
         "1.0",
         "--json",
@@ -905,7 +876,7 @@ fn delta_frames_are_verified_and_the_release_installs() {
     let index = diffota_format::Index::decode(&index_bytes).unwrap();
     assert!(index.deltas.frames.iter().any(|f| !f.bases.is_empty()));
 
-    let output = verify_store(&store, &keys);
+    let output = verify_store(store, keys);
     assert!(output.status.success());
     let report = String::from_utf8_lossy(&output.stdout);
     let frames = index.deltas.frames.len();
@@ -918,7 +889,7 @@ fn delta_frames_are_verified_and_the_release_installs() {
 
     // Damage the old pack, where the bases live: verify names the frames it cannot rebuild.
     let damaged = dir.path().join("damaged");
-    run_ok(Command::new("cp").arg("-r").arg(&store).arg(&damaged));
+    run_ok(Command::new("cp").arg("-r").arg(store).arg(&damaged));
     let old_index = diffota_format::Index::decode(
         &std::fs::read(damaged.join("releases/1.0/rootfs.didx")).unwrap(),
     )
@@ -936,7 +907,7 @@ fn delta_frames_are_verified_and_the_release_installs() {
         &old_pack,
         old_chunk.pack_offset as usize + old_chunk.compressed_length as usize / 2,
     );
-    let output = verify_store(&damaged, &keys);
+    let output = verify_store(&damaged, keys);
     assert!(!output.status.success());
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -976,20 +947,20 @@ fn edited_copy(image: &Path, out: &Path, first: usize, last: usize, xor: u8) {
 /// store still passes its own check.
 #[test]
 fn prune_of_a_delta_chain_leaves_a_store_that_verifies() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
-    let store = dir.path().join("store");
+    let fleet = Fleet::new();
+    let (dir, keys) = (&fleet.dir, &fleet.keys);
+    let store = &fleet.store;
     let v1 = sample(dir.path(), "v1.img", 4, 1);
     let (v2, v3) = (dir.path().join("v2.img"), dir.path().join("v3.img"));
     edited_copy(&v1, &v2, 1, 3, 0x5a);
     edited_copy(&v2, &v3, 2, 4, 0x33);
-    make_release(&store, &keys, "1.0", &v1);
-    run_ok(make_command(&store, &keys, "2.0", "test-board", &v2).args(["--delta-from", "1.0"]));
-    run_ok(make_command(&store, &keys, "3.0", "test-board", &v3).args(["--delta-from", "2.0"]));
+    make_release(store, keys, "1.0", &v1);
+    run_ok(make_command(store, keys, "2.0", "test-board", &v2).args(["--delta-from", "1.0"]));
+    run_ok(make_command(store, keys, "3.0", "test-board", &v3).args(["--delta-from", "2.0"]));
     let stdout = run_ok(
         chunk_server()
             .args(["prune", "--keep", "2", "--store"])
-            .arg(&store),
+            .arg(store),
     );
     assert!(stdout.contains("removed release 1.0"), "{stdout}");
     assert!(
@@ -997,7 +968,7 @@ fn prune_of_a_delta_chain_leaves_a_store_that_verifies() {
             && stdout.contains("delta frames build on removed releases"),
         "{stdout}"
     );
-    let output = verify_store(&store, &keys);
+    let output = verify_store(store, keys);
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{report}");
     assert!(report.contains("0 problems"), "{report}");
@@ -1006,7 +977,7 @@ fn prune_of_a_delta_chain_leaves_a_store_that_verifies() {
         "{report}"
     );
     // A typo in the store path is an error, not "0 problems".
-    let output = verify_store(&dir.path().join("stroe"), &keys);
+    let output = verify_store(&dir.path().join("stroe"), keys);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("stroe: no such store"));
 }
@@ -1016,9 +987,9 @@ fn prune_of_a_delta_chain_leaves_a_store_that_verifies() {
 /// store verifies.
 #[test]
 fn two_makes_of_one_version_at_once_never_both_succeed() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
-    let store = dir.path().join("store");
+    let fleet = Fleet::new();
+    let (dir, keys) = (&fleet.dir, &fleet.keys);
+    let store = &fleet.store;
     let first = sample(dir.path(), "a.img", 16, 1);
     let second = sample(dir.path(), "b.img", 16, 2);
     for round in 0..3 {
@@ -1026,7 +997,7 @@ fn two_makes_of_one_version_at_once_never_both_succeed() {
         let children: Vec<_> = [&first, &second]
             .iter()
             .map(|image| {
-                make_command(&store, &keys, &version, "test-board", image)
+                make_command(store, keys, &version, "test-board", image)
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::piped())
                     .spawn()
@@ -1050,7 +1021,7 @@ fn two_makes_of_one_version_at_once_never_both_succeed() {
             "round {round}: {errors:?}"
         );
     }
-    let output = verify_store(&store, &keys);
+    let output = verify_store(store, keys);
     assert!(
         output.status.success(),
         "{}",
@@ -1062,14 +1033,14 @@ fn two_makes_of_one_version_at_once_never_both_succeed() {
 /// temporary pack under it; both end well and the store verifies.
 #[test]
 fn prune_waits_for_a_running_make() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
-    let store = dir.path().join("store");
+    let fleet = Fleet::new();
+    let (dir, keys) = (&fleet.dir, &fleet.keys);
+    let store = &fleet.store;
     let v1 = sample(dir.path(), "v1.img", 24, 1);
     let v2 = dir.path().join("v2.img");
     edited_copy(&v1, &v2, 2, 20, 0x5a);
-    make_release(&store, &keys, "1.0", &v1);
-    let mut make = make_command(&store, &keys, "2.0", "test-board", &v2)
+    make_release(store, keys, "1.0", &v1);
+    let mut make = make_command(store, keys, "2.0", "test-board", &v2)
         .args(["--delta-from", "1.0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -1094,7 +1065,7 @@ fn prune_waits_for_a_running_make() {
     }
     let prune = run(chunk_server()
         .args(["prune", "--keep", "1", "--store"])
-        .arg(&store));
+        .arg(store));
     let made = make.wait_with_output().unwrap();
     assert!(
         made.status.success(),
@@ -1109,7 +1080,7 @@ fn prune_waits_for_a_running_make() {
     );
     // Prune ran after make: it saw 2.0 and kept it as the newest.
     assert!(String::from_utf8_lossy(&prune.stdout).contains("removed release 1.0"));
-    let output = verify_store(&store, &keys);
+    let output = verify_store(store, keys);
     assert!(
         output.status.success(),
         "{}",
@@ -1153,15 +1124,15 @@ fn serve_closes_silent_connections_after_the_header_timeout() {
 /// not trust, one that expired and one naming a release the store lacks are each named.
 #[test]
 fn verify_checks_channel_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
-    let store = dir.path().join("store");
+    let fleet = Fleet::new();
+    let (dir, keys) = (&fleet.dir, &fleet.keys);
+    let store = &fleet.store;
     for release in 1..=2 {
         let image = sample(dir.path(), &format!("v{release}.img"), 1, release);
-        make_release(&store, &keys, &format!("{release}.0"), &image);
+        make_release(store, keys, &format!("{release}.0"), &image);
     }
-    set_channel(&store, &keys, "stable", "2.0", &[]);
-    let output = verify_store(&store, &keys);
+    set_channel(store, keys, "stable", "2.0", &[]);
+    let output = verify_store(store, keys);
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{report}");
     assert!(
@@ -1177,11 +1148,11 @@ fn verify_checks_channel_files() {
             .arg(&stranger.secret)
             .arg(store.join("channels/stable.json")),
     );
-    set_channel(&store, &keys, "beta", "2.0", &["--expires", "1s"]);
-    set_channel(&store, &keys, "old", "1.0", &[]);
+    set_channel(store, keys, "beta", "2.0", &["--expires", "1s"]);
+    set_channel(store, keys, "old", "1.0", &[]);
     std::fs::remove_dir_all(store.join("releases/1.0")).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    let output = verify_store(&store, &keys);
+    let output = verify_store(store, keys);
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "{report}");
     for (channel, message) in [
@@ -1208,13 +1179,13 @@ fn verify_checks_channel_files() {
 /// Mistakes on the build host get a message that names the problem and the next step.
 #[test]
 fn publishing_mistakes_name_the_problem_and_what_to_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
-    let store = dir.path().join("store");
-    make_release(&store, &keys, "1.0", &sample(dir.path(), "v1.img", 1, 1));
+    let fleet = Fleet::new();
+    let (dir, keys) = (&fleet.dir, &fleet.keys);
+    let store = &fleet.store;
+    make_release(store, keys, "1.0", &sample(dir.path(), "v1.img", 1, 1));
     let output = run(chunk_server()
         .args(["channel", "set", "stable", "--release", "9.9", "--store"])
-        .arg(&store)
+        .arg(store)
         .arg("--key")
         .arg(&keys.secret));
     assert!(!output.status.success());

@@ -1,0 +1,172 @@
+//! The one way the end-to-end suite builds what it tests: a temporary directory, a release
+//! key, a store with releases made from images, channels, and devices running one of those
+//! images. Each topic builds the fleet it needs with these steps, e.g.
+//!
+//! ```ignore
+//! let mut fleet = Fleet::new();
+//! fleet.sample_release("1.0", 8 * MIB, 5, 1);
+//! fleet.sample_release("2.0", 8 * MIB, 5, 2);
+//! fleet.publish("2.0");
+//! let device = fleet.device("device", "1.0", 10 * MIB, &server.url, "");
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use diffota_format::Index;
+
+use crate::sample::write_image;
+use crate::{make_command, make_release, run_ok, set_channel, Device, Keys};
+
+pub const MIB: u64 = 1 << 20;
+
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub keys: Keys,
+    pub store: PathBuf,
+    images: BTreeMap<String, PathBuf>,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet::new()
+    }
+}
+
+impl Fleet {
+    /// A temporary directory with a release key pair and an empty store (`store/`).
+    pub fn new() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::generate(dir.path(), "release");
+        let store = dir.path().join("store");
+        Fleet {
+            dir,
+            keys,
+            store,
+            images: BTreeMap::new(),
+        }
+    }
+
+    /// `name` inside the fleet's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The image of release `version` (`v<version>.img`), made by one of the steps below.
+    pub fn image(&self, version: &str) -> &Path {
+        self.images
+            .get(version)
+            .unwrap_or_else(|| panic!("the fleet has no image for {version}"))
+    }
+
+    /// Writes a deterministic sample image for `version` (`sample::write_image`: files of
+    /// `seed`'s layout, at `generation`), without making a release of it.
+    pub fn sample_image(
+        &mut self,
+        version: &str,
+        size: u64,
+        seed: u64,
+        generation: u64,
+    ) -> PathBuf {
+        let path = self.image_path(version);
+        write_image(&path, size, seed, generation).unwrap();
+        self.images.insert(version.into(), path.clone());
+        path
+    }
+
+    /// Takes `bytes` as the image of `version`, without making a release of it.
+    pub fn image_bytes(&mut self, version: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.image_path(version);
+        std::fs::write(&path, bytes).unwrap();
+        self.images.insert(version.into(), path.clone());
+        path
+    }
+
+    /// A sample image made into release `version` (plain chunks, `test-board`).
+    pub fn sample_release(
+        &mut self,
+        version: &str,
+        size: u64,
+        seed: u64,
+        generation: u64,
+    ) -> PathBuf {
+        let path = self.sample_image(version, size, seed, generation);
+        self.make(version);
+        path
+    }
+
+    /// `chunk-server make` of `version`'s image (plain chunks, `test-board`, a fixed clock);
+    /// returns the JSON summary.
+    pub fn make(&self, version: &str) -> serde_json::Value {
+        make_release(&self.store, &self.keys, version, self.image(version))
+    }
+
+    /// `make` with further arguments (`--delta-from 1.0`, `--image-frames`...).
+    pub fn make_with(&self, version: &str, args: &[&str]) {
+        run_ok(
+            make_command(
+                &self.store,
+                &self.keys,
+                version,
+                "test-board",
+                self.image(version),
+            )
+            .args(args)
+            .env("SOURCE_DATE_EPOCH", "1790000000"),
+        );
+    }
+
+    /// Points channel `stable` at `version`.
+    pub fn publish(&self, version: &str) {
+        self.set_channel("stable", version, &[]);
+    }
+
+    /// `chunk-server channel set CHANNEL --release VERSION` with further arguments.
+    pub fn set_channel(&self, channel: &str, version: &str, extra: &[&str]) {
+        set_channel(&self.store, &self.keys, channel, version, extra);
+    }
+
+    /// Release `version`'s index as the store holds it.
+    pub fn index(&self, version: &str) -> Index {
+        let path = self.store.join(format!("releases/{version}/rootfs.didx"));
+        Index::decode(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// A device in `<dir>/<name>` running `running`'s image from slot A (factory-flashed:
+    /// no stored index), slot B of `slot_size` zero bytes, configured for `server_url` with
+    /// the fleet's key and `extra` TOML.
+    pub fn device(
+        &self,
+        name: &str,
+        running: &str,
+        slot_size: u64,
+        server_url: &str,
+        extra: &str,
+    ) -> Device {
+        self.device_running(name, self.image(running), slot_size, server_url, extra)
+    }
+
+    /// `device`, running an image that is not one of the fleet's releases.
+    pub fn device_running(
+        &self,
+        name: &str,
+        running: &Path,
+        slot_size: u64,
+        server_url: &str,
+        extra: &str,
+    ) -> Device {
+        let device = Device::new(&self.path(name), running, slot_size);
+        device.configure(server_url, &[&self.keys.public], extra);
+        device
+    }
+
+    /// Whether slot `slot` of `device` starts with release `version`'s image.
+    pub fn slot_holds(&self, device: &Device, slot: &str, version: &str) -> bool {
+        let expected = std::fs::read(self.image(version)).unwrap();
+        device.slot_bytes(slot, expected.len()) == expected
+    }
+
+    fn image_path(&self, version: &str) -> PathBuf {
+        self.path(&format!("v{version}.img"))
+    }
+}

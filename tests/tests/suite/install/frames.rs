@@ -1,0 +1,406 @@
+//! Delta frames: edited chunks rebuilt from the running slot, frames on frames, devices two
+//! releases behind, bundles with frames, frames under faults.
+
+use super::*;
+
+/// A release made with `--delta-from`: a device on the older release (factory-flashed, so it
+/// cuts its running slot) rebuilds the changed chunks from delta frames against chunks of its
+/// running slot, downloads less than the plain frames of those chunks, and `check` predicts
+/// the download exactly. A second device whose running slot lacks the bases (another image)
+/// takes the plain frames and installs the same bytes.
+#[test]
+fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
+    let fixture = delta_fixture();
+    let index = fixture.index("2.0");
+    let plain_bytes = plain_bytes_lacking(&fixture.store, "1.0", "2.0");
+
+    let server = StoreServer::start(&fixture.store, &fixture.dir.path().join("access.log"), None);
+    let device = fixture.device_running("device", fixture.image("1.0"), 10 * MIB, &server.url, "");
+    let (fetched, check) = install_as_checked(&device, &server);
+    assert!(
+        check["plan"]["delta_frames"].as_u64().unwrap() > 0,
+        "{check}"
+    );
+    assert_holds_v2(&fixture, &device);
+    assert!(
+        fetched * 4 < plain_bytes,
+        "delta frames {fetched} bytes against plain frames {plain_bytes}"
+    );
+
+    // Without the bases (its running slot holds another image): plain and image frames, same
+    // result.
+    let other = fixture.dir.path().join("other.img");
+    write_image(&other, 8 * MIB, 77, 1).unwrap();
+    let stranger = fixture.device_running("stranger", &other, 10 * MIB, &server.url, "");
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(stranger.diffota().args(["check", "--json"]))).unwrap();
+    server.clear_log();
+    run_ok(stranger.diffota().arg("install"));
+    assert_holds_v2(&fixture, &stranger);
+    let stranger_bytes = pack_bytes(&server);
+    assert_eq!(
+        stranger_bytes,
+        check["plan"]["fetch_bytes"].as_u64().unwrap(),
+        "check predicted the stranger's download (image frames, no delta frame with bases)"
+    );
+
+    // A wiped running slot: the image frames, which cost less than the plain frames of
+    // every chunk and no more than the image frames themselves; check predicts it.
+    let image_frames: u64 = index
+        .deltas
+        .frames
+        .iter()
+        .filter(|f| f.bases.is_empty())
+        .map(|f| u64::from(f.compressed_length))
+        .sum();
+    let plain_all: u64 = {
+        let mut seen = HashSet::new();
+        index
+            .chunks
+            .iter()
+            .filter(|c| seen.insert(c.id))
+            .map(|c| u64::from(c.compressed_length))
+            .sum()
+    };
+    let zeros = fixture.dir.path().join("zeros.img");
+    std::fs::write(&zeros, vec![0u8; 8 * MIB as usize]).unwrap();
+    let wiped = fixture.device_running("wiped", &zeros, 10 * MIB, &server.url, "");
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(wiped.diffota().args(["check", "--json"]))).unwrap();
+    assert!(
+        check["plan"]["delta_frames"].as_u64().unwrap() > 0,
+        "{check}"
+    );
+    server.clear_log();
+    run_ok(wiped.diffota().arg("install"));
+    assert_holds_v2(&fixture, &wiped);
+    let fetched = pack_bytes(&server);
+    assert_eq!(fetched, check["plan"]["fetch_bytes"].as_u64().unwrap());
+    assert!(
+        fetched <= image_frames && fetched < plain_all && fetched <= stranger_bytes,
+        "wiped slot fetched {fetched}, image frames {image_frames}, plain frames {plain_all}"
+    );
+}
+
+/// New content that occurs twice in a release, the second time with small edits (a new
+/// library and a rebuilt copy of it): the second copy's frame names chunks of the first as
+/// bases (siblings), which no old release holds. A device rebuilds the first copy, reads it
+/// back from the slot it is writing, and builds the second on it: it downloads little more
+/// than the first copy, `check` predicts that exactly, and the slot holds the release.
+#[test]
+fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let v1 = dir.path().join("v1.img");
+    write_image(&v1, 8 * MIB, 5, 1).unwrap();
+    let mut v2 = std::fs::read(&v1).unwrap();
+    let fresh = noise(MIB as usize, 0x2545_f491_4f6c_dd1d);
+    let rebuilt = edited(&edited(&fresh, 0), 2048);
+    let (first, second) = (MIB as usize, 5 * MIB as usize);
+    v2[first..first + fresh.len()].copy_from_slice(&fresh);
+    v2[second..second + rebuilt.len()].copy_from_slice(&rebuilt);
+    let v2_path = dir.path().join("v2.img");
+    std::fs::write(&v2_path, &v2).unwrap();
+    let store = dir.path().join("store");
+    make_release(&store, &keys, "1.0", &v1);
+    run_ok(
+        make_command(&store, &keys, "2.0", "test-board", &v2_path).args(["--delta-from", "1.0"]),
+    );
+    set_channel(&store, &keys, "stable", "2.0", &[]);
+    let (old, new) = (store_index(&store, "1.0"), store_index(&store, "2.0"));
+    let old_ids: HashSet<_> = old.chunks.iter().map(|c| c.id).collect();
+    let new_ids: HashSet<_> = new.chunks.iter().map(|c| c.id).collect();
+    assert!(
+        new.deltas
+            .bases
+            .iter()
+            .any(|b| !old_ids.contains(&b.id) && new_ids.contains(&b.id)),
+        "some frame builds on a chunk 2.0 added"
+    );
+    let plain_bytes = plain_bytes_lacking(&store, "1.0", "2.0");
+
+    let server = StoreServer::start(&store, &dir.path().join("access.log"), None);
+    let device = Device::new(&dir.path().join("device"), &v1, 10 * MIB);
+    device.configure(&server.url, &[&keys.public], "");
+    let (fetched, _) = install_as_checked(&device, &server);
+    assert!(
+        device.slot_bytes("b", v2.len()) == v2,
+        "slot b does not hold 2.0"
+    );
+    // Both copies as plain frames cost over 2 MiB (the content does not compress); the first
+    // copy alone 1 MiB.
+    assert!(
+        fetched < MIB + MIB / 4 && fetched * 3 < plain_bytes * 2,
+        "fetched {fetched} bytes, plain frames {plain_bytes}"
+    );
+}
+
+/// A frame that names a sibling gets a fallback frame naming old chunks only, and only the
+/// fallback is passed on to the next release. 1.0 holds a library; 2.0 holds a rebuilt copy
+/// of it (1 edit per 4 KiB), new data, and a copy of that copy with more edits, whose frames
+/// name the first copy's chunks; 3.0 drops the first copy. A device on 1.0 rebuilds the
+/// second copy of 3.0 from the inherited fallbacks against its own library: without them
+/// the frames that name the dropped copy would be useless to it, and it would fetch the copy
+/// whole. (The new data keeps the first copy out of the second copy's 1 MiB groups: a frame
+/// is passed on only when the next release has all of its chunks.)
+#[test]
+fn a_device_two_releases_behind_uses_the_fallback_of_a_frame_naming_a_sibling() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate(dir.path(), "release");
+    let (first, data, second) = (MIB as usize, 5 * MIB as usize / 2, 5 * MIB as usize);
+    let library = noise(MIB as usize, 0x2545_f491_4f6c_dd1d);
+    let rebuilt = edited(&library, 0);
+    let rebuilt_again = edited(&rebuilt, 2048);
+    let new_data = noise(3 * MIB as usize / 2, 0x9e37_79b9_7f4a_7c15);
+    let v1_path = dir.path().join("v1.img");
+    write_image(&v1_path, 8 * MIB, 5, 1).unwrap();
+    let mut v1 = std::fs::read(&v1_path).unwrap();
+    v1[first..first + library.len()].copy_from_slice(&library);
+    std::fs::write(&v1_path, &v1).unwrap();
+    let mut v3 = v1.clone();
+    v3[data..data + new_data.len()].copy_from_slice(&new_data);
+    v3[second..second + rebuilt_again.len()].copy_from_slice(&rebuilt_again);
+    let mut v2 = v3.clone();
+    v2[first..first + rebuilt.len()].copy_from_slice(&rebuilt);
+    let store = dir.path().join("store");
+    make_release(&store, &keys, "1.0", &v1_path);
+    for (version, from, image) in [("2.0", "1.0", &v2), ("3.0", "2.0", &v3)] {
+        let path = dir.path().join(format!("{version}.img"));
+        std::fs::write(&path, image).unwrap();
+        run_ok(
+            make_command(&store, &keys, version, "test-board", &path).args(["--delta-from", from]),
+        );
+    }
+    let (v1_index, v2_index, v3_index) = (
+        store_index(&store, "1.0"),
+        store_index(&store, "2.0"),
+        store_index(&store, "3.0"),
+    );
+    let in_1_0: HashSet<_> = v1_index.chunks.iter().map(|c| c.id).collect();
+    let names_only_1_0 = |index: &Index, frame: &diffota_format::index::DeltaFrame| {
+        frame
+            .bases
+            .iter()
+            .all(|&b| in_1_0.contains(&index.deltas.bases[b as usize].id))
+    };
+    let (with_sibling, fallback): (Vec<_>, Vec<_>) = v2_index
+        .deltas
+        .frames
+        .iter()
+        .partition(|f| !names_only_1_0(&v2_index, f));
+    assert!(
+        !with_sibling.is_empty(),
+        "a 2.0 frame names a chunk 2.0 added"
+    );
+    for frame in &with_sibling {
+        assert!(
+            fallback
+                .iter()
+                .any(|f| f.chunks == frame.chunks && !f.bases.is_empty()),
+            "the frame rebuilding chunks {:?} has a fallback with 1.0's chunks as bases",
+            frame.chunks
+        );
+    }
+    let v2_pack = v2_index.packs.last().unwrap().id;
+    let inherited: Vec<_> = v3_index
+        .deltas
+        .frames
+        .iter()
+        .filter(|f| v3_index.packs[f.pack as usize].id == v2_pack)
+        .collect();
+    assert!(!inherited.is_empty(), "3.0 carries 2.0's frames");
+    assert!(
+        inherited.iter().all(|f| names_only_1_0(&v3_index, f)),
+        "3.0 carries no frame naming a chunk only 2.0 had"
+    );
+
+    set_channel(&store, &keys, "stable", "3.0", &[]);
+    let server = StoreServer::start(&store, &dir.path().join("access.log"), None);
+    let device = Device::new(&dir.path().join("device"), &v1_path, 10 * MIB);
+    device.configure(&server.url, &[&keys.public], "");
+    let (fetched, _) = install_as_checked(&device, &server);
+    assert!(device.slot_bytes("b", v3.len()) == v3, "slot b holds 3.0");
+    // Noise does not compress: the plain frames of what 1.0 lacks cost 2.5 MiB, and the
+    // fallbacks save most of the second copy's 1 MiB.
+    let plain_bytes = plain_bytes_lacking(&store, "1.0", "3.0");
+    assert!(
+        fetched + 3 * MIB / 4 < plain_bytes,
+        "two behind: fetched {fetched} bytes, plain frames {plain_bytes}"
+    );
+}
+
+/// 3.0 made with `--delta-from 2.0` inherits 2.0's delta frames whose chunks it still has: a
+/// device two releases behind (on 1.0) rebuilds what 2.0 added from them against its own
+/// chunks, instead of taking those chunks' plain frames, and `chunk-server diff` says so.
+#[test]
+fn a_device_two_releases_behind_uses_inherited_frames() {
+    let fixture = delta_fixture();
+    let mut v3 = std::fs::read(fixture.image("2.0")).unwrap();
+    for at in (6 * MIB as usize..7 * MIB as usize).step_by(4096) {
+        v3[at] ^= 0x33;
+    }
+    let v3_path = fixture.dir.path().join("v3.img");
+    std::fs::write(&v3_path, &v3).unwrap();
+    run_ok(
+        make_command(&fixture.store, &fixture.keys, "3.0", "test-board", &v3_path)
+            .args(["--delta-from", "2.0"])
+            .env("SOURCE_DATE_EPOCH", "1790000000"),
+    );
+    let (v2_index, v3_index) = (fixture.index("2.0"), fixture.index("3.0"));
+    let v2_pack = v2_index.packs.last().unwrap().id;
+    let inherited = v3_index
+        .deltas
+        .frames
+        .iter()
+        .filter(|f| v3_index.packs[f.pack as usize].id == v2_pack)
+        .count();
+    assert!(inherited > 0, "3.0 carries 2.0's frames");
+    set_channel(&fixture.store, &fixture.keys, "stable", "3.0", &[]);
+
+    let plain_bytes = plain_bytes_lacking(&fixture.store, "1.0", "3.0");
+    let server = StoreServer::start(&fixture.store, &fixture.dir.path().join("access.log"), None);
+    let device = fixture.device_running(
+        "two-behind",
+        fixture.image("1.0"),
+        10 * MIB,
+        &server.url,
+        "",
+    );
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
+    server.clear_log();
+    run_ok(device.diffota().arg("install"));
+    assert!(device.slot_bytes("b", v3.len()) == v3, "slot b holds 3.0");
+    let fetched = pack_bytes(&server);
+    assert_eq!(fetched, check["plan"]["fetch_bytes"].as_u64().unwrap());
+    assert!(
+        fetched * 2 < plain_bytes,
+        "two behind: {fetched} bytes against {plain_bytes} of plain frames"
+    );
+    let diff: serde_json::Value = serde_json::from_str(&run_ok(
+        chunk_server()
+            .args(["diff", "--json"])
+            .arg(fixture.store.join("releases/1.0/rootfs.didx"))
+            .arg(fixture.store.join("releases/3.0/rootfs.didx")),
+    ))
+    .unwrap();
+    assert!(diff["delta_frames"].as_u64().unwrap() > 0, "{diff}");
+}
+
+/// An offline bundle for devices on 1.0 carries the delta frames such a device uses instead
+/// of the plain frames of the chunks they rebuild: it is smaller than those plain frames, and
+/// a device on 1.0 with no store reachable installs 2.0 from it alone.
+#[test]
+fn bundle_for_the_older_release_carries_delta_frames() {
+    let fixture = delta_fixture();
+    let plain_bytes = plain_bytes_lacking(&fixture.store, "1.0", "2.0");
+    let out = fixture.dir.path().join("update.dfb");
+    let summary: serde_json::Value = serde_json::from_str(&run_ok(
+        chunk_server()
+            .args([
+                "bundle", "--json", "--to", "2.0", "--from", "1.0", "--store",
+            ])
+            .arg(&fixture.store)
+            .arg(&out),
+    ))
+    .unwrap();
+    assert!(
+        summary["bundled_delta_frames"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    let bundle_bytes = std::fs::metadata(&out).unwrap().len();
+    assert!(
+        bundle_bytes < plain_bytes,
+        "bundle {bundle_bytes} bytes, plain frames of the added chunks {plain_bytes}"
+    );
+    let device = fixture.device_running(
+        "offline",
+        fixture.image("1.0"),
+        10 * MIB,
+        "/nonexistent-store",
+        "",
+    );
+    let check: serde_json::Value = serde_json::from_str(&run_ok(
+        device.diffota().args(["check", "--json"]).arg(&out),
+    ))
+    .unwrap();
+    assert_eq!(check["bundle"]["missing_chunks"], 0, "{check}");
+    assert!(
+        check["plan"]["delta_frames"].as_u64().unwrap() > 0,
+        "{check}"
+    );
+    run_ok(device.diffota().arg("install").arg(&out));
+    assert_holds_v2(&fixture, &device);
+}
+
+/// With delta frames in play: a SIGKILL halfway through the frames, then a resume that
+/// fetches less than the whole again; tampered frames refused with nothing activated; a
+/// truncated answer retried and reported; 500s carried by retries.
+#[test]
+fn delta_frames_survive_sigkill_and_misbehaving_servers() {
+    let fixture = delta_fixture();
+    let good = StoreServer::start(&fixture.store, &fixture.dir.path().join("access.log"), None);
+    // What a device on 1.0 fetches: the delta frames it chooses (not the image frames).
+    let planner = fixture.device_running("planner", fixture.image("1.0"), 10 * MIB, &good.url, "");
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(planner.diffota().args(["check", "--json"]))).unwrap();
+    let frames_bytes = check["plan"]["fetch_bytes"].as_u64().unwrap();
+
+    let stalling = FaultServer::start(
+        &fixture.store,
+        Fault::StallAfterBytes(frames_bytes as usize * 2 / 3),
+    );
+    let device = fixture.device_running(
+        "killed",
+        fixture.image("1.0"),
+        10 * MIB,
+        &stalling.url,
+        "[http]\nstall_timeout_secs = 600\n",
+    );
+    kill_install_midway(&device, &stalling);
+    assert!(
+        device.slot_bytes("a", 8 * MIB as usize) == std::fs::read(fixture.image("1.0")).unwrap()
+    );
+    device.configure(&good.url, &[&fixture.keys.public], "");
+    good.clear_log();
+    run_ok(device.diffota().arg("install"));
+    assert_holds_v2(&fixture, &device);
+    let resumed = pack_bytes(&good);
+    assert!(
+        resumed > 0 && resumed < frames_bytes,
+        "resumed with {resumed} bytes of {frames_bytes}"
+    );
+
+    let quick = "[http]\nretries = 1\nstall_timeout_secs = 1\n";
+    for (name, fault, message) in [
+        ("tamper", Fault::TamperPacks, "chunk"),
+        ("truncate", Fault::Truncate, "end of file"),
+    ] {
+        let server = FaultServer::start(&fixture.store, fault);
+        let device =
+            fixture.device_running(name, fixture.image("1.0"), 10 * MIB, &server.url, quick);
+        let output = run(device.diffota().arg("install"));
+        assert!(!output.status.success(), "{name}");
+        assert!(
+            stderr(&output).contains(message),
+            "{name}: {}",
+            stderr(&output)
+        );
+        let status: serde_json::Value =
+            serde_json::from_str(&run_ok(device.diffota().args(["status", "--json"]))).unwrap();
+        assert!(
+            status["state"]["trial"].is_null(),
+            "{name}: nothing armed: {status}"
+        );
+    }
+    let server = FaultServer::start(&fixture.store, Fault::FailFirst(2));
+    let device = fixture.device_running(
+        "retry",
+        fixture.image("1.0"),
+        10 * MIB,
+        &server.url,
+        "[http]\nretries = 3\nconcurrency = 1\n",
+    );
+    run_ok(device.diffota().arg("install"));
+    assert_holds_v2(&fixture, &device);
+}

@@ -1,0 +1,130 @@
+//! Index deltas: a device on the older release fetches the index as changes against its own.
+
+use super::*;
+
+/// A device that installed 1.0 through diffota stores its index; the store holds 2.0's index
+/// as changes against it (`rootfs.didx.from-1.0`), and the device fetches that instead of
+/// the whole index, rebuilds the signed bytes and installs 2.0. `chunk-server verify` checks
+/// the delta; a damaged one is named there, and a device then falls back to the whole index.
+#[test]
+fn index_delta_replaces_the_whole_index_for_a_device_on_the_older_release() {
+    let fixture = delta_fixture();
+    let delta_path = fixture.store.join("releases/2.0/rootfs.didx.from-1.0");
+    let index_length = std::fs::metadata(fixture.store.join("releases/2.0/rootfs.didx"))
+        .unwrap()
+        .len();
+    let delta_length = std::fs::metadata(&delta_path).unwrap().len();
+    assert!(
+        delta_length * 3 < index_length,
+        "index delta {delta_length} bytes, index {index_length}"
+    );
+    let verified = run_ok(
+        chunk_server()
+            .args(["verify", "--public-key"])
+            .arg(&fixture.keys.public)
+            .arg(&fixture.store),
+    );
+    assert!(
+        verified.contains("1 index deltas, 1 channels checked: 0 problems"),
+        "{verified}"
+    );
+
+    let server = StoreServer::start(&fixture.store, &fixture.dir.path().join("access.log"), None);
+    let other = fixture.dir.path().join("other.img");
+    write_image(&other, 8 * MIB, 77, 1).unwrap();
+    // A device that installed 1.0 through diffota and booted it: slot b runs 1.0.
+    let device_on_1_0 = |name: &str| {
+        let device = fixture.device_running(name, &other, 10 * MIB, &server.url, "");
+        run_ok(
+            device
+                .diffota()
+                .arg("install")
+                .arg(format!("{}/releases/1.0/rootfs.didx", server.url)),
+        );
+        device.boot_into("b");
+        run_ok(device.diffota().arg("mark-good"));
+        device
+    };
+    let index_requests = |server: &StoreServer| -> Vec<String> {
+        server
+            .served()
+            .into_iter()
+            .filter(|s| s.path.starts_with("/releases/2.0/") && !s.path.ends_with(".minisig"))
+            .map(|s| s.path)
+            .collect()
+    };
+
+    let device = device_on_1_0("device");
+    server.clear_log();
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
+    assert!(
+        check["metadata_bytes"].as_u64().unwrap() < index_length,
+        "{check}"
+    );
+    server.clear_log();
+    run_ok(device.diffota().arg("install"));
+    assert_eq!(
+        device.slot_bytes("a", v2_len(&fixture)),
+        std::fs::read(fixture.image("2.0")).unwrap(),
+        "slot a holds 2.0"
+    );
+    assert_eq!(
+        index_requests(&server),
+        ["/releases/2.0/rootfs.didx.from-1.0"],
+        "only the index delta was fetched"
+    );
+    // `chunk-server diff` predicted it: index delta, delta frames and requests, to the byte.
+    let diff: serde_json::Value = serde_json::from_str(&run_ok(
+        chunk_server()
+            .args(["diff", "--json"])
+            .arg(fixture.store.join("releases/1.0/rootfs.didx"))
+            .arg(fixture.store.join("releases/2.0/rootfs.didx")),
+    ))
+    .unwrap();
+    let served: Vec<Served> = server
+        .served()
+        .into_iter()
+        .filter(|s| !s.path.starts_with("/channels/"))
+        .collect();
+    assert_eq!(diff["index_delta"], true, "{diff}");
+    assert!(diff["delta_frames"].as_u64().unwrap() > 0, "{diff}");
+    assert_eq!(
+        diff["download_bytes"].as_u64().unwrap(),
+        served.iter().map(|s| s.bytes).sum::<u64>(),
+        "{diff}"
+    );
+    assert_eq!(diff["requests"].as_u64().unwrap(), served.len() as u64);
+
+    // A damaged delta: verify names it; a device takes the whole index and installs.
+    let mut damaged = std::fs::read(&delta_path).unwrap();
+    let last = damaged.len() - 8;
+    damaged[last] ^= 0x55;
+    std::fs::write(&delta_path, &damaged).unwrap();
+    let output = run(chunk_server()
+        .args(["verify", "--public-key"])
+        .arg(&fixture.keys.public)
+        .arg(&fixture.store));
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("rootfs.didx.from-1.0")
+            || stderr(&output).contains("rootfs.didx.from-1.0"),
+        "{}",
+        stderr(&output)
+    );
+    let device = device_on_1_0("damaged");
+    server.clear_log();
+    run_ok(device.diffota().arg("install"));
+    assert_eq!(
+        device.slot_bytes("a", v2_len(&fixture)),
+        std::fs::read(fixture.image("2.0")).unwrap()
+    );
+    assert_eq!(
+        index_requests(&server),
+        [
+            "/releases/2.0/rootfs.didx.from-1.0",
+            "/releases/2.0/rootfs.didx"
+        ],
+        "the whole index after the damaged delta"
+    );
+}

@@ -1,0 +1,42 @@
+//! The end-to-end suite: the real binaries (`diffota`, `chunk-server`), built by cargo for
+//! this test run, against real servers on 127.0.0.1 and real tools (minisign, fw_printenv,
+//! grub-editenv, dbus-daemon, systemd-analyze, shellcheck). One binary, one module per
+//! topic; `cargo test -p diffota-tests` runs it all, `cargo test -p diffota-tests -- install::`
+//! one topic.
+//!
+//! Where a new test goes:
+//!
+//! | it is about | module |
+//! |---|---|
+//! | making, verifying, signing, pruning, serving a store (`chunk-server`) | `publish` |
+//! | channels, phased rollout, canaries, replayed channel files | `rollout` |
+//! | an install that goes as planned (what is fetched, HTTPS, file:// stores) | `install::fetch` |
+//! | an install cut short: busy, killed, resumed, servers that misbehave | `install::interrupted` |
+//! | a release or device input the device refuses | `install::refused` |
+//! | delta frames | `install::frames` |
+//! | index deltas | `install::index_deltas` |
+//! | bootloader environments, trial boots, mark-good, revert, rollback, provision | `boot` |
+//! | offline bundles (`chunk-server bundle`, `diffota install FILE`) | `bundle` |
+//! | the D-Bus service | `dbus` |
+//! | outcome reports and metrics | `reports` |
+//! | hostile local files: links, FIFOs, huge files, planted locks | `hostile` |
+//! | what the binaries print: broken pipes, `--help` | `output` |
+//! | the Yocto layer and the systemd units, without a Yocto build | `layer` |
+//! | the README's demo and walkthrough, as a newcomer runs them | `demo` |
+//!
+//! Shared helpers (devices, keys, a store server, fault servers, sample images) live in the
+//! `diffota-tests` library (`tests/src/`). A test that needs a Debian tool calls
+//! `require_tool` and skips loudly without it, or fails under `DIFFOTA_REQUIRE_TOOLS=1`;
+//! add the tool to `scripts/preflight.sh` so the skip is announced before the run.
+
+mod boot;
+mod bundle;
+mod dbus;
+mod demo;
+mod hostile;
+mod install;
+mod layer;
+mod output;
+mod publish;
+mod reports;
+mod rollout;
