@@ -90,17 +90,7 @@ pub fn decompress_with_prefix_into(
 mod tests {
     use super::*;
 
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
+    use diffota_test_support::noise;
     #[test]
     fn a_group_like_its_base_costs_little_and_round_trips() {
         let base = noise(1, 64 * 1024);

@@ -7,16 +7,6 @@ pub mod anchors;
 pub mod bases;
 pub mod groups;
 
-/// Deterministic incompressible test bytes (xorshift64).
+/// Deterministic incompressible test bytes, shared with the other crates' tests.
 #[cfg(test)]
-pub(crate) fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
+pub(crate) use diffota_test_support::noise;

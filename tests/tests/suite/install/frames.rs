@@ -94,7 +94,7 @@ fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
     let v1 = dir.path().join("v1.img");
     write_image(&v1, 8 * MIB, 5, 1).unwrap();
     let mut v2 = std::fs::read(&v1).unwrap();
-    let fresh = noise(MIB as usize, 0x2545_f491_4f6c_dd1d);
+    let fresh = noise(0x2545_f491_4f6c_dd1d, MIB as usize);
     let rebuilt = edited(&edited(&fresh, 0), 2048);
     let (first, second) = (MIB as usize, 5 * MIB as usize);
     v2[first..first + fresh.len()].copy_from_slice(&fresh);
@@ -148,10 +148,10 @@ fn a_device_two_releases_behind_uses_the_fallback_of_a_frame_naming_a_sibling() 
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::generate(dir.path(), "release");
     let (first, data, second) = (MIB as usize, 5 * MIB as usize / 2, 5 * MIB as usize);
-    let library = noise(MIB as usize, 0x2545_f491_4f6c_dd1d);
+    let library = noise(0x2545_f491_4f6c_dd1d, MIB as usize);
     let rebuilt = edited(&library, 0);
     let rebuilt_again = edited(&rebuilt, 2048);
-    let new_data = noise(3 * MIB as usize / 2, 0x9e37_79b9_7f4a_7c15);
+    let new_data = noise(0x9e37_79b9_7f4a_7c15, 3 * MIB as usize / 2);
     let v1_path = dir.path().join("v1.img");
     write_image(&v1_path, 8 * MIB, 5, 1).unwrap();
     let mut v1 = std::fs::read(&v1_path).unwrap();

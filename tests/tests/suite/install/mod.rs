@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use diffota_format::ranges::plan_ranges;
 use diffota_format::Index;
+use diffota_test_support::{edited, noise};
 use diffota_tests::faults::{Fault, FaultServer};
 use diffota_tests::fleet::{Fleet, MIB};
 use diffota_tests::sample::write_image;
@@ -141,27 +142,6 @@ fn install_as_checked(device: &Device, server: &StoreServer) -> (u64, serde_json
         "check predicted the download"
     );
     (fetched, check)
-}
-
-/// `xorshift` noise: content no release shares by chance.
-fn noise(length: usize, mut state: u64) -> Vec<u8> {
-    (0..length)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-/// `content` with one byte changed every 4 KiB from `first`.
-fn edited(content: &[u8], first: usize) -> Vec<u8> {
-    let mut out = content.to_vec();
-    for at in (first..out.len()).step_by(4096) {
-        out[at] ^= 0x5a;
-    }
-    out
 }
 
 /// Starts `diffota install` on `device` and returns once `server` has seen a pack request.
