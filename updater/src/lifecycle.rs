@@ -142,10 +142,41 @@ pub fn running_version(config: &Config) -> Option<String> {
     state.version_in(running).map(str::to_owned)
 }
 
+/// An install and what the device keeps of it, for the CLI and the D-Bus service alike: the
+/// release running before, the install itself, then (unless it was cancelled, which the
+/// next install resumes) its figures for the trial's report or its failure as an outcome
+/// to report, and the metrics. The caller holds the device lock.
+pub async fn install_recorded(
+    device: &mut crate::install::Device<'_>,
+    target: &crate::release::ReleaseTarget,
+    options: crate::install::InstallOptions,
+    progress: &dyn crate::progress::Progress,
+) -> Result<crate::install::Outcome, crate::install::InstallError> {
+    let from_version = running_version(device.config);
+    let watched = crate::progress::VersionSeen::new(progress);
+    let result = crate::install::install(device, target, options, &watched).await;
+    if !matches!(result, Err(crate::install::InstallError::Cancelled)) {
+        let error = result
+            .as_ref()
+            .err()
+            .map(|e| format!("installing: {}", diffota_cli::error_chain(e)));
+        record_install(
+            device.config,
+            &device.device_id,
+            from_version,
+            watched.version().as_deref(),
+            result
+                .as_ref()
+                .map_err(|_| error.as_deref().unwrap_or_default()),
+        );
+    }
+    result
+}
+
 /// After an install: a finished one keeps its figures for its trial's report, a failed one
 /// is an outcome to report. `started_version` is the release it began writing, if it got
 /// that far. Never fails the install's own result.
-pub fn record_install(
+fn record_install(
     config: &Config,
     device_id: &str,
     from_version: Option<String>,

@@ -25,7 +25,7 @@ use crate::boot;
 use crate::config::Config;
 use crate::install::{InstallError, InstallOptions, Outcome};
 use crate::lifecycle;
-use crate::progress::{Event, Progress, VersionSeen};
+use crate::progress::{Event, Progress};
 use crate::release::ReleaseTarget;
 use crate::state::{DeviceLock, LockError, StateDir, TransitionError};
 use status::{Completion, ServiceStatus};
@@ -380,17 +380,15 @@ fn run_install(
         Ok(prepared) => prepared,
         Err(message) => return (Completion::Failed, message),
     };
-    let from_version = lifecycle::running_version(config);
-    let service_progress = ServiceProgress {
+    let progress = ServiceProgress {
         shared: shared.clone(),
         last_sent: Mutex::new(Instant::now()),
     };
-    let progress = VersionSeen::new(&service_progress);
     let mut device = crate::install::Device {
         config,
         keys: &keys,
         state_dir: StateDir::new(&config.state_dir),
-        device_id: device_id.clone(),
+        device_id,
         bootloader: bootloader.as_mut(),
     };
     let result = runtime.block_on(async {
@@ -401,23 +399,11 @@ fn run_install(
             return Err(InstallError::Cancelled);
         }
         tokio::select! {
-            result = crate::install::install(&mut device, target, options, &progress) => result,
+            result = lifecycle::install_recorded(&mut device, target, options, &progress) => result,
             () = cancelled => Err(InstallError::Cancelled),
         }
     });
-    let started = progress.version();
     let error = result.as_ref().err().map(|e| diffota_cli::error_chain(e));
-    if !matches!(result, Err(InstallError::Cancelled)) {
-        lifecycle::record_install(
-            config,
-            &device_id,
-            from_version,
-            started.as_deref(),
-            result
-                .as_ref()
-                .map_err(|_| error.as_deref().unwrap_or_default()),
-        );
-    }
     match result {
         Ok(outcome @ Outcome::Installed(_)) => (Completion::Success, outcome.to_string()),
         Ok(outcome @ Outcome::PreviouslyFailed { .. }) => {

@@ -1,7 +1,7 @@
-use anyhow::Result;
+use anyhow::{Context, Result};
 use diffota::install::InstallOptions;
 use diffota::outcomes::{self, Spool};
-use diffota::progress::{Reporter, VersionSeen};
+use diffota::progress::Reporter;
 
 use super::{device, reboot_now, runtime, show, Session};
 use crate::cli::ReleaseArgs;
@@ -18,31 +18,15 @@ pub fn run(
     send_earlier_reports(session, &runtime);
     let keys = diffota::keys::trusted_keys(&session.config)?;
     let config = &session.config;
-    let from_version = diffota::lifecycle::running_version(config);
     let mut device = device(config, &keys, session.bootloader.as_mut())?;
-    let device_id = device.device_id.clone();
     let reporter = Reporter::new(session.json);
-    let watched = VersionSeen::new(&reporter);
-    let result = runtime
-        .block_on(diffota::install::install(
-            &mut device,
-            &release.target(config),
-            options,
-            &watched,
-        ))
-        .map_err(|error| anyhow::Error::from(error).context("installing"));
-    let started = watched.version();
-    let error = result.as_ref().err().map(|e| format!("{e:#}"));
-    diffota::lifecycle::record_install(
-        config,
-        &device_id,
-        from_version,
-        started.as_deref(),
-        result
-            .as_ref()
-            .map_err(|_| error.as_deref().unwrap_or_default()),
-    );
-    let outcome = result?;
+    let result = runtime.block_on(diffota::lifecycle::install_recorded(
+        &mut device,
+        &release.target(config),
+        options,
+        &reporter,
+    ));
+    let outcome = result.context("installing")?;
     // JSON: the outcome is the last line of the event stream.
     show(&outcome, session.json, false)?;
     if outcome.installed() && reboot {
