@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.." || exit 1
 
 # tool | Debian package | the tests that need it
 checks=(
-  "minisign|minisign|publish::minisign_interop_both_ways"
+  "minisign|minisign|publish::keys::minisign_interop_both_ways"
   "openssl|openssl|install::fetch::https_with_a_test_ca"
   "zstd|zstd|bundle::delta_bundle_installs_and_reports_its_size"
   "xdelta3|xdelta3|bundle::delta_bundle_installs_and_reports_its_size"

@@ -8,7 +8,11 @@
 //!
 //! | it is about | module |
 //! |---|---|
-//! | making, verifying, signing, pruning, serving a store (`chunk-server`) | `publish` |
+//! | `chunk-server make` (plain chunks, delta frames, killed or concurrent makes) | `publish::make` |
+//! | `chunk-server verify`, and publishing mistakes caught with a message | `publish::verify` |
+//! | keys and signatures (minisign interop, passwords) | `publish::keys` |
+//! | `chunk-server prune` | `publish::prune` |
+//! | `chunk-server serve` | `publish::serve` |
 //! | channels, phased rollout, canaries, replayed channel files | `rollout` |
 //! | an install that goes as planned (what is fetched, HTTPS, file:// stores) | `install::fetch` |
 //! | an install cut short: busy, killed, resumed, servers that misbehave | `install::interrupted` |
