@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use diffota_format::Index;
 
 use crate::sample::write_image;
-use crate::{make_command, make_release, run_ok, set_channel, Device, Keys};
+use crate::{make_command, make_release, run_ok, set_channel, Device, Keys, Slot};
 
 pub const MIB: u64 = 1 << 20;
 
@@ -161,7 +161,7 @@ impl Fleet {
     }
 
     /// Whether slot `slot` of `device` starts with release `version`'s image.
-    pub fn slot_holds(&self, device: &Device, slot: &str, version: &str) -> bool {
+    pub fn slot_holds(&self, device: &Device, slot: Slot, version: &str) -> bool {
         let expected = std::fs::read(self.image(version)).unwrap();
         device.slot_bytes(slot, expected.len()) == expected
     }

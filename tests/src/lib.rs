@@ -2,6 +2,8 @@
 //! 127.0.0.1 that records what it served, a misbehaving server for the bad-input cases,
 //! file-backed A/B devices, and a deterministic sample image generator.
 
+pub use diffota::slot::Slot;
+
 pub mod bootmodel;
 pub mod crates_inc;
 pub mod faults;
@@ -370,7 +372,7 @@ impl Device {
     }
 
     /// A reboot into `slot`: a new kernel command line and a new boot id.
-    pub fn boot_into(&self, slot: &str) {
+    pub fn boot_into(&self, slot: Slot) {
         std::fs::write(
             &self.cmdline,
             format!("console=ttyS0 diffota.slot={slot} rootwait\n"),
@@ -389,11 +391,10 @@ impl Device {
     }
 
     /// The first `length` bytes of a slot file.
-    pub fn slot_bytes(&self, slot: &str, length: usize) -> Vec<u8> {
-        let path = if slot == "a" {
-            &self.slot_a
-        } else {
-            &self.slot_b
+    pub fn slot_bytes(&self, slot: Slot, length: usize) -> Vec<u8> {
+        let path = match slot {
+            Slot::A => &self.slot_a,
+            Slot::B => &self.slot_b,
         };
         let mut bytes = std::fs::read(path).unwrap();
         bytes.truncate(length);

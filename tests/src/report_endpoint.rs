@@ -7,10 +7,13 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use diffota::outcomes::OutcomeReport;
+
 #[derive(Clone, Debug)]
 pub struct Received {
     pub authorization: Option<String>,
-    pub body: serde_json::Value,
+    /// The body, read as the updater's report type (None: not a report, e.g. a GET).
+    pub body: Option<OutcomeReport>,
     /// The status the endpoint answered.
     pub status: u16,
 }
@@ -62,12 +65,15 @@ impl ReportEndpoint {
         self.received.lock().unwrap().clone()
     }
 
-    /// The bodies the endpoint acknowledged (2xx).
-    pub fn accepted(&self) -> Vec<serde_json::Value> {
+    /// The reports the endpoint acknowledged (2xx).
+    pub fn accepted(&self) -> Vec<OutcomeReport> {
         self.received()
             .into_iter()
             .filter(|r| r.status < 300)
-            .map(|r| r.body)
+            .map(|r| {
+                r.body
+                    .expect("an acknowledged POST carries an outcome report")
+            })
             .collect()
     }
 }
@@ -121,7 +127,7 @@ fn handle(
         };
         log.push(Received {
             authorization,
-            body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+            body: serde_json::from_slice(&body).ok(),
             status,
         });
         status

@@ -164,7 +164,7 @@ fn env_dir(fleet: &Fleet, name: &str) -> PathBuf {
     dir
 }
 
-fn slot_holds(device: &Device, slot: &str, image: &Path) -> bool {
+fn slot_holds(device: &Device, slot: Slot, image: &Path) -> bool {
     let expected = std::fs::read(image).unwrap();
     device.slot_bytes(slot, expected.len()) == expected
 }
@@ -177,7 +177,7 @@ fn status(device: &Device) -> serde_json::Value {
 fn cycle(releases: &Fleet, device: &Device, env: &EnvTool) {
     let reboot = |device: &Device| {
         let slot = env.boot();
-        device.boot_into(&slot);
+        device.boot_into(Slot::parse(&slot).expect("the boot model boots a or b"));
         slot
     };
     assert_eq!(reboot(device), "a");
@@ -225,7 +225,7 @@ fn cycle(releases: &Fleet, device: &Device, env: &EnvTool) {
     // then falls back; mark-good on the old slot records the failure.
     releases.publish("3.0");
     run_ok(device.diffota().arg("install"));
-    assert!(slot_holds(device, "a", releases.image("3.0")));
+    assert!(slot_holds(device, Slot::A, releases.image("3.0")));
     let stdout = run_exit(device.diffota().arg("health-failed"), 3);
     assert!(
         stdout.contains("slot b is not on trial"),
@@ -274,7 +274,7 @@ fn cycle(releases: &Fleet, device: &Device, env: &EnvTool) {
     run_ok(device.diffota().arg("install"));
     assert_eq!(reboot(device), "a");
     run_ok(device.diffota().arg("mark-good"));
-    assert!(slot_holds(device, "a", releases.image("4.0")));
+    assert!(slot_holds(device, Slot::A, releases.image("4.0")));
 
     // rollback: back to the good 2.0 in slot b, on trial, then committed.
     let stdout = run_ok(device.diffota().arg("rollback"));
@@ -503,7 +503,7 @@ fn a_factory_slot_is_provisioned_and_can_be_rolled_back_to() {
     reboot();
     run_ok(device.diffota().arg("mark-good"));
     assert_eq!(status(&device)["running_slot"], "a");
-    assert!(slot_holds(&device, "a", releases.image("1.0")));
+    assert!(slot_holds(&device, Slot::A, releases.image("1.0")));
 }
 
 /// A configured bootloader environment that is not there: `check` says so before anything

@@ -59,7 +59,7 @@ fn device(setup: &Fleet, name: &str, running: &Path) -> (Device, PathBuf) {
 
 fn slot_b_holds(device: &Device, image: &Path) -> bool {
     let expected = std::fs::read(image).unwrap();
-    device.slot_bytes("b", expected.len()) == expected
+    device.slot_bytes(Slot::B, expected.len()) == expected
 }
 
 #[test]

@@ -258,7 +258,7 @@ fn an_install_over_dbus_reports_rising_progress_and_completes() {
         "{message}"
     );
     assert!(message.contains("installed 2.0 into slot b"), "{message}");
-    assert!(fleet.slot_holds(&device, "b", "2.0"));
+    assert!(fleet.slot_holds(&device, Slot::B, "2.0"));
     let seen = percents(&monitor);
     assert!(seen.len() >= 2, "{seen:?}");
     assert!(
@@ -359,7 +359,7 @@ fn cancel_resume_busy_and_policy() {
         in_place > 0,
         "nothing found in place after the cancel ({written_before}): {message}"
     );
-    assert!(fleet.slot_holds(&device, "b", "2.0"));
+    assert!(fleet.slot_holds(&device, Slot::B, "2.0"));
 }
 
 #[test]

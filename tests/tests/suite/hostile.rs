@@ -66,7 +66,7 @@ fn stderr(output: &Output) -> String {
 fn assert_running_untouched(device: &Device, image: &Path) {
     let expected = std::fs::read(image).unwrap();
     assert!(
-        device.slot_bytes("a", expected.len()) == expected,
+        device.slot_bytes(Slot::A, expected.len()) == expected,
         "the running slot was modified"
     );
 }
@@ -90,7 +90,10 @@ fn a_stored_index_that_is_a_link_fifo_or_huge_is_passed_over() {
         let output = run_bounded(device.diffota().arg("install"));
         assert!(output.status.success(), "{name}: {}", stderr(&output));
         let expected = std::fs::read(store.image("2.0")).unwrap();
-        assert!(device.slot_bytes("b", expected.len()) == expected, "{name}");
+        assert!(
+            device.slot_bytes(Slot::B, expected.len()) == expected,
+            "{name}"
+        );
         assert_running_untouched(&device, store.image("1.0"));
     }
 }

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use diffota::outcomes::OutcomeResult;
 use diffota_tests::fleet::{Fleet, MIB};
 use diffota_tests::report_endpoint::ReportEndpoint;
 use diffota_tests::*;
@@ -137,24 +138,17 @@ fn outcomes_are_reported_once_each_and_only_when_final() {
     assert!(received
         .iter()
         .all(|r| r.authorization.as_deref() == Some("Bearer secret-token")));
-    let committed = &received[2].body;
-    assert_eq!(committed["result"], "committed");
-    assert_eq!(committed["device_id"], "test-device");
-    assert_eq!(committed["to_version"], "2.0");
-    assert_eq!(
-        committed["from_version"],
-        serde_json::Value::Null,
-        "factory image"
-    );
-    assert_eq!(committed["slot"], "b");
-    assert!(
-        committed["downloaded_bytes"].as_u64().unwrap() > 0,
-        "{committed}"
-    );
-    assert!(committed["requests"].as_u64().unwrap() > 0, "{committed}");
-    assert_eq!(committed["boots_used"], 1);
-    assert_eq!(committed["boot_attempts"], 3);
-    assert_eq!(committed["id"].as_str().unwrap().len(), 32);
+    let committed = received[2].body.as_ref().expect("a report");
+    assert_eq!(committed.result, OutcomeResult::Committed);
+    assert_eq!(committed.device_id, "test-device");
+    assert_eq!(committed.to_version.as_deref(), Some("2.0"));
+    assert_eq!(committed.from_version, None, "factory image");
+    assert_eq!(committed.slot, Some(Slot::B));
+    assert!(committed.downloaded_bytes.unwrap() > 0, "{committed:?}");
+    assert!(committed.requests.unwrap() > 0, "{committed:?}");
+    assert_eq!(committed.boots_used, Some(1));
+    assert_eq!(committed.boot_attempts, Some(3));
+    assert_eq!(committed.id.len(), 32);
     // Exactly once: nothing left to send.
     let stdout = run_ok(&mut reporting.diffota(&["report"]));
     assert!(stdout.contains("reports: 0 sent, 0 pending"), "{stdout}");
@@ -184,22 +178,20 @@ fn outcomes_are_reported_once_each_and_only_when_final() {
     let accepted = endpoint.accepted();
     assert_eq!(accepted.len(), 2, "{accepted:?}");
     let reverted = &accepted[1];
-    assert_eq!(reverted["result"], "reverted");
-    assert_eq!(reverted["from_version"], "2.0");
-    assert_eq!(reverted["to_version"], "3.0");
-    assert_eq!(reverted["slot"], "a");
-    assert_eq!(reverted["boots_used"], 3);
+    assert_eq!(reverted.result, OutcomeResult::Reverted);
+    assert_eq!(reverted.from_version.as_deref(), Some("2.0"));
+    assert_eq!(reverted.to_version.as_deref(), Some("3.0"));
+    assert_eq!(reverted.slot, Some(Slot::A));
+    assert_eq!(reverted.boots_used, Some(3));
     assert!(
-        reverted["error"]
-            .as_str()
+        reverted
+            .error
+            .as_deref()
             .unwrap()
             .contains("did not come up healthy"),
-        "{reverted}"
+        "{reverted:?}"
     );
-    assert!(
-        reverted["downloaded_bytes"].as_u64().unwrap() > 0,
-        "{reverted}"
-    );
+    assert!(reverted.downloaded_bytes.unwrap() > 0, "{reverted:?}");
 
     // 4.0's packs are gone from the store: the install fails, and says so.
     for pack in std::fs::read_dir(fleet.store.join("packs")).unwrap() {
@@ -212,12 +204,12 @@ fn outcomes_are_reported_once_each_and_only_when_final() {
     assert!(stdout.contains("reports: 1 sent, 0 pending"), "{stdout}");
     let accepted = endpoint.accepted();
     let failed = &accepted[2];
-    assert_eq!(failed["result"], "install_failed");
-    assert_eq!(failed["from_version"], "2.0");
-    assert_eq!(failed["to_version"], "4.0");
+    assert_eq!(failed.result, OutcomeResult::InstallFailed);
+    assert_eq!(failed.from_version.as_deref(), Some("2.0"));
+    assert_eq!(failed.to_version.as_deref(), Some("4.0"));
     assert!(
-        failed["error"].as_str().unwrap().starts_with("installing"),
-        "{failed}"
+        failed.error.as_deref().unwrap().starts_with("installing"),
+        "{failed:?}"
     );
     assert!(reporting
         .metrics()

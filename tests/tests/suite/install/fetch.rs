@@ -87,7 +87,7 @@ fn second_install_seeds_from_the_stored_index_and_keeps_chunks_in_place() {
     run_ok(device.diffota().arg("install"));
     assert_installed(&device, fixture.image("1.0"));
 
-    device.boot_into("b");
+    device.boot_into(Slot::B);
     set_channel(&fixture.store, &fixture.keys, "stable", "2.0", &[]);
     server.clear_log();
     let report: serde_json::Value = serde_json::from_str(
@@ -105,7 +105,7 @@ fn second_install_seeds_from_the_stored_index_and_keeps_chunks_in_place() {
     let check = run_exit(device.diffota().arg("check"), 3);
     assert!(check.contains("update available: no"), "{check}");
     let expected = std::fs::read(fixture.image("2.0")).unwrap();
-    assert!(device.slot_bytes("a", expected.len()) == expected);
+    assert!(device.slot_bytes(Slot::A, expected.len()) == expected);
     let copied = report["copied_bytes"].as_u64().unwrap();
     assert!(
         copied > 4 * MIB,
@@ -128,7 +128,7 @@ fn second_install_seeds_from_the_stored_index_and_keeps_chunks_in_place() {
     server.clear_log();
     run_ok(device.diffota().args(["install", "--force"]));
     assert!(
-        device.slot_bytes("a", expected.len()) == expected,
+        device.slot_bytes(Slot::A, expected.len()) == expected,
         "slot a holds 2.0 despite the modified seed"
     );
     let fetched_that_chunk = server.served().iter().any(|s| {

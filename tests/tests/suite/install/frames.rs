@@ -124,7 +124,7 @@ fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
     device.configure(&server.url, &[&keys.public], "");
     let (fetched, _) = install_as_checked(&device, &server);
     assert!(
-        device.slot_bytes("b", v2.len()) == v2,
+        device.slot_bytes(Slot::B, v2.len()) == v2,
         "slot b does not hold 2.0"
     );
     // Both copies as plain frames cost over 2 MiB (the content does not compress); the first
@@ -219,7 +219,10 @@ fn a_device_two_releases_behind_uses_the_fallback_of_a_frame_naming_a_sibling() 
     let device = Device::new(&dir.path().join("device"), &v1_path, 10 * MIB);
     device.configure(&server.url, &[&keys.public], "");
     let (fetched, _) = install_as_checked(&device, &server);
-    assert!(device.slot_bytes("b", v3.len()) == v3, "slot b holds 3.0");
+    assert!(
+        device.slot_bytes(Slot::B, v3.len()) == v3,
+        "slot b holds 3.0"
+    );
     // Noise does not compress: the plain frames of what 1.0 lacks cost 2.5 MiB, and the
     // fallbacks save most of the second copy's 1 MiB.
     let plain_bytes = plain_bytes_lacking(&store, "1.0", "3.0");
@@ -270,7 +273,10 @@ fn a_device_two_releases_behind_uses_inherited_frames() {
         serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
     server.clear_log();
     run_ok(device.diffota().arg("install"));
-    assert!(device.slot_bytes("b", v3.len()) == v3, "slot b holds 3.0");
+    assert!(
+        device.slot_bytes(Slot::B, v3.len()) == v3,
+        "slot b holds 3.0"
+    );
     let fetched = pack_bytes(&server);
     assert_eq!(fetched, check["plan"]["fetch_bytes"].as_u64().unwrap());
     assert!(
@@ -359,7 +365,8 @@ fn delta_frames_survive_sigkill_and_misbehaving_servers() {
     );
     kill_install_midway(&device, &stalling);
     assert!(
-        device.slot_bytes("a", 8 * MIB as usize) == std::fs::read(fixture.image("1.0")).unwrap()
+        device.slot_bytes(Slot::A, 8 * MIB as usize)
+            == std::fs::read(fixture.image("1.0")).unwrap()
     );
     device.configure(&good.url, &[&fixture.keys.public], "");
     good.clear_log();

@@ -41,7 +41,7 @@ fn index_delta_replaces_the_whole_index_for_a_device_on_the_older_release() {
                 .arg("install")
                 .arg(format!("{}/releases/1.0/rootfs.didx", server.url)),
         );
-        device.boot_into("b");
+        device.boot_into(Slot::B);
         run_ok(device.diffota().arg("mark-good"));
         device
     };
@@ -65,7 +65,7 @@ fn index_delta_replaces_the_whole_index_for_a_device_on_the_older_release() {
     server.clear_log();
     run_ok(device.diffota().arg("install"));
     assert_eq!(
-        device.slot_bytes("a", v2_len(&fixture)),
+        device.slot_bytes(Slot::A, v2_len(&fixture)),
         std::fs::read(fixture.image("2.0")).unwrap(),
         "slot a holds 2.0"
     );
@@ -116,7 +116,7 @@ fn index_delta_replaces_the_whole_index_for_a_device_on_the_older_release() {
     server.clear_log();
     run_ok(device.diffota().arg("install"));
     assert_eq!(
-        device.slot_bytes("a", v2_len(&fixture)),
+        device.slot_bytes(Slot::A, v2_len(&fixture)),
         std::fs::read(fixture.image("2.0")).unwrap()
     );
     assert_eq!(

@@ -59,7 +59,7 @@ fn stderr(output: &Output) -> String {
 fn assert_installed(device: &Device, image: &Path) {
     let expected = std::fs::read(image).unwrap();
     assert!(
-        device.slot_bytes("b", expected.len()) == expected,
+        device.slot_bytes(Slot::B, expected.len()) == expected,
         "slot b does not hold the image"
     );
 }
@@ -67,7 +67,7 @@ fn assert_installed(device: &Device, image: &Path) {
 fn assert_running_untouched(device: &Device, fixture: &Fleet) {
     let expected = std::fs::read(fixture.image("1.0")).unwrap();
     assert!(
-        device.slot_bytes("a", expected.len()) == expected,
+        device.slot_bytes(Slot::A, expected.len()) == expected,
         "the running slot was modified"
     );
 }
@@ -114,7 +114,7 @@ fn v2_len(fleet: &Fleet) -> usize {
 
 fn assert_holds_v2(fleet: &Fleet, device: &Device) {
     assert!(
-        fleet.slot_holds(device, "b", "2.0"),
+        fleet.slot_holds(device, Slot::B, "2.0"),
         "slot b does not hold 2.0"
     );
 }

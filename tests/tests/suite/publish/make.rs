@@ -327,7 +327,7 @@ fn delta_frames_are_verified_and_the_release_installs() {
             .arg(store.join("releases/2.0/rootfs.didx")),
     );
     assert!(
-        device.slot_bytes("b", edited.len()) == edited,
+        device.slot_bytes(Slot::B, edited.len()) == edited,
         "slot b does not hold 2.0"
     );
 }
