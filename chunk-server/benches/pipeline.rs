@@ -76,10 +76,10 @@ fn pipeline(c: &mut Criterion) {
 
 /// The delta path on two releases of the sample image: release 2 edits release 1's chunks.
 fn deltas(c: &mut Criterion) {
-    use chunk_server::delta::anchors::{anchors, AnchorDensity};
-    use chunk_server::delta::bases::AnchorIndex;
-    use chunk_server::make_deltas::VOTE_RULE;
-    use diffota_format::delta::{compress_with_prefix, decompress_with_prefix};
+    use chunk_server::frames::anchors::{anchors, AnchorDensity};
+    use chunk_server::frames::bases::AnchorIndex;
+    use chunk_server::make::frames::VOTE_RULE;
+    use diffota_format::frame_codec::{compress_with_prefix, decompress_with_prefix};
 
     let old = sample(32 << 20);
     let mut new = old.clone();

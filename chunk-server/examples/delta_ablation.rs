@@ -9,10 +9,10 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use chunk_server::delta::anchors::{anchors, AnchorDensity};
-use chunk_server::delta::bases::{AnchorIndex, VoteRule};
-use chunk_server::delta::groups::{plan_groups, GroupLimits, NewChunk};
-use diffota_format::delta::compress_with_prefix;
+use chunk_server::frames::anchors::{anchors, AnchorDensity};
+use chunk_server::frames::bases::{AnchorIndex, VoteRule};
+use chunk_server::frames::groups::{plan_groups, GroupLimits, NewChunk};
+use diffota_format::frame_codec::compress_with_prefix;
 use diffota_format::{ChunkId, ChunkerParams};
 use rayon::prelude::*;
 
@@ -121,7 +121,7 @@ fn main() {
             for dict_kib in list("DICT_KIB", "1024,4096") {
                 let t = Instant::now();
                 let rule = VoteRule {
-                    min_votes: chunk_server::make_deltas::VOTE_RULE.min_votes,
+                    min_votes: chunk_server::make::frames::VOTE_RULE.min_votes,
                     max_bases: max_bases as usize,
                 };
                 let planned: Vec<NewChunk> = added

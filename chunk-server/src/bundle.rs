@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use diffota_format::bundle::{
     encode_frame_table, encode_table, BundleHeader, BundleNotes, BundledChunk, Section, SectionKind,
 };
-use diffota_format::frames::{choose_delta_frames, frame_entry};
+use diffota_format::frame_choice::{choose_delta_frames, frame_entry};
 use diffota_format::{ChunkEntry, ChunkId, Index};
 
 use crate::fsutil::{temp_file_beside, TempFile};

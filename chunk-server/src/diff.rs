@@ -8,8 +8,8 @@ use std::collections::HashSet;
 
 use std::path::{Path, PathBuf};
 
-use diffota_format::frames::{choose_delta_frames, with_delta_frames};
-use diffota_format::index_delta::{self, delta_path};
+use diffota_format::frame_choice::{choose_delta_frames, with_delta_frames};
+use diffota_format::index_deltas::{self, delta_path};
 use diffota_format::ranges::plan_ranges;
 use diffota_format::signature::signature_path;
 use diffota_format::Index;
@@ -65,7 +65,7 @@ pub fn index_transfer(
             diffota_cli::local_file::Links::Follow,
         )
         .map_err(io_error(old))?;
-        if index_delta::decode(&delta, &old_bytes, index_bytes).is_ok() {
+        if index_deltas::decode(&delta, &old_bytes, index_bytes).is_ok() {
             return Ok(IndexTransfer {
                 bytes: delta.len() as u64 + signature_bytes,
                 delta: true,

@@ -1,4 +1,4 @@
-//! Index deltas (`diffota_format::index_delta`): beside a new release's index, `make` writes
+//! Index deltas (`diffota_format::index_deltas`): beside a new release's index, `make` writes
 //! `<name>.didx.from-<version>` for the newest older releases of the same name in the store,
 //! each the new index compressed against that release's index. A device that stores the
 //! index of the release it runs (every device that installed it through diffota) fetches
@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use diffota_format::compare_versions;
-use diffota_format::index_delta::{self, delta_path};
+use diffota_format::index_deltas::{self, delta_path};
 
 use crate::fsutil::write_atomic;
 use crate::store::{io_error, Store, StoreError};
@@ -58,7 +58,7 @@ pub fn write_index_deltas(
                 diffota_cli::local_file::Links::Follow,
             )
             .map_err(io_error(&base.path))?;
-            let delta = index_delta::encode(&base_bytes, index_bytes, INDEX_DELTA_LEVEL)
+            let delta = index_deltas::encode(&base_bytes, index_bytes, INDEX_DELTA_LEVEL)
                 .map_err(io_error(&path))?;
             write_atomic(&path, &delta).map_err(io_error(&path))?;
         }

@@ -4,14 +4,13 @@
 
 pub mod bundle;
 pub mod channel;
-pub mod delta;
 pub mod diff;
+pub mod frames;
 pub mod fsutil;
 pub mod in_order;
 pub mod index_deltas;
 pub mod keys;
 pub mod make;
-pub mod make_deltas;
 pub mod prune;
 pub mod serve;
 pub mod store;

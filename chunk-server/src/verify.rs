@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 pub use crate::store::ChunkProblem;
 use crate::store::{read_chunk_checked, read_frame, ChunkLocation, Store, StoreError};
-use diffota_format::delta::decompress_with_prefix;
+use diffota_format::frame_codec::decompress_with_prefix;
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct VerifyReport {
@@ -147,7 +147,7 @@ pub enum IndexDeltaProblem {
     #[error("{0}")]
     Unreadable(#[source] std::io::Error),
     #[error("{0}")]
-    Decode(#[source] diffota_format::index_delta::IndexDeltaError),
+    Decode(#[source] diffota_format::index_deltas::IndexDeltaError),
     #[error("it rebuilds other bytes")]
     Differs,
 }
@@ -249,7 +249,7 @@ fn check_index_deltas(
             read_store_file(&release.path, limits::INDEX),
         ) {
             (Ok(delta), Ok(base), Ok(index)) => {
-                match diffota_format::index_delta::decode(&delta, &base, index.len() as u64) {
+                match diffota_format::index_deltas::decode(&delta, &base, index.len() as u64) {
                     Ok(rebuilt) if rebuilt == index => None,
                     Ok(_) => Some(IndexDeltaProblem::Differs),
                     Err(e) => Some(IndexDeltaProblem::Decode(e)),

@@ -6,10 +6,10 @@
 pub mod bundle;
 pub mod channel;
 pub mod chunk;
-pub mod delta;
-pub mod frames;
+pub mod frame_choice;
+pub mod frame_codec;
 pub mod index;
-pub mod index_delta;
+pub mod index_deltas;
 pub mod limits;
 pub mod ranges;
 pub mod signature;

@@ -60,7 +60,7 @@ pub fn index_delta(data: &[u8]) {
     if let Some(base_hash) = delta.get_mut(12..44) {
         base_hash.copy_from_slice(blake3::hash(base).as_bytes());
     }
-    if let Ok(index) = diffota_format::index_delta::decode(&delta, base, LIMIT) {
+    if let Ok(index) = diffota_format::index_deltas::decode(&delta, base, LIMIT) {
         let promised = u64::from_le_bytes(delta[44..52].try_into().expect("header read"));
         assert_eq!(
             index.len() as u64,

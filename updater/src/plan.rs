@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-pub use diffota_format::frames::{
+pub use diffota_format::frame_choice::{
     choose_delta_frames, choose_delta_frames_among, frame_entry, with_delta_frames,
 };
 use diffota_format::ranges::{plan_ranges, FetchRange};

@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 
 use diffota_format::channel::{Channel, Eligibility};
-use diffota_format::index_delta;
+use diffota_format::index_deltas;
 use diffota_format::signature::signature_of;
 use diffota_format::{compare_versions, FormatError, SignedIndex, TrustedKeys, VerifiedIndex};
 
@@ -69,7 +69,7 @@ enum IndexDeltaUnused {
     #[error(transparent)]
     Fetch(#[from] FetchError),
     #[error(transparent)]
-    Decode(#[from] index_delta::IndexDeltaError),
+    Decode(#[from] index_deltas::IndexDeltaError),
     #[error("the index it rebuilds: {0}")]
     Signature(#[from] FormatError),
 }
@@ -224,7 +224,7 @@ async fn fetch_index(
     traffic: &Traffic,
 ) -> Result<VerifiedIndex, ReleaseError> {
     if let Some(base) = base {
-        let delta_path = index_delta::delta_path(index_path, &base.version);
+        let delta_path = index_deltas::delta_path(index_path, &base.version);
         let rebuilt = async {
             let base_bytes = base.to_bytes();
             // A delta's header says how large an index it rebuilds, and that much is set
@@ -234,7 +234,7 @@ async fn fetch_index(
                 .saturating_mul(4)
                 .clamp(INDEX_DELTA_MIN_LIMIT, INDEX_LIMIT);
             let delta = source.get(&delta_path, limit, traffic).await?;
-            let bytes = index_delta::decode(&delta, &base_bytes, limit)?;
+            let bytes = index_deltas::decode(&delta, &base_bytes, limit)?;
             let index = SignedIndex {
                 bytes: &bytes,
                 signature,

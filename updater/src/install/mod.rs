@@ -8,8 +8,8 @@
 //! is written; the bootloader is only pointed at a slot whose whole image was read back
 //! from storage and matched the signed image hash.
 
-mod deltas;
 mod fetch;
+mod frames;
 mod gate;
 mod local;
 mod provision;
@@ -267,7 +267,7 @@ pub async fn install(
         progress,
     )?;
     let fetched_image_bytes = to_fetch.iter().map(|c| u64::from(c.length)).sum();
-    let to_fetch = deltas::fetch_delta_frames(
+    let to_fetch = frames::fetch_delta_frames(
         &release,
         &job.plan.delta_frames,
         &job.delta_bases,
@@ -309,7 +309,7 @@ struct Job {
     running_file: fs_err::File,
     plan: Plan,
     /// Where the bases of the plan's delta frames are in the running slot.
-    delta_bases: deltas::BaseOffsets,
+    delta_bases: frames::BaseOffsets,
 }
 
 /// Opens the target, plans every chunk, checks a bundle suffices, and marks the target as
@@ -347,7 +347,7 @@ async fn begin(
     if let Some(bundle) = &release.bundle {
         plan.keep_delta_frames(index, |f| bundle.frames.contains_key(&(f as u32)));
     }
-    let delta_bases = deltas::base_offsets(index, &plan.delta_frames, &seeds);
+    let delta_bases = frames::base_offsets(index, &plan.delta_frames, &seeds);
     drop(seeds);
     if let Some(bundle) = &release.bundle {
         let running_version = machine.state().version_in(running);

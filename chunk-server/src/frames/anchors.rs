@@ -66,7 +66,7 @@ pub fn anchors(data: &[u8], density: AnchorDensity) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delta::noise;
+    use crate::frames::noise;
 
     #[test]
     fn density_is_about_one_per_128_bytes() {

@@ -1,6 +1,6 @@
 //! `chunk-server make --delta-from VERSION`: after the plain frames, the chunks the release
 //! added are also written as delta frames, grouped with their neighbours and compressed
-//! against the chunks they resemble (found by anchor voting, `delta`): chunks of VERSION,
+//! against the chunks they resemble (found by anchor voting, `crate::frames`): chunks of VERSION,
 //! and chunks this release added that an earlier frame rebuilds (siblings: a device reads
 //! those back from the slot it is writing; `--no-delta-siblings` leaves them out). Only the
 //! one old release named is searched: that bounds make's memory (about 8 bytes per 128
@@ -26,13 +26,14 @@ use diffota_format::index::{DeltaBase, DeltaFrame, Deltas, MAX_DELTA_CONTENT};
 use diffota_format::{ChunkEntry, ChunkId, Index, PackRef};
 use rayon::prelude::*;
 
-use crate::delta::anchors::{anchors, AnchorDensity};
-use crate::delta::bases::{AnchorIndex, VoteRule};
-use crate::delta::groups::{group_ranges, plan_groups, GroupLimits, NewChunk, PlannedGroup};
+use super::error::MakeError;
+use super::pack::PackWriter;
+use crate::frames::anchors::{anchors, AnchorDensity};
+use crate::frames::bases::{AnchorIndex, VoteRule};
+use crate::frames::groups::{group_ranges, plan_groups, GroupLimits, NewChunk, PlannedGroup};
 use crate::in_order::map_in_order;
-use crate::make::{MakeError, PackWriter};
 use crate::store::{io_error, read_chunk_checked, Store, StoreError};
-use diffota_format::delta::compress_with_prefix;
+use diffota_format::frame_codec::compress_with_prefix;
 
 /// Groups of up to 1 MiB of new chunks with up to 2 MiB of bases. On the bench's roll-up
 /// pair (bench/README.md, "Delta frames") 4 MiB of bases saved 0.1% of the frames' bytes at

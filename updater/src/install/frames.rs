@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use std::os::unix::fs::FileExt;
 
-use diffota_format::delta::decompress_with_prefix_into;
+use diffota_format::frame_codec::decompress_with_prefix_into;
 use diffota_format::ranges::plan_ranges;
 use diffota_format::{ChunkData, ChunkEntry, ChunkId, Index};
 

@@ -9,7 +9,7 @@
 //! temporary file and renamed to its hash at the end, then the index, then its signature.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
@@ -19,36 +19,17 @@ use diffota_format::signature::signature_path;
 use diffota_format::{ChunkEntry, ChunkId, ChunkerParams, Index, PackRef};
 use rayon::prelude::*;
 
+mod error;
+pub mod frames;
+mod pack;
+
+pub use error::MakeError;
+pub(crate) use pack::PackWriter;
+
 use crate::fsutil::{temp_file_beside, write_atomic, TempFile};
-use crate::store::{io_error, read_index, ChunkLocation, Store, StoreError};
+use crate::store::{io_error, read_index, ChunkLocation, Store};
 
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum MakeError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{path}: image is empty")]
-    EmptyImage { path: PathBuf },
-    #[error("{path}: reading image: {source}")]
-    ReadImage {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: release {version} already exists with different content (releases are immutable; pick a new version)")]
-    ReleaseExists { path: PathBuf, version: String },
-    #[error("compressing chunk at offset {offset}: {source}")]
-    Compress { offset: u64, source: std::io::Error },
-    #[error("compressing the delta frame from chunk {first_chunk}: {source}")]
-    CompressDelta {
-        first_chunk: u32,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Format(#[from] diffota_format::FormatError),
-    #[error(transparent)]
-    Key(#[from] crate::keys::KeyError),
-}
 
 pub struct MakeOptions<'a> {
     pub image: &'a Path,
@@ -128,41 +109,6 @@ struct Chunked {
     new_chunks: u64,
 }
 
-/// The new pack being written: plain frames first, then any delta frames. Its name is the
-/// BLAKE3 of its bytes, known when it is finished.
-pub(crate) struct PackWriter<'a> {
-    writer: HashingWriter<BufWriter<&'a mut std::fs::File>>,
-    path: PathBuf,
-}
-
-impl PackWriter<'_> {
-    /// Where the pack is being written (for error messages).
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub(crate) fn append(&mut self, frame: &[u8]) -> Result<u64, StoreError> {
-        let at = self.writer.written;
-        self.writer.write_all(frame).map_err(io_error(&self.path))?;
-        Ok(at)
-    }
-
-    /// Makes everything appended readable through another handle of the file.
-    pub(crate) fn flush(&mut self) -> Result<(), StoreError> {
-        self.writer.flush().map_err(io_error(&self.path))
-    }
-
-    /// The pack's reference; None when nothing was written.
-    fn finish(mut self) -> Result<Option<PackRef>, StoreError> {
-        self.flush()?;
-        let length = self.writer.written;
-        Ok((length > 0).then(|| PackRef {
-            id: *self.writer.hasher.finalize().as_bytes(),
-            length,
-        }))
-    }
-}
-
 /// Makes a release: chunk the image and write the chunks the store lacks into one new pack,
 /// build the index, then publish pack, index and signature (in that order).
 pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeError> {
@@ -175,10 +121,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
     let mut pack_file =
         temp_file_beside(&packs_dir.join("new.pack")).map_err(io_error(&packs_dir))?;
     let pack_reader = pack_file.file().try_clone().map_err(io_error(&packs_dir))?;
-    let mut pack = PackWriter {
-        writer: HashingWriter::new(BufWriter::with_capacity(1 << 20, pack_file.file())),
-        path: packs_dir.clone(),
-    };
+    let mut pack = PackWriter::new(pack_file.file(), packs_dir.clone());
     let chunked = chunk_image(store, options, &mut pack)?;
     if chunked.image_length == 0 {
         return Err(MakeError::EmptyImage {
@@ -284,7 +227,7 @@ fn chunk_image(
 }
 
 /// The chunks this release added to the store, each at its first place in the image.
-fn added_chunks(chunked: &Chunked) -> Vec<crate::make_deltas::AddedChunk> {
+fn added_chunks(chunked: &Chunked) -> Vec<frames::AddedChunk> {
     let mut seen = std::collections::HashSet::new();
     chunked
         .placed_chunks
@@ -294,7 +237,7 @@ fn added_chunks(chunked: &Chunked) -> Vec<crate::make_deltas::AddedChunk> {
             Placed::New {
                 pack_offset,
                 compressed_length,
-            } if seen.insert(*id) => Some(crate::make_deltas::AddedChunk {
+            } if seen.insert(*id) => Some(frames::AddedChunk {
                 number: number as u32,
                 id: *id,
                 length: *length,
@@ -328,7 +271,7 @@ fn write_frames(
     let deltas = match &from_index {
         Some(from_index) => {
             pack.flush()?;
-            crate::make_deltas::write_delta_frames(
+            frames::write_delta_frames(
                 store,
                 from_index,
                 &added_chunks(chunked),
@@ -342,7 +285,7 @@ fn write_frames(
     };
     let image_frames = if options.image_frames {
         pack.flush()?;
-        crate::make_deltas::write_image_frames(
+        frames::write_image_frames(
             store,
             &distinct_chunks(chunked),
             pack_reader,
@@ -370,7 +313,7 @@ fn index_with_frames(
     let base_packs = frames.from_index.as_ref().map_or(&[][..], |i| &i.packs[..]);
     let mut index = build_index(options, chunked, new_pack, frames.deltas, base_packs);
     if let Some(from_index) = &frames.from_index {
-        crate::make_deltas::inherit_frames(from_index, &mut index);
+        frames::inherit_frames(from_index, &mut index);
     }
     if let Some(pack) = new_pack {
         let number = index
@@ -390,7 +333,7 @@ fn index_with_frames(
 }
 
 /// Every distinct chunk of the release in image order, where its plain frame is.
-fn distinct_chunks(chunked: &Chunked) -> Vec<crate::make_deltas::ImageChunk> {
+fn distinct_chunks(chunked: &Chunked) -> Vec<frames::ImageChunk> {
     let mut seen = std::collections::HashSet::new();
     chunked
         .placed_chunks
@@ -409,7 +352,7 @@ fn distinct_chunks(chunked: &Chunked) -> Vec<crate::make_deltas::ImageChunk> {
                     compressed_length,
                 } => (None, pack_offset, compressed_length),
             };
-            crate::make_deltas::ImageChunk {
+            frames::ImageChunk {
                 number: number as u32,
                 id: *id,
                 length: *length,
@@ -661,35 +604,6 @@ impl<R: Read> Read for HashingReader<R> {
         self.hasher.update(&buf[..n]);
         self.read += n as u64;
         Ok(n)
-    }
-}
-
-struct HashingWriter<W> {
-    inner: W,
-    hasher: blake3::Hasher,
-    written: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: blake3::Hasher::new(),
-            written: 0,
-        }
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 

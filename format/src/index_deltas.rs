@@ -17,7 +17,7 @@
 //! signature before anything reads it, so a wrong, stale or tampered delta can only fail,
 //! and the device then fetches the whole index.
 
-use crate::delta::{compress_with_prefix, decompress_with_prefix};
+use crate::frame_codec::{compress_with_prefix, decompress_with_prefix};
 
 pub const MAGIC: &[u8; 8] = b"DFOTAIXD";
 pub const FORMAT_VERSION: u16 = 1;
