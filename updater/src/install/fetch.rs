@@ -15,16 +15,30 @@ use crate::release::Release;
 use crate::slot::TargetSlot;
 use crate::source::{RangeError, RangeSink, StoreSource, Traffic};
 
+/// What the fetch phases (delta frames, then plain chunks) share: the release and where it
+/// comes from, the slot being written, the settings, the traffic count, the progress.
+#[derive(Clone, Copy)]
+pub(super) struct FetchContext<'a> {
+    pub(super) release: &'a Release,
+    pub(super) slot: &'a TargetSlot,
+    pub(super) config: &'a Config,
+    pub(super) traffic: &'a Traffic,
+    pub(super) progress: &'a dyn Progress,
+}
+
 /// Fetches `chunks` from where the release came from: the store, or for a bundle the bundle
 /// file, and what the bundle lacks from the configured store.
 pub(super) async fn fetch_all(
-    release: &Release,
+    fetching: &FetchContext<'_>,
     chunks: &[ChunkEntry],
-    slot: &TargetSlot,
-    config: &Config,
-    traffic: &Traffic,
-    progress: &dyn Progress,
 ) -> Result<(), InstallError> {
+    let FetchContext {
+        release,
+        slot,
+        config,
+        traffic,
+        progress,
+    } = *fetching;
     let mut pack_paths: Vec<String> = release.index.packs.iter().map(|p| p.store_path()).collect();
     let Some(bundle) = &release.bundle else {
         let ranges = plan_ranges(chunks, config.http.max_gap);

@@ -14,14 +14,12 @@ use diffota_format::frame_codec::decompress_with_prefix_into;
 use diffota_format::ranges::plan_ranges;
 use diffota_format::{ChunkData, ChunkEntry, ChunkId, Index};
 
-use super::fetch::{fetch_range, BadFrame, FrameCutter, ResumableSink};
+use super::fetch::{fetch_range, BadFrame, FetchContext, FrameCutter, ResumableSink};
 use super::InstallError;
-use crate::config::Config;
 use crate::plan::{choose_delta_frames_among, frame_entry, SeedMap};
 use crate::progress::{Event, Progress};
-use crate::release::Release;
 use crate::slot::TargetSlot;
-use crate::source::{RangeSink, StoreSource, Traffic};
+use crate::source::{RangeSink, StoreSource};
 
 /// Where the bases of the chosen frames are in the running slot (offset, length).
 pub(super) type BaseOffsets = HashMap<ChunkId, (u64, u32)>;
@@ -42,18 +40,20 @@ pub(super) fn base_offsets(index: &Index, frames: &[usize], seeds: &SeedMap) -> 
 
 /// Rebuilds what it can of `to_fetch` from the frames `frames`; returns the chunks left to
 /// fetch as plain frames.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn fetch_delta_frames(
-    release: &Release,
+    fetching: &FetchContext<'_>,
     frames: &[usize],
     bases: &BaseOffsets,
     to_fetch: Vec<ChunkEntry>,
     running: &std::fs::File,
-    slot: &TargetSlot,
-    config: &Config,
-    traffic: &Traffic,
-    progress: &dyn Progress,
 ) -> Result<Vec<ChunkEntry>, InstallError> {
+    let FetchContext {
+        release,
+        slot,
+        config,
+        traffic,
+        progress,
+    } = *fetching;
     let index = &release.index;
     if frames.is_empty() {
         return Ok(to_fetch);

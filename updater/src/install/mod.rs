@@ -267,27 +267,22 @@ pub async fn install(
         progress,
     )?;
     let fetched_image_bytes = to_fetch.iter().map(|c| u64::from(c.length)).sum();
+    let fetching = fetch::FetchContext {
+        release: &release,
+        slot: &job.slot,
+        config: device.config,
+        traffic: &traffic,
+        progress,
+    };
     let to_fetch = frames::fetch_delta_frames(
-        &release,
+        &fetching,
         &job.plan.delta_frames,
         &job.delta_bases,
         to_fetch,
         job.running_file.file(),
-        &job.slot,
-        device.config,
-        &traffic,
-        progress,
     )
     .await?;
-    fetch::fetch_all(
-        &release,
-        &to_fetch,
-        &job.slot,
-        device.config,
-        &traffic,
-        progress,
-    )
-    .await?;
+    fetch::fetch_all(&fetching, &to_fetch).await?;
     report.fetched_image_bytes = fetched_image_bytes;
     progress.event(Event::Verifying);
     verify::read_back(&job.slot, &release.index)?;
