@@ -46,10 +46,10 @@ pub fn bundle(
     out: &Path,
 ) -> Result<BundleSummary, BundleError> {
     let index_path = store.index_path(to, name);
-    let index_bytes = diffota_cli::local_file::read_bounded(
+    let index_bytes = diffota_files::local_file::read_bounded(
         &index_path,
         diffota_format::limits::INDEX,
-        diffota_cli::local_file::Links::Follow,
+        diffota_files::local_file::Links::Follow,
     )
     .map_err(io_error(&index_path))?;
     let index = Index::decode(&index_bytes).map_err(|source| StoreError::Format {
@@ -57,10 +57,10 @@ pub fn bundle(
         source,
     })?;
     let signature_path = diffota_format::signature::signature_path(&index_path);
-    let signature = diffota_cli::local_file::read_bounded(
+    let signature = diffota_files::local_file::read_bounded(
         &signature_path,
         diffota_format::limits::SIGNATURE,
-        diffota_cli::local_file::Links::Follow,
+        diffota_files::local_file::Links::Follow,
     )
     .map_err(io_error(&signature_path))?;
 

@@ -38,10 +38,10 @@ pub fn set_channel(store: &Store, options: &ChannelOptions) -> Result<Channel, C
     }
     let index = read_index(&index_path)?;
     let path = store.channel_path(options.channel);
-    let previous_counter = match diffota_cli::local_file::read_bounded(
+    let previous_counter = match diffota_files::local_file::read_bounded(
         &path,
         diffota_format::limits::CHANNEL,
-        diffota_cli::local_file::Links::Follow,
+        diffota_files::local_file::Links::Follow,
     ) {
         Ok(bytes) => {
             Channel::parse(&bytes)

@@ -54,15 +54,15 @@ pub fn index_transfer(
     let signature_bytes = fs_err::metadata(&signature).map_or(0, |m| m.len());
     let delta_path = PathBuf::from(delta_path(&new.to_string_lossy(), old_version));
     let index_bytes = fs_err::metadata(new).map_err(io_error(new))?.len();
-    if let Ok(delta) = diffota_cli::local_file::read_bounded(
+    if let Ok(delta) = diffota_files::local_file::read_bounded(
         &delta_path,
         diffota_format::limits::INDEX,
-        diffota_cli::local_file::Links::Follow,
+        diffota_files::local_file::Links::Follow,
     ) {
-        let old_bytes = diffota_cli::local_file::read_bounded(
+        let old_bytes = diffota_files::local_file::read_bounded(
             old,
             diffota_format::limits::INDEX,
-            diffota_cli::local_file::Links::Follow,
+            diffota_files::local_file::Links::Follow,
         )
         .map_err(io_error(old))?;
         if index_deltas::decode(&delta, &old_bytes, index_bytes).is_ok() {

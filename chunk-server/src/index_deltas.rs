@@ -52,10 +52,10 @@ pub fn write_index_deltas(
     for base in older {
         let path = PathBuf::from(delta_path(&index_path.to_string_lossy(), &base.version));
         if !path.exists() {
-            let base_bytes = diffota_cli::local_file::read_bounded(
+            let base_bytes = diffota_files::local_file::read_bounded(
                 &base.path,
                 diffota_format::limits::INDEX,
-                diffota_cli::local_file::Links::Follow,
+                diffota_files::local_file::Links::Follow,
             )
             .map_err(io_error(&base.path))?;
             let delta = index_deltas::encode(&base_bytes, index_bytes, INDEX_DELTA_LEVEL)

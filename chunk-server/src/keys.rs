@@ -132,7 +132,7 @@ fn set_private(path: &Path) -> std::io::Result<()> {
 
 /// A key or password file: a regular file of at most 64 KiB.
 fn read_text(path: &Path) -> std::io::Result<String> {
-    use diffota_cli::local_file::{read_bounded_text, Links};
+    use diffota_files::local_file::{read_bounded_text, Links};
     read_bounded_text(path, 64 * 1024, Links::Follow)
 }
 

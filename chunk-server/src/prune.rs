@@ -107,10 +107,10 @@ fn channel_versions(store: &Store) -> HashSet<String> {
     let mut versions = HashSet::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         if entry.path().extension().is_some_and(|e| e == "json") {
-            let bytes = diffota_cli::local_file::read_bounded(
+            let bytes = diffota_files::local_file::read_bounded(
                 &entry.path(),
                 diffota_format::limits::CHANNEL,
-                diffota_cli::local_file::Links::Follow,
+                diffota_files::local_file::Links::Follow,
             );
             if let Ok(channel) = bytes
                 .map_err(|_| ())

@@ -338,10 +338,10 @@ fn tls_acceptor(
         let path = path.to_owned();
         move |source| ServeError::Pem { path, source }
     };
-    let cert_pem = diffota_cli::local_file::read_bounded(
+    let cert_pem = diffota_files::local_file::read_bounded(
         cert_path,
         1024 * 1024,
-        diffota_cli::local_file::Links::Follow,
+        diffota_files::local_file::Links::Follow,
     )
     .map_err(io(cert_path))?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
@@ -352,10 +352,10 @@ fn tls_acceptor(
             path: cert_path.to_owned(),
         });
     }
-    let key_pem = diffota_cli::local_file::read_bounded(
+    let key_pem = diffota_files::local_file::read_bounded(
         key_path,
         1024 * 1024,
-        diffota_cli::local_file::Links::Follow,
+        diffota_files::local_file::Links::Follow,
     )
     .map_err(io(key_path))?;
     let key = match PrivateKeyDer::from_pem_slice(&key_pem) {

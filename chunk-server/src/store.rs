@@ -134,10 +134,10 @@ impl Store {
         &self,
         operation: &str,
         waiting: impl FnOnce(&str),
-    ) -> Result<diffota_cli::lock::FileLock, StoreError> {
+    ) -> Result<diffota_files::lock::FileLock, StoreError> {
         let path = self.lock_path();
         fs_err::create_dir_all(&self.root).map_err(io_error(&self.root))?;
-        diffota_cli::lock::FileLock::acquire_waiting(&path, operation, waiting)
+        diffota_files::lock::FileLock::acquire_waiting(&path, operation, waiting)
             .map_err(io_error(&path))
     }
 
@@ -273,10 +273,10 @@ impl Store {
 /// Reads and decodes an index file without checking its signature (the store's own files,
 /// on the build host).
 pub fn read_index(path: &Path) -> Result<Index, StoreError> {
-    let bytes = diffota_cli::local_file::read_bounded(
+    let bytes = diffota_files::local_file::read_bounded(
         path,
         diffota_format::limits::INDEX,
-        diffota_cli::local_file::Links::Follow,
+        diffota_files::local_file::Links::Follow,
     )
     .map_err(io_error(path))?;
     Index::decode(&bytes).map_err(|source| StoreError::Format {

@@ -5,7 +5,7 @@
 //! every delta frame decoding against its bases to chunks with their ids. Every problem is
 //! collected and named.
 
-use diffota_cli::local_file::{self, Links};
+use diffota_files::local_file::{self, Links};
 use diffota_format::limits;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;

@@ -3,10 +3,7 @@
 //! replacement (`files`), bounded reading of files others control (`local_file`) and the
 //! clock.
 
-pub mod files;
 pub mod help;
-pub mod local_file;
-pub mod lock;
 pub mod output;
 pub mod redact;
 

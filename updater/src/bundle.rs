@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::limits;
-use diffota_cli::local_file::{self, Links};
+use diffota_files::local_file::{self, Links};
 use diffota_format::bundle::{
     decode_frame_table, decode_table, BundleFormatError, BundleHeader, BundleNotes, BundledChunk,
     Section, SectionKind, FRAME_RECORD, MAX_METADATA, TABLE_RECORD,

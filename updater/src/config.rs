@@ -308,10 +308,10 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = diffota_cli::local_file::read_bounded_text(
+        let text = diffota_files::local_file::read_bounded_text(
             path,
             crate::limits::SMALL_TEXT,
-            diffota_cli::local_file::Links::Follow,
+            diffota_files::local_file::Links::Follow,
         )
         .map_err(|source| ConfigError::Read {
             path: path.to_owned(),

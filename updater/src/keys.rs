@@ -22,10 +22,10 @@ pub enum KeysError {
 pub fn trusted_keys(config: &Config) -> Result<TrustedKeys, KeysError> {
     let mut keys = TrustedKeys::new();
     for path in &config.public_keys {
-        let text = diffota_cli::local_file::read_bounded_text(
+        let text = diffota_files::local_file::read_bounded_text(
             path,
             crate::limits::SMALL_TEXT,
-            diffota_cli::local_file::Links::Follow,
+            diffota_files::local_file::Links::Follow,
         )
         .map_err(|source| KeysError::Read {
             path: path.clone(),

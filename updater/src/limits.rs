@@ -1,6 +1,6 @@
 //! The most bytes the device reads of each kind of file, from the network or from a path
 //! someone else controls (a local store, a bundle, its own state directory, the report
-//! spool). Every read checks its cap before it allocates (`diffota_cli::local_file` for
+//! spool). Every read checks its cap before it allocates (`diffota_files::local_file` for
 //! local files, `StoreSource::get` for the network), so a hostile or broken file costs at
 //! most its cap in memory, and a FIFO or device where a file belongs is refused at once.
 

@@ -107,10 +107,10 @@ pub fn slot_from_cmdline(cmdline: &str) -> CmdlineSlot {
 /// Finds the running slot: `diffota.slot=` on the kernel command line, else the slot whose
 /// block device holds the root filesystem.
 pub fn booted_slot(cmdline_path: &Path, slot_a: &Path, slot_b: &Path) -> Result<Slot, SlotError> {
-    let cmdline = diffota_cli::local_file::read_bounded_text(
+    let cmdline = diffota_files::local_file::read_bounded_text(
         cmdline_path,
         crate::limits::SMALL_TEXT,
-        diffota_cli::local_file::Links::Follow,
+        diffota_files::local_file::Links::Follow,
     );
     if let Ok(cmdline) = cmdline {
         match slot_from_cmdline(&cmdline) {

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use diffota_cli::local_file::{self, Links};
 use diffota_cli::redact::redact_url;
+use diffota_files::local_file::{self, Links};
 use diffota_format::ranges::ContentRange;
 use rustls::pki_types::pem::PemObject;
 

@@ -27,10 +27,10 @@ pub fn keep_large_allocations_returnable() {
 /// This boot's id, from the configured file (`/proc/sys/kernel/random/boot_id`); None when
 /// it cannot be read.
 pub fn boot_id(path: &Path) -> Option<String> {
-    diffota_cli::local_file::read_bounded_text(
+    diffota_files::local_file::read_bounded_text(
         path,
         crate::limits::SMALL_TEXT,
-        diffota_cli::local_file::Links::Follow,
+        diffota_files::local_file::Links::Follow,
     )
     .ok()
     .map(|s| s.trim().to_owned())
@@ -59,10 +59,10 @@ pub fn device_id(source: &DeviceIdSource) -> Result<String, DeviceIdError> {
         .file
         .clone()
         .unwrap_or_else(|| "/etc/machine-id".into());
-    let text = diffota_cli::local_file::read_bounded_text(
+    let text = diffota_files::local_file::read_bounded_text(
         &path,
         crate::limits::SMALL_TEXT,
-        diffota_cli::local_file::Links::Follow,
+        diffota_files::local_file::Links::Follow,
     )
     .map_err(|source| DeviceIdError::Read {
         path: path.clone(),

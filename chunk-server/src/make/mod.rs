@@ -531,10 +531,10 @@ fn read_published(
     index: &Index,
     version: &str,
 ) -> Result<Option<(Index, Vec<u8>)>, MakeError> {
-    let bytes = match diffota_cli::local_file::read_bounded(
+    let bytes = match diffota_files::local_file::read_bounded(
         path,
         diffota_format::limits::INDEX,
-        diffota_cli::local_file::Links::Follow,
+        diffota_files::local_file::Links::Follow,
     ) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

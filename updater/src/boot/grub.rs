@@ -88,10 +88,10 @@ impl EnvStore for GrubEnv {
     }
 
     fn load(&self) -> Result<BTreeMap<String, String>, BootError> {
-        let bytes = diffota_cli::local_file::read_bounded(
+        let bytes = diffota_files::local_file::read_bounded(
             &self.path,
             crate::limits::SMALL_TEXT,
-            diffota_cli::local_file::Links::Follow,
+            diffota_files::local_file::Links::Follow,
         )
         .map_err(BootError::io(&self.path))?;
         decode(&bytes).map_err(BootError::content(&self.path))
@@ -99,7 +99,7 @@ impl EnvStore for GrubEnv {
 
     fn store(&self, vars: &BTreeMap<String, String>) -> Result<(), BootError> {
         let bytes = encode(vars).map_err(BootError::content(&self.path))?;
-        diffota_cli::files::replace(&self.path, &bytes).map_err(BootError::io(&self.path))
+        diffota_files::atomic::replace(&self.path, &bytes).map_err(BootError::io(&self.path))
     }
 }
 

@@ -200,10 +200,10 @@ pub struct UbootEnv {
 
 impl UbootEnv {
     pub fn from_config_file(path: &Path) -> Result<UbootEnv, BootError> {
-        let text = diffota_cli::local_file::read_bounded_text(
+        let text = diffota_files::local_file::read_bounded_text(
             path,
             crate::limits::SMALL_TEXT,
-            diffota_cli::local_file::Links::Follow,
+            diffota_files::local_file::Links::Follow,
         )
         .map_err(BootError::io(path))?;
         let locations = parse_fw_env_config(&text)

@@ -49,10 +49,10 @@ fn reports_dir(state_dir: &Path) -> std::path::PathBuf {
 }
 
 fn last_outcome(state_dir: &Path) -> Option<OutcomeReport> {
-    let bytes = diffota_cli::local_file::read_bounded(
+    let bytes = diffota_files::local_file::read_bounded(
         &reports_dir(state_dir).join(LAST_OUTCOME),
         crate::limits::REPORT,
-        diffota_cli::local_file::Links::Refuse,
+        diffota_files::local_file::Links::Refuse,
     )
     .ok()?;
     serde_json::from_slice(&bytes).ok()

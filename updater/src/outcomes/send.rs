@@ -96,10 +96,10 @@ pub async fn send_spooled(
     let queued = spool.queued()?;
     let token = match &endpoint.bearer_token_file {
         Some(path) => Some(
-            diffota_cli::local_file::read_bounded_text(
+            diffota_files::local_file::read_bounded_text(
                 path,
                 crate::limits::SMALL_TEXT,
-                diffota_cli::local_file::Links::Follow,
+                diffota_files::local_file::Links::Follow,
             )
             .map_err(|source| SendError::Token {
                 path: path.clone(),

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::limits;
-use diffota_cli::files;
-use diffota_cli::local_file::{self, Links};
+use diffota_files::atomic;
+use diffota_files::local_file::{self, Links};
 
 use super::report::{OutcomeReport, PendingInstall};
 use crate::state::{write_atomic, StateError};
@@ -163,7 +163,7 @@ fn is_queued_name(name: &str) -> bool {
 
 fn remove(path: &Path) -> Result<(), SpoolError> {
     match std::fs::remove_file(path) {
-        Ok(()) => files::sync_parent(path).map_err(io(path)),
+        Ok(()) => atomic::sync_parent(path).map_err(io(path)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io(path)(e)),
     }

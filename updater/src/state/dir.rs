@@ -11,8 +11,8 @@ use diffota_format::signature::signature_path;
 use super::record::{InProgress, State, StateFormatError};
 use crate::limits;
 use crate::slot::Slot;
-use diffota_cli::files;
-use diffota_cli::local_file::{self, Links};
+use diffota_files::atomic;
+use diffota_files::local_file::{self, Links};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -146,7 +146,7 @@ fn read_optional(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, StateError>
 
 fn remove_optional(path: &Path) -> Result<(), StateError> {
     match std::fs::remove_file(path) {
-        Ok(()) => files::sync_parent(path).map_err(|source| StateError::Io {
+        Ok(()) => atomic::sync_parent(path).map_err(|source| StateError::Io {
             path: path.to_owned(),
             source,
         }),
@@ -158,7 +158,7 @@ fn remove_optional(path: &Path) -> Result<(), StateError> {
     }
 }
 
-/// Replaces `path` with `bytes` atomically (`files::replace`), creating the state
+/// Replaces `path` with `bytes` atomically (`diffota_files::atomic::replace`), creating the state
 /// directory when it is missing.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let io = |source| StateError::Io {
@@ -168,7 +168,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    files::replace(path, bytes).map_err(io)
+    atomic::replace(path, bytes).map_err(io)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use diffota_cli::lock::{FileLock, Refused};
+use diffota_files::lock::{FileLock, Refused};
 
 use super::StateDir;
 

@@ -58,10 +58,10 @@ pub fn run(command: ChannelCommand) -> Result<ExitCode> {
             devices,
         } => {
             let path = Store::new(&store).channel_path(&channel);
-            let bytes = diffota_cli::local_file::read_bounded(
+            let bytes = diffota_files::local_file::read_bounded(
                 &path,
                 diffota_format::limits::CHANNEL,
-                diffota_cli::local_file::Links::Follow,
+                diffota_files::local_file::Links::Follow,
             )
             .with_context(|| format!("reading {}", path.display()))?;
             let parsed = diffota_format::Channel::parse(&bytes)
@@ -84,7 +84,7 @@ pub fn run(command: ChannelCommand) -> Result<ExitCode> {
 }
 
 fn read_lines(path: &Path) -> Result<Vec<String>> {
-    use diffota_cli::local_file::{read_bounded_text, Links};
+    use diffota_files::local_file::{read_bounded_text, Links};
     let text = read_bounded_text(path, 16 * 1024 * 1024, Links::Follow)
         .with_context(|| format!("reading {}", path.display()))?;
     Ok(text

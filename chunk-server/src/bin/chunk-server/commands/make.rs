@@ -101,10 +101,10 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
 pub fn sign(key: &Path, password: &PasswordArgs, files: &[PathBuf]) -> Result<ExitCode> {
     let secret_key = signing_key(key, password)?;
     for file in files {
-        let bytes = diffota_cli::local_file::read_bounded(
+        let bytes = diffota_files::local_file::read_bounded(
             file,
             diffota_format::limits::INDEX,
-            diffota_cli::local_file::Links::Follow,
+            diffota_files::local_file::Links::Follow,
         )
         .with_context(|| format!("reading {}", file.display()))?;
         let comment = format!(

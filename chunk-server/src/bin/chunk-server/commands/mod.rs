@@ -69,7 +69,7 @@ fn show<T: serde::Serialize + std::fmt::Display>(report: &T, json: bool) -> Resu
 fn lock_store(
     store: &chunk_server::store::Store,
     operation: &str,
-) -> Result<diffota_cli::lock::FileLock> {
+) -> Result<diffota_files::lock::FileLock> {
     let path = store.lock_path();
     Ok(store.lock(&format!("chunk-server {operation}"), |holder| {
         diffota_cli::errln!(

@@ -67,7 +67,9 @@ fn write_holder(file: &mut File, holder: &str) -> io::Result<()> {
     let line = format!(
         "{holder} (pid {}, since unix time {})\n",
         std::process::id(),
-        crate::unix_now()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     );
     file.set_len(0)?;
     file.rewind()?;
