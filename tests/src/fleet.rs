@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use diffota_format::Index;
 
 use crate::sample::write_image;
-use crate::{make_command, make_release, run_ok, set_channel, Device, Keys, Slot};
+use crate::{make_command, make_release, run_ok, set_channel, Device, Keys, Slot, StoreServer};
 
 pub const MIB: u64 = 1 << 20;
 
@@ -124,6 +124,12 @@ impl Fleet {
     /// `chunk-server channel set CHANNEL --release VERSION` with further arguments.
     pub fn set_channel(&self, channel: &str, version: &str, extra: &[&str]) {
         set_channel(&self.store, &self.keys, channel, version, extra);
+    }
+
+    /// `chunk-server serve` of the store on 127.0.0.1 (plain HTTP), its access log in
+    /// `access.log`.
+    pub fn serve(&self) -> StoreServer {
+        StoreServer::start(&self.store, &self.path("access.log"), None)
     }
 
     /// Release `version`'s index as the store holds it.

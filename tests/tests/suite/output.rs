@@ -2,13 +2,10 @@
 //! fails, naming the cause, when its output cannot be written at all.
 
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::Path;
 use std::process::{Command, Stdio};
 
-use diffota_tests::sample::write_image;
+use diffota_tests::fleet::{Fleet, MIB};
 use diffota_tests::*;
-
-const MIB: u64 = 1 << 20;
 
 /// The write end of a pipe whose read end is already closed: every write gets EPIPE, with
 /// no race against a reader (as `| head` would have).
@@ -62,24 +59,20 @@ fn assert_fails_on_full_disk(mut command: Command, what: &str) {
     );
 }
 
-fn store_with_two_releases(dir: &Path) -> (Keys, std::path::PathBuf, std::path::PathBuf) {
-    let keys = Keys::generate(dir, "release");
-    let store = dir.join("store");
-    let (v1, v2) = (dir.join("v1.img"), dir.join("v2.img"));
-    write_image(&v1, 4 * MIB, 5, 1).unwrap();
-    write_image(&v2, 4 * MIB, 5, 2).unwrap();
-    make_release(&store, &keys, "1.0", &v1);
-    make_release(&store, &keys, "2.0", &v2);
-    set_channel(&store, &keys, "stable", "2.0", &[]);
-    (keys, store, v1)
-}
-
 #[test]
 fn printing_commands_end_quietly_on_a_closed_pipe() {
-    let dir = tempfile::tempdir().unwrap();
-    let (keys, store, v1) = store_with_two_releases(dir.path());
-    let device = Device::new(&dir.path().join("device"), &v1, 6 * MIB);
-    device.configure(&format!("file://{}", store.display()), &[&keys.public], "");
+    let mut fleet = Fleet::new();
+    fleet.sample_release("1.0", 4 * MIB, 5, 1);
+    fleet.sample_release("2.0", 4 * MIB, 5, 2);
+    fleet.publish("2.0");
+    let (keys, store) = (&fleet.keys, &fleet.store);
+    let device = fleet.device(
+        "device",
+        "1.0",
+        6 * MIB,
+        &format!("file://{}", store.display()),
+        "",
+    );
 
     let chunk_server_commands: Vec<(&str, Vec<String>)> = vec![
         (

@@ -30,7 +30,7 @@ fn device(s: &Fleet, name: &str, url: &str, id: &str, keys: &[&std::path::Path])
 #[test]
 fn fleet_of_200_at_10_then_50_percent() {
     let s = store();
-    let server = StoreServer::start(&s.store, &s.dir.path().join("access.log"), None);
+    let server = s.serve();
     let ids: Vec<String> = (0..200).map(|i| format!("device_{i:03}")).collect();
     let devices: Vec<Device> = ids
         .iter()
@@ -138,7 +138,7 @@ fn fleet_of_200_at_10_then_50_percent() {
 #[test]
 fn replayed_channel_files_are_refused() {
     let s = store();
-    let server = StoreServer::start(&s.store, &s.dir.path().join("access.log"), None);
+    let server = s.serve();
     set_channel(&s.store, &s.keys, "stable", "1.0", &[]);
     let channel = s.store.join("channels/stable.json");
     let signature = s.store.join("channels/stable.json.minisig");
@@ -166,7 +166,7 @@ fn replayed_channel_files_are_refused() {
 #[test]
 fn key_rotation() {
     let s = store();
-    let server = StoreServer::start(&s.store, &s.dir.path().join("access.log"), None);
+    let server = s.serve();
     let new_keys = Keys::generate(s.dir.path(), "release-2027");
     set_channel(&s.store, &s.keys, "stable", "2.0", &[]);
     let resign = |keys: &Keys| {

@@ -6,7 +6,7 @@ use super::*;
 #[test]
 fn v1_to_v2_fetches_exactly_the_missing_chunks() {
     let fixture = fixture();
-    let server = StoreServer::start(&fixture.store, &fixture.path("access.log"), None);
+    let server = fixture.serve();
     let device = fixture.device("device", "1.0", 10 * MIB, &server.url, "");
 
     let check: serde_json::Value =
@@ -79,7 +79,7 @@ fn v1_to_v2_fetches_exactly_the_missing_chunks() {
 #[test]
 fn second_install_seeds_from_the_stored_index_and_keeps_chunks_in_place() {
     let fixture = fixture();
-    let server = StoreServer::start(&fixture.store, &fixture.path("access.log"), None);
+    let server = fixture.serve();
     // A device with garbage in slot A installs 1.0 from nothing, boots it, then installs 2.0.
     let device = fixture.device("device", "1.0", 10 * MIB, &server.url, "");
     std::fs::write(&device.slot_a, vec![0x5au8; 10 * MIB as usize]).unwrap();

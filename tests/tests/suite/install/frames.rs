@@ -14,7 +14,7 @@ fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
     let index = fixture.index("2.0");
     let plain_bytes = plain_bytes_lacking(&fixture.store, "1.0", "2.0");
 
-    let server = StoreServer::start(&fixture.store, &fixture.dir.path().join("access.log"), None);
+    let server = fixture.serve();
     let device = fixture.device_running("device", fixture.image("1.0"), 10 * MIB, &server.url, "");
     let (fetched, check) = install_as_checked(&device, &server);
     assert!(
@@ -89,25 +89,19 @@ fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
 /// than the first copy, `check` predicts that exactly, and the slot holds the release.
 #[test]
 fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
-    let v1 = dir.path().join("v1.img");
-    write_image(&v1, 8 * MIB, 5, 1).unwrap();
+    let mut fleet = Fleet::new();
+    let v1 = fleet.sample_release("1.0", 8 * MIB, 5, 1);
     let mut v2 = std::fs::read(&v1).unwrap();
     let fresh = noise(0x2545_f491_4f6c_dd1d, MIB as usize);
     let rebuilt = edited(&edited(&fresh, 0), 2048);
     let (first, second) = (MIB as usize, 5 * MIB as usize);
     v2[first..first + fresh.len()].copy_from_slice(&fresh);
     v2[second..second + rebuilt.len()].copy_from_slice(&rebuilt);
-    let v2_path = dir.path().join("v2.img");
-    std::fs::write(&v2_path, &v2).unwrap();
-    let store = dir.path().join("store");
-    make_release(&store, &keys, "1.0", &v1);
-    run_ok(
-        make_command(&store, &keys, "2.0", "test-board", &v2_path).args(["--delta-from", "1.0"]),
-    );
-    set_channel(&store, &keys, "stable", "2.0", &[]);
-    let (old, new) = (store_index(&store, "1.0"), store_index(&store, "2.0"));
+    fleet.image_bytes("2.0", &v2);
+    fleet.make_with("2.0", &["--delta-from", "1.0"]);
+    fleet.publish("2.0");
+    let store = &fleet.store;
+    let (old, new) = (fleet.index("1.0"), fleet.index("2.0"));
     let old_ids: HashSet<_> = old.chunks.iter().map(|c| c.id).collect();
     let new_ids: HashSet<_> = new.chunks.iter().map(|c| c.id).collect();
     assert!(
@@ -117,11 +111,10 @@ fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
             .any(|b| !old_ids.contains(&b.id) && new_ids.contains(&b.id)),
         "some frame builds on a chunk 2.0 added"
     );
-    let plain_bytes = plain_bytes_lacking(&store, "1.0", "2.0");
+    let plain_bytes = plain_bytes_lacking(store, "1.0", "2.0");
 
-    let server = StoreServer::start(&store, &dir.path().join("access.log"), None);
-    let device = Device::new(&dir.path().join("device"), &v1, 10 * MIB);
-    device.configure(&server.url, &[&keys.public], "");
+    let server = StoreServer::start(store, &fleet.path("access.log"), None);
+    let device = fleet.device("device", "1.0", 10 * MIB, &server.url, "");
     let (fetched, _) = install_as_checked(&device, &server);
     assert!(
         device.slot_bytes(Slot::B, v2.len()) == v2,
@@ -145,37 +138,27 @@ fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
 /// is passed on only when the next release has all of its chunks.)
 #[test]
 fn a_device_two_releases_behind_uses_the_fallback_of_a_frame_naming_a_sibling() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::generate(dir.path(), "release");
+    let mut fleet = Fleet::new();
     let (first, data, second) = (MIB as usize, 5 * MIB as usize / 2, 5 * MIB as usize);
     let library = noise(0x2545_f491_4f6c_dd1d, MIB as usize);
     let rebuilt = edited(&library, 0);
     let rebuilt_again = edited(&rebuilt, 2048);
     let new_data = noise(0x9e37_79b9_7f4a_7c15, 3 * MIB as usize / 2);
-    let v1_path = dir.path().join("v1.img");
-    write_image(&v1_path, 8 * MIB, 5, 1).unwrap();
-    let mut v1 = std::fs::read(&v1_path).unwrap();
+    let mut v1 = std::fs::read(fleet.sample_image("1.0", 8 * MIB, 5, 1)).unwrap();
     v1[first..first + library.len()].copy_from_slice(&library);
-    std::fs::write(&v1_path, &v1).unwrap();
+    fleet.image_bytes("1.0", &v1);
     let mut v3 = v1.clone();
     v3[data..data + new_data.len()].copy_from_slice(&new_data);
     v3[second..second + rebuilt_again.len()].copy_from_slice(&rebuilt_again);
     let mut v2 = v3.clone();
     v2[first..first + rebuilt.len()].copy_from_slice(&rebuilt);
-    let store = dir.path().join("store");
-    make_release(&store, &keys, "1.0", &v1_path);
+    fleet.make("1.0");
     for (version, from, image) in [("2.0", "1.0", &v2), ("3.0", "2.0", &v3)] {
-        let path = dir.path().join(format!("{version}.img"));
-        std::fs::write(&path, image).unwrap();
-        run_ok(
-            make_command(&store, &keys, version, "test-board", &path).args(["--delta-from", from]),
-        );
+        fleet.image_bytes(version, image);
+        fleet.make_with(version, &["--delta-from", from]);
     }
-    let (v1_index, v2_index, v3_index) = (
-        store_index(&store, "1.0"),
-        store_index(&store, "2.0"),
-        store_index(&store, "3.0"),
-    );
+    let (v1_index, v2_index, v3_index) =
+        (fleet.index("1.0"), fleet.index("2.0"), fleet.index("3.0"));
     let in_1_0: HashSet<_> = v1_index.chunks.iter().map(|c| c.id).collect();
     let names_only_1_0 = |index: &Index, frame: &diffota_format::index::DeltaFrame| {
         frame
@@ -214,10 +197,9 @@ fn a_device_two_releases_behind_uses_the_fallback_of_a_frame_naming_a_sibling() 
         "3.0 carries no frame naming a chunk only 2.0 had"
     );
 
-    set_channel(&store, &keys, "stable", "3.0", &[]);
-    let server = StoreServer::start(&store, &dir.path().join("access.log"), None);
-    let device = Device::new(&dir.path().join("device"), &v1_path, 10 * MIB);
-    device.configure(&server.url, &[&keys.public], "");
+    fleet.publish("3.0");
+    let server = fleet.serve();
+    let device = fleet.device("device", "1.0", 10 * MIB, &server.url, "");
     let (fetched, _) = install_as_checked(&device, &server);
     assert!(
         device.slot_bytes(Slot::B, v3.len()) == v3,
@@ -225,7 +207,7 @@ fn a_device_two_releases_behind_uses_the_fallback_of_a_frame_naming_a_sibling() 
     );
     // Noise does not compress: the plain frames of what 1.0 lacks cost 2.5 MiB, and the
     // fallbacks save most of the second copy's 1 MiB.
-    let plain_bytes = plain_bytes_lacking(&store, "1.0", "3.0");
+    let plain_bytes = plain_bytes_lacking(&fleet.store, "1.0", "3.0");
     assert!(
         fetched + 3 * MIB / 4 < plain_bytes,
         "two behind: fetched {fetched} bytes, plain frames {plain_bytes}"
@@ -261,7 +243,7 @@ fn a_device_two_releases_behind_uses_inherited_frames() {
     set_channel(&fixture.store, &fixture.keys, "stable", "3.0", &[]);
 
     let plain_bytes = plain_bytes_lacking(&fixture.store, "1.0", "3.0");
-    let server = StoreServer::start(&fixture.store, &fixture.dir.path().join("access.log"), None);
+    let server = fixture.serve();
     let device = fixture.device_running(
         "two-behind",
         fixture.image("1.0"),
@@ -345,7 +327,7 @@ fn bundle_for_the_older_release_carries_delta_frames() {
 #[test]
 fn delta_frames_survive_sigkill_and_misbehaving_servers() {
     let fixture = delta_fixture();
-    let good = StoreServer::start(&fixture.store, &fixture.dir.path().join("access.log"), None);
+    let good = fixture.serve();
     // What a device on 1.0 fetches: the delta frames it chooses (not the image frames).
     let planner = fixture.device_running("planner", fixture.image("1.0"), 10 * MIB, &good.url, "");
     let check: serde_json::Value =

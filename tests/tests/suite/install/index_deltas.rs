@@ -29,7 +29,7 @@ fn index_delta_replaces_the_whole_index_for_a_device_on_the_older_release() {
         "{verified}"
     );
 
-    let server = StoreServer::start(&fixture.store, &fixture.dir.path().join("access.log"), None);
+    let server = fixture.serve();
     let other = fixture.dir.path().join("other.img");
     write_image(&other, 8 * MIB, 77, 1).unwrap();
     // A device that installed 1.0 through diffota and booted it: slot b runs 1.0.

@@ -34,7 +34,7 @@ fn a_second_install_is_refused_as_busy_while_one_runs() {
     }
     first.kill().unwrap();
     first.wait().unwrap();
-    let good = StoreServer::start(&fixture.store, &fixture.path("access.log"), None);
+    let good = fixture.serve();
     device.configure(&good.url, &[&fixture.keys.public], "");
     run_ok(device.diffota().arg("install"));
 }
@@ -42,7 +42,7 @@ fn a_second_install_is_refused_as_busy_while_one_runs() {
 #[test]
 fn sigkill_during_install_then_resume_without_downloading_again() {
     let fixture = fixture();
-    let good = StoreServer::start(&fixture.store, &fixture.path("access.log"), None);
+    let good = fixture.serve();
     let (v1, v2) = (fixture.index("1.0"), fixture.index("2.0"));
     let held: HashSet<_> = v1.chunks.iter().map(|c| c.id).collect();
     let mut missing: Vec<_> = v2

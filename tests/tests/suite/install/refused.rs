@@ -49,7 +49,7 @@ fn pre_releases_are_older_than_their_release() {
 #[test]
 fn refused_releases_and_bad_device_input() {
     let fixture = fixture();
-    let server = StoreServer::start(&fixture.store, &fixture.path("access.log"), None);
+    let server = fixture.serve();
     let url = server.url.clone();
 
     // An index whose bytes no longer match its signature.
