@@ -7,7 +7,7 @@
 //! fleet.sample_release("1.0", 8 * MIB, 5, 1);
 //! fleet.sample_release("2.0", 8 * MIB, 5, 2);
 //! fleet.publish("2.0");
-//! let device = fleet.device("device", "1.0", 10 * MIB, &server.url, "");
+//! let device = fleet.device("device", "1.0", 10 * MIB, &server.url, |_| {});
 //! ```
 
 use std::collections::BTreeMap;
@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use diffota_format::Index;
 
 use crate::sample::write_image;
-use crate::{make_command, make_release, run_ok, set_channel, Device, Keys, Slot, StoreServer};
+use crate::{
+    make_command, make_release, run_ok, set_channel, Config, Device, Keys, Slot, StoreServer,
+};
 
 pub const MIB: u64 = 1 << 20;
 
@@ -132,6 +134,21 @@ impl Fleet {
         StoreServer::start(&self.store, &self.path("access.log"), None)
     }
 
+    /// `<dir>/<name>`: an offline bundle of release `to` for devices running any of `from`
+    /// (none: every chunk), made by `chunk-server bundle`; returns its summary (`--json`).
+    pub fn bundle(&self, to: &str, from: &[&str], name: &str) -> (PathBuf, serde_json::Value) {
+        let out = self.path(name);
+        let mut command = crate::chunk_server();
+        command
+            .args(["bundle", "--json", "--to", to, "--store"])
+            .arg(&self.store);
+        for version in from {
+            command.args(["--from", version]);
+        }
+        let summary = serde_json::from_str(&run_ok(command.arg(&out))).unwrap();
+        (out, summary)
+    }
+
     /// Release `version`'s index as the store holds it.
     pub fn index(&self, version: &str) -> Index {
         let path = self.store.join(format!("releases/{version}/rootfs.didx"));
@@ -140,16 +157,16 @@ impl Fleet {
 
     /// A device in `<dir>/<name>` running `running`'s image from slot A (factory-flashed:
     /// no stored index), slot B of `slot_size` zero bytes, configured for `server_url` with
-    /// the fleet's key and `extra` TOML.
+    /// the fleet's key and its config changed by `edit`.
     pub fn device(
         &self,
         name: &str,
         running: &str,
         slot_size: u64,
         server_url: &str,
-        extra: &str,
+        edit: impl FnOnce(&mut Config),
     ) -> Device {
-        self.device_running(name, self.image(running), slot_size, server_url, extra)
+        self.device_running(name, self.image(running), slot_size, server_url, edit)
     }
 
     /// `device`, running an image that is not one of the fleet's releases.
@@ -159,10 +176,10 @@ impl Fleet {
         running: &Path,
         slot_size: u64,
         server_url: &str,
-        extra: &str,
+        edit: impl FnOnce(&mut Config),
     ) -> Device {
         let device = Device::new(&self.path(name), running, slot_size);
-        device.configure(server_url, &[&self.keys.public], extra);
+        device.configure(server_url, &[&self.keys.public], edit);
         device
     }
 

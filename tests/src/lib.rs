@@ -2,6 +2,7 @@
 //! 127.0.0.1 that records what it served, a misbehaving server for the bad-input cases,
 //! file-backed A/B devices, and a deterministic sample image generator.
 
+pub use diffota::config::Config;
 pub use diffota::slot::Slot;
 
 pub mod bootmodel;
@@ -341,27 +342,50 @@ impl Device {
         device
     }
 
-    /// Writes the config; `extra` is appended verbatim (more TOML).
-    pub fn configure(&self, server_url: &str, public_keys: &[&Path], extra: &str) {
-        self.configure_boot(server_url, public_keys, "", extra);
+    /// The config this device starts from, as the updater itself parses it (its defaults
+    /// filled in): `server_url`, `public_keys`, compatible `test-board`, device id
+    /// `test-device`, this device's slots, state dir, command line and boot id file.
+    pub fn base_config(&self, server_url: &str, public_keys: &[&Path]) -> Config {
+        let text = toml::toml! {
+            server_url = "placeholder"
+            compatible = "test-board"
+            public_keys = []
+            device_id = { value = "test-device" }
+            [slots]
+            a = "a"
+            b = "b"
+        }
+        .to_string();
+        // Deserialized without `validate`: the keys and slots are filled in below.
+        let mut config: Config = toml::from_str(&text).unwrap();
+        config.server_url = server_url.to_owned();
+        config.public_keys = public_keys.iter().map(|k| k.to_path_buf()).collect();
+        config.state_dir = self.state.clone();
+        config.slots.a = self.slot_a.clone();
+        config.slots.b = self.slot_b.clone();
+        config.boot.cmdline = self.cmdline.clone();
+        config.boot.boot_id_file = self.dir.join("boot_id");
+        config
     }
 
-    /// Writes the config with `boot` lines added to its `[boot]` table.
-    pub fn configure_boot(&self, server_url: &str, public_keys: &[&Path], boot: &str, extra: &str) {
-        let keys: Vec<String> = public_keys
-            .iter()
-            .map(|k| format!("{:?}", k.display().to_string()))
-            .collect();
-        let text = format!(
-            "server_url = {server:?}\ncompatible = \"test-board\"\npublic_keys = [{keys}]\nstate_dir = {state:?}\ndevice_id = {{ value = \"test-device\" }}\n\n[slots]\na = {a:?}\nb = {b:?}\n\n[boot]\ncmdline = {cmdline:?}\nboot_id_file = {boot_id:?}\n{boot}\n{extra}\n",
-            server = server_url,
-            keys = keys.join(", "),
-            state = self.state.display().to_string(),
-            a = self.slot_a.display().to_string(),
-            b = self.slot_b.display().to_string(),
-            cmdline = self.cmdline.display().to_string(),
-            boot_id = self.dir.join("boot_id").display().to_string(),
-        );
+    /// Writes the config: `base_config` changed by `edit`.
+    pub fn configure(
+        &self,
+        server_url: &str,
+        public_keys: &[&Path],
+        edit: impl FnOnce(&mut Config),
+    ) {
+        let mut config = self.base_config(server_url, public_keys);
+        edit(&mut config);
+        self.write_config(&config);
+    }
+
+    pub fn write_config(&self, config: &Config) {
+        std::fs::write(&self.config, toml::to_string(config).unwrap()).unwrap();
+    }
+
+    /// Writes a config that the updater's types cannot express (a typo, a broken file).
+    pub fn write_config_text(&self, text: &str) {
         std::fs::write(&self.config, text).unwrap();
     }
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_PATH: &str = "/etc/diffota.toml";
 
@@ -54,7 +54,7 @@ pub enum ConfigProblem {
     HeaderName(String),
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Store root: `https://…`, `http://…`, `file:///…` or a plain path.
@@ -88,7 +88,7 @@ pub struct Config {
 
 /// The operator's endpoint for outcome reports (`outcomes`): JSON POSTs, over the same
 /// HTTP settings (`[http]`: CA, client certificate, headers) as the store.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportConfig {
     /// `https://…` (or `http://…`).
@@ -105,22 +105,35 @@ pub struct ReportConfig {
     pub timeout_secs: u64,
 }
 
+impl ReportConfig {
+    /// Reports to `url` with the default attempts, delay and timeout, and no token.
+    pub fn new(url: String) -> ReportConfig {
+        ReportConfig {
+            url,
+            bearer_token_file: None,
+            attempts: default_report_attempts(),
+            retry_delay_ms: default_report_retry_delay_ms(),
+            timeout_secs: default_report_timeout(),
+        }
+    }
+}
+
 /// Metrics for node_exporter's textfile collector.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Where to write them, e.g. `/var/lib/node_exporter/textfile_collector/diffota.prom`.
     pub textfile: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlotsConfig {
     pub a: PathBuf,
     pub b: PathBuf,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceIdSource {
     /// The id itself.
@@ -129,7 +142,7 @@ pub struct DeviceIdSource {
     pub file: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootConfig {
     /// `uboot`, `grub`, `custom`, or `none` (records nothing in a bootloader).
@@ -165,7 +178,7 @@ pub struct BootConfig {
     pub reboot_command: Vec<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// PEM bundle of CAs to trust instead of the system bundle.
@@ -400,6 +413,16 @@ headers = { Authorization = "Bearer x" }
         assert_eq!(config.channel, "stable");
         assert_eq!(config.http.concurrency, 8);
         assert_eq!(config.boot.boot_attempts, 3);
+    }
+
+    #[test]
+    fn a_written_config_reads_back_the_same() {
+        let mut config = Config::parse(SAMPLE, Path::new("test.toml")).unwrap();
+        config.report = Some(ReportConfig::new("https://reports.example.com/in".into()));
+        config.metrics.textfile = Some("/run/diffota.prom".into());
+        let written = toml::to_string(&config).unwrap();
+        let read_back = Config::parse(&written, Path::new("written.toml")).unwrap();
+        assert_eq!(format!("{read_back:?}"), format!("{config:?}"), "{written}");
     }
 
     #[test]

@@ -135,13 +135,6 @@ pub fn refresh_metrics(config: &Config) {
     }
 }
 
-/// The version the running slot holds, as recorded (before an install changes anything).
-pub fn running_version(config: &Config) -> Option<String> {
-    let running = running_slot(config).ok()?;
-    let state = StateDir::new(&config.state_dir).load().ok()?;
-    state.version_in(running).map(str::to_owned)
-}
-
 /// An install and what the device keeps of it, for the CLI and the D-Bus service alike: the
 /// release running before, the install itself, then (unless it was cancelled, which the
 /// next install resumes) its figures for the trial's report or its failure as an outcome
@@ -152,9 +145,17 @@ pub async fn install_recorded(
     options: crate::install::InstallOptions,
     progress: &dyn crate::progress::Progress,
 ) -> Result<crate::install::Outcome, crate::install::InstallError> {
-    let from_version = running_version(device.config);
+    let running = crate::install::Running::load(device);
+    let from_version = running
+        .as_ref()
+        .ok()
+        .and_then(|r| r.version().map(str::to_owned));
+    let running_slot = running.as_ref().ok().map(|r| r.slot);
     let watched = crate::progress::VersionSeen::new(progress);
-    let result = crate::install::install(device, target, options, &watched).await;
+    let result = match running {
+        Ok(running) => crate::install::install(device, running, target, options, &watched).await,
+        Err(e) => Err(e),
+    };
     if !matches!(result, Err(crate::install::InstallError::Cancelled)) {
         let error = result
             .as_ref()
@@ -163,6 +164,7 @@ pub async fn install_recorded(
         record_install(
             device.config,
             &device.device_id,
+            running_slot,
             from_version,
             watched.version().as_deref(),
             result
@@ -179,6 +181,7 @@ pub async fn install_recorded(
 fn record_install(
     config: &Config,
     device_id: &str,
+    running_slot: Option<Slot>,
     from_version: Option<String>,
     started_version: Option<&str>,
     result: Result<&crate::install::Outcome, &str>,
@@ -190,7 +193,7 @@ fn record_install(
                 to_version: installed.version.clone(),
                 slot: installed
                     .slot
-                    .unwrap_or_else(|| running_slot(config).map_or(Slot::B, Slot::other)),
+                    .unwrap_or_else(|| running_slot.map_or(Slot::B, Slot::other)),
                 downloaded_bytes: installed.downloaded_bytes,
                 requests: installed.requests,
                 install_seconds: installed.seconds,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use diffota::boot::grub::GrubEnv;
 use diffota::boot::uboot::UbootEnv;
 use diffota::boot::EnvStore;
+use diffota::config::BootConfig;
 use diffota_tests::bootmodel::{init_grubenv, init_uboot_env, EnvTool};
 use diffota_tests::fleet::{Fleet, MIB};
 use diffota_tests::sample::write_image;
@@ -294,17 +295,16 @@ fn cycle(releases: &Fleet, device: &Device, env: &EnvTool) {
     assert!(String::from_utf8_lossy(&output.stderr).contains("no image known to be good"));
 }
 
-fn device_for(releases: &Fleet, name: &str, boot: &str) -> Device {
+fn device_for(releases: &Fleet, name: &str, boot: impl FnOnce(&mut BootConfig)) -> Device {
     let device = Device::new(
         &releases.dir.path().join(name),
         releases.image("1.0"),
         3 * MIB,
     );
-    device.configure_boot(
+    device.configure(
         &format!("file://{}", releases.store.display()),
         &[&releases.keys.public],
-        boot,
-        "",
+        |config| boot(&mut config.boot),
     );
     device
 }
@@ -316,14 +316,10 @@ fn uboot_cycle_direct_environment() {
     }
     let releases = releases();
     let config = init_uboot_env(&env_dir(&releases, "uboot-direct"), UBOOT_DEFAULTS, true);
-    let device = device_for(
-        &releases,
-        "direct",
-        &format!(
-            "backend = \"uboot\"\nfw_env_config = {:?}\n",
-            config.display().to_string()
-        ),
-    );
+    let device = device_for(&releases, "direct", |boot| {
+        boot.backend = "uboot".into();
+        boot.fw_env_config = config.clone();
+    });
     cycle(&releases, &device, &EnvTool::Uboot { config });
 }
 
@@ -334,14 +330,11 @@ fn uboot_cycle_through_fw_tools() {
     }
     let releases = releases();
     let config = init_uboot_env(&env_dir(&releases, "uboot-tools"), UBOOT_DEFAULTS, false);
-    let device = device_for(
-        &releases,
-        "tools",
-        &format!(
-            "backend = \"uboot\"\nuse_fw_tools = true\nfw_env_config = {:?}\n",
-            config.display().to_string()
-        ),
-    );
+    let device = device_for(&releases, "tools", |boot| {
+        boot.backend = "uboot".into();
+        boot.use_fw_tools = true;
+        boot.fw_env_config = config.clone();
+    });
     cycle(&releases, &device, &EnvTool::Uboot { config });
 }
 
@@ -352,14 +345,10 @@ fn grub_cycle() {
     }
     let releases = releases();
     let file = init_grubenv(&env_dir(&releases, "grub"), GRUB_DEFAULTS);
-    let device = device_for(
-        &releases,
-        "grub",
-        &format!(
-            "backend = \"grub\"\ngrubenv = {:?}\n",
-            file.display().to_string()
-        ),
-    );
+    let device = device_for(&releases, "grub", |boot| {
+        boot.backend = "grub".into();
+        boot.grubenv = file.clone();
+    });
     cycle(&releases, &device, &EnvTool::Grub { file });
 }
 
@@ -387,14 +376,10 @@ fn custom_script_backend() {
         0o755,
     );
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let device = device_for(
-        &releases,
-        "custom",
-        &format!(
-            "backend = \"custom\"\nscript = {:?}\n",
-            script.display().to_string()
-        ),
-    );
+    let device = device_for(&releases, "custom", |boot| {
+        boot.backend = "custom".into();
+        boot.script = script.clone();
+    });
     cycle(&releases, &device, &EnvTool::Grub { file });
 }
 
@@ -410,15 +395,10 @@ fn doctor_finds_an_uninitialised_environment() {
     write_image(&image, MIB, 1, 1).unwrap();
     let keys = Keys::generate(dir, "k");
     let device = Device::new(&dir.join("device"), &image, 2 * MIB);
-    device.configure_boot(
-        "/nonexistent",
-        &[&keys.public],
-        &format!(
-            "backend = \"uboot\"\nfw_env_config = {:?}\n",
-            config.display().to_string()
-        ),
-        "",
-    );
+    device.configure("/nonexistent", &[&keys.public], |device_config| {
+        device_config.boot.backend = "uboot".into();
+        device_config.boot.fw_env_config = config.clone();
+    });
     let output = run(device.diffota().arg("doctor"));
     assert!(!output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -443,21 +423,20 @@ fn doctor_finds_an_uninitialised_environment() {
 #[test]
 fn a_factory_slot_is_provisioned_and_can_be_rolled_back_to() {
     let releases = releases();
-    let device = device_for(&releases, "factory", "");
+    let device = device_for(&releases, "factory", |_| {});
     let grubenv = device.dir.join("grubenv");
     run_ok(
         std::process::Command::new(bin("boot-sim"))
             .arg("factory")
             .arg(&grubenv),
     );
-    device.configure_boot(
+    device.configure(
         &format!("file://{}", releases.store.display()),
         &[&releases.keys.public],
-        &format!(
-            "backend = \"grub\"\ngrubenv = {:?}\n",
-            grubenv.display().to_string()
-        ),
-        "",
+        |config| {
+            config.boot.backend = "grub".into();
+            config.boot.grubenv = grubenv.clone();
+        },
     );
     let reboot = || {
         run_ok(
@@ -512,14 +491,10 @@ fn a_factory_slot_is_provisioned_and_can_be_rolled_back_to() {
 fn a_missing_bootloader_environment_is_named_with_what_to_do() {
     let releases = releases();
     let missing = releases.dir.path().join("esp/EFI/diffota/grubenv");
-    let device = device_for(
-        &releases,
-        "no-env",
-        &format!(
-            "backend = \"grub\"\ngrubenv = {:?}\n",
-            missing.display().to_string()
-        ),
-    );
+    let device = device_for(&releases, "no-env", |boot| {
+        boot.backend = "grub".into();
+        boot.grubenv = missing.clone();
+    });
     releases.publish("2.0");
     let hint = "not found: the bootloader environment must be installed before diffota uses it";
     let output = run(device.diffota().arg("check"));

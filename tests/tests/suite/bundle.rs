@@ -18,19 +18,6 @@ fn setup() -> Fleet {
     fleet
 }
 
-fn bundle(setup: &Fleet, to: &str, from: &[&str], name: &str) -> PathBuf {
-    let out = setup.dir.path().join(name);
-    let mut command = chunk_server();
-    command
-        .args(["bundle", "--to", to, "--store"])
-        .arg(&setup.store);
-    for version in from {
-        command.args(["--from", version]);
-    }
-    run_ok(command.arg(&out));
-    out
-}
-
 /// A device running `running`, with a GRUB environment so "nothing written to the
 /// bootloader" can be checked, and a store URL that does not exist.
 fn device(setup: &Fleet, name: &str, running: &Path) -> (Device, PathBuf) {
@@ -45,15 +32,10 @@ fn device(setup: &Fleet, name: &str, running: &Path) -> (Device, PathBuf) {
     }
     .store(&vars)
     .unwrap();
-    device.configure_boot(
-        "/nonexistent-store",
-        &[&setup.keys.public],
-        &format!(
-            "backend = \"grub\"\ngrubenv = {:?}\n",
-            grubenv.display().to_string()
-        ),
-        "",
-    );
+    device.configure("/nonexistent-store", &[&setup.keys.public], |config| {
+        config.boot.backend = "grub".into();
+        config.boot.grubenv = grubenv.clone();
+    });
     (device, grubenv)
 }
 
@@ -65,7 +47,7 @@ fn slot_b_holds(device: &Device, image: &Path) -> bool {
 #[test]
 fn delta_bundle_installs_and_reports_its_size() {
     let setup = setup();
-    let file = bundle(&setup, "2.0", &["1.0"], "1.0-to-2.0.dfb");
+    let (file, _) = setup.bundle("2.0", &["1.0"], "1.0-to-2.0.dfb");
     let (device, grubenv) = device(&setup, "device", setup.image("1.0"));
     let check = run_ok(device.diffota().arg("check").arg(&file));
     assert!(check.contains("bundle: applies"), "{check}");
@@ -110,7 +92,7 @@ fn delta_bundle_installs_and_reports_its_size() {
 #[test]
 fn full_bundle_installs_over_garbage() {
     let setup = setup();
-    let file = bundle(&setup, "2.0", &[], "full.dfb");
+    let (file, _) = setup.bundle("2.0", &[], "full.dfb");
     let garbage = setup.dir.path().join("garbage.img");
     std::fs::write(&garbage, vec![0x6bu8; 6 * MIB as usize]).unwrap();
     let (device, _) = device(&setup, "device", &garbage);
@@ -121,7 +103,7 @@ fn full_bundle_installs_over_garbage() {
 #[test]
 fn bundle_for_another_release_names_what_it_needs() {
     let setup = setup();
-    let file = bundle(&setup, "2.0", &["1.0"], "1.0-to-2.0.dfb");
+    let (file, _) = setup.bundle("2.0", &["1.0"], "1.0-to-2.0.dfb");
     let (device, grubenv) = device(&setup, "device", setup.image("0.9"));
     let before = std::fs::read(&grubenv).unwrap();
     let check = run_ok(device.diffota().arg("check").arg(&file));
@@ -144,14 +126,13 @@ fn bundle_for_another_release_names_what_it_needs() {
     );
 
     // With the store reachable, what the bundle lacks is fetched from it.
-    device.configure_boot(
+    device.configure(
         &format!("file://{}", setup.store.display()),
         &[&setup.keys.public],
-        &format!(
-            "backend = \"grub\"\ngrubenv = {:?}\n",
-            grubenv.display().to_string()
-        ),
-        "",
+        |config| {
+            config.boot.backend = "grub".into();
+            config.boot.grubenv = grubenv.clone();
+        },
     );
     run_ok(device.diffota().arg("install").arg(&file));
     assert!(slot_b_holds(&device, setup.image("2.0")));
@@ -194,7 +175,7 @@ fn patch_from_two_images_without_a_store() {
 #[test]
 fn bad_bundles_are_refused() {
     let setup = setup();
-    let good = bundle(&setup, "2.0", &["1.0"], "good.dfb");
+    let (good, _) = setup.bundle("2.0", &["1.0"], "good.dfb");
     let bytes = std::fs::read(&good).unwrap();
     let header_length = 16 + 5 * 20;
     let index_offset = u64::from_le_bytes(bytes[16 + 4..16 + 12].try_into().unwrap()) as usize;
@@ -318,7 +299,7 @@ fn with_section_at_end(bytes: &[u8], kind: u32, content: &[u8], length: u64) -> 
 #[test]
 fn huge_bundle_sections_are_refused_before_they_are_read() {
     let setup = setup();
-    let good = bundle(&setup, "2.0", &["1.0"], "good.dfb");
+    let (good, _) = setup.bundle("2.0", &["1.0"], "good.dfb");
     let bytes = std::fs::read(&good).unwrap();
     // Signature (2), chunk table (3) and notes (5) sections of 64 MiB each; the real
     // signature and index stay, so only the section's length is wrong.
@@ -360,7 +341,7 @@ fn huge_bundle_sections_are_refused_before_they_are_read() {
 #[test]
 fn bundle_notes_never_choose_what_the_device_asks_the_store_for() {
     let setup = setup();
-    let file = bundle(&setup, "2.0", &["1.0"], "1.0-to-2.0.dfb");
+    let (file, _) = setup.bundle("2.0", &["1.0"], "1.0-to-2.0.dfb");
     let bytes = std::fs::read(&file).unwrap();
     let notes = br#"{"to": "2.0", "from": ["1.0"], "name": "../../../../outside"}"#;
     let hostile = with_section_at_end(&bytes, 5, notes, notes.len() as u64);
@@ -370,15 +351,10 @@ fn bundle_notes_never_choose_what_the_device_asks_the_store_for() {
     let log = setup.dir.path().join("access.log");
     let server = StoreServer::start(&setup.store, &log, None);
     let (device, grubenv) = device(&setup, "device", setup.image("0.9"));
-    device.configure_boot(
-        &server.url,
-        &[&setup.keys.public],
-        &format!(
-            "backend = \"grub\"\ngrubenv = {:?}\n",
-            grubenv.display().to_string()
-        ),
-        "",
-    );
+    device.configure(&server.url, &[&setup.keys.public], |config| {
+        config.boot.backend = "grub".into();
+        config.boot.grubenv = grubenv.clone();
+    });
     run_ok(device.diffota().arg("install").arg(&path));
     assert!(slot_b_holds(&device, setup.image("2.0")));
     let served = server.served();

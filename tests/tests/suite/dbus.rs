@@ -213,7 +213,7 @@ fn setup(image_mib: u64) -> (Fleet, Device) {
     fleet.sample_release("2.0", image_mib * MIB, 2, 1);
     fleet.publish("2.0");
     let store = fleet.store.display().to_string();
-    let device = fleet.device("device", "1.0", image_mib * MIB, &store, "");
+    let device = fleet.device("device", "1.0", image_mib * MIB, &store, |_| {});
     (fleet, device)
 }
 

@@ -76,7 +76,7 @@ fn a_stored_index_that_is_a_link_fifo_or_huge_is_passed_over() {
     let store = store();
     let url = store.store.display().to_string();
     for (name, plant) in [("dev-zero", 0), ("fifo", 1), ("huge", 2)] {
-        let device = store.device(name, "1.0", 5 * MIB, &url, "");
+        let device = store.device(name, "1.0", 5 * MIB, &url, |_| {});
         // The install of 1.0 into slot A left a stored index for A: put something hostile
         // in its place.
         std::fs::create_dir_all(&device.state).unwrap();
@@ -111,7 +111,13 @@ fn a_local_store_file_that_is_a_fifo_or_device_is_refused_at_once() {
             0 => std::os::unix::fs::symlink("/dev/zero", &signature).unwrap(),
             _ => mkfifo(&signature),
         }
-        let device = store.device(name, "1.0", 5 * MIB, &store.store.display().to_string(), "");
+        let device = store.device(
+            name,
+            "1.0",
+            5 * MIB,
+            &store.store.display().to_string(),
+            |_| {},
+        );
         let output = run_bounded(device.diffota().arg("install"));
         assert!(!output.status.success(), "{name}: accepted");
         assert!(
@@ -133,7 +139,7 @@ fn a_lock_file_that_is_a_link_is_refused_and_its_target_kept() {
         "1.0",
         5 * MIB,
         &store.store.display().to_string(),
-        "",
+        |_| {},
     );
     std::fs::create_dir_all(&device.state).unwrap();
     let victim = store.dir.path().join("victim.conf");
@@ -189,7 +195,7 @@ fn a_password_in_the_store_url_is_never_shown_or_kept() {
     let log = store.dir.path().join("access.log");
     let server = StoreServer::start(&store.store, &log, None);
     let with_password = server.url.replacen("://", "://fleet:hunter2@", 1);
-    let device = store.device("device", "1.0", 5 * MIB, &with_password, "");
+    let device = store.device("device", "1.0", 5 * MIB, &with_password, |_| {});
     // A failure that quotes the URL: a channel that does not exist.
     let missing = run(device.diffota().args(["check", "--channel", "nightly"]));
     assert!(!missing.status.success());
@@ -209,7 +215,7 @@ fn a_password_in_the_store_url_is_never_shown_or_kept() {
         "1.0",
         5 * MIB,
         "http://fleet:hunter2@127.0.0.1:9/store",
-        "",
+        |_| {},
     );
     let output = run(gone.diffota().arg("check"));
     assert!(!output.status.success());
@@ -225,7 +231,12 @@ fn store_headers_go_only_to_the_configured_origin() {
     // Another host (another origin: another port), recording what it is sent.
     let other = ReportEndpoint::start(0);
     let other_index = other.url.replace("/reports", "/releases/2.0/rootfs.didx");
-    let headers = "[http]\nheaders = { Authorization = \"Bearer fleet-token\" }\n";
+    let headers = |config: &mut Config| {
+        config
+            .http
+            .headers
+            .insert("Authorization".into(), "Bearer fleet-token".into());
+    };
     let device = Device::new(
         &store.dir.path().join("device"),
         store.image("1.0"),
@@ -243,11 +254,10 @@ fn store_headers_go_only_to_the_configured_origin() {
     assert!(other.received().is_empty(), "the other host was asked");
 
     // Allowed by the config: the other host is asked, without the store's token.
-    device.configure(
-        &server.url,
-        &[&store.keys.public],
-        &format!("{headers}allow_other_origins = true\n"),
-    );
+    device.configure(&server.url, &[&store.keys.public], |config| {
+        headers(config);
+        config.http.allow_other_origins = true;
+    });
     let output = run(device.diffota().arg("check").arg(&other_index));
     assert!(!output.status.success(), "the other host serves no store");
     let received = other.received();

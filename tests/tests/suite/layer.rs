@@ -207,7 +207,7 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
         "diffota-factory/releases/5.0-20261128/rootfs.didx"
     );
     let device = diffota_tests::Device::new(&dir.path().join("device"), &image, 32 << 20);
-    device.configure("https://updates.invalid/store", &[&keys.public], "");
+    device.configure("https://updates.invalid/store", &[&keys.public], |_| {});
     let before = run_ok(device.diffota().arg("status"));
     assert!(before.contains("slot a: unknown"), "{before}");
     let provisioned = run_ok(

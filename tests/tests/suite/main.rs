@@ -28,7 +28,11 @@
 //! | the Yocto layer and the systemd units, without a Yocto build | `layer` |
 //! | the README's demo and walkthrough, as a newcomer runs them | `demo` |
 //!
-//! Shared helpers (devices, keys, a store server, fault servers, sample images) live in the
+//! A test builds what it needs with `diffota_tests::fleet::Fleet`: releases made from
+//! sample images (plain or with delta frames), channels, bundles (`Fleet::bundle`), a
+//! served store, and file-backed devices running any release, configured through the
+//! updater's own `Config` (`fleet.device(name, "1.0", size, &url, |config| ...)`). Other
+//! shared helpers (keys, fault servers, a report endpoint, bootloader models) live in the
 //! `diffota-tests` library (`tests/src/`). A test that needs a Debian tool calls
 //! `require_tool` and skips loudly without it, or fails under `DIFFOTA_REQUIRE_TOOLS=1`;
 //! add the tool to `scripts/preflight.sh` so the skip is announced before the run.

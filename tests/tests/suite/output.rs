@@ -71,7 +71,7 @@ fn printing_commands_end_quietly_on_a_closed_pipe() {
         "1.0",
         6 * MIB,
         &format!("file://{}", store.display()),
-        "",
+        |_| {},
     );
 
     let chunk_server_commands: Vec<(&str, Vec<String>)> = vec![

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use diffota::config::ReportConfig;
 use diffota::outcomes::OutcomeResult;
 use diffota_tests::fleet::{Fleet, MIB};
 use diffota_tests::report_endpoint::ReportEndpoint;
@@ -25,16 +26,19 @@ fn reporting_fleet(endpoint: &ReportEndpoint) -> (Fleet, ReportingDevice) {
     let token = device.dir.join("report-token");
     std::fs::write(&token, "secret-token\n").unwrap();
     let metrics = device.dir.join("metrics/diffota.prom");
-    device.configure_boot(
+    device.configure(
         &fleet.store.display().to_string(),
         &[&fleet.keys.public],
-        &format!("backend = \"grub\"\ngrubenv = {:?}\n", grubenv.display().to_string()),
-        &format!(
-            "[report]\nurl = {:?}\nbearer_token_file = {:?}\nretry_delay_ms = 50\n\n[metrics]\ntextfile = {:?}\n",
-            endpoint.url,
-            token.display().to_string(),
-            metrics.display().to_string()
-        ),
+        |config| {
+            config.boot.backend = "grub".into();
+            config.boot.grubenv = grubenv.clone();
+            config.report = Some(ReportConfig {
+                bearer_token_file: Some(token),
+                retry_delay_ms: 50,
+                ..ReportConfig::new(endpoint.url.clone())
+            });
+            config.metrics.textfile = Some(metrics.clone());
+        },
     );
     let reporting = ReportingDevice {
         device,

@@ -19,7 +19,7 @@ fn store() -> Fleet {
 
 fn device(s: &Fleet, name: &str, url: &str, id: &str, keys: &[&std::path::Path]) -> Device {
     let device = Device::new(&s.dir.path().join(name), s.image("1.0"), 512 * KIB);
-    device.configure(url, keys, "");
+    device.configure(url, keys, |_| {});
     let config = std::fs::read_to_string(&device.config)
         .unwrap()
         .replace("test-device", id);

@@ -116,8 +116,30 @@ pub struct InstallOptions {
     pub force: bool,
 }
 
-/// The phase every command starts with: which slot runs, what the device recorded, and the
-/// release verified (signature, counter, expiry, compatible, rollout).
+/// What every command starts from, read once: which slot runs (the kernel command line) and
+/// what the device recorded (its state).
+pub struct Running {
+    pub slot: Slot,
+    pub machine: DeviceState,
+}
+
+impl Running {
+    pub fn load(device: &Device<'_>) -> Result<Running, InstallError> {
+        let config = device.config;
+        Ok(Running {
+            slot: booted_slot(&config.boot.cmdline, &config.slots.a, &config.slots.b)?,
+            machine: DeviceState::load(&device.state_dir)?,
+        })
+    }
+
+    /// The release the running slot holds, as recorded.
+    pub fn version(&self) -> Option<&str> {
+        self.machine.state().version_in(self.slot)
+    }
+}
+
+/// The phase every command starts with: the release verified (signature, counter, expiry,
+/// compatible, rollout) against what runs.
 struct Prepared {
     release: Release,
     machine: DeviceState,
@@ -126,12 +148,14 @@ struct Prepared {
 
 async fn prepare(
     device: &Device<'_>,
+    Running {
+        slot: running,
+        machine,
+    }: Running,
     target: &ReleaseTarget,
     traffic: &Traffic,
 ) -> Result<Prepared, InstallError> {
     let config = device.config;
-    let running = booted_slot(&config.boot.cmdline, &config.slots.a, &config.slots.b)?;
-    let machine = DeviceState::load(&device.state_dir)?;
     let store = StoreSource::new(&config.server_url, &config.http)?;
     let trust = Trust {
         keys: device.keys,
@@ -169,7 +193,7 @@ pub async fn check(
         release,
         machine,
         running,
-    } = prepare(device, target, &traffic).await?;
+    } = prepare(device, Running::load(device)?, target, &traffic).await?;
     let state = machine.state();
     let index = &release.index;
     let running_version = state.version_in(running);
@@ -232,8 +256,10 @@ pub async fn check(
     })
 }
 
+/// Installs `target` into the slot that does not run, from what `Running::load` read.
 pub async fn install(
     device: &mut Device<'_>,
+    running: Running,
     target: &ReleaseTarget,
     options: InstallOptions,
     progress: &dyn Progress,
@@ -244,7 +270,7 @@ pub async fn install(
         release,
         mut machine,
         running,
-    } = prepare(device, target, &traffic).await?;
+    } = prepare(device, running, target, &traffic).await?;
     if let Some(channel) = &release.channel {
         machine.accept_channel(&channel.channel, channel.counter)?;
     }

@@ -54,7 +54,7 @@ pub async fn provision(
         release,
         mut machine,
         running,
-    } = prepare(device, target, &traffic).await?;
+    } = prepare(device, super::Running::load(device)?, target, &traffic).await?;
     let index = &release.index;
     let already_recorded = machine
         .state()

@@ -7,7 +7,7 @@ use super::*;
 fn v1_to_v2_fetches_exactly_the_missing_chunks() {
     let fixture = fixture();
     let server = fixture.serve();
-    let device = fixture.device("device", "1.0", 10 * MIB, &server.url, "");
+    let device = fixture.device("device", "1.0", 10 * MIB, &server.url, |_| {});
 
     let check: serde_json::Value =
         serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
@@ -81,7 +81,7 @@ fn second_install_seeds_from_the_stored_index_and_keeps_chunks_in_place() {
     let fixture = fixture();
     let server = fixture.serve();
     // A device with garbage in slot A installs 1.0 from nothing, boots it, then installs 2.0.
-    let device = fixture.device("device", "1.0", 10 * MIB, &server.url, "");
+    let device = fixture.device("device", "1.0", 10 * MIB, &server.url, |_| {});
     std::fs::write(&device.slot_a, vec![0x5au8; 10 * MIB as usize]).unwrap();
     set_channel(&fixture.store, &fixture.keys, "stable", "1.0", &[]);
     run_ok(device.diffota().arg("install"));
@@ -158,24 +158,16 @@ fn https_with_a_test_ca() {
         Some((&ca.server_cert, &ca.server_key)),
     );
     assert!(server.url.starts_with("https://"));
-    let device = fixture.device(
-        "device",
-        "1.0",
-        10 * MIB,
-        &server.url,
-        &format!("[http]\nca_file = {:?}\n", ca.ca_cert.display().to_string()),
-    );
+    let device = fixture.device("device", "1.0", 10 * MIB, &server.url, |config| {
+        config.http.ca_file = Some(ca.ca_cert.clone())
+    });
     run_ok(device.diffota().arg("install"));
     assert_installed(&device, fixture.image("2.0"));
 
     // Without the CA the server is not trusted.
-    let untrusting = fixture.device(
-        "untrusting",
-        "1.0",
-        10 * MIB,
-        &server.url,
-        "[http]\nretries = 0\n",
-    );
+    let untrusting = fixture.device("untrusting", "1.0", 10 * MIB, &server.url, |config| {
+        config.http.retries = 0
+    });
     assert_install_fails(&untrusting, &fixture, &[], "certificate");
 }
 
@@ -187,12 +179,12 @@ fn file_store_and_explicit_index_path() {
         "1.0",
         10 * MIB,
         &format!("file://{}", fixture.store.display()),
-        "",
+        |_| {},
     );
     run_ok(device.diffota().arg("install"));
     assert_installed(&device, fixture.image("2.0"));
 
-    let plain = fixture.device("plain", "1.0", 10 * MIB, "/nonexistent", "");
+    let plain = fixture.device("plain", "1.0", 10 * MIB, "/nonexistent", |_| {});
     let index = fixture.store.join("releases/2.0/rootfs.didx");
     run_ok(plain.diffota().arg("install").arg(&index));
     assert_installed(&plain, fixture.image("2.0"));

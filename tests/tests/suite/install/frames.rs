@@ -15,7 +15,13 @@ fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
     let plain_bytes = plain_bytes_lacking(&fixture.store, "1.0", "2.0");
 
     let server = fixture.serve();
-    let device = fixture.device_running("device", fixture.image("1.0"), 10 * MIB, &server.url, "");
+    let device = fixture.device_running(
+        "device",
+        fixture.image("1.0"),
+        10 * MIB,
+        &server.url,
+        |_| {},
+    );
     let (fetched, check) = install_as_checked(&device, &server);
     assert!(
         check["plan"]["delta_frames"].as_u64().unwrap() > 0,
@@ -31,7 +37,7 @@ fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
     // result.
     let other = fixture.dir.path().join("other.img");
     write_image(&other, 8 * MIB, 77, 1).unwrap();
-    let stranger = fixture.device_running("stranger", &other, 10 * MIB, &server.url, "");
+    let stranger = fixture.device_running("stranger", &other, 10 * MIB, &server.url, |_| {});
     let check: serde_json::Value =
         serde_json::from_str(&run_ok(stranger.diffota().args(["check", "--json"]))).unwrap();
     server.clear_log();
@@ -64,7 +70,7 @@ fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
     };
     let zeros = fixture.dir.path().join("zeros.img");
     std::fs::write(&zeros, vec![0u8; 8 * MIB as usize]).unwrap();
-    let wiped = fixture.device_running("wiped", &zeros, 10 * MIB, &server.url, "");
+    let wiped = fixture.device_running("wiped", &zeros, 10 * MIB, &server.url, |_| {});
     let check: serde_json::Value =
         serde_json::from_str(&run_ok(wiped.diffota().args(["check", "--json"]))).unwrap();
     assert!(
@@ -114,7 +120,7 @@ fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
     let plain_bytes = plain_bytes_lacking(store, "1.0", "2.0");
 
     let server = StoreServer::start(store, &fleet.path("access.log"), None);
-    let device = fleet.device("device", "1.0", 10 * MIB, &server.url, "");
+    let device = fleet.device("device", "1.0", 10 * MIB, &server.url, |_| {});
     let (fetched, _) = install_as_checked(&device, &server);
     assert!(
         device.slot_bytes(Slot::B, v2.len()) == v2,
@@ -199,7 +205,7 @@ fn a_device_two_releases_behind_uses_the_fallback_of_a_frame_naming_a_sibling() 
 
     fleet.publish("3.0");
     let server = fleet.serve();
-    let device = fleet.device("device", "1.0", 10 * MIB, &server.url, "");
+    let device = fleet.device("device", "1.0", 10 * MIB, &server.url, |_| {});
     let (fetched, _) = install_as_checked(&device, &server);
     assert!(
         device.slot_bytes(Slot::B, v3.len()) == v3,
@@ -249,7 +255,7 @@ fn a_device_two_releases_behind_uses_inherited_frames() {
         fixture.image("1.0"),
         10 * MIB,
         &server.url,
-        "",
+        |_| {},
     );
     let check: serde_json::Value =
         serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
@@ -282,16 +288,7 @@ fn a_device_two_releases_behind_uses_inherited_frames() {
 fn bundle_for_the_older_release_carries_delta_frames() {
     let fixture = delta_fixture();
     let plain_bytes = plain_bytes_lacking(&fixture.store, "1.0", "2.0");
-    let out = fixture.dir.path().join("update.dfb");
-    let summary: serde_json::Value = serde_json::from_str(&run_ok(
-        chunk_server()
-            .args([
-                "bundle", "--json", "--to", "2.0", "--from", "1.0", "--store",
-            ])
-            .arg(&fixture.store)
-            .arg(&out),
-    ))
-    .unwrap();
+    let (out, summary) = fixture.bundle("2.0", &["1.0"], "update.dfb");
     assert!(
         summary["bundled_delta_frames"].as_u64().unwrap() > 0,
         "{summary}"
@@ -306,7 +303,7 @@ fn bundle_for_the_older_release_carries_delta_frames() {
         fixture.image("1.0"),
         10 * MIB,
         "/nonexistent-store",
-        "",
+        |_| {},
     );
     let check: serde_json::Value = serde_json::from_str(&run_ok(
         device.diffota().args(["check", "--json"]).arg(&out),
@@ -329,7 +326,8 @@ fn delta_frames_survive_sigkill_and_misbehaving_servers() {
     let fixture = delta_fixture();
     let good = fixture.serve();
     // What a device on 1.0 fetches: the delta frames it chooses (not the image frames).
-    let planner = fixture.device_running("planner", fixture.image("1.0"), 10 * MIB, &good.url, "");
+    let planner =
+        fixture.device_running("planner", fixture.image("1.0"), 10 * MIB, &good.url, |_| {});
     let check: serde_json::Value =
         serde_json::from_str(&run_ok(planner.diffota().args(["check", "--json"]))).unwrap();
     let frames_bytes = check["plan"]["fetch_bytes"].as_u64().unwrap();
@@ -343,14 +341,14 @@ fn delta_frames_survive_sigkill_and_misbehaving_servers() {
         fixture.image("1.0"),
         10 * MIB,
         &stalling.url,
-        "[http]\nstall_timeout_secs = 600\n",
+        |config| config.http.stall_timeout_secs = 600,
     );
     kill_install_midway(&device, &stalling);
     assert!(
         device.slot_bytes(Slot::A, 8 * MIB as usize)
             == std::fs::read(fixture.image("1.0")).unwrap()
     );
-    device.configure(&good.url, &[&fixture.keys.public], "");
+    device.configure(&good.url, &[&fixture.keys.public], |_| {});
     good.clear_log();
     run_ok(device.diffota().arg("install"));
     assert_holds_v2(&fixture, &device);
@@ -360,7 +358,10 @@ fn delta_frames_survive_sigkill_and_misbehaving_servers() {
         "resumed with {resumed} bytes of {frames_bytes}"
     );
 
-    let quick = "[http]\nretries = 1\nstall_timeout_secs = 1\n";
+    let quick = |config: &mut Config| {
+        config.http.retries = 1;
+        config.http.stall_timeout_secs = 1;
+    };
     for (name, fault, message) in [
         ("tamper", Fault::TamperPacks, "chunk"),
         ("truncate", Fault::Truncate, "end of file"),
@@ -388,7 +389,10 @@ fn delta_frames_survive_sigkill_and_misbehaving_servers() {
         fixture.image("1.0"),
         10 * MIB,
         &server.url,
-        "[http]\nretries = 3\nconcurrency = 1\n",
+        |config| {
+            config.http.retries = 3;
+            config.http.concurrency = 1;
+        },
     );
     run_ok(device.diffota().arg("install"));
     assert_holds_v2(&fixture, &device);

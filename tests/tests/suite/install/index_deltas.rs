@@ -34,7 +34,7 @@ fn index_delta_replaces_the_whole_index_for_a_device_on_the_older_release() {
     write_image(&other, 8 * MIB, 77, 1).unwrap();
     // A device that installed 1.0 through diffota and booted it: slot b runs 1.0.
     let device_on_1_0 = |name: &str| {
-        let device = fixture.device_running(name, &other, 10 * MIB, &server.url, "");
+        let device = fixture.device_running(name, &other, 10 * MIB, &server.url, |_| {});
         run_ok(
             device
                 .diffota()

@@ -10,13 +10,9 @@ use super::*;
 fn a_second_install_is_refused_as_busy_while_one_runs() {
     let fixture = fixture();
     let stalling = FaultServer::start(&fixture.store, Fault::StallAfterBytes(0));
-    let device = fixture.device(
-        "busy",
-        "1.0",
-        10 * MIB,
-        &stalling.url,
-        "[http]\nstall_timeout_secs = 600\n",
-    );
+    let device = fixture.device("busy", "1.0", 10 * MIB, &stalling.url, |config| {
+        config.http.stall_timeout_secs = 600
+    });
     let mut first = install_until_first_pack_request(&device, &stalling);
     for command in ["install", "mark-good"] {
         let output = run(device.diffota().arg(command));
@@ -35,7 +31,7 @@ fn a_second_install_is_refused_as_busy_while_one_runs() {
     first.kill().unwrap();
     first.wait().unwrap();
     let good = fixture.serve();
-    device.configure(&good.url, &[&fixture.keys.public], "");
+    device.configure(&good.url, &[&fixture.keys.public], |_| {});
     run_ok(device.diffota().arg("install"));
 }
 
@@ -70,7 +66,7 @@ fn sigkill_during_install_then_resume_without_downloading_again() {
             "1.0",
             10 * MIB,
             &stalling.url,
-            "[http]\nstall_timeout_secs = 600\n",
+            |config| config.http.stall_timeout_secs = 600,
         );
         kill_install_midway(&device, &stalling);
         assert_running_untouched(&device, &fixture);
@@ -81,7 +77,7 @@ fn sigkill_during_install_then_resume_without_downloading_again() {
             "{status}"
         );
 
-        device.configure(&good.url, &[&fixture.keys.public], "");
+        device.configure(&good.url, &[&fixture.keys.public], |_| {});
         good.clear_log();
         let stdout = run_ok(device.diffota().arg("install"));
         assert!(stdout.contains("installed 2.0"), "{stdout}");
@@ -119,7 +115,10 @@ fn sigkill_during_install_then_resume_without_downloading_again() {
 #[test]
 fn misbehaving_servers() {
     let fixture = fixture();
-    let quick = "[http]\nretries = 1\nstall_timeout_secs = 1\n";
+    let quick = |config: &mut Config| {
+        config.http.retries = 1;
+        config.http.stall_timeout_secs = 1;
+    };
 
     // Tampered chunk bytes: refused, nothing activated.
     let server = FaultServer::start(&fixture.store, Fault::TamperPacks);
@@ -165,13 +164,10 @@ fn misbehaving_servers() {
 
     // 500 twice, then success: the retries carry it.
     let server = FaultServer::start(&fixture.store, Fault::FailFirst(2));
-    let device = fixture.device(
-        "retry",
-        "1.0",
-        10 * MIB,
-        &server.url,
-        "[http]\nretries = 3\nconcurrency = 1\n",
-    );
+    let device = fixture.device("retry", "1.0", 10 * MIB, &server.url, |config| {
+        config.http.retries = 3;
+        config.http.concurrency = 1;
+    });
     run_ok(device.diffota().arg("install"));
     assert_installed(&device, fixture.image("2.0"));
 

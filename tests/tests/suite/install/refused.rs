@@ -29,13 +29,19 @@ fn pre_releases_are_older_than_their_release() {
     set_channel(&fixture.store, &fixture.keys, "hyphen-rc", "1.0-rc1", &[]);
     let url = format!("file://{}", fixture.store.display());
 
-    let on_rc = fixture.device("on-rc", "1.0", 10 * MIB, &url, "");
+    let on_rc = fixture.device("on-rc", "1.0", 10 * MIB, &url, |_| {});
     record_running_version(&on_rc, "1.0~rc1");
     run_ok(on_rc.diffota().args(["install", "--channel", "final"]));
     assert_installed(&on_rc, fixture.image("1.0"));
 
     for channel in ["tilde-rc", "hyphen-rc"] {
-        let on_final = fixture.device(&format!("on-final-{channel}"), "1.0", 10 * MIB, &url, "");
+        let on_final = fixture.device(
+            &format!("on-final-{channel}"),
+            "1.0",
+            10 * MIB,
+            &url,
+            |_| {},
+        );
         record_running_version(&on_final, "1.0");
         assert_install_fails(
             &on_final,
@@ -69,14 +75,14 @@ fn refused_releases_and_bad_device_input() {
         "1.0",
         10 * MIB,
         &format!("file://{}", tampered_store.display()),
-        "",
+        |_| {},
     );
     assert_install_fails(&tampered, &fixture, &[], "signature does not verify");
 
     // Signed by a key the device does not trust.
     let other = Keys::generate(fixture.dir.path(), "other");
     let untrusting = Device::new(&fixture.path("untrusting"), fixture.image("1.0"), 10 * MIB);
-    untrusting.configure(&url, &[&other.public], "");
+    untrusting.configure(&url, &[&other.public], |_| {});
     assert_install_fails(&untrusting, &fixture, &[], "not trusted");
 
     // A release for another board behind a valid channel.
@@ -90,20 +96,14 @@ fn refused_releases_and_bad_device_input() {
         &foreign,
     );
     set_channel(&fixture.store, &fixture.keys, "foreign", "3.0", &[]);
-    let device = fixture.device("foreign", "1.0", 10 * MIB, &url, "channel = \"foreign\"\n");
-    let text = std::fs::read_to_string(&device.config)
-        .unwrap()
-        .replace("channel = \"foreign\"\n", "");
-    std::fs::write(
-        &device.config,
-        text.replacen("compatible", "channel = \"foreign\"\ncompatible", 1),
-    )
-    .unwrap();
+    let device = fixture.device("foreign", "1.0", 10 * MIB, &url, |config| {
+        config.channel = "foreign".into()
+    });
     assert_install_fails(&device, &fixture, &[], "other-board");
 
     // Downgrade: the device runs 2.0 (recorded in its state); 1.0 is refused unless allowed.
     set_channel(&fixture.store, &fixture.keys, "old", "1.0", &[]);
-    let device = fixture.device("downgrade", "1.0", 10 * MIB, &url, "");
+    let device = fixture.device("downgrade", "1.0", 10 * MIB, &url, |_| {});
     record_running_version(&device, "2.0");
     assert_install_fails(&device, &fixture, &["--channel", "old"], "older than 2.0");
     let refused = run(device.diffota().args(["install", "--channel", "old"]));
@@ -120,7 +120,7 @@ fn refused_releases_and_bad_device_input() {
     assert_installed(&device, fixture.image("1.0"));
 
     // An image larger than the slot.
-    let small = fixture.device("small", "1.0", 8 * MIB - 4096, &url, "");
+    let small = fixture.device("small", "1.0", 8 * MIB - 4096, &url, |_| {});
     std::fs::OpenOptions::new()
         .write(true)
         .open(&small.slot_a)
@@ -145,13 +145,13 @@ fn refused_releases_and_bad_device_input() {
     assert_install_fails(&small, &fixture, &[], "but the image needs");
 
     // The target is the running slot (slot b is a link to slot a).
-    let same = fixture.device("same", "1.0", 10 * MIB, &url, "");
+    let same = fixture.device("same", "1.0", 10 * MIB, &url, |_| {});
     std::fs::remove_file(&same.slot_b).unwrap();
     std::os::unix::fs::symlink(&same.slot_a, &same.slot_b).unwrap();
     assert_install_fails(&same, &fixture, &[], "it is the running slot");
 
     // A corrupt state file.
-    let corrupt = fixture.device("corrupt", "1.0", 10 * MIB, &url, "");
+    let corrupt = fixture.device("corrupt", "1.0", 10 * MIB, &url, |_| {});
     std::fs::create_dir_all(&corrupt.state).unwrap();
     std::fs::write(corrupt.state.join("state.json"), "{ truncated").unwrap();
     let output = run(corrupt.diffota().arg("install"));
@@ -164,7 +164,9 @@ fn refused_releases_and_bad_device_input() {
     assert_running_untouched(&corrupt, &fixture);
 
     // A config with a typo names the key.
-    let typo = fixture.device("typo", "1.0", 10 * MIB, &url, "[http]\nconcurrenzy = 2\n");
+    let typo = fixture.device("typo", "1.0", 10 * MIB, &url, |_| {});
+    let text = std::fs::read_to_string(&typo.config).unwrap();
+    typo.write_config_text(&text.replacen("[http]\n", "[http]\nconcurrenzy = 2\n", 1));
     let output = run(typo.diffota().arg("check"));
     assert!(!output.status.success());
     assert!(
@@ -182,7 +184,7 @@ fn refused_releases_and_bad_device_input() {
         &["--expires", "1s"],
     );
     std::thread::sleep(Duration::from_millis(2100));
-    let device = fixture.device("expired", "1.0", 10 * MIB, &url, "");
+    let device = fixture.device("expired", "1.0", 10 * MIB, &url, |_| {});
     assert_install_fails(&device, &fixture, &["--channel", "short"], "expired at");
     assert!(
         std::fs::read(&device.slot_b)

@@ -319,7 +319,11 @@ fn delta_frames_are_verified_and_the_release_installs() {
 
     // A device running 1.0 installs 2.0.
     let device = Device::new(&dir.path().join("device"), &v1, 6 * MIB_USIZE as u64);
-    device.configure(&format!("file://{}", store.display()), &[&keys.public], "");
+    device.configure(
+        &format!("file://{}", store.display()),
+        &[&keys.public],
+        |_| {},
+    );
     run_ok(
         device
             .diffota()
