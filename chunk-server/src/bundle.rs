@@ -315,7 +315,7 @@ pub fn bundle_from_images(
                 expires: None,
                 signing_key: Some(images.signing_key),
                 progress: &|_| {},
-                delta_from: None,
+                delta_from: &[],
                 delta_level: images.zstd_level,
                 delta_siblings: false,
                 image_frames: false,

@@ -97,15 +97,17 @@ impl Fleet {
         path
     }
 
-    /// `chunk-server make` of `version`'s image (plain chunks, `test-board`, a fixed clock);
-    /// returns the JSON summary.
+    /// `chunk-server make` of `version`'s image as a user runs it (`test-board`, a fixed
+    /// clock): delta frames against the newest older release, if any, by default; returns
+    /// the JSON summary.
     pub fn make(&self, version: &str) -> serde_json::Value {
         make_release(&self.store, &self.keys, version, self.image(version))
     }
 
-    /// `make` with further arguments (`--delta-from 1.0`, `--image-frames`...).
-    pub fn make_with(&self, version: &str, args: &[&str]) {
-        run_ok(
+    /// `make` with further arguments (`--delta-from 1.0`, `--no-delta`, `--image-frames`...);
+    /// returns the JSON summary.
+    pub fn make_with(&self, version: &str, args: &[&str]) -> serde_json::Value {
+        let stdout = run_ok(
             make_command(
                 &self.store,
                 &self.keys,
@@ -114,8 +116,10 @@ impl Fleet {
                 self.image(version),
             )
             .args(args)
+            .arg("--json")
             .env("SOURCE_DATE_EPOCH", "1790000000"),
         );
+        serde_json::from_str(&stdout).expect("make --json prints JSON")
     }
 
     /// Points channel `stable` at `version`.

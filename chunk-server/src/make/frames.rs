@@ -65,6 +65,14 @@ const MAX_POSTINGS: usize = 16;
 /// frames wait to be written.
 const GROUPS_IN_FLIGHT: usize = 8;
 
+/// How delta frames are coded: the zstd level, and whether a frame may name chunks this
+/// release added (siblings) as bases.
+#[derive(Clone, Copy, Debug)]
+pub struct DeltaSettings {
+    pub level: i32,
+    pub siblings: bool,
+}
+
 /// A chunk this release added: its number in the index, its length, its plain frame in the
 /// new pack.
 pub(crate) struct AddedChunk {
@@ -76,17 +84,21 @@ pub(crate) struct AddedChunk {
 }
 
 /// Writes the delta frames of `added` against the chunks of `from` into `pack` (after the
-/// plain frames, readable through `new_pack`). The frames' pack number is left 0 for the
-/// caller, who knows the pack's place in the index.
+/// plain frames, readable through `new_pack`) and adds them to `deltas` (after the frames
+/// against other releases, sharing its base table). The frames' pack number is left 0 for
+/// the caller, who knows the pack's place in the index. A frame that does not pay (see
+/// `pays`) is not written, nor one naming a chunk only such a frame would rebuild.
+/// Returns how many frames were written.
 pub(crate) fn write_delta_frames(
     store: &Store,
     from: &Index,
     added: &[AddedChunk],
     new_pack: &File,
     pack: &mut PackWriter,
-    level: i32,
-    siblings: bool,
-) -> Result<Deltas, MakeError> {
+    settings: DeltaSettings,
+    deltas: &mut Deltas,
+) -> Result<usize, MakeError> {
+    let DeltaSettings { level, siblings } = settings;
     let old = OldChunks::open(store, from)?;
     let new_pack_path = pack.path().to_owned();
     let read_added = |chunk: &AddedChunk| {
@@ -190,8 +202,26 @@ pub(crate) fn write_delta_frames(
                 .map(|group| (group, fallback_level)),
         )
         .collect();
-    let mut deltas = Deltas::default();
-    let mut base_numbers: HashMap<u32, u32> = HashMap::new();
+    let mut base_numbers: HashMap<ChunkId, u32> = deltas
+        .bases
+        .iter()
+        .enumerate()
+        .map(|(number, base)| (base.id, number as u32))
+        .collect();
+    // Added chunks whose frame was left out: a frame naming one of them could never be
+    // used (its fallback serves instead). A frame whose chunks a later frame names
+    // (a producer) is written even when it does not pay on its own: a device takes it to
+    // build the later one.
+    let mut not_rebuilt: HashSet<usize> = HashSet::new();
+    let named_siblings: HashSet<usize> = groups
+        .iter()
+        .flat_map(|group| &group.bases)
+        .filter_map(|&b| match candidates.chunk(b) {
+            Candidate::Added(n) => Some(n),
+            Candidate::Old(_) => None,
+        })
+        .collect();
+    let mut written = 0;
     map_in_order(
         &frames,
         rayon::current_num_threads(),
@@ -199,13 +229,26 @@ pub(crate) fn write_delta_frames(
         |&(group, level)| compress_group(group, &candidates, &read_added, &old, level),
         |i, frame| {
             let group = frames[i].0;
+            let plain: u64 = added[group.chunks.clone()]
+                .iter()
+                .map(|c| u64::from(c.compressed_length))
+                .sum();
+            let names_unbuilt = group.bases.iter().any(
+                |&b| matches!(candidates.chunk(b), Candidate::Added(n) if not_rebuilt.contains(&n)),
+            );
+            let producer = group.chunks.clone().any(|n| named_siblings.contains(&n));
+            if names_unbuilt || !(producer || pays(frame.len() as u64, plain)) {
+                not_rebuilt.extend(group.chunks.clone());
+                return Ok(());
+            }
             let pack_offset = pack.append(&frame)?;
             let bases = group
                 .bases
                 .iter()
                 .map(|&candidate| {
-                    *base_numbers.entry(candidate).or_insert_with(|| {
-                        deltas.bases.push(candidates.base(candidate));
+                    let base = candidates.base(candidate);
+                    *base_numbers.entry(base.id).or_insert_with(|| {
+                        deltas.bases.push(base);
                         (deltas.bases.len() - 1) as u32
                     })
                 })
@@ -217,10 +260,19 @@ pub(crate) fn write_delta_frames(
                 bases,
                 chunks: group.chunks.clone().map(|i| added[i].number).collect(),
             });
+            written += 1;
             Ok(())
         },
     )?;
-    Ok(deltas)
+    Ok(written)
+}
+
+/// Whether a frame of `frame_bytes` is worth its place in the store instead of the plain
+/// frames of its chunks (`plain_bytes`): it saves at least 1/32 of them. A frame that saves
+/// less (new content that resembles nothing, or incompressible) would cost the store about
+/// its chunks' size again for a device's gain of a few per cent at most.
+pub(crate) fn pays(frame_bytes: u64, plain_bytes: u64) -> bool {
+    u128::from(frame_bytes) * 32 <= u128::from(plain_bytes) * 31
 }
 
 /// The chunks a frame may name as bases, numbered as the anchor index knows them: the old
@@ -314,6 +366,13 @@ pub(crate) fn inherit_frames(from: &Index, index: &mut Index) -> usize {
         .enumerate()
         .map(|(number, base)| (base.id, number as u32))
         .collect();
+    // A frame already in the index (inherited from another base) is not added twice.
+    let mut present: HashSet<([u8; 32], u64)> = index
+        .deltas
+        .frames
+        .iter()
+        .map(|f| (index.packs[f.pack as usize].id, f.pack_offset))
+        .collect();
     let mut inherited = 0;
     // A frame whose chunks' plain frames are all in its own pack rebuilds what the release
     // that wrote it added (a delta frame, or a group of new chunks without bases); an image
@@ -357,6 +416,9 @@ pub(crate) fn inherit_frames(from: &Index, index: &mut Index) -> usize {
             continue;
         };
         let pack_ref = from.packs[frame.pack as usize];
+        if !present.insert((pack_ref.id, frame.pack_offset)) {
+            continue;
+        }
         let pack = match index.packs.iter().position(|p| p.id == pack_ref.id) {
             Some(number) => number as u32,
             None => {
@@ -537,6 +599,15 @@ fn read_checked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_pays_when_it_saves_a_thirty_second() {
+        assert!(pays(31, 32));
+        assert!(pays(0, 1));
+        assert!(!pays(32, 32));
+        assert!(!pays(3100, 3199), "saves 3.1% minus a byte");
+        assert!(!pays(u64::MAX, u64::MAX));
+    }
     use diffota_format::index::DeltaBase;
     use diffota_format::ChunkerParams;
 

@@ -19,6 +19,7 @@ use diffota_format::signature::signature_path;
 use diffota_format::{ChunkEntry, ChunkId, ChunkerParams, Index, PackRef};
 use rayon::prelude::*;
 
+pub mod base_releases;
 mod error;
 pub mod frames;
 mod pack;
@@ -45,12 +46,13 @@ pub struct MakeOptions<'a> {
     pub expires: Option<u64>,
     pub signing_key: Option<&'a minisign::SecretKey>,
     pub progress: &'a dyn Fn(u64),
-    /// Also write delta frames against this release of the store (same index name).
-    pub delta_from: Option<&'a str>,
+    /// Also write delta frames against these releases of the store (same index name), in
+    /// this order (a device considers them in it): `default_delta_bases` or the user's.
+    pub delta_from: &'a [String],
     /// zstd level of the delta frames (and the image frames).
     pub delta_level: i32,
     /// Delta frames may also name chunks this release added (rebuilt by an earlier frame)
-    /// as bases, not only chunks of `delta_from`.
+    /// as bases, not only chunks of the `delta_from` release.
     pub delta_siblings: bool,
     /// Also write the whole image as image frames (1 MiB groups of its distinct chunks).
     pub image_frames: bool,
@@ -67,7 +69,9 @@ pub struct MakeSummary {
     pub new_chunks: u64,
     pub new_compressed_bytes: u64,
     pub release_compressed_bytes: u64,
-    /// Delta frames written (with `delta_from`).
+    /// The releases delta frames were written against (`delta_from`).
+    pub delta_bases: Vec<String>,
+    /// Delta frames written against them, and inherited from them.
     pub delta_frames: u64,
     /// The index as changes against older releases' indexes, for devices that store them.
     pub index_deltas: Vec<crate::index_deltas::IndexDeltaFile>,
@@ -150,6 +154,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         new_chunks: chunked.new_chunks,
         new_compressed_bytes: new_pack.map_or(0, |p| p.length),
         release_compressed_bytes: index.distinct_compressed_bytes(),
+        delta_bases: options.delta_from.to_vec(),
         delta_frames: index.deltas.frames.len() as u64,
         index_deltas,
         pack: new_pack.map(|p| p.store_path()),
@@ -250,9 +255,9 @@ fn added_chunks(chunked: &Chunked) -> Vec<frames::AddedChunk> {
 }
 
 /// The frames written after the plain ones in the new pack, as the options ask: delta frames
-/// against the `--delta-from` release (read here), and image frames.
+/// against each `delta_from` release (read here), and image frames.
 struct Frames {
-    from_index: Option<Index>,
+    from_indexes: Vec<Index>,
     deltas: Deltas,
     image_frames: Vec<DeltaFrame>,
 }
@@ -264,25 +269,29 @@ fn write_frames(
     pack_reader: &std::fs::File,
     pack: &mut PackWriter,
 ) -> Result<Frames, MakeError> {
-    let from_index = options
+    let from_indexes = options
         .delta_from
+        .iter()
         .map(|from| read_index(&store.index_path(from, options.name)))
-        .transpose()?;
-    let deltas = match &from_index {
-        Some(from_index) => {
-            pack.flush()?;
-            frames::write_delta_frames(
-                store,
-                from_index,
-                &added_chunks(chunked),
-                pack_reader,
-                pack,
-                options.delta_level,
-                options.delta_siblings,
-            )?
-        }
-        None => Deltas::default(),
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut deltas = Deltas::default();
+    let settings = frames::DeltaSettings {
+        level: options.delta_level,
+        siblings: options.delta_siblings,
     };
+    let added = added_chunks(chunked);
+    for from_index in &from_indexes {
+        pack.flush()?;
+        frames::write_delta_frames(
+            store,
+            from_index,
+            &added,
+            pack_reader,
+            pack,
+            settings,
+            &mut deltas,
+        )?;
+    }
     let image_frames = if options.image_frames {
         pack.flush()?;
         frames::write_image_frames(
@@ -296,23 +305,27 @@ fn write_frames(
         Vec::new()
     };
     Ok(Frames {
-        from_index,
+        from_indexes,
         deltas,
         image_frames,
     })
 }
 
 /// The index with its frames in the order a device considers them: this release's delta
-/// frames, then those it inherits from the `--delta-from` release, then the image frames.
+/// frames (against each base in turn), then those it inherits from the bases, then the
+/// image frames.
 fn index_with_frames(
     options: &MakeOptions,
     chunked: &Chunked,
     new_pack: Option<PackRef>,
     frames: Frames,
 ) -> Index {
-    let base_packs = frames.from_index.as_ref().map_or(&[][..], |i| &i.packs[..]);
+    let base_packs = frames
+        .from_indexes
+        .first()
+        .map_or(&[][..], |i| &i.packs[..]);
     let mut index = build_index(options, chunked, new_pack, frames.deltas, base_packs);
-    if let Some(from_index) = &frames.from_index {
+    for from_index in &frames.from_indexes {
         frames::inherit_frames(from_index, &mut index);
     }
     if let Some(pack) = new_pack {
@@ -383,8 +396,8 @@ fn compress_claimed(
 }
 
 /// The index: the packs this release uses (those already in the store, then the new one),
-/// and every chunk in image order. Packs the base release (`base_packs`, the `--delta-from`
-/// release) uses keep its order and come first, so that the chunk entries the two indexes
+/// and every chunk in image order. Packs the base release (`base_packs`, the first
+/// `delta_from` release) uses keep its order and come first, so that the chunk entries the two indexes
 /// share are byte for byte the same and the index delta against it stays small.
 fn build_index(
     options: &MakeOptions,
@@ -632,8 +645,18 @@ impl std::fmt::Display for MakeSummary {
                 .map(|p| format!(" in {p}"))
                 .unwrap_or_default()
         )?;
-        if self.delta_frames > 0 {
-            writeln!(f, "  delta frames     {}", self.delta_frames)?;
+        if self.delta_bases.is_empty() {
+            writeln!(
+                f,
+                "  delta frames     none (no older release of this name, or --no-delta)"
+            )?;
+        } else {
+            writeln!(
+                f,
+                "  delta frames     {} against {}",
+                self.delta_frames,
+                self.delta_bases.join(", ")
+            )?;
         }
         for delta in &self.index_deltas {
             writeln!(

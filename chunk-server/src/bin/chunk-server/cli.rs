@@ -185,20 +185,27 @@ pub struct MakeArgs {
     /// The index expires this long after creation (e.g. "90days"); none by default
     #[arg(long)]
     pub expires: Option<humantime::Duration>,
-    /// Also write delta frames: the added chunks compressed against the chunks of this
-    /// release of the store that they resemble (index format version 2)
-    #[arg(long, value_name = "VERSION")]
-    pub delta_from: Option<String>,
+    /// Write delta frames against this release of the store (repeatable; the first is the
+    /// one most devices run): the added chunks compressed against the chunks of that release
+    /// they resemble (index format version 2). Without it, make writes them against the
+    /// newest older release of the same name and compatible, and the releases the store's
+    /// channels point at (at most 3)
+    #[arg(long, value_name = "VERSION", conflicts_with = "no_delta")]
+    pub delta_from: Vec<String>,
+    /// Write no delta frames (an index that diffota older than 0.1 reads, or a store whose
+    /// space matters more than downloads)
+    #[arg(long)]
+    pub no_delta: bool,
     /// zstd level of the delta frames and image frames (default: the larger of --zstd-level
     /// and 16)
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub delta_level: Option<i32>,
-    /// Delta frames name only chunks of the --delta-from release as bases. By default a
+    /// Delta frames name only chunks of their base release. By default a
     /// frame may also name chunks this release added that an earlier frame rebuilds
     /// (siblings), and gets a fallback frame without them; without siblings a device one
     /// release behind downloads about 2% more, one two behind 1-1.5% less, and make is
     /// 7-14% faster (bench/README.md)
-    #[arg(long, requires = "delta_from")]
+    #[arg(long, conflicts_with = "no_delta")]
     pub no_delta_siblings: bool,
     /// Sibling bases, the default since they have fallback frames (accepted for scripts
     /// written when they were not)

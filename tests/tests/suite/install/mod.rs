@@ -21,11 +21,13 @@ mod index_deltas;
 mod interrupted;
 mod refused;
 
-/// Releases 1.0 and 2.0 of an 8 MiB sample image, on channel `stable` at 2.0.
+/// Releases 1.0 and 2.0 of an 8 MiB sample image, on channel `stable` at 2.0; 2.0 in plain
+/// frames only (`--no-delta`), for the tests of what a device fetches chunk by chunk.
 fn fixture() -> Fleet {
     let mut fleet = Fleet::new();
     fleet.sample_release("1.0", 8 * MIB, 5, 1);
-    fleet.sample_release("2.0", 8 * MIB, 5, 2);
+    fleet.sample_image("2.0", 8 * MIB, 5, 2);
+    fleet.make_with("2.0", &["--no-delta"]);
     fleet.publish("2.0");
     fleet
 }

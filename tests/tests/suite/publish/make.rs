@@ -335,3 +335,65 @@ fn delta_frames_are_verified_and_the_release_installs() {
         "slot b does not hold 2.0"
     );
 }
+
+/// `make` with no delta flag writes delta frames against the releases the fleet runs: the
+/// newest older release of the same name and board, then what the channels point at, and
+/// a device on a channel's release takes them. `--no-delta` opts out (format version 1),
+/// `--delta-from` chooses, and another board's release is never a base.
+#[test]
+fn make_writes_delta_frames_against_the_releases_the_fleet_runs_by_default() {
+    let mut fleet = Fleet::new();
+    let size = 8 << 20;
+    let first = fleet.sample_image("1.0", size, 5, 1);
+    assert_eq!(fleet.make("1.0")["delta_bases"], serde_json::json!([]));
+    fleet.publish("1.0");
+    fleet.sample_image("1.1", size, 5, 2);
+    assert_eq!(
+        fleet.make("1.1")["delta_bases"],
+        serde_json::json!(["1.0"]),
+        "the newest older release"
+    );
+    make_release_for(&fleet.store, &fleet.keys, "1.5", "other-board", &first);
+
+    fleet.sample_image("2.0", size, 5, 3);
+    let made = fleet.make("2.0");
+    assert_eq!(
+        made["delta_bases"],
+        serde_json::json!(["1.1", "1.0"]),
+        "the newest older release, then the stable channel's: {made}"
+    );
+    let index = fleet.index("2.0");
+    assert!(made["delta_frames"].as_u64().unwrap() > 0, "{made}");
+    assert_eq!(index.format_version(), 2);
+
+    fleet.sample_image("2.1", size, 5, 4);
+    let plain = fleet.make_with("2.1", &["--no-delta"]);
+    assert_eq!(plain["delta_bases"], serde_json::json!([]));
+    assert_eq!(plain["delta_frames"], 0);
+    assert_eq!(fleet.index("2.1").format_version(), 1);
+    fleet.sample_image("2.2", size, 5, 5);
+    let chosen = fleet.make_with("2.2", &["--delta-from", "1.0"]);
+    assert_eq!(chosen["delta_bases"], serde_json::json!(["1.0"]));
+    let output = run(make_command(
+        &fleet.store,
+        &fleet.keys,
+        "2.3",
+        "test-board",
+        fleet.image("2.2"),
+    )
+    .args(["--no-delta", "--delta-from", "1.0"]));
+    assert!(!output.status.success(), "--no-delta with --delta-from");
+
+    // A device on the stable channel's 1.0 installs 2.0 through frames against 1.0.
+    fleet.publish("2.0");
+    let server = fleet.serve();
+    let device = fleet.device("device", "1.0", size + (2 << 20), &server.url, |_| {});
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
+    assert!(
+        check["plan"]["delta_frames"].as_u64().unwrap_or(0) > 0,
+        "a device on 1.0 takes delta frames: {check}"
+    );
+    run_ok(device.diffota().arg("install"));
+    assert!(fleet.slot_holds(&device, Slot::B, "2.0"));
+}

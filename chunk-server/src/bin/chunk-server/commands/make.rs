@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use chunk_server::keys::{self, Password};
+use chunk_server::make::base_releases::default_delta_bases;
 use chunk_server::make::{creation_time, MakeOptions};
 use chunk_server::store::Store;
 use diffota_cli::outln;
@@ -54,6 +55,7 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         zstd_level,
         expires,
         delta_from,
+        no_delta,
         delta_level,
         no_delta_siblings,
         delta_siblings: _,
@@ -71,6 +73,16 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
             bar.set_position(done);
         }
     };
+    let store = Store::new(&store);
+    let _lock = super::lock_store(&store, &format!("make {version}"))?;
+    let delta_from = if no_delta {
+        Vec::new()
+    } else if delta_from.is_empty() {
+        default_delta_bases(&store, &name, &compatible, &version)
+            .context("choosing the releases to write delta frames against")?
+    } else {
+        delta_from
+    };
     let options = MakeOptions {
         image: &image,
         version: &version,
@@ -82,13 +94,11 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         expires: expires.map(|d| created + d.as_secs()),
         signing_key: signing_key.as_ref(),
         progress: &progress,
-        delta_from: delta_from.as_deref(),
+        delta_from: &delta_from,
         delta_level: delta_level.unwrap_or(zstd_level.max(DEFAULT_DELTA_LEVEL)),
         delta_siblings: !no_delta_siblings,
         image_frames,
     };
-    let store = Store::new(&store);
-    let _lock = super::lock_store(&store, &format!("make {version}"))?;
     let summary = chunk_server::make::make(&store, &options)
         .with_context(|| format!("making release {version} from {}", image.display()))?;
     if let Some(bar) = bar {

@@ -1,0 +1,164 @@
+//! Which releases a make writes delta frames against when it is not told (`make` without
+//! `--delta-from` or `--no-delta`): the ones the fleet runs when the new release ships. That
+//! is the newest older release of the same name and compatible in the store (what most
+//! devices installed last), then the releases the store's channels point at (a stable
+//! channel a release or two behind a beta one), newest first, at most `MAX_DEFAULT_BASES`.
+//! Each base costs make time and store space (its own frames); devices on any other release
+//! take inherited frames or plain frames.
+
+use std::cmp::Ordering;
+
+use diffota_format::channel::Channel;
+use diffota_format::compare_versions;
+
+use super::error::MakeError;
+use crate::store::{io_error, read_index, Store, StoreError};
+
+/// Bases chosen by default at most: the newest older release and up to two channel targets.
+pub const MAX_DEFAULT_BASES: usize = 3;
+
+/// A release of the store that could be a base: its version, whether its name and compatible
+/// match the new release's, and whether a channel points at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseCandidate {
+    pub version: String,
+    pub same_name_and_compatible: bool,
+    pub on_channel: bool,
+}
+
+/// The default bases of release `version` among `candidates` (see the module's comment).
+pub fn choose_default_bases(version: &str, candidates: &[BaseCandidate]) -> Vec<String> {
+    let mut older: Vec<&BaseCandidate> = candidates
+        .iter()
+        .filter(|c| c.same_name_and_compatible)
+        .filter(|c| compare_versions(&c.version, version) == Ordering::Less)
+        .collect();
+    older.sort_by(|a, b| compare_versions(&b.version, &a.version).then(b.version.cmp(&a.version)));
+    let mut chosen: Vec<String> = Vec::new();
+    if let Some(newest) = older.first() {
+        chosen.push(newest.version.clone());
+    }
+    for candidate in older.iter().filter(|c| c.on_channel) {
+        if chosen.len() == MAX_DEFAULT_BASES {
+            break;
+        }
+        if !chosen.contains(&candidate.version) {
+            chosen.push(candidate.version.clone());
+        }
+    }
+    chosen
+}
+
+/// `choose_default_bases` for a release `name` of `compatible` about to be made in `store`:
+/// reads the store's release indexes of that name (not their chunks) and its channel files.
+/// A channel file that cannot be read is passed over: it only adds a base.
+pub fn default_delta_bases(
+    store: &Store,
+    name: &str,
+    compatible: &str,
+    version: &str,
+) -> Result<Vec<String>, MakeError> {
+    let channel_indexes = channel_targets(store);
+    let mut candidates = Vec::new();
+    for release in store.releases()? {
+        if release.name != name || release.version == version {
+            continue;
+        }
+        let index = read_index(&release.path)?;
+        let index_path = format!("releases/{}/{name}.didx", release.version);
+        candidates.push(BaseCandidate {
+            same_name_and_compatible: index.compatible == compatible,
+            on_channel: channel_indexes.contains(&index_path),
+            version: release.version,
+        });
+    }
+    Ok(choose_default_bases(version, &candidates))
+}
+
+/// The index paths (`releases/<version>/<name>.didx`) the store's channel files name.
+fn channel_targets(store: &Store) -> Vec<String> {
+    let dir = store.root().join("channels");
+    let Ok(entries) = fs_err::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut targets = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let read = diffota_files::local_file::read_bounded(
+            &path,
+            diffota_format::limits::CHANNEL,
+            diffota_files::local_file::Links::Refuse,
+        )
+        .map_err(io_error(&path))
+        .and_then(|bytes| {
+            Channel::parse(&bytes).map_err(|source| StoreError::Format {
+                path: path.clone(),
+                source,
+            })
+        });
+        match read {
+            Ok(channel) => targets.push(channel.release.index),
+            Err(e) => tracing::warn!(error = %e, "channel file passed over for delta bases"),
+        }
+    }
+    targets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(version: &str, same: bool, on_channel: bool) -> BaseCandidate {
+        BaseCandidate {
+            version: version.into(),
+            same_name_and_compatible: same,
+            on_channel,
+        }
+    }
+
+    #[test]
+    fn the_newest_older_release_comes_first() {
+        let candidates = [
+            release("1.0", true, false),
+            release("1.10", true, false),
+            release("1.9", true, false),
+            release("3.0", true, false),
+        ];
+        assert_eq!(choose_default_bases("2.0", &candidates), ["1.10"]);
+    }
+
+    #[test]
+    fn channel_targets_follow_newest_first_up_to_the_cap() {
+        let candidates = [
+            release("1.0", true, true),
+            release("1.1", true, true),
+            release("1.2", true, true),
+            release("1.3", true, false),
+            release("1.4", true, true),
+        ];
+        assert_eq!(
+            choose_default_bases("2.0", &candidates),
+            ["1.4", "1.2", "1.1"]
+        );
+    }
+
+    #[test]
+    fn other_boards_names_and_newer_releases_are_never_bases() {
+        let candidates = [
+            release("1.0", false, true),
+            release("2.0", true, true),
+            release("2.1", true, true),
+        ];
+        assert!(choose_default_bases("2.0", &candidates).is_empty());
+        assert!(choose_default_bases("1.0", &[]).is_empty());
+    }
+
+    #[test]
+    fn prereleases_order_before_their_release() {
+        let candidates = [release("2.0~rc1", true, false), release("1.9", true, false)];
+        assert_eq!(choose_default_bases("2.0", &candidates), ["2.0~rc1"]);
+    }
+}
