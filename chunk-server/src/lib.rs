@@ -12,6 +12,7 @@ pub mod index_deltas;
 pub mod keys;
 pub mod make;
 pub mod prune;
+pub mod pull;
 pub mod serve;
 pub mod store;
 pub mod verify;

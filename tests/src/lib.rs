@@ -75,6 +75,11 @@ pub fn run(command: &mut Command) -> Output {
     output
 }
 
+/// A command's stderr, as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// Runs a command that must succeed; returns its stdout.
 pub fn run_ok(command: &mut Command) -> String {
     let output = run(command);

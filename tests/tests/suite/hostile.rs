@@ -59,10 +59,6 @@ fn sparse(path: &Path, length: u64) {
         .unwrap();
 }
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 fn assert_running_untouched(device: &Device, image: &Path) {
     let expected = std::fs::read(image).unwrap();
     assert!(

@@ -12,6 +12,7 @@
 //! | `chunk-server verify`, and publishing mistakes caught with a message | `publish::verify` |
 //! | keys and signatures (minisign interop, passwords) | `publish::keys` |
 //! | `chunk-server prune` | `publish::prune` |
+//! | `chunk-server pull` (a build host without a store) | `publish::pull` |
 //! | `chunk-server serve` | `publish::serve` |
 //! | channels, phased rollout, canaries, replayed channel files | `rollout` |
 //! | an install that goes as planned (what is fetched, HTTPS, file:// stores) | `install::fetch` |

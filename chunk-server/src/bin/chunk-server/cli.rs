@@ -92,6 +92,9 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Bring releases of the published store (HTTP(S)) into a local store, to make the next
+    /// release with delta frames against them on a host that keeps no store
+    Pull(PullArgs),
     /// Publish and inspect channel files
     Channel {
         #[command(subcommand)]
@@ -152,6 +155,32 @@ pub enum ChannelCommand {
         #[arg(long)]
         devices: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PullArgs {
+    /// The local store's directory (made when missing)
+    #[arg(long)]
+    pub store: PathBuf,
+    /// Trusted public key (repeat for several): every channel file and index pulled must
+    /// carry a signature by one of them
+    #[arg(long = "public-key", required = true)]
+    pub public_keys: Vec<PathBuf>,
+    /// A channel to pull, with the release it points at (repeatable; default: stable,
+    /// unless --release is given)
+    #[arg(long)]
+    pub channel: Vec<String>,
+    /// A release to pull, by version (repeatable)
+    #[arg(long)]
+    pub release: Vec<String>,
+    /// Index file name inside releases/<version>/
+    #[arg(long, default_value = "rootfs")]
+    pub name: String,
+    /// PEM bundle of CAs to trust instead of the system's
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// The published store's root URL, e.g. https://updates.example.com/store
+    pub url: String,
 }
 
 #[derive(clap::Args, Debug)]

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use diffota_format::ranges::plan_ranges;
@@ -52,10 +51,6 @@ fn plain_bytes_lacking(store: &Path, from: &str, to: &str) -> u64 {
         .filter(|c| !held.contains(&c.id) && seen.insert(c.id))
         .map(|c| u64::from(c.compressed_length))
         .sum()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn assert_installed(device: &Device, image: &Path) {

@@ -13,6 +13,7 @@ use diffota_tests::*;
 mod keys;
 mod make;
 mod prune;
+mod pull;
 mod serve;
 mod verify;
 

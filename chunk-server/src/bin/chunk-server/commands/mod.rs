@@ -49,6 +49,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             keep,
             dry_run,
         } => store::prune(&store, keep, dry_run, json),
+        Command::Pull(args) => store::pull(args, json),
         Command::Channel { command } => channel::run(command),
         Command::Bundle(args) => bundle::run(args, json),
         Command::Serve(args) => serve::run(args),

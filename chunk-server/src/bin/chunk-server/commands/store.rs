@@ -1,4 +1,4 @@
-//! Looking at a store: verify, diff, prune.
+//! Looking at a store: verify, diff, prune, pull.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,5 +46,38 @@ pub fn prune(store: &Path, keep: usize, dry_run: bool, json: bool) -> Result<Exi
     let _lock = super::lock_store(&store, "prune")?;
     let report = chunk_server::prune::prune(&store, keep, dry_run)?;
     show(&report, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn pull(args: crate::cli::PullArgs, json: bool) -> Result<ExitCode> {
+    use anyhow::Context;
+    let keys = chunk_server::keys::load_public_keys(&args.public_keys)?;
+    let channels = if args.channel.is_empty() && args.release.is_empty() {
+        vec!["stable".to_owned()]
+    } else {
+        args.channel
+    };
+    let store = Store::new(&args.store);
+    let _lock = super::lock_store(&store, "pull")?;
+    let options = chunk_server::pull::PullOptions {
+        url: &args.url,
+        channels: &channels,
+        releases: &args.release,
+        name: &args.name,
+        keys: &keys,
+        ca_file: args.ca_file.as_deref(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let summary = runtime
+        .block_on(chunk_server::pull::pull(&store, &options))
+        .with_context(|| {
+            format!(
+                "pulling from {}",
+                diffota_cli::redact::redact_url(&args.url)
+            )
+        })?;
+    show(&summary, json)?;
     Ok(ExitCode::SUCCESS)
 }
