@@ -233,6 +233,42 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
         assert!(fstab.contains("LABEL=data /data ext4"), "{fstab}");
     }
 
+    // The next build, with the store kept in the deploy directory: the class's make writes
+    // delta frames against the release before, with no setting.
+    let mut app = std::fs::read(tree.join("usr/bin/app")).unwrap();
+    for at in (0..app.len()).step_by(1000) {
+        app[at] ^= 0x5a; // a rebuilt binary
+    }
+    std::fs::write(tree.join("usr/bin/app"), app).unwrap();
+    run_ok(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&tree)
+            .args([
+                "-U",
+                "6f1b6c5a-5d0e-4c0e-9a4e-0d1f2a3b4c5d",
+                "-E",
+                "hash_seed=1d2c3b4a-0f9e-4d8c-8b7a-6e5d4c3b2a19",
+            ])
+            .arg(&image)
+            .arg("16M")
+            .env("E2FSPROGS_FAKE_TIME", "1790000000"),
+    );
+    vars.insert("DIFFOTA_VERSION", "5.0-20261205".into());
+    std::fs::write(&script, image_cmd_script(&vars)).unwrap();
+    run_ok(Command::new("sh").arg(&script).env("PATH", &path));
+    let summary =
+        std::fs::read_to_string(deploy.join("example-image-qemux86-64.rootfs.diffota")).unwrap();
+    assert!(
+        summary.contains("release 5.0-20261205") && summary.contains("against 5.0-20261128"),
+        "{summary}"
+    );
+    let next = diffota_format::Index::decode(
+        &std::fs::read(store.join("releases/5.0-20261205/rootfs.didx")).unwrap(),
+    )
+    .unwrap();
+    assert!(!next.deltas.frames.is_empty(), "{summary}");
+
     // No key: a clear bbfatal, nothing made.
     vars.insert("DIFFOTA_SIGNING_KEY", String::new());
     vars.insert("DIFFOTA_VERSION", "5.1".into());
