@@ -78,7 +78,7 @@ for kind in "${kinds[@]}"; do
   # "make v2" is the default make (delta frames against v1); the plain make (--no-delta) of the same release, in a copy of the
   # store, gives the make-time ratio. Rows for --delta-level 12 (the fastest make) and 19
   # (the fewest bytes), and for --no-delta-siblings (one and two releases behind), too.
-  rm -rf "$work/www/dota" "$work/www/dota12" "$work/www/dota19" "$work/www/dotanosib" "$work/plain"; key=$work/bench.key
+  rm -rf "$work/www/dota" "$work/www/dota12" "$work/www/dota19" "$work/www/dotanosib" "$work/www/dotamulti" "$work/plain"; key=$work/bench.key
   [ -f "$key" ] || "$cs" keygen --unencrypted --secret-key "$key" --public-key "$work/bench.pub" --force >/dev/null
   timed "$cs" make --store "$work/www/dota" --version 1 --compatible bench --key "$key" "$v1"
   cp -a "$work/www/dota" "$work/plain"
@@ -102,7 +102,16 @@ for kind in "${kinds[@]}"; do
   store_make_s[dota19]=$(last_time); store_make_rss[dota19]=$(last_rss)
   timed "$cs" make --store "$work/www/dotanosib" --version 2 --compatible bench --key "$key" --delta-from 1 --no-delta-siblings "$v2"
   store_make_s[dotanosib]=$(last_time); store_make_rss[dotanosib]=$(last_rss)
+  # v3 with delta frames against v2 and v1 both (a fleet with devices two releases behind).
+  cp -a "$work/www/dota" "$work/www/dotamulti"
+  multi_v3_before=$(packs_bytes "$work/www/dotamulti")
+  timed "$cs" make --store "$work/www/dotamulti" --version 3 --compatible bench --key "$key" --delta-from 2 --delta-from 1 "$v3"
+  store_make_s[dotamulti]=$(last_time); store_make_rss[dotamulti]=$(last_rss)
+  multi_v3_store_bytes=$(( $(packs_bytes "$work/www/dotamulti") - multi_v3_before ))
+  v3_before=$(packs_bytes "$work/www/dota")
   timed "$cs" make --store "$work/www/dota" --version 3 --compatible bench --key "$key" "$v3"
+  v3_make_s=$(last_time)
+  v3_store_bytes=$(( $(packs_bytes "$work/www/dota") - v3_before ))
   timed "$cs" make --store "$work/www/dotanosib" --version 3 --compatible bench --key "$key" --delta-from 2 --no-delta-siblings "$v3"
   "$cs" verify --public-key "$work/bench.pub" "$work/www/dota" >/dev/null
   mkdir -p "$work/dev/state"
@@ -152,6 +161,7 @@ TOML
   dota_install "diffota, --delta-level 19" 2 yes dota19
   dota_install "diffota, --no-delta-siblings" 2 yes dotanosib
   dota_install "diffota, --no-delta-siblings, v1 -> v3" 3 yes dotanosib
+  dota_install "diffota, v3 against 2 and 1, v1 -> v3" 3 yes dotamulti
 
   # casync (64 KiB average chunks, its default, zstd)
   rm -rf "$work/www/casync"; mkdir -p "$work/www/casync"
@@ -209,7 +219,7 @@ TOML
     rm -f "$work/patch" "$work/out.img"
     timed "${encode[@]}"; local encode_s; encode_s=$(last_time)
     timed "${decode[@]}"; local decode_s decode_rss; decode_s=$(last_time); decode_rss=$(last_rss)
-    cmp "$work/out.img" "$v2"
+    cmp "$work/out.img" "${pair_to:-$v2}"
     patch_rows+=("| $name | $(stat -c %s "$work/patch") | 1 | ${encode_s}s | ${decode_s}s | | $(mib "$decode_rss") MiB | | |")
     last_patch_bytes=$(stat -c %s "$work/patch")
   }
@@ -224,13 +234,19 @@ TOML
   pairwise "HDiffPatch (zstd 19)" "$bench/hdiff.py" diff "$v1" "$v2" "$work/patch" \
     -- "$bench/hdiff.py" apply "$v1" "$work/patch" "$work/out.img"
   patch_bytes[hdiff]=$last_patch_bytes
+  # Two releases behind: HDiffPatch's patch for exactly v1 -> v3.
+  pair_to=$v3
+  pairwise "HDiffPatch (zstd 19), v1 -> v3" "$bench/hdiff.py" diff "$v1" "$v3" "$work/patch" \
+    -- "$bench/hdiff.py" apply "$v1" "$work/patch" "$work/out.img"
+  patch_bytes[hdiff13]=$last_patch_bytes
+  pair_to=$v2
 
   {
     echo "### $kind (v2: $size bytes, $runs runs, $(date -u +%Y-%m-%d))"
     echo
     echo "| tool | downloaded | requests | make v2 | install (median) | make RSS | install RSS | bytes vs casync | bytes vs bita |"
     echo "|---|---|---|---|---|---|---|---|---|"
-    for tool in diffota "diffota, factory-flashed" "diffota, v1 -> v3" "diffota, --delta-level 12" "diffota, --delta-level 19" "diffota, --no-delta-siblings" "diffota, --no-delta-siblings, v1 -> v3" casync bita zchunk; do
+    for tool in diffota "diffota, factory-flashed" "diffota, v1 -> v3" "diffota, --delta-level 12" "diffota, --delta-level 19" "diffota, --no-delta-siblings" "diffota, --no-delta-siblings, v1 -> v3" "diffota, v3 against 2 and 1, v1 -> v3" casync bita zchunk; do
       printf '| %s | %s | %s | %ss | %ss | %s MiB | %s MiB | %s | %s |\n' "$tool" "${bytes[$tool]}" "${requests[$tool]}" \
         "${make_s[$tool]}" "${install_s[$tool]}" "$(mib "${make_rss[$tool]}")" "$(mib "${install_rss[$tool]}")" \
         "$(awk -v a="${bytes[$tool]}" -v b="${bytes[casync]}" 'BEGIN {printf "%.2fx", a / b}')" \
@@ -244,6 +260,9 @@ TOML
     echo "$(mib "${install_rss[diffota]}") MiB (goal <= 16); factory-flashed $(ratio "${bytes[diffota, factory-flashed]}" "${patch_bytes[xdelta9]}") xdelta3 -9 (goal <= 1.0x);"
     echo "make (default: delta frames against v1) ${make_s[diffota]}s against a plain make (--no-delta) of v2 ${plain_make_s}s ($(ratio "${make_s[diffota]}" "$plain_make_s"), goal <= 3x), $(mib "$plain_make_rss") MiB plain;"
     echo "store bytes v2 added: $delta_store_bytes with delta frames, $plain_store_bytes plain ($(ratio "$delta_store_bytes" "$plain_store_bytes"));"
+    echo "two releases behind (v1 -> v3): default make (v3 against v2) $(ratio "${bytes[diffota, v1 -> v3]}" "${patch_bytes[hdiff13]}") HDiffPatch v1 -> v3 in ${requests[diffota, v1 -> v3]} requests;"
+    echo "v3 against 2 and 1: $(ratio "${bytes[diffota, v3 against 2 and 1, v1 -> v3]}" "${patch_bytes[hdiff13]}") HDiffPatch in ${requests[diffota, v3 against 2 and 1, v1 -> v3]} requests (goal <= 1.2x, <= 10 requests),"
+    echo "make ${store_make_s[dotamulti]}s against ${v3_make_s}s, store bytes v3 added $multi_v3_store_bytes against $v3_store_bytes ($(ratio "$multi_v3_store_bytes" "$v3_store_bytes"));"
     for level in 12 19; do
       echo "with --delta-level $level: make $(ratio "${store_make_s[dota$level]}" "$plain_make_s") a plain make, download $(ratio "${bytes[diffota, --delta-level $level]}" "${patch_bytes[xdelta9]}") xdelta3 -9, $(ratio "${bytes[diffota, --delta-level $level]}" "${patch_bytes[hdiff]}") HDiffPatch."
     done
