@@ -239,7 +239,7 @@ TOML
   pairwise "HDiffPatch (zstd 19), v1 -> v3" "$bench/hdiff.py" diff "$v1" "$v3" "$work/patch" \
     -- "$bench/hdiff.py" apply "$v1" "$work/patch" "$work/out.img"
   patch_bytes[hdiff13]=$last_patch_bytes
-  pair_to=$v2
+  unset pair_to
 
   {
     echo "### $kind (v2: $size bytes, $runs runs, $(date -u +%Y-%m-%d))"

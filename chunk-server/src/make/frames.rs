@@ -1,12 +1,14 @@
-//! `chunk-server make --delta-from VERSION`: after the plain frames, the chunks the release
-//! added are also written as delta frames, grouped with their neighbours and compressed
-//! against the chunks they resemble (found by anchor voting, `crate::frames`): chunks of VERSION,
-//! and chunks this release added that an earlier frame rebuilds (siblings: a device reads
-//! those back from the slot it is writing; `--no-delta-siblings` leaves them out). Only the
-//! one old release named is searched: that bounds make's memory (about 8 bytes per 128
-//! bytes of its distinct content and 4 per 128 of the added content, plus one batch of
-//! groups) whatever the store holds, and it is the release most devices run when the next
-//! one ships.
+//! Delta frames against a base release VERSION (`make --delta-from VERSION`, or a default
+//! base): after the plain frames, the chunks of the release that VERSION lacks are also
+//! written as delta frames, grouped with their neighbours and compressed against the chunks
+//! they resemble (found by anchor voting, `crate::frames`): chunks of VERSION, and chunks of
+//! this release that an earlier frame rebuilds (siblings: a device reads those back from the
+//! slot it is writing; `--no-delta-siblings` leaves them out). Against the newest older
+//! release those are about the chunks the release added; against an older base they also
+//! hold what the releases in between added and this one kept (catch-up frames), so a
+//! device on that base takes frames for everything it lacks. Each base is searched on its
+//! own: that bounds make's memory (about 8 bytes per 128 bytes of its distinct content and
+//! 4 per 128 of the content it lacks, plus one batch of groups) whatever the store holds.
 //!
 //! A frame naming a sibling is of use only to a device that rebuilds that sibling, which a
 //! device two releases behind cannot once the next release drops the sibling's frame. So
@@ -73,16 +75,6 @@ pub struct DeltaSettings {
     pub siblings: bool,
 }
 
-/// A chunk this release added: its number in the index, its length, its plain frame in the
-/// new pack.
-pub(crate) struct AddedChunk {
-    pub number: u32,
-    pub id: ChunkId,
-    pub length: u32,
-    pub pack_offset: u64,
-    pub compressed_length: u32,
-}
-
 /// Writes the delta frames of `added` against the chunks of `from` into `pack` (after the
 /// plain frames, readable through `new_pack`) and adds them to `deltas` (after the frames
 /// against other releases, sharing its base table). The frames' pack number is left 0 for
@@ -92,7 +84,7 @@ pub(crate) struct AddedChunk {
 pub(crate) fn write_delta_frames(
     store: &Store,
     from: &Index,
-    added: &[AddedChunk],
+    added: &[ReleaseChunk],
     new_pack: &File,
     pack: &mut PackWriter,
     settings: DeltaSettings,
@@ -100,17 +92,8 @@ pub(crate) fn write_delta_frames(
 ) -> Result<usize, MakeError> {
     let DeltaSettings { level, siblings } = settings;
     let old = OldChunks::open(store, from)?;
-    let new_pack_path = pack.path().to_owned();
-    let read_added = |chunk: &AddedChunk| {
-        read_checked(
-            new_pack,
-            &new_pack_path,
-            &chunk.id,
-            chunk.pack_offset,
-            chunk.compressed_length,
-            chunk.length,
-        )
-    };
+    let reader = ChunkReader::open(store, added, new_pack, pack.path())?;
+    let read_added = |chunk: &ReleaseChunk| reader.read(chunk);
     let candidates = Candidates {
         old: &old.chunks,
         added,
@@ -279,7 +262,7 @@ pub(crate) fn pays(frame_bytes: u64, plain_bytes: u64) -> bool {
 /// release's distinct chunks first, then the chunks this release added.
 struct Candidates<'a> {
     old: &'a [ChunkEntry],
-    added: &'a [AddedChunk],
+    added: &'a [ReleaseChunk],
 }
 
 enum Candidate {
@@ -324,7 +307,7 @@ impl Candidates<'_> {
 fn compress_group(
     group: &PlannedGroup,
     candidates: &Candidates,
-    read_added: &(impl Fn(&AddedChunk) -> Result<Vec<u8>, StoreError> + Sync),
+    read_added: &(impl Fn(&ReleaseChunk) -> Result<Vec<u8>, StoreError> + Sync),
     old: &OldChunks,
     level: i32,
 ) -> Result<Vec<u8>, MakeError> {
@@ -449,9 +432,9 @@ pub(crate) fn inherit_frames(from: &Index, index: &mut Index) -> usize {
     inherited
 }
 
-/// A distinct chunk of the release, for the image frames: its number in the index and where
-/// its plain frame is (`pack` None: the new pack).
-pub(crate) struct ImageChunk {
+/// A distinct chunk of the release that frames rebuild: its number in the index, its
+/// length, and where its plain frame is (`pack` None: the new pack).
+pub(crate) struct ReleaseChunk {
     pub number: u32,
     pub id: ChunkId,
     pub length: u32,
@@ -466,37 +449,13 @@ pub(crate) struct ImageChunk {
 /// these, so it downloads about what the compressed image costs, not more.
 pub(crate) fn write_image_frames(
     store: &Store,
-    chunks: &[ImageChunk],
+    chunks: &[ReleaseChunk],
     new_pack: &File,
     pack: &mut PackWriter,
     level: i32,
 ) -> Result<Vec<DeltaFrame>, MakeError> {
-    let new_pack_path = pack.path().to_owned();
-    let mut packs: HashMap<[u8; 32], (PathBuf, File)> = HashMap::new();
-    for pack_ref in chunks.iter().filter_map(|c| c.pack) {
-        if let std::collections::hash_map::Entry::Vacant(entry) = packs.entry(pack_ref.id) {
-            let path = store.pack_path(&pack_ref);
-            let file = File::open(&path).map_err(io_error(&path))?;
-            entry.insert((path, file));
-        }
-    }
-    let read = |chunk: &ImageChunk| {
-        let (file, path) = match chunk.pack {
-            Some(pack_ref) => {
-                let (path, file) = &packs[&pack_ref.id];
-                (file, path)
-            }
-            None => (new_pack, &new_pack_path),
-        };
-        read_checked(
-            file,
-            path,
-            &chunk.id,
-            chunk.pack_offset,
-            chunk.compressed_length,
-            chunk.length,
-        )
-    };
+    let reader = ChunkReader::open(store, chunks, new_pack, pack.path())?;
+    let read = |chunk: &ReleaseChunk| reader.read(chunk);
     let unvoted: Vec<NewChunk> = chunks
         .iter()
         .map(|c| NewChunk {
@@ -579,6 +538,55 @@ impl OldChunks {
 }
 
 /// The chunk `id` from the frame at `offset` of an open pack, checked against its id.
+/// Reads chunks of the release from their plain frames, checked against their ids: in the
+/// store's packs, or in the new pack being written.
+struct ChunkReader<'a> {
+    packs: HashMap<[u8; 32], (PathBuf, File)>,
+    new_pack: &'a File,
+    new_pack_path: PathBuf,
+}
+
+impl<'a> ChunkReader<'a> {
+    fn open(
+        store: &Store,
+        chunks: &[ReleaseChunk],
+        new_pack: &'a File,
+        new_pack_path: &Path,
+    ) -> Result<ChunkReader<'a>, StoreError> {
+        let mut packs: HashMap<[u8; 32], (PathBuf, File)> = HashMap::new();
+        for pack_ref in chunks.iter().filter_map(|c| c.pack) {
+            if let std::collections::hash_map::Entry::Vacant(entry) = packs.entry(pack_ref.id) {
+                let path = store.pack_path(&pack_ref);
+                let file = File::open(&path).map_err(io_error(&path))?;
+                entry.insert((path, file));
+            }
+        }
+        Ok(ChunkReader {
+            packs,
+            new_pack,
+            new_pack_path: new_pack_path.to_owned(),
+        })
+    }
+
+    fn read(&self, chunk: &ReleaseChunk) -> Result<Vec<u8>, StoreError> {
+        let (file, path) = match chunk.pack {
+            Some(pack_ref) => {
+                let (path, file) = &self.packs[&pack_ref.id];
+                (file, path)
+            }
+            None => (self.new_pack, &self.new_pack_path),
+        };
+        read_checked(
+            file,
+            path,
+            &chunk.id,
+            chunk.pack_offset,
+            chunk.compressed_length,
+            chunk.length,
+        )
+    }
+}
+
 fn read_checked(
     file: &File,
     path: &Path,
@@ -726,6 +734,10 @@ mod tests {
             2,
             "3.0's base, then the inherited one"
         );
+        // The same frame offered again (by a second base release that inherited it too)
+        // is not listed twice.
+        assert_eq!(inherit_frames(&from, &mut new), 0);
+        assert_eq!(new.deltas.frames.len(), 2);
     }
 
     #[test]

@@ -231,26 +231,16 @@ fn chunk_image(
     })
 }
 
-/// The chunks this release added to the store, each at its first place in the image.
-fn added_chunks(chunked: &Chunked) -> Vec<frames::AddedChunk> {
-    let mut seen = std::collections::HashSet::new();
-    chunked
-        .placed_chunks
-        .iter()
-        .enumerate()
-        .filter_map(|(number, (id, length, placed))| match *placed {
-            Placed::New {
-                pack_offset,
-                compressed_length,
-            } if seen.insert(*id) => Some(frames::AddedChunk {
-                number: number as u32,
-                id: *id,
-                length: *length,
-                pack_offset,
-                compressed_length,
-            }),
-            _ => None,
-        })
+/// The distinct chunks of the release that `from` lacks, each at its first place in the
+/// image: what delta frames against `from` rebuild. Against the newest older release these
+/// are about the chunks the release added; against an older one they also hold the chunks
+/// the releases in between added and this one kept (catch-up frames), which a device on
+/// `from` lacks too.
+fn chunks_lacking(chunked: &Chunked, from: &Index) -> Vec<frames::ReleaseChunk> {
+    let held: std::collections::HashSet<ChunkId> = from.chunks.iter().map(|c| c.id).collect();
+    distinct_chunks(chunked)
+        .into_iter()
+        .filter(|chunk| !held.contains(&chunk.id))
         .collect()
 }
 
@@ -279,13 +269,12 @@ fn write_frames(
         level: options.delta_level,
         siblings: options.delta_siblings,
     };
-    let added = added_chunks(chunked);
     for from_index in &from_indexes {
         pack.flush()?;
         frames::write_delta_frames(
             store,
             from_index,
-            &added,
+            &chunks_lacking(chunked, from_index),
             pack_reader,
             pack,
             settings,
@@ -346,7 +335,7 @@ fn index_with_frames(
 }
 
 /// Every distinct chunk of the release in image order, where its plain frame is.
-fn distinct_chunks(chunked: &Chunked) -> Vec<frames::ImageChunk> {
+fn distinct_chunks(chunked: &Chunked) -> Vec<frames::ReleaseChunk> {
     let mut seen = std::collections::HashSet::new();
     chunked
         .placed_chunks
@@ -365,7 +354,7 @@ fn distinct_chunks(chunked: &Chunked) -> Vec<frames::ImageChunk> {
                     compressed_length,
                 } => (None, pack_offset, compressed_length),
             };
-            frames::ImageChunk {
+            frames::ReleaseChunk {
                 number: number as u32,
                 id: *id,
                 length: *length,

@@ -397,3 +397,82 @@ fn delta_frames_survive_sigkill_and_misbehaving_servers() {
     run_ok(device.diffota().arg("install"));
     assert_holds_v2(&fixture, &device);
 }
+
+/// 3.0 made against 2.0 and 1.0 (`--delta-from 2.0 --delta-from 1.0`, as the default does
+/// when a channel still points at 1.0) carries catch-up frames: against 1.0, for everything
+/// 1.0 lacks, including what 2.0 added and 3.0 kept. A device on 1.0 takes them (the
+/// download `check` predicted, less than with frames against 2.0 alone), and a device on
+/// 2.0 takes the frames against 2.0 first.
+#[test]
+fn frames_against_an_older_release_catch_up_a_device_two_releases_behind() {
+    let mut fleet = Fleet::new();
+    let v1 = std::fs::read(fleet.sample_image("1.0", 8 * MIB, 5, 1)).unwrap();
+    fleet.make("1.0");
+    // 2.0 rebuilds a binary (scattered edits over old bytes), 3.0 rebuilds it again: 3.0's
+    // frames against 2.0 name chunks 2.0 added, which a device on 1.0 lacks.
+    let mut v2 = v1.clone();
+    for at in (MIB as usize..2 * MIB as usize).step_by(4096) {
+        v2[at] ^= 0x5a;
+    }
+    let mut v3 = v2.clone();
+    for at in (MIB as usize + 2048..2 * MIB as usize).step_by(4096) {
+        v3[at] ^= 0xa5;
+    }
+    fleet.image_bytes("2.0", &v2);
+    fleet.make("2.0");
+    fleet.image_bytes("3.0", &v3);
+    let only_2 = fleet.path("store-3.0-against-2.0");
+    run_ok(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&fleet.store)
+            .arg(&only_2),
+    );
+    run_ok(
+        make_command(
+            &only_2,
+            &fleet.keys,
+            "3.0",
+            "test-board",
+            fleet.image("3.0"),
+        )
+        .args(["--delta-from", "2.0"])
+        .env("SOURCE_DATE_EPOCH", "1790000000"),
+    );
+    let made = fleet.make_with("3.0", &["--delta-from", "2.0", "--delta-from", "1.0"]);
+    assert_eq!(made["delta_bases"], serde_json::json!(["2.0", "1.0"]));
+
+    let predicted = |store: &Path| -> u64 {
+        let diff: serde_json::Value = serde_json::from_str(&run_ok(
+            chunk_server()
+                .args(["diff", "--json"])
+                .arg(store.join("releases/1.0/rootfs.didx"))
+                .arg(store.join("releases/3.0/rootfs.didx")),
+        ))
+        .unwrap();
+        diff["download_bytes"].as_u64().unwrap()
+    };
+    let (with_catch_up, against_2_only) = (predicted(&fleet.store), predicted(&only_2));
+    assert!(
+        with_catch_up < against_2_only,
+        "1.0 -> 3.0: {with_catch_up} bytes with catch-up frames, {against_2_only} without"
+    );
+
+    fleet.publish("3.0");
+    let server = fleet.serve();
+    let behind = fleet.device("behind", "1.0", 10 * MIB, &server.url, |_| {});
+    let (fetched, check) = install_as_checked(&behind, &server);
+    assert!(
+        behind.slot_bytes(Slot::B, v3.len()) == v3,
+        "slot b holds 3.0"
+    );
+    let plain = plain_bytes_lacking(&fleet.store, "1.0", "3.0");
+    assert!(
+        fetched < plain / 2,
+        "two behind: fetched {fetched} bytes, plain frames {plain}: {check}"
+    );
+    let one_behind = fleet.device("one-behind", "2.0", 10 * MIB, &server.url, |_| {});
+    let (fetched_one_behind, _) = install_as_checked(&one_behind, &server);
+    assert!(one_behind.slot_bytes(Slot::B, v3.len()) == v3);
+    assert!(fetched_one_behind < plain_bytes_lacking(&fleet.store, "2.0", "3.0") / 2);
+}
