@@ -133,20 +133,24 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
     let deploy = dir.path().join("deploy");
     std::fs::create_dir_all(&deploy).unwrap();
     let image = deploy.join("example-image-qemux86-64.rootfs.ext4");
-    run_ok(
-        Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-d"])
-            .arg(&tree)
-            .args([
-                "-U",
-                "6f1b6c5a-5d0e-4c0e-9a4e-0d1f2a3b4c5d",
-                "-E",
-                "hash_seed=1d2c3b4a-0f9e-4d8c-8b7a-6e5d4c3b2a19",
-            ])
-            .arg(&image)
-            .arg("16M")
-            .env("E2FSPROGS_FAKE_TIME", "1790000000"),
-    );
+    // The image class's ext4: fixed UUID, hash seed and time.
+    let mkfs = |image: &Path| {
+        run_ok(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-d"])
+                .arg(&tree)
+                .args([
+                    "-U",
+                    "6f1b6c5a-5d0e-4c0e-9a4e-0d1f2a3b4c5d",
+                    "-E",
+                    "hash_seed=1d2c3b4a-0f9e-4d8c-8b7a-6e5d4c3b2a19",
+                ])
+                .arg(image)
+                .arg("16M")
+                .env("E2FSPROGS_FAKE_TIME", "1790000000"),
+        )
+    };
+    mkfs(&image);
     let keys = Keys::generate(dir.path(), "release");
     let store = dir.path().join("store");
     let mut vars: BTreeMap<&str, String> = BTreeMap::new();
@@ -240,20 +244,7 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
         app[at] ^= 0x5a; // a rebuilt binary
     }
     std::fs::write(tree.join("usr/bin/app"), app).unwrap();
-    run_ok(
-        Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-d"])
-            .arg(&tree)
-            .args([
-                "-U",
-                "6f1b6c5a-5d0e-4c0e-9a4e-0d1f2a3b4c5d",
-                "-E",
-                "hash_seed=1d2c3b4a-0f9e-4d8c-8b7a-6e5d4c3b2a19",
-            ])
-            .arg(&image)
-            .arg("16M")
-            .env("E2FSPROGS_FAKE_TIME", "1790000000"),
-    );
+    mkfs(&image);
     vars.insert("DIFFOTA_VERSION", "5.0-20261205".into());
     std::fs::write(&script, image_cmd_script(&vars)).unwrap();
     run_ok(Command::new("sh").arg(&script).env("PATH", &path));
