@@ -43,6 +43,10 @@ pub enum PullError {
         #[source]
         source: diffota_format::FormatError,
     },
+    #[error("{0:?} is not a channel name (letters, digits and ._+~- only)")]
+    ChannelName(String),
+    #[error("{url}: the file is channel {names:?}'s, not this one's")]
+    OtherChannel { url: String, names: String },
     #[error("{url}: the pack is not the one the index names ({problem})")]
     WrongPack { url: String, problem: String },
     #[error(
@@ -108,6 +112,9 @@ pub async fn pull(store: &Store, options: &PullOptions<'_>) -> Result<PullSummar
     let mut wanted: Vec<String> = Vec::new();
     let mut channel_files = Vec::new();
     for channel_name in options.channels {
+        if !is_channel_name(channel_name) {
+            return Err(PullError::ChannelName(channel_name.clone()));
+        }
         let relative = format!("channels/{channel_name}.json");
         let (bytes, signature) = remote.signed(&relative, limits::CHANNEL).await?;
         let untrusted = |source| PullError::Untrusted {
@@ -119,6 +126,12 @@ pub async fn pull(store: &Store, options: &PullOptions<'_>) -> Result<PullSummar
             .verify(&relative, &bytes, &signature)
             .map_err(untrusted)?;
         let channel = Channel::parse(&bytes).map_err(untrusted)?;
+        if channel.channel != *channel_name {
+            return Err(PullError::OtherChannel {
+                url: remote.shown(&relative),
+                names: channel.channel.chars().take(80).collect(),
+            });
+        }
         if let Some(version) = channel
             .release
             .index
@@ -349,5 +362,32 @@ impl Remote {
         }
         temp.commit(path).map_err(io_error(path))?;
         Ok(())
+    }
+}
+
+/// A channel name that is one file name in `channels/`: not empty, not `.` or `..`, letters,
+/// digits and `._+~-` only.
+fn is_channel_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_channel_name;
+
+    #[test]
+    fn a_channel_name_is_one_file_name() {
+        for good in ["stable", "beta-2", "rc_1.0", "a~b+c"] {
+            assert!(is_channel_name(good), "{good}");
+        }
+        for bad in ["", ".", "..", "../stable", "a/b", "stable\n", "sta ble"] {
+            assert!(!is_channel_name(bad), "{bad:?}");
+        }
     }
 }

@@ -372,8 +372,12 @@ fn make_writes_delta_frames_against_the_releases_the_fleet_runs_by_default() {
     assert_eq!(plain["delta_frames"], 0);
     assert_eq!(fleet.index("2.1").format_version(), 1);
     fleet.sample_image("2.2", size, 5, 5);
-    let chosen = fleet.make_with("2.2", &["--delta-from", "1.0"]);
-    assert_eq!(chosen["delta_bases"], serde_json::json!(["1.0"]));
+    let chosen = fleet.make_with("2.2", &["--delta-from", "1.0", "--delta-from", "1.0"]);
+    assert_eq!(
+        chosen["delta_bases"],
+        serde_json::json!(["1.0"]),
+        "named once"
+    );
     let output = run(make_command(
         &fleet.store,
         &fleet.keys,

@@ -81,7 +81,12 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         default_delta_bases(&store, &name, &compatible, &version)
             .context("choosing the releases to write delta frames against")?
     } else {
+        // A base named twice would get its frames twice.
+        let mut named = std::collections::HashSet::new();
         delta_from
+            .into_iter()
+            .filter(|version| named.insert(version.clone()))
+            .collect()
     };
     let options = MakeOptions {
         image: &image,
