@@ -22,12 +22,13 @@ pub enum LogTimes {
     Left,
 }
 
-/// Logs to stderr, filtered by `$DIFFOTA_LOG` (default `warn`), coloured only on a terminal.
+/// Logs to stderr, filtered by `$DIFFOTA_LOG` (default `warn`, and `info` for hooks: what a
+/// hook prints belongs in the journal), coloured only on a terminal.
 pub fn init_logging(times: LogTimes) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DIFFOTA_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "warn,diffota::hooks=info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));

@@ -309,6 +309,10 @@ EOF
   local mit
   mit=$(var_of "$top/env-uboot-diffota-config.txt" COMMON_LICENSE_DIR)/MIT
   expect_var "$top/env-uboot-diffota-config.txt" LIC_FILES_CHKSUM "file://$mit;md5=$(md5sum "$mit" | cut -d' ' -f1)"
+  expect_var "$top/env-uboot-diffota-config.txt" DIFFOTA_HOOKS_TIMEOUT 300
+  expect_var "$top/env-uboot-diffota-config.txt" DIFFOTA_HOOKS_POST_COMMIT ""
+  expect_contains "$top/env-uboot-diffota-config.txt" SRC_URI file://diffota-migrate-data-example
+  expect_contains "$top/env-uboot-diffota-config.txt" PACKAGES diffota-config-example-hooks
   expect_var "$top/env-uboot-u-boot-diffota-script.txt" DIFFOTA_UBOOT_ARCH arm64
   expect_var "$top/env-uboot-u-boot-diffota-script.txt" DIFFOTA_KERNEL /boot/Image
   expect_var "$top/env-uboot-u-boot-diffota-script.txt" DIFFOTA_SLOT_B /dev/mmcblk0p3

@@ -52,6 +52,10 @@ pub enum ConfigProblem {
     NoRebootCommand,
     #[error("http.headers: invalid header name {0:?}")]
     HeaderName(String),
+    #[error("hooks: {} is not an absolute path", .0.display())]
+    HookPath(PathBuf),
+    #[error("hooks.timeout_secs must be 1 to 86400")]
+    HookTimeout,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -84,6 +88,59 @@ pub struct Config {
     pub report: Option<ReportConfig>,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The integrator's executables at the points of an install and after a boot.
+    #[serde(default)]
+    pub hooks: HooksConfig,
+}
+
+/// `[hooks]`: absolute paths of executables per point, run in the order given (see
+/// `hooks.rs` for the points, exit statuses and environment).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Before anything is written; may postpone (exit 75) or refuse (exit 77) the release.
+    #[serde(default)]
+    pub pre_install: Vec<PathBuf>,
+    /// After the image is written, before it is read back; the image in `DIFFOTA_IMAGE_DEVICE`.
+    #[serde(default)]
+    pub post_write: Vec<PathBuf>,
+    /// After the slot read back matching, before it is armed for its trial boot.
+    #[serde(default)]
+    pub pre_arm: Vec<PathBuf>,
+    /// After `mark-good` committed the new slot (data migration, a second processor's
+    /// firmware); run again at the next `mark-good` until they all succeeded.
+    #[serde(default)]
+    pub post_commit: Vec<PathBuf>,
+    /// After `mark-good` found that the bootloader fell back to the old slot.
+    #[serde(default)]
+    pub post_revert: Vec<PathBuf>,
+    /// Each hook is killed, with what it started, after this long.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            pre_install: Vec::new(),
+            post_write: Vec::new(),
+            pre_arm: Vec::new(),
+            post_commit: Vec::new(),
+            post_revert: Vec::new(),
+            timeout_secs: default_hook_timeout(),
+        }
+    }
+}
+
+impl HooksConfig {
+    fn all(&self) -> impl Iterator<Item = &PathBuf> {
+        self.pre_install
+            .iter()
+            .chain(&self.post_write)
+            .chain(&self.pre_arm)
+            .chain(&self.post_commit)
+            .chain(&self.post_revert)
+    }
 }
 
 /// The operator's endpoint for outcome reports (`outcomes`): JSON POSTs, over the same
@@ -210,6 +267,9 @@ pub struct HttpConfig {
     pub allow_other_origins: bool,
 }
 
+fn default_hook_timeout() -> u64 {
+    300
+}
 fn default_report_attempts() -> u32 {
     4
 }
@@ -367,6 +427,12 @@ impl Config {
         }) {
             return Err(ConfigProblem::HeaderName(name.clone()));
         }
+        if let Some(path) = self.hooks.all().find(|path| !path.is_absolute()) {
+            return Err(ConfigProblem::HookPath(path.clone()));
+        }
+        if !(1..=86_400).contains(&self.hooks.timeout_secs) {
+            return Err(ConfigProblem::HookTimeout);
+        }
         Ok(())
     }
 
@@ -420,6 +486,8 @@ headers = { Authorization = "Bearer x" }
         let mut config = Config::parse(SAMPLE, Path::new("test.toml")).unwrap();
         config.report = Some(ReportConfig::new("https://reports.example.com/in".into()));
         config.metrics.textfile = Some("/run/diffota.prom".into());
+        config.hooks.pre_install = vec!["/usr/libexec/acme/not-while-printing".into()];
+        config.hooks.post_commit = vec!["/usr/libexec/acme/migrate-data".into()];
         let written = toml::to_string(&config).unwrap();
         let read_back = Config::parse(&written, Path::new("written.toml")).unwrap();
         assert_eq!(format!("{read_back:?}"), format!("{config:?}"), "{written}");
@@ -460,6 +528,14 @@ headers = { Authorization = "Bearer x" }
         assert!(matches!(
             problem("Authorization", "\"Bad Name\""),
             ConfigProblem::HeaderName(name) if name == "Bad Name"
+        ));
+        assert!(matches!(
+            problem("[http]", "[hooks]\npre_install = [\"hooks/check\"]\n[http]"),
+            ConfigProblem::HookPath(path) if path == Path::new("hooks/check")
+        ));
+        assert!(matches!(
+            problem("[http]", "[hooks]\ntimeout_secs = 0\n[http]"),
+            ConfigProblem::HookTimeout
         ));
     }
 }

@@ -63,6 +63,13 @@ fn run_checks(config: &Config, bootloader: &dyn Bootloader) -> Vec<Check> {
     ));
     let state = StateDir::new(&config.state_dir).load().unwrap_or_default();
     checks.extend(slots(config, &state));
+    checks.extend(crate::hooks::checks(&config.hooks));
+    if let Some(owed) = state.owed_hooks() {
+        checks.push(Check::failed(
+            "owed hooks",
+            format!("{owed}; the next mark-good runs them again"),
+        ));
+    }
     checks.push(Check::passed(
         format!("boot backend {}", config.boot.backend),
         bootloader.describe(),

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod check;
 pub mod config;
 pub mod doctor;
+pub mod hooks;
 pub mod install;
 pub mod keys;
 pub mod lifecycle;

@@ -4,10 +4,11 @@
 
 use crate::boot::{BootError, Bootloader};
 use crate::config::Config;
+use crate::hooks::{HookEnv, HookPoint};
 use crate::outcomes::{self, Spool, SpoolError};
 use crate::slot::{booted_slot, Slot, SlotError};
 use crate::state::{
-    DeviceState, HealthFailed, MarkGood, State, StateDir, StateError, TransitionError,
+    DeviceState, HealthFailed, MarkGood, OwedHooks, State, StateDir, StateError, TransitionError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,13 @@ pub enum LifecycleError {
     Transition(#[from] TransitionError),
     #[error(transparent)]
     Boot(#[from] BootError),
+    /// The commit or revert is recorded; its hooks run again at the next `mark-good`.
+    #[error("{done}, but a hook after it failed (it runs again at the next mark-good): {source}")]
+    OwedHook {
+        done: String,
+        #[source]
+        source: crate::hooks::HookError,
+    },
 }
 
 pub fn running_slot(config: &Config) -> Result<Slot, SlotError> {
@@ -44,7 +52,72 @@ pub fn mark_good(
     let outcome = machine.mark_good(running, bootloader, boot_id.as_deref())?;
     record_trial_outcome(config, &outcome, &before, bootcount);
     refresh_metrics(config);
+    run_owed_hooks(config, &mut machine, running)?;
     Ok(outcome)
+}
+
+/// The post-commit or post-revert hooks a transition owes, run where their slot runs and
+/// settled once they all succeeded; a failure leaves them owed for the next `mark-good`.
+fn run_owed_hooks(
+    config: &Config,
+    machine: &mut DeviceState,
+    running: Slot,
+) -> Result<(), LifecycleError> {
+    let Some(owed) = machine.state().owed_hooks().cloned() else {
+        return Ok(());
+    };
+    if owed.slot() != running {
+        tracing::warn!(event = "hooks_dropped", slot = %owed.slot(), running = %running, "the hooks were owed on the other slot, which no longer runs: they are dropped");
+        return Ok(machine.settle_hooks()?);
+    }
+    let (point, done, env) = owed_hook_env(config, machine.state(), &owed, running);
+    crate::hooks::run_point(&config.hooks, point, &env)
+        .map_err(|source| LifecycleError::OwedHook { done, source })?;
+    Ok(machine.settle_hooks()?)
+}
+
+/// The point, what it follows (for messages) and the documented environment of owed hooks.
+fn owed_hook_env(
+    config: &Config,
+    state: &State,
+    owed: &OwedHooks,
+    running: Slot,
+) -> (HookPoint, String, HookEnv) {
+    let env = HookEnv::new()
+        .set("DIFFOTA_RUNNING_SLOT", running.name())
+        .set_path("DIFFOTA_RUNNING_DEVICE", config.slot_path(running))
+        .set("DIFFOTA_OTHER_SLOT", running.other().name())
+        .set_path("DIFFOTA_OTHER_DEVICE", config.slot_path(running.other()))
+        .set_path("DIFFOTA_STATE_DIR", &config.state_dir)
+        .set("DIFFOTA_COMPATIBLE", config.compatible.as_str());
+    match owed {
+        OwedHooks::PostCommit {
+            version,
+            previous_version,
+            ..
+        } => (
+            HookPoint::PostCommit,
+            format!("slot {running} ({version}) is committed"),
+            env.set("DIFFOTA_VERSION", version.as_str()).set(
+                "DIFFOTA_PREVIOUS_VERSION",
+                previous_version.clone().unwrap_or_default(),
+            ),
+        ),
+        OwedHooks::PostRevert {
+            failed_version,
+            reason,
+            ..
+        } => (
+            HookPoint::PostRevert,
+            format!("release {failed_version} was reverted"),
+            env.set("DIFFOTA_FAILED_VERSION", failed_version.as_str())
+                .set("DIFFOTA_REASON", reason.as_str())
+                .set(
+                    "DIFFOTA_VERSION",
+                    state.version_in(running).unwrap_or_default(),
+                ),
+        ),
+    }
 }
 
 /// A committed or reverted trial is an outcome to report. The commit is already durable:

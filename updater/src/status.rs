@@ -100,6 +100,9 @@ impl fmt::Display for StatusReport {
                 trial.version, trial.slot, trial.from_slot
             )?;
         }
+        if let Some(owed) = state.owed_hooks() {
+            writeln!(f, "hooks owed: {owed}; the next mark-good runs them again")?;
+        }
         match state.last_install() {
             Some(last) => write!(
                 f,

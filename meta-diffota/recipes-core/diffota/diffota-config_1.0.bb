@@ -1,8 +1,8 @@
-SUMMARY = "diffota device configuration (/etc/diffota.toml) and trusted public keys"
+SUMMARY = "diffota device configuration (/etc/diffota.toml), trusted public keys, example hooks"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
-SRC_URI = "file://diffota.toml.in file://render-config.sh"
+SRC_URI = "file://diffota.toml.in file://render-config.sh file://diffota-migrate-data-example"
 
 # Where the device fetches releases from, and what it accepts.
 DIFFOTA_SERVER_URL ??= "https://updates.example.com/store"
@@ -17,6 +17,15 @@ DIFFOTA_SLOT_B ??= "/dev/mmcblk0p3"
 DIFFOTA_BOOTLOADER ??= "uboot"
 DIFFOTA_BOOT_ATTEMPTS ??= "3"
 DIFFOTA_GRUBENV ??= "/boot/EFI/BOOT/grubenv"
+# Hooks ([hooks] in diffota.toml): space-separated absolute paths of executables per point,
+# run in order (the top-level README, "Hooks"). The executables come from your own recipes;
+# ${PN}-example-hooks ships diffota-migrate-data-example.
+DIFFOTA_HOOKS_PRE_INSTALL ??= ""
+DIFFOTA_HOOKS_POST_WRITE ??= ""
+DIFFOTA_HOOKS_PRE_ARM ??= ""
+DIFFOTA_HOOKS_POST_COMMIT ??= ""
+DIFFOTA_HOOKS_POST_REVERT ??= ""
+DIFFOTA_HOOKS_TIMEOUT ??= "300"
 
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
@@ -35,7 +44,9 @@ do_install[prefuncs] += "diffota_config_check_keys"
 
 do_install[file-checksums] += "${@' '.join('%s:True' % k for k in (d.getVar('DIFFOTA_PUBLIC_KEYS') or '').split())}"
 do_install[vardeps] += "DIFFOTA_SERVER_URL DIFFOTA_CHANNEL DIFFOTA_COMPATIBLE DIFFOTA_PUBLIC_KEYS DIFFOTA_STATE_DIR \
-    DIFFOTA_DEVICE_ID_FILE DIFFOTA_SLOT_A DIFFOTA_SLOT_B DIFFOTA_BOOTLOADER DIFFOTA_BOOT_ATTEMPTS DIFFOTA_GRUBENV"
+    DIFFOTA_DEVICE_ID_FILE DIFFOTA_SLOT_A DIFFOTA_SLOT_B DIFFOTA_BOOTLOADER DIFFOTA_BOOT_ATTEMPTS DIFFOTA_GRUBENV \
+    DIFFOTA_HOOKS_PRE_INSTALL DIFFOTA_HOOKS_POST_WRITE DIFFOTA_HOOKS_PRE_ARM DIFFOTA_HOOKS_POST_COMMIT \
+    DIFFOTA_HOOKS_POST_REVERT DIFFOTA_HOOKS_TIMEOUT"
 
 do_install() {
     install -d ${D}${sysconfdir}
@@ -45,9 +56,20 @@ do_install() {
     DIFFOTA_SLOT_A="${DIFFOTA_SLOT_A}" DIFFOTA_SLOT_B="${DIFFOTA_SLOT_B}" \
     DIFFOTA_BOOTLOADER="${DIFFOTA_BOOTLOADER}" DIFFOTA_BOOT_ATTEMPTS="${DIFFOTA_BOOT_ATTEMPTS}" \
     DIFFOTA_GRUBENV="${DIFFOTA_GRUBENV}" \
+    DIFFOTA_HOOKS_PRE_INSTALL="${DIFFOTA_HOOKS_PRE_INSTALL}" DIFFOTA_HOOKS_POST_WRITE="${DIFFOTA_HOOKS_POST_WRITE}" \
+    DIFFOTA_HOOKS_PRE_ARM="${DIFFOTA_HOOKS_PRE_ARM}" DIFFOTA_HOOKS_POST_COMMIT="${DIFFOTA_HOOKS_POST_COMMIT}" \
+    DIFFOTA_HOOKS_POST_REVERT="${DIFFOTA_HOOKS_POST_REVERT}" DIFFOTA_HOOKS_TIMEOUT="${DIFFOTA_HOOKS_TIMEOUT}" \
         sh ${UNPACKDIR}/render-config.sh ${UNPACKDIR}/diffota.toml.in ${D}${sysconfdir}/diffota.toml \
             ${D}${sysconfdir}/diffota/keys ${sysconfdir}/diffota/keys
+    install -d ${D}${libexecdir}/diffota/hooks
+    install -m 0755 ${UNPACKDIR}/diffota-migrate-data-example ${D}${libexecdir}/diffota/hooks/
 }
+
+# The example post-commit hook (a /data migration safe against power cuts), only where an
+# image asks for it: IMAGE_INSTALL:append = " diffota-config-example-hooks".
+PACKAGES =+ "${PN}-example-hooks"
+FILES:${PN}-example-hooks = "${libexecdir}/diffota/hooks/diffota-migrate-data-example"
+RDEPENDS:${PN}-example-hooks = "${PN}"
 
 FILES:${PN} = "${sysconfdir}/diffota.toml ${sysconfdir}/diffota"
 CONFFILES:${PN} = "${sysconfdir}/diffota.toml"

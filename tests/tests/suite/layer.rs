@@ -284,7 +284,8 @@ fn config_template_renders_to_a_config_diffota_accepts() {
     let key_dir = dir.path().join("etc/diffota/keys");
     let device_id = dir.path().join("machine-id");
     std::fs::write(&device_id, "0123456789abcdef\n").unwrap();
-    let render = |bootloader: &str| {
+    let example_hook = files.join("diffota-migrate-data-example");
+    let render = |bootloader: &str, post_commit: &Path| {
         run(Command::new("sh")
             .arg(files.join("render-config.sh"))
             .arg(files.join("diffota.toml.in"))
@@ -304,9 +305,10 @@ fn config_template_renders_to_a_config_diffota_accepts() {
             .env("DIFFOTA_SLOT_B", &slot_b)
             .env("DIFFOTA_BOOTLOADER", bootloader)
             .env("DIFFOTA_BOOT_ATTEMPTS", "3")
-            .env("DIFFOTA_GRUBENV", dir.path().join("grubenv")))
+            .env("DIFFOTA_GRUBENV", dir.path().join("grubenv"))
+            .env("DIFFOTA_HOOKS_POST_COMMIT", post_commit))
     };
-    assert!(render("none").status.success());
+    assert!(render("none", &example_hook).status.success());
     std::fs::write(dir.path().join("cmdline"), "diffota.slot=a\n").unwrap();
     let config = std::fs::read_to_string(&out).unwrap();
     std::fs::write(
@@ -322,12 +324,26 @@ fn config_template_renders_to_a_config_diffota_accepts() {
     .unwrap();
     let stdout = run_ok(diffota().arg("--config").arg(&out).arg("doctor"));
     assert!(
-        stdout.contains("2 key(s)") && stdout.contains("0 failed"),
+        stdout.contains("2 key(s)")
+            && stdout.contains(&format!(
+                "ok   post-commit hook {}: executable",
+                example_hook.display()
+            ))
+            && stdout.contains("0 failed"),
         "{stdout}"
     );
-    let bad = render("lilo");
+    let bad = render("lilo", &example_hook);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("DIFFOTA_BOOTLOADER=lilo"));
+    let bad = render("none", Path::new("hooks/migrate"));
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains(
+            "DIFFOTA_HOOKS_POST_COMMIT names hooks/migrate, which is not an absolute path"
+        ),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[test]
@@ -346,6 +362,7 @@ fn shell_scripts_pass_shellcheck() {
             .filter(|p| p.extension().is_some_and(|e| e == "sh")),
     );
     scripts.extend([
+        layer().join("recipes-core/diffota/files/diffota-migrate-data-example"),
         root().join("demo/run.sh"),
         root().join(".ci/run"),
         root().join("tests/yocto/run.sh"),

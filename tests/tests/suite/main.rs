@@ -21,6 +21,7 @@
 //! | delta frames | `install::frames` |
 //! | index deltas | `install::index_deltas` |
 //! | bootloader environments, trial boots, mark-good, revert, rollback, provision | `boot` |
+//! | hooks: each point, "not now" and "never", failures, after-boot hooks across a power cut | `hooks` |
 //! | offline bundles (`chunk-server bundle`, `diffota install FILE`) | `bundle` |
 //! | the D-Bus service | `dbus` |
 //! | outcome reports and metrics | `reports` |
@@ -42,6 +43,7 @@ mod boot;
 mod bundle;
 mod dbus;
 mod demo;
+mod hooks;
 mod hostile;
 mod install;
 mod layer;

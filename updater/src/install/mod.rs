@@ -11,6 +11,7 @@
 mod fetch;
 mod frames;
 mod gate;
+mod hooks;
 mod local;
 mod provision;
 mod report;
@@ -30,6 +31,7 @@ use diffota_format::{hex32, ChunkId, TrustedKeys};
 
 use crate::boot::{BootError, Bootloader};
 use crate::config::Config;
+use crate::hooks::HookPoint;
 use crate::plan::{InPlace, Plan};
 use crate::progress::{Event, Progress};
 use crate::release::{decide, fetch_release, Release, ReleaseError, ReleaseTarget, Trust};
@@ -92,6 +94,9 @@ pub enum InstallError {
     /// same release resumes from what was written.
     #[error("cancelled; the next install of this release resumes where this one stopped")]
     Cancelled,
+    /// A hook before arming failed: nothing was armed, and the next install runs it again.
+    #[error("{0}; nothing was armed")]
+    Hook(#[from] crate::hooks::HookError),
     #[error("the bundle lacks {missing} chunks this device needs: it was made for devices on {made_for}, this device runs {running}, and no store is reachable to fetch the rest")]
     BundleIncomplete {
         missing: usize,
@@ -277,6 +282,18 @@ pub async fn install(
     if let Some(refusal) = gate::refusal(&release, machine.state(), running, options)? {
         return Ok(refusal);
     }
+    let hook_env = hooks::install_env(device.config, &release, machine.state(), running);
+    if let Some(stop) = hooks::run(
+        device,
+        &mut machine,
+        &release,
+        HookPoint::PreInstall,
+        &hook_env,
+    )
+    .await?
+    {
+        return Ok(stop);
+    }
     let job = begin(device, &mut machine, &release, running, &traffic, progress).await?;
     let mut report = InstallReport {
         version: release.index.version.clone(),
@@ -310,8 +327,32 @@ pub async fn install(
     .await?;
     fetch::fetch_all(&fetching, &to_fetch).await?;
     report.fetched_image_bytes = fetched_image_bytes;
+    // Before the read-back, so that whatever a post-write hook did to the slot is caught.
+    let image_env = hooks::image_env(hook_env.clone(), &release, &job.slot);
+    if let Some(stop) = hooks::run(
+        device,
+        &mut machine,
+        &release,
+        HookPoint::PostWrite,
+        &image_env,
+    )
+    .await?
+    {
+        return Ok(stop);
+    }
     progress.event(Event::Verifying);
     verify::read_back(&job.slot, &release.index)?;
+    if let Some(stop) = hooks::run(
+        device,
+        &mut machine,
+        &release,
+        HookPoint::PreArm,
+        &image_env,
+    )
+    .await?
+    {
+        return Ok(stop);
+    }
     report.downloaded_bytes = traffic.bytes.load(Ordering::Relaxed);
     report.requests = traffic.requests.load(Ordering::Relaxed);
     report.seconds = started.elapsed().as_secs_f64();

@@ -25,6 +25,20 @@ pub enum Outcome {
         version: String,
         slot: Slot,
     },
+    /// A hook said "not now" (exit 75): nothing is armed, the next run tries again.
+    Postponed {
+        version: String,
+        hook: String,
+        point: String,
+        message: String,
+    },
+    /// A hook said "never" (exit 77): this device refuses the release for good.
+    Refused {
+        version: String,
+        hook: String,
+        point: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -99,7 +113,35 @@ impl fmt::Display for Outcome {
                 f,
                 "not installing {version}: it failed on this device before ({reason}); a newer release or --force will"
             ),
+            Outcome::Postponed {
+                version,
+                hook,
+                point,
+                message,
+            } => write!(
+                f,
+                "not installing {version} now: the {point} hook {hook} said not now{}; nothing is armed, and the next run tries again",
+                said(message)
+            ),
+            Outcome::Refused {
+                version,
+                hook,
+                point,
+                message,
+            } => write!(
+                f,
+                "not installing {version}: the {point} hook {hook} refused it{}; it will not be installed here again unless forced",
+                said(message)
+            ),
         }
+    }
+}
+
+fn said(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(" ({message})")
     }
 }
 

@@ -406,7 +406,7 @@ fn run_install(
     let error = result.as_ref().err().map(|e| diffota_cli::error_chain(e));
     match result {
         Ok(outcome @ Outcome::Installed(_)) => (Completion::Success, outcome.to_string()),
-        Ok(outcome @ Outcome::PreviouslyFailed { .. }) => {
+        Ok(outcome @ (Outcome::PreviouslyFailed { .. } | Outcome::Refused { .. })) => {
             (Completion::Refused, outcome.to_string())
         }
         Ok(outcome) => (Completion::NothingToDo, outcome.to_string()),

@@ -28,13 +28,19 @@
 //!   confirm, never a revert recorded for a slot that was not tried.
 //! - After a boot, the bootloader is committed before the state says so: a crash between the
 //!   two repeats an idempotent commit on the next run.
+//! - A commit or revert owes its after-boot hooks (post-commit, post-revert) in the same
+//!   state write that records it; `settle_hooks` clears them only after they all succeeded.
+//!   A crash while they run leaves them owed, and the next `mark-good` runs them again: each
+//!   hook runs to success once per commit, and must be safe to run again (a data migration
+//!   replaces its files atomically). The hooks before arming (pre-install, post-write,
+//!   pre-arm) need no state: they run before `arm_trial`, so a failure leaves nothing armed.
 
 use crate::boot::{BootError, BootState, Bootloader};
 use crate::slot::Slot;
 use crate::system;
 
 use super::dir::{StateDir, StateError};
-use super::record::{InProgress, InstallRecord, SlotRecord, State, Trial};
+use super::record::{InProgress, InstallRecord, OwedHooks, SlotRecord, State, Trial};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransitionError {
@@ -305,6 +311,11 @@ impl DeviceState {
             }
             AfterBoot::Commit { trial } => {
                 bootloader.commit(running)?;
+                self.state.owe_hooks(OwedHooks::PostCommit {
+                    slot: running,
+                    version: trial.version.clone(),
+                    previous_version: self.state.version_in(trial.from_slot).map(str::to_owned),
+                });
                 self.state.confirm(running);
                 tracing::info!(event = "marked_good", slot = %running, version = %trial.version);
                 MarkGood::Committed {
@@ -321,6 +332,11 @@ impl DeviceState {
                 bootloader.commit(running)?;
                 self.state
                     .record_revert(&trial, running, &reason, system::now());
+                self.state.owe_hooks(OwedHooks::PostRevert {
+                    slot: running,
+                    failed_version: trial.version.clone(),
+                    reason: reason.clone(),
+                });
                 tracing::warn!(event = "release_reverted", version = %trial.version, slot = %trial.slot, reason = %reason);
                 MarkGood::Reverted {
                     slot: running,
@@ -342,6 +358,19 @@ impl DeviceState {
         };
         self.dir.save(&self.state)?;
         Ok(outcome)
+    }
+
+    /// The hooks a commit or revert owed all succeeded, or their slot no longer runs.
+    pub fn settle_hooks(&mut self) -> Result<(), StateError> {
+        self.state.settle_hooks();
+        self.dir.save(&self.state)
+    }
+
+    /// A hook refused `version` on this device (exit 77): it is recorded like a release
+    /// that failed here and not installed again unless forced.
+    pub fn refuse_release(&mut self, version: &str, reason: &str) -> Result<(), StateError> {
+        self.state.record_refusal(version, reason, system::now());
+        self.dir.save(&self.state)
     }
 
     /// A health check failed on `running`: what that leads to (see `HealthFailed`). Changes
@@ -509,6 +538,17 @@ mod tests {
         let state = state_dir.load().unwrap();
         assert!(state.is_good(Slot::B));
         assert_eq!(state.trial(), None);
+        // The commit owes its post-commit hooks in the same write, until they are settled.
+        assert_eq!(
+            state.owed_hooks(),
+            Some(&OwedHooks::PostCommit {
+                slot: Slot::B,
+                version: "2.0".into(),
+                previous_version: None,
+            })
+        );
+        machine.settle_hooks().unwrap();
+        assert_eq!(state_dir.load().unwrap().owed_hooks(), None);
     }
 
     fn on_trial(slot: Slot, bootcount: u32) -> BootState {
@@ -585,6 +625,10 @@ mod tests {
         assert!(matches!(outcome, MarkGood::Reverted { slot: Slot::A, .. }));
         let state = state_dir.load().unwrap();
         assert!(state.failed("3.0").is_some());
+        assert!(matches!(
+            state.owed_hooks(),
+            Some(OwedHooks::PostRevert { slot: Slot::A, failed_version, .. }) if failed_version == "3.0"
+        ));
         assert_eq!(
             state.last_install().map(|l| l.result),
             Some(InstallResult::Reverted)

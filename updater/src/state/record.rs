@@ -37,6 +37,10 @@ pub struct State {
     /// Releases that did not come up healthy here; not installed again unless forced.
     #[serde(default)]
     failed_releases: Vec<FailedRelease>,
+    /// Hooks owed after a commit or a revert: written in the same step as the transition,
+    /// cleared once they all succeeded, so a power cut in between runs them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owed_hooks: Option<OwedHooks>,
 }
 
 impl Default for State {
@@ -49,6 +53,52 @@ impl Default for State {
             channel_counters: BTreeMap::new(),
             trial: None,
             failed_releases: Vec::new(),
+            owed_hooks: None,
+        }
+    }
+}
+
+/// The after-boot hooks a transition owes, with what they are told.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "point", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum OwedHooks {
+    /// `slot` was committed with `version`; `previous_version` ran before.
+    PostCommit {
+        slot: Slot,
+        version: String,
+        previous_version: Option<String>,
+    },
+    /// The trial of `failed_version` ended with the bootloader back on `slot`.
+    PostRevert {
+        slot: Slot,
+        failed_version: String,
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for OwedHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OwedHooks::PostCommit { slot, version, .. } => {
+                write!(f, "post-commit hooks of {version} in slot {slot} have not succeeded yet")
+            }
+            OwedHooks::PostRevert {
+                slot,
+                failed_version,
+                ..
+            } => write!(
+                f,
+                "post-revert hooks after {failed_version} fell back to slot {slot} have not succeeded yet"
+            ),
+        }
+    }
+}
+
+impl OwedHooks {
+    /// The slot that ran when the hooks became owed: they run only there.
+    pub fn slot(&self) -> Slot {
+        match self {
+            OwedHooks::PostCommit { slot, .. } | OwedHooks::PostRevert { slot, .. } => *slot,
         }
     }
 }
@@ -171,6 +221,10 @@ impl State {
         self.failed_releases.iter().find(|f| f.version == version)
     }
 
+    pub fn owed_hooks(&self) -> Option<&OwedHooks> {
+        self.owed_hooks.as_ref()
+    }
+
     /// The highest counter accepted for `channel`; 0 when none was.
     pub fn channel_counter(&self, channel: &str) -> u64 {
         self.channel_counters.get(channel).copied().unwrap_or(0)
@@ -237,6 +291,22 @@ impl State {
             record.good = false;
         }
         self.trial = None;
+    }
+
+    /// A hook refused the release on this device: it is not installed again on its own.
+    pub(super) fn record_refusal(&mut self, version: &str, reason: &str, at: u64) {
+        self.record_failure(version, reason, at);
+    }
+
+    /// A commit or revert owes its hooks (replacing hooks owed before, which the newer
+    /// transition's hooks supersede).
+    pub(super) fn owe_hooks(&mut self, owed: OwedHooks) {
+        self.owed_hooks = Some(owed);
+    }
+
+    /// The owed hooks all succeeded, or their slot no longer runs.
+    pub(super) fn settle_hooks(&mut self) {
+        self.owed_hooks = None;
     }
 
     fn record_failure(&mut self, version: &str, reason: &str, at: u64) {

@@ -41,6 +41,32 @@ for key in $DIFFOTA_PUBLIC_KEYS; do
     paths="$paths${paths:+, }\"$key_install_dir/$name\""
 done
 
+# DIFFOTA_HOOKS_<POINT>: space-separated absolute paths, rendered as a TOML list.
+hook_list() {
+    set -f
+    list=""
+    for hook in $2; do
+        case "$hook" in
+            /*) ;;
+            *) fail "$1 names $hook, which is not an absolute path" ;;
+        esac
+        case "$hook" in
+            *\"*|*\\*|*@*|*\|*) fail "$1 names $hook, which has a character that cannot go into the config" ;;
+        esac
+        list="$list${list:+, }\"$hook\""
+    done
+    printf '%s' "$list"
+}
+pre_install=$(hook_list DIFFOTA_HOOKS_PRE_INSTALL "${DIFFOTA_HOOKS_PRE_INSTALL:-}")
+post_write=$(hook_list DIFFOTA_HOOKS_POST_WRITE "${DIFFOTA_HOOKS_POST_WRITE:-}")
+pre_arm=$(hook_list DIFFOTA_HOOKS_PRE_ARM "${DIFFOTA_HOOKS_PRE_ARM:-}")
+post_commit=$(hook_list DIFFOTA_HOOKS_POST_COMMIT "${DIFFOTA_HOOKS_POST_COMMIT:-}")
+post_revert=$(hook_list DIFFOTA_HOOKS_POST_REVERT "${DIFFOTA_HOOKS_POST_REVERT:-}")
+hooks_timeout=${DIFFOTA_HOOKS_TIMEOUT:-300}
+case "$hooks_timeout" in
+    ''|*[!0-9]*) fail "DIFFOTA_HOOKS_TIMEOUT=$hooks_timeout is not a number of seconds" ;;
+esac
+
 # Values go into TOML strings: refuse characters that would need escaping.
 for name in DIFFOTA_SERVER_URL DIFFOTA_CHANNEL DIFFOTA_COMPATIBLE DIFFOTA_SLOT_A DIFFOTA_SLOT_B; do
     eval "value=\${$name}"
@@ -60,6 +86,12 @@ sed -e "s|@DIFFOTA_SERVER_URL@|$DIFFOTA_SERVER_URL|" \
     -e "s|@DIFFOTA_BOOTLOADER@|$DIFFOTA_BOOTLOADER|" \
     -e "s|@DIFFOTA_BOOT_ATTEMPTS@|$DIFFOTA_BOOT_ATTEMPTS|" \
     -e "s|@DIFFOTA_GRUBENV@|$DIFFOTA_GRUBENV|" \
+    -e "s|@DIFFOTA_HOOKS_PRE_INSTALL@|$pre_install|" \
+    -e "s|@DIFFOTA_HOOKS_POST_WRITE@|$post_write|" \
+    -e "s|@DIFFOTA_HOOKS_PRE_ARM@|$pre_arm|" \
+    -e "s|@DIFFOTA_HOOKS_POST_COMMIT@|$post_commit|" \
+    -e "s|@DIFFOTA_HOOKS_POST_REVERT@|$post_revert|" \
+    -e "s|@DIFFOTA_HOOKS_TIMEOUT@|$hooks_timeout|" \
     "$template" > "$out"
 if grep -q '@DIFFOTA_' "$out"; then
     fail "unrendered placeholders left in $out"

@@ -5,8 +5,8 @@
 //! | 0 | done: installed, committed, switched, status shown, every doctor check passed |
 //! | 1 | error: something failed and nothing was activated (the message says what); `check`: the install would fail before writing (the slot is too small) |
 //! | 2 | usage: the command line is wrong (clap) |
-//! | 3 | nothing to do: up to date, not eligible yet, already installed and waiting for the reboot, no update to check, a health failure outside a trial |
-//! | 4 | refused: a downgrade, a release that failed here before, no good image to switch to |
+//! | 3 | nothing to do: up to date, not eligible yet, already installed and waiting for the reboot, postponed by a hook ("not now"), no update to check, a health failure outside a trial |
+//! | 4 | refused: a downgrade, a release that failed here before or that a hook refused ("never"), no good image to switch to |
 //! | 5 | busy: another install, mark-good, mark-bad or rollback holds the device lock (named) |
 
 use std::process::ExitCode;
@@ -36,8 +36,9 @@ impl From<&Outcome> for Exit {
             Outcome::Installed(_) => Exit::Done,
             Outcome::UpToDate { .. }
             | Outcome::NotEligible { .. }
-            | Outcome::PendingReboot { .. } => Exit::NothingToDo,
-            Outcome::PreviouslyFailed { .. } => Exit::Refused,
+            | Outcome::PendingReboot { .. }
+            | Outcome::Postponed { .. } => Exit::NothingToDo,
+            Outcome::PreviouslyFailed { .. } | Outcome::Refused { .. } => Exit::Refused,
         }
     }
 }
