@@ -30,13 +30,30 @@ pub struct ChannelOptions<'a> {
     pub signing_key: &'a minisign::SecretKey,
 }
 
+/// Points the channel at the release's manifest when it has one (a release of several
+/// images), else at its index named `options.name`.
 pub fn set_channel(store: &Store, options: &ChannelOptions) -> Result<Channel, ChannelError> {
-    let index_path = store.index_path(options.release, options.name);
-    if !index_path.is_file() {
-        let release = format!("{} named {}", options.release, options.name);
-        return Err(store.no_such_release(&release).into());
-    }
-    let index = read_index(&index_path)?;
+    let manifest_path = store.manifest_path(options.release);
+    let (version, compatible, target) = if manifest_path.is_file() {
+        let manifest = crate::store::read_manifest(&manifest_path)?;
+        (
+            manifest.version,
+            manifest.compatible,
+            diffota_format::Manifest::path(options.release),
+        )
+    } else {
+        let index_path = store.index_path(options.release, options.name);
+        if !index_path.is_file() {
+            let release = format!("{} named {}", options.release, options.name);
+            return Err(store.no_such_release(&release).into());
+        }
+        let index = read_index(&index_path)?;
+        (
+            index.version,
+            index.compatible,
+            format!("releases/{}/{}.didx", options.release, options.name),
+        )
+    };
     let path = store.channel_path(options.channel);
     let previous_counter = match diffota_files::local_file::read_bounded(
         &path,
@@ -61,9 +78,9 @@ pub fn set_channel(store: &Store, options: &ChannelOptions) -> Result<Channel, C
         issued_at: options.now,
         expires_at: options.now + options.lifetime_seconds,
         release: ReleaseRef {
-            version: index.version.clone(),
-            compatible: index.compatible.clone(),
-            index: format!("releases/{}/{}.didx", options.release, options.name),
+            version,
+            compatible,
+            index: target,
         },
         rollout: Rollout {
             percent: options.percent,

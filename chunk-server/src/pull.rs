@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use diffota_format::channel::Channel;
 use diffota_format::signature::{signature_of, SignedIndex};
-use diffota_format::{limits, Index, PackRef, TrustedKeys};
+use diffota_format::{limits, Index, Manifest, ManifestImage, PackRef, TrustedKeys};
 use futures_util::StreamExt;
 
 use crate::fsutil::{temp_file_beside, write_atomic};
@@ -43,6 +43,8 @@ pub enum PullError {
         #[source]
         source: diffota_format::FormatError,
     },
+    #[error("{url}: not the file the release's signed manifest pins")]
+    NotPinned { url: String },
     #[error("{0:?} is not a channel name (letters, digits and ._+~- only)")]
     ChannelName(String),
     #[error("{url}: the file is channel {names:?}'s, not this one's")]
@@ -132,12 +134,15 @@ pub async fn pull(store: &Store, options: &PullOptions<'_>) -> Result<PullSummar
                 names: channel.channel.chars().take(80).collect(),
             });
         }
-        if let Some(version) = channel
-            .release
-            .index
-            .strip_prefix("releases/")
+        let named = channel.release.index.strip_prefix("releases/");
+        let version = named
             .and_then(|rest| rest.strip_suffix(&format!("/{}.didx", options.name)))
-        {
+            .or_else(|| {
+                named.and_then(|rest| {
+                    rest.strip_suffix(&format!("/{}", diffota_format::manifest::MANIFEST_FILE))
+                })
+            });
+        if let Some(version) = version {
             if !wanted.iter().any(|v| v == version) {
                 wanted.push(version.to_owned());
             }
@@ -162,6 +167,8 @@ pub async fn pull(store: &Store, options: &PullOptions<'_>) -> Result<PullSummar
     Ok(summary)
 }
 
+/// A release: its manifest when it has one (a release of several images) and every index
+/// it pins, else its index named `options.name`; the packs they name; the manifest last.
 async fn pull_release(
     store: &Store,
     remote: &Remote,
@@ -173,7 +180,64 @@ async fn pull_release(
         url: remote.shown(&format!("releases/{version}")),
         source,
     })?;
-    let relative = format!("releases/{version}/{}.didx", options.name);
+    let manifest_relative = Manifest::path(version);
+    let limit = diffota_format::manifest::MAX_MANIFEST_BYTES as u64;
+    let manifest = match remote.signed(&manifest_relative, limit).await {
+        Ok((bytes, signature)) => {
+            let untrusted = |source| PullError::Untrusted {
+                url: remote.shown(&manifest_relative),
+                source,
+            };
+            options
+                .keys
+                .verify(&manifest_relative, &bytes, &signature)
+                .map_err(untrusted)?;
+            let manifest = Manifest::parse(&bytes).map_err(untrusted)?;
+            if manifest.version != version {
+                return Err(PullError::NotPinned {
+                    url: remote.shown(&manifest_relative),
+                });
+            }
+            Some((manifest, bytes, signature))
+        }
+        Err(PullError::Status { status, .. }) if status == reqwest::StatusCode::NOT_FOUND => None,
+        Err(e) => return Err(e),
+    };
+    match &manifest {
+        Some((manifest, ..)) => {
+            for image in &manifest.images {
+                pull_index(
+                    store,
+                    remote,
+                    options,
+                    version,
+                    &image.name,
+                    Some(image),
+                    summary,
+                )
+                .await?;
+            }
+        }
+        None => pull_index(store, remote, options, version, options.name, None, summary).await?,
+    }
+    if let Some((_, bytes, signature)) = manifest {
+        write_signed(&store.manifest_path(version), &bytes, &signature)?;
+    }
+    Ok(())
+}
+
+/// One index of a release, checked against its signature (and against the manifest's pin
+/// when it has one), and the packs it names.
+async fn pull_index(
+    store: &Store,
+    remote: &Remote,
+    options: &PullOptions<'_>,
+    version: &str,
+    name: &str,
+    pinned: Option<&ManifestImage>,
+    summary: &mut PullSummary,
+) -> Result<(), PullError> {
+    let relative = format!("releases/{version}/{name}.didx");
     let (bytes, signature) = remote.signed(&relative, limits::INDEX).await?;
     let signed = SignedIndex {
         bytes: &bytes,
@@ -187,13 +251,18 @@ async fn pull_release(
         })?
         .index()
         .clone();
-    let local_path = store.index_path(version, options.name);
+    if pinned.is_some_and(|image| !image.pins(&bytes, &index) || index.version != version) {
+        return Err(PullError::NotPinned {
+            url: remote.shown(&relative),
+        });
+    }
+    let local_path = store.index_path(version, name);
     match std::fs::read(&local_path) {
         Ok(local) if local == bytes => {}
         Ok(_) => {
             return Err(PullError::Differs {
                 version: version.to_owned(),
-                name: options.name.to_owned(),
+                name: name.to_owned(),
             })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -209,11 +278,16 @@ async fn pull_release(
         summary.packs_fetched += 1;
         summary.bytes_fetched += pack.length;
     }
-    if let Some(dir) = local_path.parent() {
+    write_signed(&local_path, &bytes, &signature)
+}
+
+/// A store file and its `.minisig`, each replaced atomically.
+fn write_signed(path: &Path, bytes: &[u8], signature: &str) -> Result<(), PullError> {
+    if let Some(dir) = path.parent() {
         fs_err::create_dir_all(dir).map_err(io_error(dir))?;
     }
-    write_atomic(&local_path, &bytes).map_err(io_error(&local_path))?;
-    let signature_path = diffota_format::signature::signature_path(&local_path);
+    write_atomic(path, bytes).map_err(io_error(path))?;
+    let signature_path = diffota_format::signature::signature_path(path);
     write_atomic(&signature_path, signature.as_bytes()).map_err(io_error(&signature_path))?;
     Ok(())
 }

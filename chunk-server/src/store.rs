@@ -156,6 +156,14 @@ impl Store {
             .join(format!("{name}.didx"))
     }
 
+    /// `releases/<version>/release.json`: the manifest of a release of several images.
+    pub fn manifest_path(&self, version: &str) -> PathBuf {
+        self.root
+            .join("releases")
+            .join(version)
+            .join(diffota_format::manifest::MANIFEST_FILE)
+    }
+
     pub fn channel_path(&self, channel: &str) -> PathBuf {
         self.root.join("channels").join(format!("{channel}.json"))
     }
@@ -280,6 +288,21 @@ pub fn read_index(path: &Path) -> Result<Index, StoreError> {
     )
     .map_err(io_error(path))?;
     Index::decode(&bytes).map_err(|source| StoreError::Format {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads and parses a release manifest without checking its signature (the store's own
+/// files, on the build host).
+pub fn read_manifest(path: &Path) -> Result<diffota_format::Manifest, StoreError> {
+    let bytes = diffota_files::local_file::read_bounded(
+        path,
+        diffota_format::manifest::MAX_MANIFEST_BYTES as u64,
+        diffota_files::local_file::Links::Follow,
+    )
+    .map_err(io_error(path))?;
+    diffota_format::Manifest::parse(&bytes).map_err(|source| StoreError::Format {
         path: path.to_owned(),
         source,
     })

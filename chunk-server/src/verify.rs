@@ -88,6 +88,8 @@ pub enum Problem {
         file: String,
         problem: Box<ChannelProblem>,
     },
+    #[error("{file}: {problem}")]
+    Manifest { file: String, problem: String },
     #[error("{file}: delta frame {frame} in {pack} at offset {pack_offset}: {source}")]
     DeltaFrame {
         file: String,
@@ -223,10 +225,74 @@ pub fn verify_store(
         }
         check_index_deltas(store, &release, &mut report)?;
     }
+    check_manifests(store, version, keys, &mut report)?;
     if version.is_none() {
         check_channels(store, keys, now, &mut report);
     }
     Ok(report)
+}
+
+/// Each `releases/<version>/release.json`: signed, and pinning indexes that are there with
+/// the length, hash, version and compatible it says (what a device checks before it acts).
+fn check_manifests(
+    store: &Store,
+    version: Option<&str>,
+    keys: Option<&TrustedKeys>,
+    report: &mut VerifyReport,
+) -> Result<(), StoreError> {
+    let mut versions: Vec<String> = store.releases()?.into_iter().map(|r| r.version).collect();
+    versions.dedup();
+    for release in versions
+        .iter()
+        .filter(|v| version.is_none_or(|want| want == *v))
+    {
+        let path = store.manifest_path(release);
+        if !path.exists() {
+            continue;
+        }
+        let file = diffota_format::Manifest::path(release);
+        if let Err(problem) = check_manifest(store, &path, keys) {
+            report.problems.push(Problem::Manifest { file, problem });
+        }
+    }
+    Ok(())
+}
+
+fn check_manifest(
+    store: &Store,
+    path: &std::path::Path,
+    keys: Option<&TrustedKeys>,
+) -> Result<(), String> {
+    let limit = diffota_format::manifest::MAX_MANIFEST_BYTES as u64;
+    let bytes = read_store_file(path, limit).map_err(|e| e.to_string())?;
+    if let Some(keys) = keys {
+        let signature = read_store_file(&signature_path(path), limits::SIGNATURE)
+            .map_err(|e| format!("signature: {e}"))?;
+        keys.verify(
+            "release manifest",
+            &bytes,
+            &String::from_utf8_lossy(&signature),
+        )
+        .map_err(|e| format!("{e} (devices refuse the release)"))?;
+    }
+    let manifest = diffota_format::Manifest::parse(&bytes).map_err(|e| e.to_string())?;
+    for image in &manifest.images {
+        let index_file = manifest.index_path(image);
+        let index_bytes = read_store_file(&store.root().join(&index_file), limits::INDEX)
+            .map_err(|e| format!("image {}: {index_file}: {e}", image.name))?;
+        let index = Index::decode(&index_bytes)
+            .map_err(|e| format!("image {}: {index_file}: {e}", image.name))?;
+        if !image.pins(&index_bytes, &index)
+            || index.version != manifest.version
+            || index.compatible != manifest.compatible
+        {
+            return Err(format!(
+                "image {}: {index_file} is not the index the manifest pins (length, BLAKE3, image, version or compatible differ; devices refuse the release)",
+                image.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Each `<name>.didx.from-<version>` beside the index must rebuild the index's exact bytes
@@ -325,7 +391,15 @@ fn check_channel(
     let named = &channel.release;
     let index_path = store.root().join(&named.index);
     let index = match read_store_file(&index_path, limits::INDEX) {
-        Ok(bytes) => Index::decode(&bytes).map_err(ChannelProblem::Format)?,
+        Ok(bytes) if diffota_format::manifest::is_manifest_path(&named.index) => {
+            let manifest =
+                diffota_format::Manifest::parse(&bytes).map_err(ChannelProblem::Format)?;
+            (manifest.version, manifest.compatible)
+        }
+        Ok(bytes) => {
+            let index = Index::decode(&bytes).map_err(ChannelProblem::Format)?;
+            (index.version, index.compatible)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(ChannelProblem::MissingRelease {
                 index: named.index.clone(),
@@ -333,13 +407,14 @@ fn check_channel(
         }
         Err(e) => return Err(ChannelProblem::Unreadable(e)),
     };
-    if index.version != named.version || index.compatible != named.compatible {
+    let (actual, actual_compatible) = index;
+    if actual != named.version || actual_compatible != named.compatible {
         return Err(ChannelProblem::Mismatch {
             index: named.index.clone(),
             named: named.version.clone(),
             named_compatible: named.compatible.clone(),
-            actual: index.version,
-            actual_compatible: index.compatible,
+            actual,
+            actual_compatible,
         });
     }
     Ok(())

@@ -11,6 +11,7 @@ pub mod frame_codec;
 pub mod index;
 pub mod index_deltas;
 pub mod limits;
+pub mod manifest;
 pub mod ranges;
 pub mod signature;
 pub mod version;
@@ -20,6 +21,7 @@ pub use chunk::{
     hex32, parse_hex32, Chunk, ChunkData, ChunkId, ChunkerKind, ChunkerParams, VerifiedChunk,
 };
 pub use index::{ChunkEntry, Index, PackRef};
+pub use manifest::{InstallKind, Manifest, ManifestImage};
 pub use signature::{SignedIndex, TrustedKeys, VerifiedIndex};
 pub use version::compare_versions;
 
@@ -77,4 +79,6 @@ pub enum FormatError {
     BadChannel(#[from] channel::ChannelProblem),
     #[error("bundle: {0}")]
     BadBundle(#[from] bundle::BundleFormatError),
+    #[error("release manifest: {0}")]
+    BadManifest(#[from] manifest::ManifestProblem),
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use diffota::boot::{grub, uboot};
 use diffota_format::bundle::{self, BundleHeader, Section, SectionKind};
 use diffota_format::ranges::ContentRange;
-use diffota_format::{compare_versions, Channel, Index};
+use diffota_format::{compare_versions, Channel, Index, Manifest};
 
 /// What a target does with one input; it panics when the decoder breaks a promise.
 pub type Target = fn(&[u8]);
@@ -20,6 +20,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("index_delta", index_delta),
     ("bundle", bundle),
     ("channel", channel),
+    ("manifest", manifest),
     ("uboot_env", uboot_env),
     ("grubenv", grubenv),
     ("http_range", http_range),
@@ -123,6 +124,14 @@ pub fn channel(data: &[u8]) {
     if let Ok(channel) = Channel::parse(data) {
         let again = Channel::parse(&channel.to_json()).expect("a parsed channel re-parses");
         assert_eq!(again, channel);
+    }
+}
+
+/// A release manifest: a parsed one validates and re-parses to itself.
+pub fn manifest(data: &[u8]) {
+    if let Ok(manifest) = Manifest::parse(data) {
+        let again = Manifest::parse(&manifest.to_json()).expect("a parsed manifest re-parses");
+        assert_eq!(again, manifest);
     }
 }
 

@@ -122,6 +122,40 @@ impl Fleet {
         serde_json::from_str(&stdout).expect("make --json prints JSON")
     }
 
+    /// `chunk-server make` of a release of several images: `slot_images` and `single_copy`
+    /// as NAME=PATH (`--image`, `--single-copy`), signed, at the fleet's fixed clock, with
+    /// `args` besides; returns the JSON summary.
+    pub fn make_images(
+        &self,
+        version: &str,
+        slot_images: &[(&str, &Path)],
+        single_copy: &[(&str, &Path)],
+        args: &[&str],
+    ) -> serde_json::Value {
+        let mut command = crate::chunk_server();
+        command
+            .args([
+                "make",
+                "--json",
+                "--zstd-level",
+                "3",
+                "--compatible",
+                "test-board",
+            ])
+            .args(["--version", version, "--store"])
+            .arg(&self.store)
+            .arg("--key")
+            .arg(&self.keys.secret)
+            .args(args)
+            .env("SOURCE_DATE_EPOCH", "1790000000");
+        for (flag, images) in [("--image", slot_images), ("--single-copy", single_copy)] {
+            for (name, path) in images {
+                command.arg(flag).arg(format!("{name}={}", path.display()));
+            }
+        }
+        serde_json::from_str(&run_ok(&mut command)).expect("make --json prints JSON")
+    }
+
     /// Points channel `stable` at `version`.
     pub fn publish(&self, version: &str) {
         self.set_channel("stable", version, &[]);
@@ -136,6 +170,30 @@ impl Fleet {
     /// `access.log`.
     pub fn serve(&self) -> StoreServer {
         StoreServer::start(&self.store, &self.path("access.log"), None)
+    }
+
+    /// `serve` over HTTPS with a certificate of `ca` (a `TestCa` in the fleet's directory).
+    pub fn serve_tls(&self, ca: &crate::TestCa) -> StoreServer {
+        StoreServer::start(
+            &self.store,
+            &self.path("access.log"),
+            Some((&ca.server_cert, &ca.server_key)),
+        )
+    }
+
+    /// `chunk-server pull --json` of `url`'s stable channel into the store at `local`,
+    /// trusting the fleet's key and `ca`.
+    pub fn pull_into(&self, local: &Path, ca: &crate::TestCa, url: &str) -> std::process::Output {
+        crate::run(
+            crate::chunk_server()
+                .args(["pull", "--json", "--store"])
+                .arg(local)
+                .arg("--public-key")
+                .arg(&self.keys.public)
+                .arg("--ca-file")
+                .arg(&ca.ca_cert)
+                .arg(url),
+        )
     }
 
     /// `<dir>/<name>`: an offline bundle of release `to` for devices running any of `from`

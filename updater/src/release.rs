@@ -7,7 +7,10 @@ use std::cmp::Ordering;
 use diffota_format::channel::{Channel, Eligibility};
 use diffota_format::index_deltas;
 use diffota_format::signature::signature_of;
-use diffota_format::{compare_versions, FormatError, SignedIndex, TrustedKeys, VerifiedIndex};
+use diffota_format::{
+    compare_versions, FormatError, InstallKind, Manifest, ManifestImage, SignedIndex, TrustedKeys,
+    VerifiedIndex,
+};
 
 use std::path::PathBuf;
 
@@ -57,8 +60,12 @@ pub enum ReleaseError {
         channel_version: String,
         index_version: String,
     },
-    #[error("{0:?} is not a release index (.didx), store URL or channel")]
+    #[error("{0:?} is not a release index (.didx), release manifest (release.json), store URL or channel")]
     UnknownTarget(String),
+    #[error("release {version} has several images ({images}); this diffota installs a release of one image only (several images and slot groups are not supported yet)")]
+    SeveralImages { version: String, images: String },
+    #[error("release {version}: {index} is not the index its signed manifest pins (length, BLAKE3 or image differ)")]
+    NotPinned { version: String, index: String },
     #[error(transparent)]
     Bundle(#[from] BundleError),
 }
@@ -93,7 +100,11 @@ impl ReleaseTarget {
         configured_channel: &str,
     ) -> ReleaseTarget {
         match (index_or_bundle, channel) {
-            (Some(file), _) if !file.ends_with(".didx") && std::path::Path::new(file).is_file() => {
+            (Some(file), _)
+                if !file.ends_with(".didx")
+                    && !diffota_format::manifest::is_manifest_path(file)
+                    && std::path::Path::new(file).is_file() =>
+            {
                 ReleaseTarget::Bundle(file.into())
             }
             (Some(index), _) => ReleaseTarget::Index(index.to_owned()),
@@ -104,7 +115,7 @@ impl ReleaseTarget {
 
     /// Store root and index path relative to it, for an index URL or path.
     pub fn split_index_location(location: &str) -> Result<(String, String), ReleaseError> {
-        if !location.ends_with(".didx") {
+        if !location.ends_with(".didx") && !diffota_format::manifest::is_manifest_path(location) {
             return Err(ReleaseError::UnknownTarget(location.to_owned()));
         }
         match location.rfind("/releases/") {
@@ -193,11 +204,34 @@ pub async fn fetch_release(
             (source, relative, None)
         }
     };
+    let manifest = if diffota_format::manifest::is_manifest_path(&index_path) {
+        Some(fetch_manifest(&source, &index_path, trust, channel.as_ref(), traffic).await?)
+    } else {
+        None
+    };
+    let (index_path, pinned) = match &manifest {
+        Some(manifest) => {
+            let image = only_image(manifest)?;
+            (manifest.index_path(image), Some(image))
+        }
+        None => (index_path, None),
+    };
     let signature = source
         .get(&signature_of(&index_path), SIGNATURE_LIMIT, traffic)
         .await?;
     let signature = String::from_utf8_lossy(&signature).into_owned();
     let index = fetch_index(&source, &index_path, &signature, base, trust.keys, traffic).await?;
+    if let (Some(image), Some(manifest)) = (pinned, &manifest) {
+        if !image.pins(&index.to_bytes(), &index)
+            || index.version != manifest.version
+            || index.compatible != manifest.compatible
+        {
+            return Err(ReleaseError::NotPinned {
+                version: index.version.clone(),
+                index: source.describe(&index_path),
+            });
+        }
+    }
     check_index(&index, trust, channel.as_ref())?;
     let eligibility = channel
         .as_ref()
@@ -210,6 +244,66 @@ pub async fn fetch_release(
         eligibility,
         bundle: None,
     })
+}
+
+/// The signed manifest at `path`, verified, for this device (compatible) and the channel's
+/// version.
+async fn fetch_manifest(
+    source: &StoreSource,
+    path: &str,
+    trust: &Trust<'_>,
+    channel: Option<&Channel>,
+    traffic: &Traffic,
+) -> Result<Manifest, ReleaseError> {
+    let signature = source
+        .get(&signature_of(path), SIGNATURE_LIMIT, traffic)
+        .await?;
+    let bytes = source
+        .get(
+            path,
+            diffota_format::manifest::MAX_MANIFEST_BYTES as u64,
+            traffic,
+        )
+        .await?;
+    let what = source.describe(path);
+    trust
+        .keys
+        .verify(&what, &bytes, &String::from_utf8_lossy(&signature))
+        .map_err(ReleaseError::Signature)?;
+    let manifest = Manifest::parse(&bytes).map_err(format_error(&what))?;
+    if manifest.compatible != trust.compatible {
+        return Err(ReleaseError::Incompatible {
+            version: manifest.version,
+            expected: trust.compatible.to_owned(),
+            found: manifest.compatible,
+        });
+    }
+    if let Some(channel) = channel.filter(|c| c.release.version != manifest.version) {
+        return Err(ReleaseError::VersionMismatch {
+            channel_version: channel.release.version.clone(),
+            index_version: manifest.version,
+        });
+    }
+    Ok(manifest)
+}
+
+/// The one image of a manifest this device installs: its only image, into the `[slots]`
+/// pair. A release of several images is refused, naming them.
+pub fn only_image(manifest: &Manifest) -> Result<&ManifestImage, ReleaseError> {
+    match manifest.images.as_slice() {
+        [image] if image.install == InstallKind::Slot => Ok(image),
+        images => Err(ReleaseError::SeveralImages {
+            version: manifest.version.clone(),
+            images: images
+                .iter()
+                .map(|i| match i.install {
+                    InstallKind::Slot => i.name.clone(),
+                    InstallKind::SingleCopy => format!("{} (single-copy)", i.name),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
 }
 
 /// The index at `index_path`, verified against `signature`: rebuilt from its index delta

@@ -28,4 +28,7 @@ pub enum MakeError {
     Format(#[from] diffota_format::FormatError),
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    /// A release of several images that cannot be made as asked.
+    #[error("{0}")]
+    Images(String),
 }

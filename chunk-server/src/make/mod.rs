@@ -23,6 +23,7 @@ pub mod base_releases;
 mod error;
 pub mod frames;
 mod pack;
+pub mod release;
 
 pub use error::MakeError;
 pub(crate) use pack::PackWriter;

@@ -22,6 +22,7 @@
 //! | index deltas | `install::index_deltas` |
 //! | bootloader environments, trial boots, mark-good, revert, rollback, provision | `boot` |
 //! | hooks: each point, "not now" and "never", failures, after-boot hooks across a power cut | `hooks` |
+//! | releases of several images: make, the manifest, channels, verify, devices | `images` |
 //! | offline bundles (`chunk-server bundle`, `diffota install FILE`) | `bundle` |
 //! | the D-Bus service | `dbus` |
 //! | outcome reports and metrics | `reports` |
@@ -45,6 +46,7 @@ mod dbus;
 mod demo;
 mod hooks;
 mod hostile;
+mod images;
 mod install;
 mod layer;
 mod output;

@@ -245,8 +245,19 @@ pub struct MakeArgs {
     /// frames (a wiped slot, a major upgrade) takes these instead
     #[arg(long)]
     pub image_frames: bool,
-    /// The image file (rootfs.ext4, .erofs, .squashfs, any block image)
-    pub image: PathBuf,
+    /// A release of several images: NAME=PATH of an image devices install into the inactive
+    /// slot of its A/B pair, switched together with the release's other such images
+    /// (repeatable; e.g. --image rootfs=rootfs.ext4 --image appfs=app.erofs). Writes a signed
+    /// manifest, releases/<version>/release.json, that channels point at
+    #[arg(long = "image", value_name = "NAME=PATH", conflicts_with = "name")]
+    pub images: Vec<String>,
+    /// With --image: NAME=PATH of an image written once per release to a single-copy target
+    /// (a bootloader, a second processor's firmware), after the slot images verified
+    #[arg(long = "single-copy", value_name = "NAME=PATH", requires = "images")]
+    pub single_copy: Vec<String>,
+    /// The image file (rootfs.ext4, .erofs, .squashfs, any block image) of a one-image release
+    #[arg(required_unless_present = "images", conflicts_with = "images")]
+    pub image: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -31,11 +31,7 @@ fn a_build_host_without_a_store_pulls_the_fleets_releases_and_makes_delta_frames
     fleet.sample_release("2.0", 8 * MIB, 5, 2);
     fleet.publish("2.0");
     let ca = TestCa::create(fleet.dir.path());
-    let server = StoreServer::start(
-        &fleet.store,
-        &fleet.path("access.log"),
-        Some((&ca.server_cert, &ca.server_key)),
-    );
+    let server = fleet.serve_tls(&ca);
 
     // A key the releases were not signed with: nothing is kept.
     let stranger = Keys::generate(fleet.dir.path(), "stranger");
@@ -126,13 +122,9 @@ fn a_tampered_pack_is_not_pulled() {
     let pack = fleet.store.join(fleet.index("1.0").packs[0].store_path());
     flip_byte(&pack, 100);
     let ca = TestCa::create(fleet.dir.path());
-    let server = StoreServer::start(
-        &fleet.store,
-        &fleet.path("access.log"),
-        Some((&ca.server_cert, &ca.server_key)),
-    );
+    let server = fleet.serve_tls(&ca);
     let local = fleet.path("build-host-store");
-    let output = pull(&local, &fleet.keys, &ca.ca_cert, &server.url);
+    let output = fleet.pull_into(&local, &ca, &server.url);
     assert!(!output.status.success());
     assert!(
         stderr(&output).contains("the pack is not the one the index names"),

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use chunk_server::keys::{self, Password};
-use chunk_server::make::base_releases::default_delta_bases;
+use chunk_server::make::release::{make_release, DeltaChoice, ReleaseImage};
 use chunk_server::make::{creation_time, MakeOptions};
 use chunk_server::store::Store;
 use diffota_cli::outln;
 use diffota_format::ChunkerParams;
+use diffota_format::InstallKind;
 
 use diffota_cli::unix_now as now;
 
@@ -60,6 +61,8 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         no_delta_siblings,
         delta_siblings: _,
         image_frames,
+        images,
+        single_copy,
         image,
     } = args;
     let signing_key = key
@@ -67,29 +70,36 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         .map(|k| signing_key(k, &password))
         .transpose()?;
     let created = creation_time(std::env::var("SOURCE_DATE_EPOCH").ok().as_deref(), now())?;
-    let bar = (std::io::stderr().is_terminal() && !json).then(|| progress_bar(image_size(&image)));
+    let release_images = release_images(&images, &single_copy)?;
+    let bar = (std::io::stderr().is_terminal() && !json).then(|| {
+        progress_bar(match &image {
+            Some(image) => image_size(image),
+            None => release_images.iter().map(|i| image_size(&i.path)).sum(),
+        })
+    });
+    let done_before = std::cell::Cell::new(0u64);
     let progress = |done: u64| {
         if let Some(bar) = &bar {
-            bar.set_position(done);
+            bar.set_position(done_before.get() + done);
         }
     };
     let store = Store::new(&store);
     let _lock = super::lock_store(&store, &format!("make {version}"))?;
-    let delta_from = if no_delta {
-        Vec::new()
+    let deltas = if no_delta {
+        DeltaChoice::Off
     } else if delta_from.is_empty() {
-        default_delta_bases(&store, &name, &compatible, &version)
-            .context("choosing the releases to write delta frames against")?
+        DeltaChoice::Default
     } else {
-        // A base named twice would get its frames twice.
-        let mut named = std::collections::HashSet::new();
-        delta_from
-            .into_iter()
-            .filter(|version| named.insert(version.clone()))
-            .collect()
+        DeltaChoice::These(delta_from)
+    };
+    let delta_from = match &image {
+        Some(_) => deltas
+            .bases(&store, &name, &compatible, &version)
+            .context("choosing the releases to write delta frames against")?,
+        None => Vec::new(),
     };
     let options = MakeOptions {
-        image: &image,
+        image: image.as_deref().unwrap_or(Path::new("")),
         version: &version,
         compatible: &compatible,
         name: &name,
@@ -104,6 +114,21 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         delta_siblings: !no_delta_siblings,
         image_frames,
     };
+    let Some(image) = &image else {
+        let on_image = |next: &ReleaseImage| {
+            if let Some(bar) = &bar {
+                done_before.set(bar.position());
+                bar.set_message(next.name.clone());
+            }
+        };
+        let made = make_release(&store, &options, &deltas, &release_images, &on_image)
+            .with_context(|| format!("making release {version}"))?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        show(&made, json)?;
+        return Ok(ExitCode::SUCCESS);
+    };
     let summary = chunk_server::make::make(&store, &options)
         .with_context(|| format!("making release {version} from {}", image.display()))?;
     if let Some(bar) = bar {
@@ -111,6 +136,29 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
     }
     show(&summary, json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--image NAME=PATH` and `--single-copy NAME=PATH`, in the order given (slot images first).
+fn release_images(images: &[String], single_copy: &[String]) -> Result<Vec<ReleaseImage>> {
+    let parse = |text: &String, install: InstallKind| {
+        let (name, path) = text.split_once('=').with_context(|| {
+            format!("--image/--single-copy {text:?}: expected NAME=PATH, e.g. appfs=app.erofs")
+        })?;
+        Ok(ReleaseImage {
+            name: name.to_owned(),
+            path: PathBuf::from(path),
+            install,
+        })
+    };
+    images
+        .iter()
+        .map(|i| parse(i, InstallKind::Slot))
+        .chain(
+            single_copy
+                .iter()
+                .map(|i| parse(i, InstallKind::SingleCopy)),
+        )
+        .collect()
 }
 
 pub fn sign(key: &Path, password: &PasswordArgs, files: &[PathBuf]) -> Result<ExitCode> {
