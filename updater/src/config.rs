@@ -52,6 +52,10 @@ pub enum ConfigProblem {
     NoRebootCommand,
     #[error("http.headers: invalid header name {0:?}")]
     HeaderName(String),
+    #[error("images.{0}: an image name is 1 to 32 characters of a-z, 0-9, _ and -, and not rootfs (that is [slots])")]
+    ImageName(String),
+    #[error("{} is named as two slots (slots and images must all be different devices)", .0.display())]
+    SlotTwice(PathBuf),
     #[error("hooks: {} is not an absolute path", .0.display())]
     HookPath(PathBuf),
     #[error("hooks.timeout_secs must be 1 to 86400")]
@@ -78,7 +82,13 @@ pub struct Config {
     pub state_dir: PathBuf,
     #[serde(default)]
     pub device_id: DeviceIdSource,
+    /// The A/B pair of the release's root filesystem image (`rootfs`).
     pub slots: SlotsConfig,
+    /// `[images.<name>]`: the A/B pair of another image of the release (an application
+    /// partition), switched together with `[slots]`: the running slot's letter picks the
+    /// running pair member of every image (one slot group per letter).
+    #[serde(default)]
+    pub images: BTreeMap<String, SlotsConfig>,
     #[serde(default)]
     pub boot: BootConfig,
     #[serde(default)]
@@ -188,6 +198,18 @@ pub struct MetricsConfig {
 pub struct SlotsConfig {
     pub a: PathBuf,
     pub b: PathBuf,
+}
+
+/// The release image `[slots]` holds.
+pub const ROOTFS: &str = "rootfs";
+
+impl SlotsConfig {
+    pub fn path(&self, slot: crate::slot::Slot) -> &Path {
+        match slot {
+            crate::slot::Slot::A => &self.a,
+            crate::slot::Slot::B => &self.b,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -427,6 +449,20 @@ impl Config {
         }) {
             return Err(ConfigProblem::HeaderName(name.clone()));
         }
+        if let Some(name) = self.images.keys().find(|name| {
+            name.as_str() == ROOTFS || !diffota_format::manifest::valid_image_name(name)
+        }) {
+            return Err(ConfigProblem::ImageName(name.clone()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for path in std::iter::once(&self.slots)
+            .chain(self.images.values())
+            .flat_map(|pair| [&pair.a, &pair.b])
+        {
+            if !seen.insert(path) {
+                return Err(ConfigProblem::SlotTwice(path.clone()));
+            }
+        }
         if let Some(path) = self.hooks.all().find(|path| !path.is_absolute()) {
             return Err(ConfigProblem::HookPath(path.clone()));
         }
@@ -437,9 +473,14 @@ impl Config {
     }
 
     pub fn slot_path(&self, slot: crate::slot::Slot) -> &Path {
-        match slot {
-            crate::slot::Slot::A => &self.slots.a,
-            crate::slot::Slot::B => &self.slots.b,
+        self.slots.path(slot)
+    }
+
+    /// The A/B pair of release image `name`: `[slots]` for `rootfs`, else `[images.<name>]`.
+    pub fn image_slots(&self, name: &str) -> Option<&SlotsConfig> {
+        match name {
+            ROOTFS => Some(&self.slots),
+            _ => self.images.get(name),
         }
     }
 }
@@ -536,6 +577,14 @@ headers = { Authorization = "Bearer x" }
         assert!(matches!(
             problem("[http]", "[hooks]\ntimeout_secs = 0\n[http]"),
             ConfigProblem::HookTimeout
+        ));
+        assert!(matches!(
+            problem("[http]", "[images.rootfs]\na = \"/x\"\nb = \"/y\"\n[http]"),
+            ConfigProblem::ImageName(name) if name == "rootfs"
+        ));
+        assert!(matches!(
+            problem("[http]", "[images.appfs]\na = \"/dev/mmcblk0p3\"\nb = \"/y\"\n[http]"),
+            ConfigProblem::SlotTwice(path) if path == Path::new("/dev/mmcblk0p3")
         ));
     }
 }

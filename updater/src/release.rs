@@ -62,8 +62,8 @@ pub enum ReleaseError {
     },
     #[error("{0:?} is not a release index (.didx), release manifest (release.json), store URL or channel")]
     UnknownTarget(String),
-    #[error("release {version} has several images ({images}); this diffota installs a release of one image only (several images and slot groups are not supported yet)")]
-    SeveralImages { version: String, images: String },
+    #[error("release {version} does not fit this device's slot groups: {why}")]
+    Images { version: String, why: String },
     #[error("release {version}: {index} is not the index its signed manifest pins (length, BLAKE3 or image differ)")]
     NotPinned { version: String, index: String },
     #[error(transparent)]
@@ -131,7 +131,10 @@ impl ReleaseTarget {
 /// A release whose index signature, compatibility and freshness have been checked.
 pub struct Release {
     pub source: StoreSource,
+    /// The index of its `rootfs` image (or of its only image), for `[slots]`.
     pub index: VerifiedIndex,
+    /// Its other slot images, for `[images.<name>]`, each index pinned by the manifest.
+    pub images: Vec<ImageRelease>,
     pub index_signature: String,
     pub channel: Option<Channel>,
     pub eligibility: Option<Eligibility>,
@@ -139,9 +142,19 @@ pub struct Release {
     pub bundle: Option<BundleChunks>,
 }
 
+/// A slot image of a release besides `rootfs`: its verified index, pinned by the manifest.
+pub struct ImageRelease {
+    pub name: String,
+    pub index: VerifiedIndex,
+    pub index_signature: String,
+}
+
 pub struct Trust<'a> {
     pub keys: &'a TrustedKeys,
     pub compatible: &'a str,
+    /// The images besides `rootfs` this device installs (`[images.<name>]`): a release
+    /// must carry each of them, and no other slot image.
+    pub images: Vec<&'a str>,
     pub device_id: &'a str,
     pub now: u64,
 }
@@ -168,6 +181,7 @@ pub async fn fetch_release(
         ReleaseTarget::Bundle(path) => {
             let (index, index_signature, bundle) = crate::bundle::open(path, trust.keys)?;
             check_index(&index, trust, None)?;
+            one_image_for(&index.version, trust)?;
             return Ok(Release {
                 source: store.clone(),
                 index,
@@ -175,6 +189,7 @@ pub async fn fetch_release(
                 channel: None,
                 eligibility: None,
                 bundle: Some(bundle),
+                images: Vec::new(),
             });
         }
         ReleaseTarget::Channel(name) => {
@@ -209,12 +224,12 @@ pub async fn fetch_release(
     } else {
         None
     };
-    let (index_path, pinned) = match &manifest {
+    let (index_path, pinned, others) = match &manifest {
         Some(manifest) => {
-            let image = only_image(manifest)?;
-            (manifest.index_path(image), Some(image))
+            let (primary, others) = match_images(manifest, &trust.images)?;
+            (manifest.index_path(primary), Some(primary), others)
         }
-        None => (index_path, None),
+        None => (index_path, None, Vec::new()),
     };
     let signature = source
         .get(&signature_of(&index_path), SIGNATURE_LIMIT, traffic)
@@ -233,10 +248,21 @@ pub async fn fetch_release(
         }
     }
     check_index(&index, trust, channel.as_ref())?;
+    if manifest.is_none() {
+        one_image_for(&index.version, trust)?;
+    }
+    let mut images = Vec::new();
+    for image in others {
+        let manifest = manifest
+            .as_ref()
+            .expect("other images come from a manifest");
+        images.push(fetch_pinned(&source, manifest, image, trust, traffic).await?);
+    }
     let eligibility = channel
         .as_ref()
         .map(|c| c.eligibility(trust.device_id, trust.now));
     Ok(Release {
+        images,
         source,
         index,
         index_signature: signature,
@@ -287,23 +313,106 @@ async fn fetch_manifest(
     Ok(manifest)
 }
 
-/// The one image of a manifest this device installs: its only image, into the `[slots]`
-/// pair. A release of several images is refused, naming them.
-pub fn only_image(manifest: &Manifest) -> Result<&ManifestImage, ReleaseError> {
-    match manifest.images.as_slice() {
-        [image] if image.install == InstallKind::Slot => Ok(image),
-        images => Err(ReleaseError::SeveralImages {
-            version: manifest.version.clone(),
-            images: images
-                .iter()
-                .map(|i| match i.install {
-                    InstallKind::Slot => i.name.clone(),
-                    InstallKind::SingleCopy => format!("{} (single-copy)", i.name),
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
+/// Which image of a manifest goes into `[slots]` (`rootfs`, or the release's only slot
+/// image) and which into `[images.<name>]`: every slot image must have its A/B pair on this
+/// device, and every pair of the device its image in the release, or the slot groups would
+/// switch to images of different releases.
+pub fn match_images<'m>(
+    manifest: &'m Manifest,
+    device_images: &[&str],
+) -> Result<(&'m ManifestImage, Vec<&'m ManifestImage>), ReleaseError> {
+    let refused = |why: String| ReleaseError::Images {
+        version: manifest.version.clone(),
+        why,
+    };
+    if let Some(image) = manifest
+        .images
+        .iter()
+        .find(|i| i.install == InstallKind::SingleCopy)
+    {
+        return Err(refused(format!(
+            "it has single-copy image {}, which this diffota cannot install yet",
+            image.name
+        )));
+    }
+    let slot_images: Vec<&ManifestImage> = manifest.images.iter().collect();
+    let primary = match slot_images.as_slice() {
+        [only] => *only,
+        _ => *slot_images
+            .iter()
+            .find(|i| i.name == crate::config::ROOTFS)
+            .ok_or_else(|| {
+                refused(
+                    "it has several images and none is named rootfs (the image for [slots])".into(),
+                )
+            })?,
+    };
+    let others: Vec<&ManifestImage> = slot_images
+        .into_iter()
+        .filter(|i| i.name != primary.name)
+        .collect();
+    if let Some(unknown) = others
+        .iter()
+        .find(|i| !device_images.contains(&i.name.as_str()))
+    {
+        return Err(refused(format!(
+            "it has image {}, which this device's config does not name (add [images.{}] with its a and b slots)",
+            unknown.name, unknown.name
+        )));
+    }
+    if let Some(lacking) = device_images
+        .iter()
+        .find(|name| !others.iter().any(|i| i.name == **name))
+    {
+        return Err(refused(format!(
+            "it lacks image {lacking}, which this device's config names ([images.{lacking}]): a release carries every image of the slot group"
+        )));
+    }
+    Ok((primary, others))
+}
+
+/// A release of one image (an index or a bundle) suits a device without `[images.<name>]`.
+fn one_image_for(version: &str, trust: &Trust<'_>) -> Result<(), ReleaseError> {
+    match trust.images.as_slice() {
+        [] => Ok(()),
+        names => Err(ReleaseError::Images {
+            version: version.to_owned(),
+            why: format!(
+                "it is one image, and this device's config names images {} too ([images.<name>]): publish a release of every image (chunk-server make --image NAME=PATH ...)",
+                names.join(", ")
+            ),
         }),
     }
+}
+
+/// The index of `image`, pinned by `manifest`: signature, pin, version and compatible.
+async fn fetch_pinned(
+    source: &StoreSource,
+    manifest: &Manifest,
+    image: &ManifestImage,
+    trust: &Trust<'_>,
+    traffic: &Traffic,
+) -> Result<ImageRelease, ReleaseError> {
+    let path = manifest.index_path(image);
+    let signature = source
+        .get(&signature_of(&path), SIGNATURE_LIMIT, traffic)
+        .await?;
+    let signature = String::from_utf8_lossy(&signature).into_owned();
+    let index = fetch_index(source, &path, &signature, None, trust.keys, traffic).await?;
+    if !image.pins(&index.to_bytes(), &index)
+        || index.version != manifest.version
+        || index.compatible != manifest.compatible
+    {
+        return Err(ReleaseError::NotPinned {
+            version: manifest.version.clone(),
+            index: source.describe(&path),
+        });
+    }
+    Ok(ImageRelease {
+        name: image.name.clone(),
+        index,
+        index_signature: signature,
+    })
 }
 
 /// The index at `index_path`, verified against `signature`: rebuilt from its index delta
@@ -475,6 +584,62 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn manifest(images: &[(&str, InstallKind)]) -> Manifest {
+        Manifest {
+            format: diffota_format::manifest::MANIFEST_FORMAT,
+            version: "3.0".into(),
+            compatible: "board".into(),
+            created_at: 0,
+            images: images
+                .iter()
+                .map(|(name, install)| ManifestImage {
+                    name: (*name).into(),
+                    install: *install,
+                    index_length: 1,
+                    index_blake3: "00".repeat(32),
+                    image_length: 1,
+                    image_blake3: "00".repeat(32),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_manifest_matches_the_devices_slot_groups_or_is_refused_by_image() {
+        let names = |(primary, others): (&ManifestImage, Vec<&ManifestImage>)| {
+            (
+                primary.name.clone(),
+                others.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
+            )
+        };
+        let slot = InstallKind::Slot;
+        let group = manifest(&[("appfs", slot), ("rootfs", slot)]);
+        assert_eq!(
+            names(match_images(&group, &["appfs"]).unwrap()),
+            ("rootfs".into(), vec!["appfs".into()])
+        );
+        // A release's only image goes into [slots], whatever its name.
+        let single = manifest(&[("system", slot)]);
+        assert_eq!(
+            names(match_images(&single, &[]).unwrap()),
+            ("system".into(), vec![])
+        );
+        let refused = |m: &Manifest, device: &[&str]| match match_images(m, device) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted"),
+        };
+        assert!(refused(&group, &[])
+            .contains("it has image appfs, which this device's config does not name"));
+        assert!(refused(&single, &["appfs"]).contains("it lacks image appfs"));
+        assert!(refused(&manifest(&[("a", slot), ("b", slot)]), &["b"])
+            .contains("none is named rootfs"));
+        assert!(refused(
+            &manifest(&[("rootfs", slot), ("mcu", InstallKind::SingleCopy)]),
+            &[]
+        )
+        .contains("single-copy image mcu"));
+    }
 
     #[test]
     fn decisions() {

@@ -56,14 +56,23 @@ impl fmt::Display for StatusReport {
         )?;
         for slot in [Slot::A, Slot::B] {
             match state.slot(slot) {
-                Some(record) => writeln!(
-                    f,
-                    "slot {slot}: {} ({} bytes, installed {}{})",
-                    record.version,
-                    record.image_length,
-                    humanize_time(record.installed_at),
-                    if record.good { ", good" } else { "" }
-                )?,
+                Some(record) => {
+                    writeln!(
+                        f,
+                        "slot {slot}: {} ({} bytes, installed {}{})",
+                        record.version,
+                        record.image_length,
+                        humanize_time(record.installed_at),
+                        if record.good { ", good" } else { "" }
+                    )?;
+                    for (name, image) in &record.images {
+                        writeln!(
+                            f,
+                            "slot {slot} image {name}: {} ({} bytes, BLAKE3 {})",
+                            record.version, image.image_length, image.image_hash
+                        )?;
+                    }
+                }
                 None => match &self.writing {
                     Some(writing) if writing.slot == slot => writeln!(
                         f,
@@ -162,6 +171,7 @@ mod tests {
                 slot: Slot::B,
                 version: "3.0".into(),
                 image_hash: "00".into(),
+                images: Default::default(),
             }),
         };
         let text = report.to_string();

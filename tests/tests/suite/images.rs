@@ -2,6 +2,7 @@
 //! NAME=PATH`, the signed manifest that pins each image's index, channels and `verify` on
 //! it, and what a device does with such a release today.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use diffota_tests::fleet::{Fleet, MIB};
@@ -179,7 +180,7 @@ fn image_names_are_checked_before_anything_is_made() {
 }
 
 #[test]
-fn a_device_installs_a_one_image_manifest_and_refuses_several_images_by_name() {
+fn a_device_installs_a_one_image_manifest_and_refuses_images_its_config_lacks() {
     let fleet = fleet();
     // 2.0 as a manifest of one image: installed like an index.
     fleet.make_images("2.0", &[("rootfs", fleet.image("2.0"))], &[], &[]);
@@ -197,13 +198,13 @@ fn a_device_installs_a_one_image_manifest_and_refuses_several_images_by_name() {
         "{fetched:?}"
     );
 
-    // 3.0 of several images: refused, naming them, nothing written.
+    // 3.0 of several images: refused by a device whose config lacks them, naming them.
     let mut fleet = fleet;
     let rootfs3 = fleet.sample_image("3.0", 4 * MIB, 9, 3);
     fleet.make_images(
         "3.0",
         &[("rootfs", &rootfs3), ("appfs", &fleet.path("appfs.img"))],
-        &[("mcu", &fleet.path("mcu.bin"))],
+        &[],
         &[],
     );
     fleet.publish("3.0");
@@ -211,11 +212,186 @@ fn a_device_installs_a_one_image_manifest_and_refuses_several_images_by_name() {
     let output = run(device.diffota().arg("install"));
     assert_eq!(output.status.code(), Some(1));
     assert!(
-        stderr(&output).contains("release 3.0 has several images (rootfs, appfs, mcu (single-copy)); this diffota installs a release of one image only"),
+        stderr(&output).contains("release 3.0 does not fit this device's slot groups: it has image appfs, which this device's config does not name (add [images.appfs] with its a and b slots)"),
         "{}",
         stderr(&output)
     );
     assert!(device.slot_bytes(Slot::B, 4096).iter().all(|&b| b == 0));
+    // A single-copy image is refused too, for now.
+    let rootfs4 = fleet.sample_image("4.0", 4 * MIB, 9, 4);
+    fleet.make_images(
+        "4.0",
+        &[("rootfs", &rootfs4)],
+        &[("mcu", &fleet.path("mcu.bin"))],
+        &[],
+    );
+    fleet.publish("4.0");
+    let output = run(device.diffota().arg("install"));
+    assert!(
+        stderr(&output)
+            .contains("it has single-copy image mcu, which this diffota cannot install yet"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// Pack bytes the server sent.
+fn pack_bytes(server: &StoreServer) -> u64 {
+    server
+        .served()
+        .iter()
+        .filter(|s| s.path.starts_with("/packs/"))
+        .map(|s| s.range.map_or(s.bytes, |(a, b)| b + 1 - a))
+        .sum()
+}
+
+/// A device with a rootfs pair and an appfs pair ([images.appfs]), running group a with
+/// release `running`'s images; the b slots are zeros.
+fn group_device(
+    fleet: &Fleet,
+    name: &str,
+    url: &str,
+    rootfs: &str,
+    appfs: &Path,
+) -> (Device, PathBuf, PathBuf) {
+    let appfs_a = fleet.path(&format!("{name}-appfs-a.img"));
+    let appfs_b = fleet.path(&format!("{name}-appfs-b.img"));
+    std::fs::copy(appfs, &appfs_a).unwrap();
+    std::fs::File::create(&appfs_b)
+        .unwrap()
+        .set_len(3 * MIB)
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&appfs_a)
+        .unwrap()
+        .set_len(3 * MIB)
+        .unwrap();
+    let device = fleet.device(name, rootfs, 5 * MIB, url, |config| {
+        config.images.insert(
+            "appfs".into(),
+            diffota::config::SlotsConfig {
+                a: appfs_a.clone(),
+                b: appfs_b.clone(),
+            },
+        );
+    });
+    (device, appfs_a, appfs_b)
+}
+
+fn starts_with_file(path: &Path, image: &Path) -> bool {
+    let expected = std::fs::read(image).unwrap();
+    let mut held = std::fs::read(path).unwrap();
+    held.truncate(expected.len());
+    held == expected
+}
+
+/// Releases 1.0 and 2.0 of rootfs (sample images) and appfs (2 MiB; 2.0's is 1.0's changed
+/// by `change`), as manifests; returns the fleet and the two appfs images.
+fn group_releases(change: impl FnOnce(&mut Vec<u8>)) -> (Fleet, PathBuf, PathBuf) {
+    let mut fleet = Fleet::new();
+    let rootfs1 = fleet.sample_image("1.0", 4 * MIB, 9, 1);
+    let appfs1 = fleet.path("appfs1.img");
+    let mut appfs: Vec<u8> = (0..2 * MIB).map(|i| (i * 13 % 251) as u8).collect();
+    std::fs::write(&appfs1, &appfs).unwrap();
+    fleet.make_images("1.0", &[("rootfs", &rootfs1), ("appfs", &appfs1)], &[], &[]);
+    let rootfs2 = fleet.sample_image("2.0", 4 * MIB, 9, 2);
+    let appfs2 = fleet.path("appfs2.img");
+    change(&mut appfs);
+    std::fs::write(&appfs2, &appfs).unwrap();
+    fleet.make_images("2.0", &[("rootfs", &rootfs2), ("appfs", &appfs2)], &[], &[]);
+    (fleet, appfs1, appfs2)
+}
+
+#[test]
+fn a_slot_group_switches_rootfs_and_appfs_together_and_fetches_only_what_changed() {
+    let (fleet, appfs1, appfs2) = group_releases(|appfs| {
+        appfs[MIB as usize..MIB as usize + 4096].fill(0xAA);
+    });
+    let mut fleet = fleet;
+    let rootfs2 = fleet.image("2.0").to_owned();
+    let mut bytes = std::fs::read(&appfs2).unwrap();
+    fleet.publish("2.0");
+    let server = fleet.serve();
+    let (device, appfs_a, appfs_b) = group_device(&fleet, "device", &server.url, "1.0", &appfs1);
+
+    // A release of one image does not fit this device's group.
+    let output = run(device
+        .diffota()
+        .arg("install")
+        .arg(fleet.store.join("releases/1.0/rootfs.didx")));
+    assert!(
+        stderr(&output)
+            .contains("it is one image, and this device's config names images appfs too"),
+        "{}",
+        stderr(&output)
+    );
+
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
+    assert_eq!(check["images"][0]["name"], "appfs", "{check}");
+    let predicted = check["plan"]["fetch_bytes"].as_u64().unwrap()
+        + check["images"][0]["plan"]["fetch_bytes"].as_u64().unwrap();
+    server.clear_log();
+    let stdout = run_ok(device.diffota().arg("install"));
+    assert!(stdout.contains("installed 2.0 into slot b"), "{stdout}");
+    assert!(fleet.slot_holds(&device, Slot::B, "2.0"));
+    assert!(
+        starts_with_file(&appfs_b, &appfs2),
+        "appfs b holds 2.0's appfs"
+    );
+    assert!(
+        starts_with_file(&appfs_a, &appfs1),
+        "the running appfs is untouched"
+    );
+    assert_eq!(
+        pack_bytes(&server),
+        predicted,
+        "what check predicted, for both images"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["status", "--json"]))).unwrap();
+    assert_eq!(
+        status["state"]["slots"]["b"]["images"]["appfs"]["image_hash"],
+        blake3::hash(&std::fs::read(&appfs2).unwrap())
+            .to_hex()
+            .as_str()
+    );
+
+    let text = run_ok(device.diffota().arg("status"));
+    assert!(text.contains("slot b image appfs: 2.0"), "{text}");
+    // The group boots, is committed; 3.0 changes appfs only: rootfs comes from the running
+    // slot, and only appfs's changed chunks are downloaded.
+    device.boot_into(Slot::B);
+    run_ok(device.diffota().arg("mark-good"));
+    let appfs3 = fleet.path("appfs3.img");
+    bytes[100..200].fill(0x11);
+    std::fs::write(&appfs3, &bytes).unwrap();
+    fleet.image_bytes("3.0", &std::fs::read(&rootfs2).unwrap());
+    fleet.make_images(
+        "3.0",
+        &[("rootfs", fleet.image("3.0")), ("appfs", &appfs3)],
+        &[],
+        &[],
+    );
+    fleet.publish("3.0");
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
+    assert_eq!(
+        check["plan"]["fetch_bytes"], 0,
+        "rootfs is unchanged: {check}"
+    );
+    let appfs_fetch = check["images"][0]["plan"]["fetch_bytes"].as_u64().unwrap();
+    assert!(appfs_fetch > 0 && appfs_fetch < 100_000, "{check}");
+    server.clear_log();
+    run_ok(device.diffota().arg("install"));
+    assert_eq!(pack_bytes(&server), appfs_fetch);
+    assert!(fleet.slot_holds(&device, Slot::A, "3.0"));
+    assert!(starts_with_file(&appfs_a, &appfs3));
+    assert!(
+        starts_with_file(&appfs_b, &appfs2),
+        "the running group's appfs is untouched"
+    );
 }
 
 #[test]
@@ -266,4 +442,79 @@ fn pull_brings_a_release_of_several_images_and_the_next_make_has_frames_per_imag
     for image in made["images"].as_array().unwrap() {
         assert_eq!(image["delta_bases"], serde_json::json!(["2.0"]), "{image}");
     }
+}
+
+#[test]
+fn a_group_install_stopped_by_a_hook_on_appfs_arms_nothing_and_resumes_in_place() {
+    let (fleet, appfs1, appfs2) = group_releases(|appfs| {
+        appfs.iter_mut().for_each(|b| *b = b.wrapping_mul(7));
+    });
+    fleet.publish("2.0");
+    let server = fleet.serve();
+    let (device, appfs_a, appfs_b) = group_device(&fleet, "device", &server.url, "1.0", &appfs1);
+    let hooks = fleet.path("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let log = fleet.path("hook.log");
+    let busy = fleet.path("busy");
+    let post_write = hooks.join("check");
+    std::fs::write(
+        &post_write,
+        format!(
+            "#!/bin/sh\necho \"$DIFFOTA_IMAGE $DIFFOTA_IMAGE_DEVICE\" >> {log}\nif [ \"$DIFFOTA_IMAGE\" = appfs ] && [ -e {busy} ]; then echo 'app still running' >&2; exit 75; fi\n",
+            log = log.display(),
+            busy = busy.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &post_write,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut config = device.base_config(&server.url, &[&fleet.keys.public]);
+    config.images.insert(
+        "appfs".into(),
+        diffota::config::SlotsConfig {
+            a: appfs_a.clone(),
+            b: appfs_b.clone(),
+        },
+    );
+    config.hooks.post_write = vec![post_write];
+    device.write_config(&config);
+
+    std::fs::write(&busy, "").unwrap();
+    let stdout = run_exit(device.diffota().arg("install"), 3);
+    assert!(
+        stdout.contains("said not now (app still running)"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!(
+            "rootfs {}\nappfs {}\n",
+            device.slot_b.display(),
+            appfs_b.display()
+        ),
+        "post-write runs for each image, with its own device"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["status", "--json"]))).unwrap();
+    assert!(status["state"]["trial"].is_null(), "nothing armed");
+    assert!(status["state"]["slots"]["b"].is_null());
+    assert!(
+        starts_with_file(&appfs_a, &appfs1),
+        "the running group is untouched"
+    );
+    assert!(fleet.slot_holds(&device, Slot::A, "1.0"));
+
+    // The next run finds both images in place (re-checked, not fetched again) and arms.
+    std::fs::remove_file(&busy).unwrap();
+    server.clear_log();
+    run_ok(device.diffota().arg("install"));
+    assert_eq!(pack_bytes(&server), 0, "both images were in place");
+    assert!(fleet.slot_holds(&device, Slot::B, "2.0"));
+    assert!(starts_with_file(&appfs_b, &appfs2));
+    let status: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["status", "--json"]))).unwrap();
+    assert_eq!(status["state"]["trial"]["slot"], "b");
 }

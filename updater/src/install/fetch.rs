@@ -15,11 +15,14 @@ use crate::release::Release;
 use crate::slot::TargetSlot;
 use crate::source::{RangeError, RangeSink, StoreSource, Traffic};
 
-/// What the fetch phases (delta frames, then plain chunks) share: the release and where it
-/// comes from, the slot being written, the settings, the traffic count, the progress.
+/// What the fetch phases (delta frames, then plain chunks) share: the image's index and
+/// where it comes from (the store, or a bundle), the slot being written, the settings, the
+/// traffic count, the progress.
 #[derive(Clone, Copy)]
 pub(super) struct FetchContext<'a> {
-    pub(super) release: &'a Release,
+    pub(super) index: &'a diffota_format::Index,
+    pub(super) source: &'a StoreSource,
+    pub(super) bundle: Option<&'a crate::bundle::BundleChunks>,
     pub(super) slot: &'a TargetSlot,
     pub(super) config: &'a Config,
     pub(super) traffic: &'a Traffic,
@@ -33,25 +36,18 @@ pub(super) async fn fetch_all(
     chunks: &[ChunkEntry],
 ) -> Result<(), InstallError> {
     let FetchContext {
-        release,
+        index,
+        source,
+        bundle,
         slot,
         config,
         traffic,
         progress,
     } = *fetching;
-    let mut pack_paths: Vec<String> = release.index.packs.iter().map(|p| p.store_path()).collect();
-    let Some(bundle) = &release.bundle else {
+    let mut pack_paths: Vec<String> = index.packs.iter().map(|p| p.store_path()).collect();
+    let Some(bundle) = bundle else {
         let ranges = plan_ranges(chunks, config.http.max_gap);
-        return fetch_chunks(
-            &release.source,
-            &pack_paths,
-            ranges,
-            slot,
-            config,
-            traffic,
-            progress,
-        )
-        .await;
+        return fetch_chunks(source, &pack_paths, ranges, slot, config, traffic, progress).await;
     };
     let bundle_pack = pack_paths.len() as u32;
     let (carried, missing): (Vec<_>, Vec<_>) = chunks
@@ -79,7 +75,7 @@ pub(super) async fn fetch_all(
     if !missing.is_empty() {
         let ranges = plan_ranges(&missing, config.http.max_gap);
         fetch_chunks(
-            &release.source,
+            source,
             &store_paths,
             ranges,
             slot,

@@ -48,13 +48,14 @@ pub(super) async fn fetch_delta_frames(
     running: &std::fs::File,
 ) -> Result<Vec<ChunkEntry>, InstallError> {
     let FetchContext {
-        release,
+        index,
+        source,
+        bundle,
         slot,
         config,
         traffic,
         progress,
     } = *fetching;
-    let index = &release.index;
     if frames.is_empty() {
         return Ok(to_fetch);
     }
@@ -100,26 +101,25 @@ pub(super) async fn fetch_delta_frames(
     }
     drop(named);
     // Where the frames are: the store's packs, or the bundle file (as its only "pack").
-    let (source, pack_paths, entries): (StoreSource, Vec<String>, Vec<ChunkEntry>) =
-        match &release.bundle {
-            None => (
-                release.source.clone(),
-                index.packs.iter().map(|p| p.store_path()).collect(),
-                usable.iter().map(|&f| frame_entry(index, f)).collect(),
-            ),
-            Some(bundle) => (
-                StoreSource::Local { root: bundle.dir() },
-                vec![bundle.file_name()],
-                usable
-                    .iter()
-                    .map(|&f| {
-                        bundle
-                            .locate_frame(f as u32, &frame_entry(index, f), 0)
-                            .expect("the plan keeps only the frames the bundle carries")
-                    })
-                    .collect(),
-            ),
-        };
+    let (source, pack_paths, entries): (StoreSource, Vec<String>, Vec<ChunkEntry>) = match bundle {
+        None => (
+            source.clone(),
+            index.packs.iter().map(|p| p.store_path()).collect(),
+            usable.iter().map(|&f| frame_entry(index, f)).collect(),
+        ),
+        Some(bundle) => (
+            StoreSource::Local { root: bundle.dir() },
+            vec![bundle.file_name()],
+            usable
+                .iter()
+                .map(|&f| {
+                    bundle
+                        .locate_frame(f as u32, &frame_entry(index, f), 0)
+                        .expect("the plan keeps only the frames the bundle carries")
+                })
+                .collect(),
+        ),
+    };
     let by_place: HashMap<(u32, u64), usize> = entries
         .iter()
         .zip(&usable)

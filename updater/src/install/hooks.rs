@@ -39,13 +39,18 @@ pub(super) fn install_env(
 }
 
 /// The image just written, for post-write and pre-arm: where it is and what it must hash to.
-pub(super) fn image_env(env: HookEnv, release: &Release, slot: &TargetSlot) -> HookEnv {
-    env.set("DIFFOTA_IMAGE", "rootfs")
+pub(super) fn image_env(
+    env: HookEnv,
+    name: &str,
+    index: &diffota_format::Index,
+    slot: &TargetSlot,
+) -> HookEnv {
+    env.set("DIFFOTA_IMAGE", name)
         .set_path("DIFFOTA_IMAGE_DEVICE", &slot.path)
-        .set("DIFFOTA_IMAGE_SIZE", release.index.image_length.to_string())
+        .set("DIFFOTA_IMAGE_SIZE", index.image_length.to_string())
         .set(
             "DIFFOTA_IMAGE_BLAKE3",
-            diffota_format::hex32(&release.index.image_hash),
+            diffota_format::hex32(&index.image_hash),
         )
 }
 

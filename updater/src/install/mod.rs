@@ -11,6 +11,7 @@
 mod fetch;
 mod frames;
 mod gate;
+mod group;
 mod hooks;
 mod local;
 mod provision;
@@ -20,7 +21,7 @@ mod verify;
 
 pub use fetch::BadFrame;
 pub use provision::{provision, ProvisionReport};
-pub use report::{BundleCheck, CheckReport, InstallReport, Outcome};
+pub use report::{BundleCheck, CheckReport, ImagePlan, InstallReport, Outcome};
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -38,8 +39,8 @@ use crate::release::{decide, fetch_release, Release, ReleaseError, ReleaseTarget
 use crate::slot::{booted_slot, Slot, SlotError, TargetSlot};
 use crate::source::{FetchError, StoreSource, Traffic};
 use crate::state::{
-    DeviceState, InProgress, InstallRecord, InstallResult, Installed, SlotRecord, StateDir,
-    StateError, TransitionError, Trial,
+    DeviceState, ImageRecord, InProgress, InstallRecord, InstallResult, Installed, SlotRecord,
+    StateDir, StateError, TransitionError, Trial,
 };
 use crate::system;
 
@@ -165,6 +166,7 @@ async fn prepare(
     let trust = Trust {
         keys: device.keys,
         compatible: &config.compatible,
+        images: config.images.keys().map(String::as_str).collect(),
         device_id: &device.device_id,
         now: system::now(),
     };
@@ -258,6 +260,10 @@ pub async fn check(
         plan: planned.summary(index, device.config.http.max_gap),
         metadata_bytes: traffic.bytes.load(Ordering::Relaxed),
         bundle,
+        images: group::plan_summaries(device, &release, running)?
+            .into_iter()
+            .map(|(name, plan)| report::ImagePlan { name, plan })
+            .collect(),
     })
 }
 
@@ -311,7 +317,9 @@ pub async fn install(
     )?;
     let fetched_image_bytes = to_fetch.iter().map(|c| u64::from(c.length)).sum();
     let fetching = fetch::FetchContext {
-        release: &release,
+        index: &release.index,
+        source: &release.source,
+        bundle: release.bundle.as_ref(),
         slot: &job.slot,
         config: device.config,
         traffic: &traffic,
@@ -328,7 +336,12 @@ pub async fn install(
     fetch::fetch_all(&fetching, &to_fetch).await?;
     report.fetched_image_bytes = fetched_image_bytes;
     // Before the read-back, so that whatever a post-write hook did to the slot is caught.
-    let image_env = hooks::image_env(hook_env.clone(), &release, &job.slot);
+    let image_env = hooks::image_env(
+        hook_env.clone(),
+        crate::config::ROOTFS,
+        &release.index,
+        &job.slot,
+    );
     if let Some(stop) = hooks::run(
         device,
         &mut machine,
@@ -342,6 +355,21 @@ pub async fn install(
     }
     progress.event(Event::Verifying);
     verify::read_back(&job.slot, &release.index)?;
+    if let Some(stop) = group::write_images(
+        device,
+        &mut machine,
+        &release,
+        running,
+        &job.others_in_place,
+        &hook_env,
+        &traffic,
+        &mut report,
+        progress,
+    )
+    .await?
+    {
+        return Ok(stop);
+    }
     if let Some(stop) = hooks::run(
         device,
         &mut machine,
@@ -372,6 +400,8 @@ struct Job {
     plan: Plan,
     /// Where the bases of the plan's delta frames are in the running slot.
     delta_bases: frames::BaseOffsets,
+    /// What of the slot group's other images is in place in the target slot already.
+    others_in_place: Vec<InPlace>,
 }
 
 /// Opens the target, plans every chunk, checks a bundle suffices, and marks the target as
@@ -398,12 +428,15 @@ async fn begin(
         slot: target,
         version: index.version.clone(),
         image_hash: hex32(&index.image_hash),
+        images: group::marker_images(release),
     };
-    let in_place = if machine.in_progress()?.as_ref() == Some(&marker) {
+    let resuming = machine.in_progress()?.as_ref() == Some(&marker);
+    let in_place = if resuming {
         InPlace::Everything
     } else {
         seeds::stored_index(device, target)?.map_or(InPlace::Nothing, |i| InPlace::from_index(&i))
     };
+    let others_in_place = group::in_place(device, release, target, resuming)?;
     let seeds = seeds::running_seeds(device, running, index, progress)?;
     let mut plan = Plan::build(index, &seeds, &in_place);
     if let Some(bundle) = &release.bundle {
@@ -440,6 +473,7 @@ async fn begin(
         running_file,
         plan,
         delta_bases,
+        others_in_place,
     })
 }
 
@@ -459,6 +493,19 @@ fn record_installed(
             image_length: index.image_length,
             installed_at: finished_at,
             good: false,
+            images: release
+                .images
+                .iter()
+                .map(|image| {
+                    (
+                        image.name.clone(),
+                        ImageRecord {
+                            image_hash: hex32(&image.index.image_hash),
+                            image_length: image.index.image_length,
+                        },
+                    )
+                })
+                .collect(),
         },
         install: InstallRecord {
             version: index.version.clone(),
@@ -472,6 +519,17 @@ fn record_installed(
         },
         index: &index.to_bytes(),
         signature: &release.index_signature,
+        images: release
+            .images
+            .iter()
+            .map(|image| {
+                (
+                    image.name.as_str(),
+                    image.index.to_bytes(),
+                    image.index_signature.as_str(),
+                )
+            })
+            .collect(),
     })
 }
 

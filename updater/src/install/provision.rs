@@ -75,6 +75,7 @@ pub async fn provision(
         machine.record_provisioned(
             running,
             SlotRecord {
+                images: Default::default(),
                 version: index.version.clone(),
                 image_hash: hex32(&index.image_hash),
                 image_length: index.image_length,

@@ -73,6 +73,16 @@ pub struct CheckReport {
     pub metadata_bytes: u64,
     /// For a bundle: the releases it was made for and the chunks this device needs that it lacks.
     pub bundle: Option<BundleCheck>,
+    /// The slot group's other images (`[images.<name>]`): each one's planned download
+    /// (`plan` is `rootfs`'s).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImagePlan>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ImagePlan {
+    pub name: String,
+    pub plan: PlanSummary,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -169,6 +179,14 @@ impl fmt::Display for CheckReport {
             "download: {} bytes in {} requests for a {} byte image ({} of {} chunks from the running slot)",
             plan.fetch_bytes, plan.fetch_requests, plan.image_bytes, plan.local_chunks, plan.chunks
         )?;
+        for image in &self.images {
+            let plan = &image.plan;
+            writeln!(
+                f,
+                "image {}: {} bytes in {} requests for a {} byte image ({} of {} chunks from the running slot)",
+                image.name, plan.fetch_bytes, plan.fetch_requests, plan.image_bytes, plan.local_chunks, plan.chunks
+            )?;
+        }
         if let Some(bundle) = &self.bundle {
             let made_for = if bundle.made_for.is_empty() {
                 "any release".to_owned()

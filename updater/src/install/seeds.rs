@@ -16,12 +16,23 @@ pub(super) fn running_seeds(
     index: &Index,
     progress: &dyn Progress,
 ) -> Result<SeedMap, InstallError> {
-    if let Some(stored) = stored_index(device, running)? {
+    image_running_seeds(device, crate::config::ROOTFS, running, index, progress)
+}
+
+/// `running_seeds` of image `image` of the slot group (its `[images.<name>]` pair).
+pub(super) fn image_running_seeds(
+    device: &Device<'_>,
+    image: &str,
+    running: Slot,
+    index: &Index,
+    progress: &dyn Progress,
+) -> Result<SeedMap, InstallError> {
+    if let Some(stored) = image_stored_index(device, image, running)? {
         if stored.chunker == index.chunker {
             return Ok(SeedMap::from_index(&stored));
         }
     }
-    let path = device.config.slot_path(running);
+    let path = image_slot_path(device, image, running);
     progress.event(Event::Message(&format!(
         "no usable index for running slot {running}; scanning {}",
         path.display()
@@ -55,10 +66,32 @@ pub(super) fn stored_index(
     device: &Device<'_>,
     slot: Slot,
 ) -> Result<Option<VerifiedIndex>, InstallError> {
+    image_stored_index(device, crate::config::ROOTFS, slot)
+}
+
+/// The device (or file) of image `image` in slot `slot`; the config names every image of a
+/// release the install got this far with.
+pub(super) fn image_slot_path<'c>(
+    device: &Device<'c>,
+    image: &str,
+    slot: Slot,
+) -> &'c std::path::Path {
+    device
+        .config
+        .image_slots(image)
+        .expect("the release's images match the config's")
+        .path(slot)
+}
+
+pub(super) fn image_stored_index(
+    device: &Device<'_>,
+    image: &str,
+    slot: Slot,
+) -> Result<Option<VerifiedIndex>, InstallError> {
     // The stored index only saves downloads: one that cannot be read (a link, a FIFO, a
     // file past the index limit) is passed over like one that does not verify, and the
     // install replaces it.
-    let (bytes, signature) = match device.state_dir.seed_index(slot) {
+    let (bytes, signature) = match device.state_dir.image_seed_index(image, slot) {
         Ok(Some(stored)) => stored,
         Ok(None) => return Ok(None),
         Err(e) => {

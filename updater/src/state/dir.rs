@@ -55,7 +55,16 @@ impl StateDir {
     }
 
     pub fn seed_index_path(&self, slot: Slot) -> PathBuf {
-        self.path(&format!("slot-{slot}.didx"))
+        self.image_seed_index_path(crate::config::ROOTFS, slot)
+    }
+
+    /// `slot-<slot>.didx` for `rootfs`, `slot-<slot>-<image>.didx` for the other images of a
+    /// slot group.
+    pub fn image_seed_index_path(&self, image: &str, slot: Slot) -> PathBuf {
+        match image {
+            crate::config::ROOTFS => self.path(&format!("slot-{slot}.didx")),
+            _ => self.path(&format!("slot-{slot}-{image}.didx")),
+        }
     }
 
     pub fn load(&self) -> Result<State, StateError> {
@@ -91,7 +100,16 @@ impl StateDir {
 
     /// The signed index bytes a slot was last written with, and their signature.
     pub fn seed_index(&self, slot: Slot) -> Result<Option<(Vec<u8>, String)>, StateError> {
-        let path = self.seed_index_path(slot);
+        self.image_seed_index(crate::config::ROOTFS, slot)
+    }
+
+    /// The signed index image `image`'s slot `slot` was last written with.
+    pub fn image_seed_index(
+        &self,
+        image: &str,
+        slot: Slot,
+    ) -> Result<Option<(Vec<u8>, String)>, StateError> {
+        let path = self.image_seed_index_path(image, slot);
         let signature_path = signature_path(&path);
         match (
             read_optional(&path, limits::INDEX)?,
@@ -110,7 +128,16 @@ impl StateDir {
         slot: Slot,
         index: Option<(&[u8], &str)>,
     ) -> Result<(), StateError> {
-        let path = self.seed_index_path(slot);
+        self.set_image_seed_index(crate::config::ROOTFS, slot, index)
+    }
+
+    pub fn set_image_seed_index(
+        &self,
+        image: &str,
+        slot: Slot,
+        index: Option<(&[u8], &str)>,
+    ) -> Result<(), StateError> {
+        let path = self.image_seed_index_path(image, slot);
         let signature_path = signature_path(&path);
         match index {
             Some((bytes, signature)) => {

@@ -204,6 +204,8 @@ pub struct Installed<'a> {
     /// The signed index the slot was written from and its signature: the slot's next seed.
     pub index: &'a [u8],
     pub signature: &'a str,
+    /// The same for the slot group's other images: (name, index, signature).
+    pub images: Vec<(&'a str, Vec<u8>, &'a str)>,
 }
 
 /// The state of one device, loaded from its state directory; every method is one
@@ -244,6 +246,9 @@ impl DeviceState {
     ) -> Result<(), TransitionError> {
         self.dir.set_in_progress(Some(marker))?;
         self.dir.set_seed_index(marker.slot, None)?;
+        for image in marker.images.keys() {
+            self.dir.set_image_seed_index(image, marker.slot, None)?;
+        }
         self.state.begin_install(marker.slot);
         self.dir.save(&self.state)?;
         bootloader.forget_slot(marker.slot)?;
@@ -261,6 +266,10 @@ impl DeviceState {
         let slot = installed.install.slot;
         self.dir
             .set_seed_index(slot, Some((installed.index, installed.signature)))?;
+        for (image, index, signature) in &installed.images {
+            self.dir
+                .set_image_seed_index(image, slot, Some((index, signature)))?;
+        }
         self.state
             .record_installed(installed.slot, installed.install);
         self.dir.save(&self.state)?;
@@ -497,6 +506,7 @@ mod tests {
             slot,
             version: version.into(),
             image_hash: "00".into(),
+            images: Default::default(),
         }
     }
 
@@ -511,6 +521,7 @@ mod tests {
                 install: install_record(version, target),
                 index: b"index",
                 signature: "signature",
+                images: Vec::new(),
             })
             .unwrap();
     }

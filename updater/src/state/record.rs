@@ -136,6 +136,17 @@ pub struct SlotRecord {
     /// Booted and found healthy (`mark-good`).
     #[serde(default)]
     pub good: bool,
+    /// The slot group's other images (`[images.<name>]`), written with this one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, ImageRecord>,
+}
+
+/// One more image of a slot group, as written and verified.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRecord {
+    pub image_hash: String,
+    pub image_length: u64,
 }
 
 /// How the last install ended, as far as the device knows.
@@ -178,6 +189,9 @@ pub struct InProgress {
     pub slot: Slot,
     pub version: String,
     pub image_hash: String,
+    /// The slot group's other images being written (name, image hash).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
 }
 
 /// Reading.
@@ -333,6 +347,7 @@ pub(super) mod tests {
             image_length: 1,
             installed_at: 5,
             good: false,
+            images: Default::default(),
         }
     }
 

@@ -1,0 +1,163 @@
+//! The slot group's other images (`[images.<name>]`): after `rootfs` is written and read
+//! back, each is written into the same slot letter the same way — planned against its own
+//! running slot and stored index, local chunks copied, delta frames and plain chunks
+//! fetched, post-write hooks run, then read back. Nothing is recorded or armed until every
+//! image of the group read back matching.
+
+use diffota_format::{hex32, Index};
+
+use super::{fetch, frames, hooks, local, seeds, verify};
+use super::{Device, InstallError, InstallReport, Outcome};
+use crate::hooks::{HookEnv, HookPoint};
+use crate::plan::{InPlace, Plan};
+use crate::progress::{Event, Progress};
+use crate::release::{ImageRelease, Release};
+use crate::slot::{Slot, TargetSlot};
+use crate::source::Traffic;
+use crate::state::DeviceState;
+
+/// Where each other image's chunks already are in the target slot, decided before the
+/// install marks the slot as being written (which forgets its stored indexes): everything
+/// when resuming this very install, else what the slot's stored index says.
+pub(super) fn in_place(
+    device: &Device<'_>,
+    release: &Release,
+    target: Slot,
+    resuming: bool,
+) -> Result<Vec<InPlace>, InstallError> {
+    release
+        .images
+        .iter()
+        .map(|image| {
+            Ok(if resuming {
+                InPlace::Everything
+            } else {
+                seeds::image_stored_index(device, &image.name, target)?
+                    .map_or(InPlace::Nothing, |i| InPlace::from_index(&i))
+            })
+        })
+        .collect()
+}
+
+/// The marker's list of the group's other images: name and image hash.
+pub(super) fn marker_images(release: &Release) -> std::collections::BTreeMap<String, String> {
+    release
+        .images
+        .iter()
+        .map(|image| (image.name.clone(), hex32(&image.index.image_hash)))
+        .collect()
+}
+
+/// What the plan of one more image is, for `check`: its name and summary.
+pub(super) fn plan_summaries(
+    device: &Device<'_>,
+    release: &Release,
+    running: Slot,
+) -> Result<Vec<(String, crate::plan::PlanSummary)>, InstallError> {
+    release
+        .images
+        .iter()
+        .map(|image| {
+            let seeds = seeds::image_running_seeds(
+                device,
+                &image.name,
+                running,
+                &image.index,
+                &crate::progress::Quiet,
+            )?;
+            let plan = Plan::build(&image.index, &seeds, &InPlace::Nothing);
+            Ok((
+                image.name.clone(),
+                plan.summary(&image.index, device.config.http.max_gap),
+            ))
+        })
+        .collect()
+}
+
+/// Writes every other image of the group into slot `running.other()`; Some when a hook
+/// stopped the install there.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn write_images(
+    device: &Device<'_>,
+    machine: &mut DeviceState,
+    release: &Release,
+    running: Slot,
+    in_place: &[InPlace],
+    hook_env: &HookEnv,
+    traffic: &Traffic,
+    report: &mut InstallReport,
+    progress: &dyn Progress,
+) -> Result<Option<Outcome>, InstallError> {
+    for (image, in_place) in release.images.iter().zip(in_place) {
+        let slot = write_image(
+            device, release, image, running, in_place, traffic, report, progress,
+        )
+        .await?;
+        let env = hooks::image_env(hook_env.clone(), &image.name, &image.index, &slot);
+        if let Some(stop) = hooks::run(device, machine, release, HookPoint::PostWrite, &env).await?
+        {
+            return Ok(Some(stop));
+        }
+        verify::read_back(&slot, &image.index)?;
+    }
+    Ok(None)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_image(
+    device: &Device<'_>,
+    release: &Release,
+    image: &ImageRelease,
+    running: Slot,
+    in_place: &InPlace,
+    traffic: &Traffic,
+    report: &mut InstallReport,
+    progress: &dyn Progress,
+) -> Result<TargetSlot, InstallError> {
+    let index: &Index = &image.index;
+    let target = running.other();
+    let running_path = seeds::image_slot_path(device, &image.name, running);
+    let slot = TargetSlot::open(
+        target,
+        seeds::image_slot_path(device, &image.name, target),
+        running_path,
+        index.image_length,
+    )?;
+    let seeds = seeds::image_running_seeds(device, &image.name, running, index, progress)?;
+    let plan = Plan::build(index, &seeds, in_place);
+    let delta_bases = frames::base_offsets(index, &plan.delta_frames, &seeds);
+    drop(seeds);
+    progress.event(Event::Message(&format!(
+        "image {}: writing slot {target} ({})",
+        image.name,
+        slot.path.display()
+    )));
+    let running_file =
+        fs_err::File::open(running_path).map_err(|source| InstallError::ReadRunning {
+            path: running_path.to_owned(),
+            source,
+        })?;
+    report.image_bytes += index.image_length;
+    let to_fetch =
+        local::write_local_chunks(&plan, index, running_file.file(), &slot, report, progress)?;
+    report.fetched_image_bytes += to_fetch.iter().map(|c| u64::from(c.length)).sum::<u64>();
+    let fetching = fetch::FetchContext {
+        index,
+        source: &release.source,
+        bundle: None,
+        slot: &slot,
+        config: device.config,
+        traffic,
+        progress,
+    };
+    let to_fetch = frames::fetch_delta_frames(
+        &fetching,
+        &plan.delta_frames,
+        &delta_bases,
+        to_fetch,
+        running_file.file(),
+    )
+    .await?;
+    fetch::fetch_all(&fetching, &to_fetch).await?;
+    Ok(slot)
+}
