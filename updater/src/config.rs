@@ -56,6 +56,8 @@ pub enum ConfigProblem {
     ImageName(String),
     #[error("{} is named as two slots (slots and images must all be different devices)", .0.display())]
     SlotTwice(PathBuf),
+    #[error("single_copy.{0}: give exactly one of device and handler (an absolute path), and a name of 1 to 32 characters of a-z, 0-9, _ and -")]
+    SingleCopy(String),
     #[error("hooks: {} is not an absolute path", .0.display())]
     HookPath(PathBuf),
     #[error("hooks.timeout_secs must be 1 to 86400")]
@@ -89,6 +91,11 @@ pub struct Config {
     /// running pair member of every image (one slot group per letter).
     #[serde(default)]
     pub images: BTreeMap<String, SlotsConfig>,
+    /// `[single_copy.<name>]`: where the release's single-copy image `name` goes (a
+    /// bootloader, a second processor's firmware): written once per release, after every
+    /// image of the slot group read back matching, and skipped when it holds that image.
+    #[serde(default)]
+    pub single_copy: BTreeMap<String, SingleCopyConfig>,
     #[serde(default)]
     pub boot: BootConfig,
     #[serde(default)]
@@ -198,6 +205,18 @@ pub struct MetricsConfig {
 pub struct SlotsConfig {
     pub a: PathBuf,
     pub b: PathBuf,
+}
+
+/// A single-copy target: exactly one of `device` and `handler`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SingleCopyConfig {
+    /// Written in place with the image and read back (a partition, an MTD block device, a
+    /// file).
+    pub device: Option<PathBuf>,
+    /// For targets diffota cannot write itself: this executable gets the verified image as
+    /// a file (`DIFFOTA_IMAGE_FILE`) and writes it (an MCU over a serial line, an FPGA).
+    pub handler: Option<PathBuf>,
 }
 
 /// The release image `[slots]` holds.
@@ -454,10 +473,21 @@ impl Config {
         }) {
             return Err(ConfigProblem::ImageName(name.clone()));
         }
+        if let Some(name) = self.single_copy.iter().find_map(|(name, target)| {
+            let usable = match (&target.device, &target.handler) {
+                (Some(_), None) => true,
+                (None, Some(handler)) => handler.is_absolute(),
+                _ => false,
+            };
+            (!usable || !diffota_format::manifest::valid_image_name(name)).then_some(name)
+        }) {
+            return Err(ConfigProblem::SingleCopy(name.clone()));
+        }
         let mut seen = std::collections::HashSet::new();
         for path in std::iter::once(&self.slots)
             .chain(self.images.values())
             .flat_map(|pair| [&pair.a, &pair.b])
+            .chain(self.single_copy.values().filter_map(|t| t.device.as_ref()))
         {
             if !seen.insert(path) {
                 return Err(ConfigProblem::SlotTwice(path.clone()));
@@ -577,6 +607,17 @@ headers = { Authorization = "Bearer x" }
         assert!(matches!(
             problem("[http]", "[hooks]\ntimeout_secs = 0\n[http]"),
             ConfigProblem::HookTimeout
+        ));
+        assert!(matches!(
+            problem("[http]", "[single_copy.mcu]\n[http]"),
+            ConfigProblem::SingleCopy(name) if name == "mcu"
+        ));
+        assert!(matches!(
+            problem(
+                "[http]",
+                "[single_copy.mcu]\ndevice = \"/dev/mmcblk0p2\"\n[http]"
+            ),
+            ConfigProblem::SlotTwice(_)
         ));
         assert!(matches!(
             problem("[http]", "[images.rootfs]\na = \"/x\"\nb = \"/y\"\n[http]"),

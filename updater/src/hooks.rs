@@ -49,6 +49,8 @@ pub enum HookPoint {
     PreArm,
     PostCommit,
     PostRevert,
+    /// Not a hook point: the executable a single-copy target names as its handler.
+    SingleCopyHandler,
 }
 
 pub const ALL_POINTS: [HookPoint; 5] = [
@@ -67,6 +69,7 @@ impl HookPoint {
             HookPoint::PreArm => "pre-arm",
             HookPoint::PostCommit => "post-commit",
             HookPoint::PostRevert => "post-revert",
+            HookPoint::SingleCopyHandler => "single-copy handler",
         }
     }
 
@@ -85,6 +88,7 @@ impl HookPoint {
             HookPoint::PreArm => &config.pre_arm,
             HookPoint::PostCommit => &config.post_commit,
             HookPoint::PostRevert => &config.post_revert,
+            HookPoint::SingleCopyHandler => &[],
         }
     }
 }
@@ -239,6 +243,21 @@ pub fn run_point(
         }
     }
     Ok(Verdict::Go)
+}
+
+/// Runs the handler of a single-copy target: exit 0 is success, anything else a failure.
+pub fn run_handler(path: &Path, env: &HookEnv, timeout_secs: u64) -> Result<(), HookError> {
+    let point = HookPoint::SingleCopyHandler;
+    let (ended, message) = run_one(path, point, env, timeout_secs)?;
+    match answer_of(point, ended) {
+        Answer::Go => Ok(()),
+        _ => Err(HookError::Failed {
+            point,
+            path: path.to_owned(),
+            ended,
+            message,
+        }),
+    }
 }
 
 /// `doctor`: every configured hook is an executable regular file.

@@ -135,6 +135,8 @@ pub struct Release {
     pub index: VerifiedIndex,
     /// Its other slot images, for `[images.<name>]`, each index pinned by the manifest.
     pub images: Vec<ImageRelease>,
+    /// Its single-copy images, for `[single_copy.<name>]`, each index pinned likewise.
+    pub single_copy: Vec<ImageRelease>,
     pub index_signature: String,
     pub channel: Option<Channel>,
     pub eligibility: Option<Eligibility>,
@@ -155,6 +157,9 @@ pub struct Trust<'a> {
     /// The images besides `rootfs` this device installs (`[images.<name>]`): a release
     /// must carry each of them, and no other slot image.
     pub images: Vec<&'a str>,
+    /// The single-copy targets this device has (`[single_copy.<name>]`): a release may
+    /// carry an image for any of them, and for no other.
+    pub single_copy: Vec<&'a str>,
     pub device_id: &'a str,
     pub now: u64,
 }
@@ -190,6 +195,7 @@ pub async fn fetch_release(
                 eligibility: None,
                 bundle: Some(bundle),
                 images: Vec::new(),
+                single_copy: Vec::new(),
             });
         }
         ReleaseTarget::Channel(name) => {
@@ -224,12 +230,16 @@ pub async fn fetch_release(
     } else {
         None
     };
-    let (index_path, pinned, others) = match &manifest {
+    let (index_path, pinned, matched) = match &manifest {
         Some(manifest) => {
-            let (primary, others) = match_images(manifest, &trust.images)?;
-            (manifest.index_path(primary), Some(primary), others)
+            let matched = match_images(manifest, &trust.images, &trust.single_copy)?;
+            (
+                manifest.index_path(matched.primary),
+                Some(matched.primary),
+                Some(matched),
+            )
         }
-        None => (index_path, None, Vec::new()),
+        None => (index_path, None, None),
     };
     let signature = source
         .get(&signature_of(&index_path), SIGNATURE_LIMIT, traffic)
@@ -251,18 +261,21 @@ pub async fn fetch_release(
     if manifest.is_none() {
         one_image_for(&index.version, trust)?;
     }
-    let mut images = Vec::new();
-    for image in others {
-        let manifest = manifest
-            .as_ref()
-            .expect("other images come from a manifest");
-        images.push(fetch_pinned(&source, manifest, image, trust, traffic).await?);
+    let (mut images, mut single_copy) = (Vec::new(), Vec::new());
+    if let (Some(manifest), Some(matched)) = (&manifest, matched) {
+        for image in matched.others {
+            images.push(fetch_pinned(&source, manifest, image, trust, traffic).await?);
+        }
+        for image in matched.single_copy {
+            single_copy.push(fetch_pinned(&source, manifest, image, trust, traffic).await?);
+        }
     }
     let eligibility = channel
         .as_ref()
         .map(|c| c.eligibility(trust.device_id, trust.now));
     Ok(Release {
         images,
+        single_copy,
         source,
         index,
         index_signature: signature,
@@ -313,29 +326,43 @@ async fn fetch_manifest(
     Ok(manifest)
 }
 
+/// Where a manifest's images go on this device.
+pub struct MatchedImages<'m> {
+    /// Into `[slots]`.
+    pub primary: &'m ManifestImage,
+    /// Into `[images.<name>]`.
+    pub others: Vec<&'m ManifestImage>,
+    /// To `[single_copy.<name>]`.
+    pub single_copy: Vec<&'m ManifestImage>,
+}
+
 /// Which image of a manifest goes into `[slots]` (`rootfs`, or the release's only slot
-/// image) and which into `[images.<name>]`: every slot image must have its A/B pair on this
-/// device, and every pair of the device its image in the release, or the slot groups would
-/// switch to images of different releases.
+/// image), which into `[images.<name>]` and which to `[single_copy.<name>]`: every slot
+/// image must have its A/B pair on this device, and every pair of the device its image in the
+/// release, or the slot groups would switch to images of different releases; a single-copy
+/// image needs its target (a release may leave a target alone).
 pub fn match_images<'m>(
     manifest: &'m Manifest,
     device_images: &[&str],
-) -> Result<(&'m ManifestImage, Vec<&'m ManifestImage>), ReleaseError> {
+    device_single_copy: &[&str],
+) -> Result<MatchedImages<'m>, ReleaseError> {
     let refused = |why: String| ReleaseError::Images {
         version: manifest.version.clone(),
         why,
     };
-    if let Some(image) = manifest
+    let (slot_images, single_copy): (Vec<&ManifestImage>, Vec<&ManifestImage>) = manifest
         .images
         .iter()
-        .find(|i| i.install == InstallKind::SingleCopy)
+        .partition(|i| i.install == InstallKind::Slot);
+    if let Some(image) = single_copy
+        .iter()
+        .find(|i| !device_single_copy.contains(&i.name.as_str()))
     {
         return Err(refused(format!(
-            "it has single-copy image {}, which this diffota cannot install yet",
-            image.name
+            "it has single-copy image {}, which this device's config has no target for (add [single_copy.{}] with a device or a handler)",
+            image.name, image.name
         )));
     }
-    let slot_images: Vec<&ManifestImage> = manifest.images.iter().collect();
     let primary = match slot_images.as_slice() {
         [only] => *only,
         _ => *slot_images
@@ -368,7 +395,11 @@ pub fn match_images<'m>(
             "it lacks image {lacking}, which this device's config names ([images.{lacking}]): a release carries every image of the slot group"
         )));
     }
-    Ok((primary, others))
+    Ok(MatchedImages {
+        primary,
+        others,
+        single_copy,
+    })
 }
 
 /// A release of one image (an index or a bundle) suits a device without `[images.<name>]`.
@@ -607,25 +638,30 @@ mod tests {
 
     #[test]
     fn a_manifest_matches_the_devices_slot_groups_or_is_refused_by_image() {
-        let names = |(primary, others): (&ManifestImage, Vec<&ManifestImage>)| {
+        let names = |matched: MatchedImages| {
             (
-                primary.name.clone(),
-                others.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
+                matched.primary.name.clone(),
+                matched
+                    .others
+                    .iter()
+                    .chain(&matched.single_copy)
+                    .map(|i| i.name.clone())
+                    .collect::<Vec<_>>(),
             )
         };
         let slot = InstallKind::Slot;
         let group = manifest(&[("appfs", slot), ("rootfs", slot)]);
         assert_eq!(
-            names(match_images(&group, &["appfs"]).unwrap()),
+            names(match_images(&group, &["appfs"], &[]).unwrap()),
             ("rootfs".into(), vec!["appfs".into()])
         );
         // A release's only image goes into [slots], whatever its name.
         let single = manifest(&[("system", slot)]);
         assert_eq!(
-            names(match_images(&single, &[]).unwrap()),
+            names(match_images(&single, &[], &["mcu"]).unwrap()),
             ("system".into(), vec![])
         );
-        let refused = |m: &Manifest, device: &[&str]| match match_images(m, device) {
+        let refused = |m: &Manifest, device: &[&str]| match match_images(m, device, &[]) {
             Err(e) => e.to_string(),
             Ok(_) => panic!("accepted"),
         };
@@ -638,7 +674,12 @@ mod tests {
             &manifest(&[("rootfs", slot), ("mcu", InstallKind::SingleCopy)]),
             &[]
         )
-        .contains("single-copy image mcu"));
+        .contains("single-copy image mcu, which this device's config has no target for"));
+        let firmware = manifest(&[("rootfs", slot), ("mcu", InstallKind::SingleCopy)]);
+        assert_eq!(
+            names(match_images(&firmware, &[], &["mcu", "fpga"]).unwrap()),
+            ("rootfs".into(), vec!["mcu".into()])
+        );
     }
 
     #[test]

@@ -217,7 +217,7 @@ fn a_device_installs_a_one_image_manifest_and_refuses_images_its_config_lacks() 
         stderr(&output)
     );
     assert!(device.slot_bytes(Slot::B, 4096).iter().all(|&b| b == 0));
-    // A single-copy image is refused too, for now.
+    // A single-copy image needs its target in the config.
     let rootfs4 = fleet.sample_image("4.0", 4 * MIB, 9, 4);
     fleet.make_images(
         "4.0",
@@ -229,7 +229,7 @@ fn a_device_installs_a_one_image_manifest_and_refuses_images_its_config_lacks() 
     let output = run(device.diffota().arg("install"));
     assert!(
         stderr(&output)
-            .contains("it has single-copy image mcu, which this diffota cannot install yet"),
+            .contains("it has single-copy image mcu, which this device's config has no target for (add [single_copy.mcu] with a device or a handler)"),
         "{}",
         stderr(&output)
     );
@@ -517,4 +517,135 @@ fn a_group_install_stopped_by_a_hook_on_appfs_arms_nothing_and_resumes_in_place(
     let status: serde_json::Value =
         serde_json::from_str(&run_ok(device.diffota().args(["status", "--json"]))).unwrap();
     assert_eq!(status["state"]["trial"]["slot"], "b");
+}
+
+#[test]
+fn single_copy_images_are_written_once_after_the_group_and_skipped_when_held() {
+    let mut fleet = Fleet::new();
+    fleet.sample_release("1.0", 4 * MIB, 9, 1);
+    let rootfs2 = fleet.sample_image("2.0", 4 * MIB, 9, 2);
+    let mcu = fleet.path("mcu.bin");
+    std::fs::write(&mcu, b"mcu firmware 7\n".repeat(20_000)).unwrap();
+    let fpga = fleet.path("fpga.bit");
+    std::fs::write(
+        &fpga,
+        (0..300_000u32).map(|i| (i % 239) as u8).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    fleet.make_images(
+        "2.0",
+        &[("rootfs", &rootfs2)],
+        &[("mcu", &mcu), ("fpga", &fpga)],
+        &[],
+    );
+    fleet.publish("2.0");
+    let server = fleet.serve();
+    let flash = fleet.path("mcu-flash.bin");
+    std::fs::File::create(&flash).unwrap().set_len(MIB).unwrap();
+    let log = fleet.path("handler.log");
+    let loaded = fleet.path("fpga-loaded.bit");
+    let handler = fleet.path("load-fpga");
+    std::fs::write(
+        &handler,
+        format!(
+            "#!/bin/sh\nset -e\necho \"$DIFFOTA_IMAGE $DIFFOTA_VERSION $DIFFOTA_IMAGE_SIZE\" >> {log}\ncp \"$DIFFOTA_IMAGE_FILE\" {loaded}\n",
+            log = log.display(),
+            loaded = loaded.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &handler,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let device = fleet.device("device", "1.0", 5 * MIB, &server.url, |config| {
+        config.single_copy.insert(
+            "mcu".into(),
+            diffota::config::SingleCopyConfig {
+                device: Some(flash.clone()),
+                handler: None,
+            },
+        );
+        config.single_copy.insert(
+            "fpga".into(),
+            diffota::config::SingleCopyConfig {
+                device: None,
+                handler: Some(handler.clone()),
+            },
+        );
+    });
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
+    let planned: Vec<(String, u64)> = check["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_owned(),
+                i["plan"]["fetch_bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        planned.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["mcu", "fpga"]
+    );
+    assert!(planned.iter().all(|(_, bytes)| *bytes > 0), "{check}");
+    let stdout = run_ok(device.diffota().arg("install"));
+    assert!(stdout.contains("installed 2.0 into slot b"), "{stdout}");
+    assert!(
+        starts_with_file(&flash, &mcu),
+        "the mcu target holds the image"
+    );
+    assert_eq!(
+        std::fs::read(&loaded).unwrap(),
+        std::fs::read(&fpga).unwrap()
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "fpga 2.0 300000\n");
+    let status: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["status", "--json"]))).unwrap();
+    assert_eq!(
+        status["state"]["single_copy"]["mcu"]["image_hash"],
+        blake3::hash(&std::fs::read(&mcu).unwrap())
+            .to_hex()
+            .as_str()
+    );
+    assert_eq!(status["state"]["trial"]["slot"], "b");
+    assert!(
+        !device.state.join("single-copy-fpga.img").exists(),
+        "the handler's file is removed"
+    );
+
+    // 3.0 keeps both firmware images: their targets hold them, nothing is fetched or run.
+    device.boot_into(Slot::B);
+    run_ok(device.diffota().arg("mark-good"));
+    let rootfs3 = fleet.sample_image("3.0", 4 * MIB, 9, 3);
+    fleet.make_images(
+        "3.0",
+        &[("rootfs", &rootfs3)],
+        &[("mcu", &mcu), ("fpga", &fpga)],
+        &[],
+    );
+    fleet.publish("3.0");
+    let check: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
+    assert_eq!(check["images"][0]["plan"]["fetch_bytes"], 0, "{check}");
+    assert_eq!(check["images"][1]["plan"]["fetch_bytes"], 0, "{check}");
+    let rootfs_fetch = check["plan"]["fetch_bytes"].as_u64().unwrap();
+    server.clear_log();
+    // Zeroed behind diffota's back: only the record decides, so it stays zero.
+    std::fs::write(&flash, vec![0u8; MIB as usize]).unwrap();
+    run_ok(device.diffota().arg("install"));
+    assert_eq!(pack_bytes(&server), rootfs_fetch, "only rootfs's chunks");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "fpga 2.0 300000\n",
+        "not run again"
+    );
+    assert!(
+        std::fs::read(&flash).unwrap().iter().all(|&b| b == 0),
+        "a target that holds the image is not written (the record says so)"
+    );
 }

@@ -137,15 +137,44 @@ async fn write_image(
             path: running_path.to_owned(),
             source,
         })?;
+    write_planned(
+        device,
+        release,
+        index,
+        &slot,
+        (&plan, &delta_bases),
+        running_file.file(),
+        traffic,
+        report,
+        progress,
+    )
+    .await?;
+    Ok(slot)
+}
+
+/// Writes one image into `slot` as `plan` says: local chunks from `running`, then its delta
+/// frames (their bases at `delta_bases`) and plain chunks from the release's store, counted
+/// into `report`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn write_planned(
+    device: &Device<'_>,
+    release: &Release,
+    index: &Index,
+    slot: &TargetSlot,
+    (plan, delta_bases): (&Plan, &frames::BaseOffsets),
+    running: &std::fs::File,
+    traffic: &Traffic,
+    report: &mut InstallReport,
+    progress: &dyn Progress,
+) -> Result<(), InstallError> {
     report.image_bytes += index.image_length;
-    let to_fetch =
-        local::write_local_chunks(&plan, index, running_file.file(), &slot, report, progress)?;
+    let to_fetch = local::write_local_chunks(plan, index, running, slot, report, progress)?;
     report.fetched_image_bytes += to_fetch.iter().map(|c| u64::from(c.length)).sum::<u64>();
     let fetching = fetch::FetchContext {
         index,
         source: &release.source,
         bundle: None,
-        slot: &slot,
+        slot,
         config: device.config,
         traffic,
         progress,
@@ -153,11 +182,10 @@ async fn write_image(
     let to_fetch = frames::fetch_delta_frames(
         &fetching,
         &plan.delta_frames,
-        &delta_bases,
+        delta_bases,
         to_fetch,
-        running_file.file(),
+        running,
     )
     .await?;
-    fetch::fetch_all(&fetching, &to_fetch).await?;
-    Ok(slot)
+    fetch::fetch_all(&fetching, &to_fetch).await
 }

@@ -17,6 +17,7 @@ mod local;
 mod provision;
 mod report;
 mod seeds;
+mod single;
 mod verify;
 
 pub use fetch::BadFrame;
@@ -167,6 +168,7 @@ async fn prepare(
         keys: device.keys,
         compatible: &config.compatible,
         images: config.images.keys().map(String::as_str).collect(),
+        single_copy: config.single_copy.keys().map(String::as_str).collect(),
         device_id: &device.device_id,
         now: system::now(),
     };
@@ -262,6 +264,7 @@ pub async fn check(
         bundle,
         images: group::plan_summaries(device, &release, running)?
             .into_iter()
+            .chain(single::plan_summaries(device, &release, state))
             .map(|(name, plan)| report::ImagePlan { name, plan })
             .collect(),
     })
@@ -370,6 +373,16 @@ pub async fn install(
     {
         return Ok(stop);
     }
+    single::write_all(
+        device,
+        &mut machine,
+        &release,
+        &hook_env,
+        &traffic,
+        &mut report,
+        progress,
+    )
+    .await?;
     if let Some(stop) = hooks::run(
         device,
         &mut machine,

@@ -50,6 +50,11 @@ impl StateDir {
         self.path("lock")
     }
 
+    /// Where a single-copy image for a handler is assembled and verified.
+    pub fn single_copy_image_path(&self, name: &str) -> PathBuf {
+        self.path(&format!("single-copy-{name}.img"))
+    }
+
     pub fn state_path(&self) -> PathBuf {
         self.path("state.json")
     }

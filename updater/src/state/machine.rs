@@ -369,6 +369,23 @@ impl DeviceState {
         Ok(outcome)
     }
 
+    /// Before the first byte of single-copy target `name` is written: its record goes first,
+    /// so a crash while writing never leaves a record that claims the old content.
+    pub fn forget_single_copy(&mut self, name: &str) -> Result<(), StateError> {
+        self.state.forget_single_copy(name);
+        self.dir.save(&self.state)
+    }
+
+    /// After single-copy target `name` was written and read back matching.
+    pub fn record_single_copy(
+        &mut self,
+        name: &str,
+        record: super::record::SingleCopyRecord,
+    ) -> Result<(), StateError> {
+        self.state.record_single_copy(name, record);
+        self.dir.save(&self.state)
+    }
+
     /// The hooks a commit or revert owed all succeeded, or their slot no longer runs.
     pub fn settle_hooks(&mut self) -> Result<(), StateError> {
         self.state.settle_hooks();

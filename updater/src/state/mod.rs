@@ -19,6 +19,6 @@ pub use machine::{
     TransitionError,
 };
 pub use record::{
-    FailedRelease, ImageRecord, InProgress, InstallRecord, InstallResult, OwedHooks, SlotRecord,
-    State, StateFormatError, Trial, STATE_FORMAT,
+    FailedRelease, ImageRecord, InProgress, InstallRecord, InstallResult, OwedHooks,
+    SingleCopyRecord, SlotRecord, State, StateFormatError, Trial, STATE_FORMAT,
 };

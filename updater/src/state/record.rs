@@ -41,6 +41,19 @@ pub struct State {
     /// cleared once they all succeeded, so a power cut in between runs them again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     owed_hooks: Option<OwedHooks>,
+    /// What each single-copy target holds, as written and read back by diffota.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    single_copy: BTreeMap<String, SingleCopyRecord>,
+}
+
+/// A single-copy target's content, as written and read back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SingleCopyRecord {
+    pub version: String,
+    pub image_hash: String,
+    pub image_length: u64,
+    pub written_at: u64,
 }
 
 impl Default for State {
@@ -54,6 +67,7 @@ impl Default for State {
             trial: None,
             failed_releases: Vec::new(),
             owed_hooks: None,
+            single_copy: BTreeMap::new(),
         }
     }
 }
@@ -235,6 +249,10 @@ impl State {
         self.failed_releases.iter().find(|f| f.version == version)
     }
 
+    pub fn single_copy(&self, name: &str) -> Option<&SingleCopyRecord> {
+        self.single_copy.get(name)
+    }
+
     pub fn owed_hooks(&self) -> Option<&OwedHooks> {
         self.owed_hooks.as_ref()
     }
@@ -316,6 +334,15 @@ impl State {
     /// transition's hooks supersede).
     pub(super) fn owe_hooks(&mut self, owed: OwedHooks) {
         self.owed_hooks = Some(owed);
+    }
+
+    /// A single-copy target is about to be written: it no longer holds what it held.
+    pub(super) fn forget_single_copy(&mut self, name: &str) {
+        self.single_copy.remove(name);
+    }
+
+    pub(super) fn record_single_copy(&mut self, name: &str, record: SingleCopyRecord) {
+        self.single_copy.insert(name.to_owned(), record);
     }
 
     /// The owed hooks all succeeded, or their slot no longer runs.
