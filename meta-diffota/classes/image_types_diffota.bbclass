@@ -20,6 +20,16 @@ DIFFOTA_SIGNING_KEY ??= ""
 DIFFOTA_SIGNING_KEY_PASSWORD_FILE ??= ""
 DIFFOTA_ZSTD_LEVEL ??= "12"
 DIFFOTA_MAKE_ARGS ??= ""
+# A release of several images: the root file system (DIFFOTA_IMAGE_NAME) and other images of
+# the build, space-separated NAME=FILE, e.g.
+#   DIFFOTA_EXTRA_IMAGES = "appfs=${DEPLOY_DIR_IMAGE}/app-image-${MACHINE}.rootfs.erofs"
+#   do_image_diffota[depends] += "app-image:do_image_complete"
+# Devices install them into their slot groups ([images.NAME] in diffota.toml). Single-copy
+# images (a bootloader, a second processor's firmware; [single_copy.NAME] on the device) go
+# in DIFFOTA_SINGLE_COPY_IMAGES the same way. With either set, the release gets a signed
+# manifest (releases/<version>/release.json) that channels point at.
+DIFFOTA_EXTRA_IMAGES ??= ""
+DIFFOTA_SINGLE_COPY_IMAGES ??= ""
 
 # Chunks are reused between releases only if the filesystem is laid out the same way when
 # nothing changed: fixed UUID, fixed directory hash seed, timestamps from SOURCE_DATE_EPOCH.
@@ -71,7 +81,7 @@ diffota_factory_data[vardeps] += "DIFFOTA_STORE DIFFOTA_IMAGE_NAME DIFFOTA_FACTO
 IMAGE_TYPEDEP:diffota = "${DIFFOTA_ROOTFS_FSTYPE}"
 do_image_diffota[depends] += "chunk-server-native:do_populate_sysroot"
 do_image_diffota[file-checksums] += "${@'%s:True' % d.getVar('DIFFOTA_SIGNING_KEY') if d.getVar('DIFFOTA_SIGNING_KEY') else ''}"
-do_image_diffota[vardeps] += "DIFFOTA_VERSION DIFFOTA_COMPATIBLE DIFFOTA_STORE DIFFOTA_ZSTD_LEVEL DIFFOTA_MAKE_ARGS"
+do_image_diffota[vardeps] += "DIFFOTA_VERSION DIFFOTA_COMPATIBLE DIFFOTA_STORE DIFFOTA_ZSTD_LEVEL DIFFOTA_MAKE_ARGS DIFFOTA_EXTRA_IMAGES DIFFOTA_SINGLE_COPY_IMAGES"
 
 IMAGE_CMD:diffota () {
 	if [ -z "${DIFFOTA_SIGNING_KEY}" ]; then
@@ -88,17 +98,29 @@ IMAGE_CMD:diffota () {
 	if [ -n "${DIFFOTA_SIGNING_KEY_PASSWORD_FILE}" ]; then
 		diffota_password_args="--password-file ${DIFFOTA_SIGNING_KEY_PASSWORD_FILE}"
 	fi
+	# One image: the image file and its name. Several: --image/--single-copy NAME=FILE each.
+	set -- --name "${DIFFOTA_IMAGE_NAME}" "$diffota_image"
+	if [ -n "${DIFFOTA_EXTRA_IMAGES}${DIFFOTA_SINGLE_COPY_IMAGES}" ]; then
+		set -- --image "${DIFFOTA_IMAGE_NAME}=$diffota_image"
+		for diffota_extra in ${DIFFOTA_EXTRA_IMAGES}; do
+			[ -f "$(printf '%s' "$diffota_extra" | cut -d= -f2-)" ] || bbfatal "DIFFOTA_EXTRA_IMAGES names $diffota_extra: no such file (NAME=FILE; make this image depend on the recipe that builds it)"
+			set -- "$@" --image "$diffota_extra"
+		done
+		for diffota_extra in ${DIFFOTA_SINGLE_COPY_IMAGES}; do
+			[ -f "$(printf '%s' "$diffota_extra" | cut -d= -f2-)" ] || bbfatal "DIFFOTA_SINGLE_COPY_IMAGES names $diffota_extra: no such file (NAME=FILE)"
+			set -- "$@" --single-copy "$diffota_extra"
+		done
+	fi
 	mkdir -p "${DIFFOTA_STORE}"
 	# shellcheck disable=SC2086 # the argument lists are meant to split
 	chunk-server make \
 		--store "${DIFFOTA_STORE}" \
 		--version "${DIFFOTA_VERSION}" \
 		--compatible "${DIFFOTA_COMPATIBLE}" \
-		--name "${DIFFOTA_IMAGE_NAME}" \
 		--zstd-level "${DIFFOTA_ZSTD_LEVEL}" \
 		--key "${DIFFOTA_SIGNING_KEY}" $diffota_password_args \
 		${DIFFOTA_MAKE_ARGS} \
-		"$diffota_image" > "${IMGDEPLOYDIR}/${IMAGE_NAME}${IMAGE_NAME_SUFFIX}.diffota"
+		"$@" > "${IMGDEPLOYDIR}/${IMAGE_NAME}${IMAGE_NAME_SUFFIX}.diffota"
 	# The version this run made, for the factory image's data partition (DATETIME may differ
 	# in a later bitbake run that makes only the wic image).
 	echo "${DIFFOTA_VERSION}" > "${IMGDEPLOYDIR}/${IMAGE_NAME}${IMAGE_NAME_SUFFIX}.diffota-version"

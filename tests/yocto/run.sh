@@ -320,6 +320,8 @@ EOF
   expect_contains "$top/env-uboot-libubootenv.txt" SRC_URI file://fw_env.config
   check_image "$top/env-uboot-diffota-image-example.txt" diffota-uboot.wks.in
   expect_contains "$top/env-uboot-diffota-image-example.txt" IMAGE_INSTALL u-boot-diffota-script
+  expect_var "$top/env-uboot-diffota-image-example.txt" DIFFOTA_EXTRA_IMAGES ""
+  expect_var "$top/env-uboot-diffota-image-example.txt" DIFFOTA_SINGLE_COPY_IMAGES ""
   in_build "$build" "$release-graph-uboot" sh -c "cd '$build' && bitbake -g diffota-image-example"
   check_task_graph "$build" "$release-graph-uboot" u-boot-diffota-script
   if dry_run_wanted "$release:uboot"; then

@@ -167,6 +167,8 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
     vars.insert("DIFFOTA_IMAGE_NAME", "rootfs".into());
     vars.insert("DIFFOTA_ZSTD_LEVEL", "3".into());
     vars.insert("DIFFOTA_MAKE_ARGS", String::new());
+    vars.insert("DIFFOTA_EXTRA_IMAGES", String::new());
+    vars.insert("DIFFOTA_SINGLE_COPY_IMAGES", String::new());
     let script = dir.path().join("image_cmd.sh");
     std::fs::write(&script, image_cmd_script(&vars)).unwrap();
     let path = format!(
@@ -259,6 +261,52 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
     )
     .unwrap();
     assert!(!next.deltas.frames.is_empty(), "{summary}");
+
+    // A release of several images: an application image and a firmware file beside the
+    // root file system, in one signed manifest.
+    let appfs = deploy.join("app-image-qemux86-64.rootfs.ext4");
+    std::fs::copy(&image, &appfs).unwrap();
+    let firmware = deploy.join("mcu.bin");
+    std::fs::write(&firmware, b"mcu firmware\n".repeat(5000)).unwrap();
+    vars.insert("DIFFOTA_VERSION", "5.0-20261212".into());
+    vars.insert("DIFFOTA_EXTRA_IMAGES", format!("appfs={}", appfs.display()));
+    vars.insert(
+        "DIFFOTA_SINGLE_COPY_IMAGES",
+        format!("mcu={}", firmware.display()),
+    );
+    std::fs::write(&script, image_cmd_script(&vars)).unwrap();
+    run_ok(Command::new("sh").arg(&script).env("PATH", &path));
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(store.join("releases/5.0-20261212/release.json")).unwrap(),
+    )
+    .unwrap();
+    let names: Vec<&str> = manifest["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["rootfs", "appfs", "mcu"]);
+    run_ok(
+        chunk_server()
+            .arg("verify")
+            .arg("--public-key")
+            .arg(&keys.public)
+            .arg(&store)
+            .arg("5.0-20261212"),
+    );
+    vars.insert("DIFFOTA_VERSION", "5.0-20261213".into());
+    vars.insert("DIFFOTA_EXTRA_IMAGES", "appfs=/nonexistent/app.ext4".into());
+    std::fs::write(&script, image_cmd_script(&vars)).unwrap();
+    let output = run(Command::new("sh").arg(&script).env("PATH", &path));
+    assert!(
+        stderr(&output)
+            .contains("DIFFOTA_EXTRA_IMAGES names appfs=/nonexistent/app.ext4: no such file"),
+        "{}",
+        stderr(&output)
+    );
+    vars.insert("DIFFOTA_EXTRA_IMAGES", String::new());
+    vars.insert("DIFFOTA_SINGLE_COPY_IMAGES", String::new());
 
     // No key: a clear bbfatal, nothing made.
     vars.insert("DIFFOTA_SIGNING_KEY", String::new());
@@ -385,6 +433,9 @@ fn shell_scripts_pass_shellcheck() {
         "DIFFOTA_IMAGE_NAME",
         "DIFFOTA_ZSTD_LEVEL",
         "DIFFOTA_MAKE_ARGS",
+        "DIFFOTA_EXTRA_IMAGES",
+        "DIFFOTA_SINGLE_COPY_IMAGES",
+        "DIFFOTA_RELEASE_IMAGE",
     ] {
         header.push_str(&format!("{name}=\"${{{name}:-}}\"\n"));
     }
