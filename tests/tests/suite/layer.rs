@@ -177,14 +177,17 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
         std::env::var("PATH").unwrap_or_default()
     );
     run_ok(Command::new("sh").arg(&script).env("PATH", &path));
-    run_ok(
-        chunk_server()
-            .arg("verify")
-            .arg("--public-key")
-            .arg(&keys.public)
-            .arg(&store)
-            .arg("5.0-20261128"),
-    );
+    let verify = |version: &str| {
+        run_ok(
+            chunk_server()
+                .arg("verify")
+                .arg("--public-key")
+                .arg(&keys.public)
+                .arg(&store)
+                .arg(version),
+        )
+    };
+    verify("5.0-20261128");
     let summary =
         std::fs::read_to_string(deploy.join("example-image-qemux86-64.rootfs.diffota")).unwrap();
     assert!(summary.contains("release 5.0-20261128"), "{summary}");
@@ -287,14 +290,7 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
         .map(|i| i["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["rootfs", "appfs", "mcu"]);
-    run_ok(
-        chunk_server()
-            .arg("verify")
-            .arg("--public-key")
-            .arg(&keys.public)
-            .arg(&store)
-            .arg("5.0-20261212"),
-    );
+    verify("5.0-20261212");
     vars.insert("DIFFOTA_VERSION", "5.0-20261213".into());
     vars.insert("DIFFOTA_EXTRA_IMAGES", "appfs=/nonexistent/app.ext4".into());
     std::fs::write(&script, image_cmd_script(&vars)).unwrap();
