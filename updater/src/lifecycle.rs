@@ -271,6 +271,7 @@ fn record_install(
                 requests: installed.requests,
                 install_seconds: installed.seconds,
                 finished_at: crate::system::now(),
+                images: installed.images.clone(),
             };
             if let Err(e) = Spool::new(&config.state_dir).set_pending_install(&pending) {
                 tracing::warn!(error = %e, "the install's figures could not be kept for its report");

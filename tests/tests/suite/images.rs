@@ -333,8 +333,25 @@ fn a_slot_group_switches_rootfs_and_appfs_together_and_fetches_only_what_changed
     let predicted = check["plan"]["fetch_bytes"].as_u64().unwrap()
         + check["images"][0]["plan"]["fetch_bytes"].as_u64().unwrap();
     server.clear_log();
-    let stdout = run_ok(device.diffota().arg("install"));
-    assert!(stdout.contains("installed 2.0 into slot b"), "{stdout}");
+    let stdout = run_ok(device.diffota().args(["install", "--json"]));
+    let outcome: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(outcome["outcome"], "installed", "{outcome}");
+    let figures: Vec<(&str, u64)> = outcome["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap(),
+                i["image_bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        figures,
+        [("rootfs", 4 * MIB), ("appfs", 2 * MIB)],
+        "{outcome}"
+    );
     assert!(fleet.slot_holds(&device, Slot::B, "2.0"));
     assert!(
         starts_with_file(&appfs_b, &appfs2),

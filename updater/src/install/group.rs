@@ -9,6 +9,7 @@ use diffota_format::{hex32, Index};
 use super::{fetch, frames, hooks, local, seeds, verify};
 use super::{Device, InstallError, InstallReport, Outcome};
 use crate::hooks::{HookEnv, HookPoint};
+use crate::outcomes::ImageFigures;
 use crate::plan::{InPlace, Plan};
 use crate::progress::{Event, Progress};
 use crate::release::{ImageRelease, Release};
@@ -140,6 +141,7 @@ async fn write_image(
     write_planned(
         device,
         release,
+        (&image.name, "slot"),
         index,
         &slot,
         (&plan, &delta_bases),
@@ -159,6 +161,7 @@ async fn write_image(
 pub(super) async fn write_planned(
     device: &Device<'_>,
     release: &Release,
+    (name, install): (&str, &str),
     index: &Index,
     slot: &TargetSlot,
     (plan, delta_bases): (&Plan, &frames::BaseOffsets),
@@ -169,7 +172,15 @@ pub(super) async fn write_planned(
 ) -> Result<(), InstallError> {
     report.image_bytes += index.image_length;
     let to_fetch = local::write_local_chunks(plan, index, running, slot, report, progress)?;
-    report.fetched_image_bytes += to_fetch.iter().map(|c| u64::from(c.length)).sum::<u64>();
+    let fetched_image_bytes = to_fetch.iter().map(|c| u64::from(c.length)).sum::<u64>();
+    report.fetched_image_bytes += fetched_image_bytes;
+    report.images.push(ImageFigures {
+        name: name.to_owned(),
+        install: install.to_owned(),
+        image_bytes: index.image_length,
+        fetched_image_bytes,
+        written: true,
+    });
     let fetching = fetch::FetchContext {
         index,
         source: &release.source,

@@ -338,6 +338,15 @@ pub async fn install(
     .await?;
     fetch::fetch_all(&fetching, &to_fetch).await?;
     report.fetched_image_bytes = fetched_image_bytes;
+    if !(release.images.is_empty() && release.single_copy.is_empty()) {
+        report.images.push(crate::outcomes::ImageFigures {
+            name: crate::config::ROOTFS.into(),
+            install: "slot".into(),
+            image_bytes: release.index.image_length,
+            fetched_image_bytes,
+            written: true,
+        });
+    }
     // Before the read-back, so that whatever a post-write hook did to the slot is caught.
     let image_env = hooks::image_env(
         hook_env.clone(),

@@ -52,6 +52,9 @@ pub struct InstallReport {
     pub downloaded_bytes: u64,
     pub requests: u64,
     pub seconds: f64,
+    /// Each image of a release of several, in the order installed (empty for one image).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<crate::outcomes::ImageFigures>,
 }
 
 /// What `check` reports: the release, whether it applies, and the planned download.

@@ -65,6 +65,13 @@ pub(super) async fn write_all(
                 "single-copy image {}: its target holds it already; skipped",
                 image.name
             )));
+            report.images.push(crate::outcomes::ImageFigures {
+                name: image.name.clone(),
+                install: "single-copy".into(),
+                image_bytes: image.index.image_length,
+                fetched_image_bytes: 0,
+                written: false,
+            });
             continue;
         }
         let target = &device.config.single_copy[&image.name];
@@ -99,6 +106,7 @@ pub(super) async fn write_all(
         super::group::write_planned(
             device,
             release,
+            (&image.name, "single-copy"),
             index,
             &slot,
             (&plan, &Default::default()),

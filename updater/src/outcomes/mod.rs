@@ -19,7 +19,9 @@ pub mod report;
 pub mod send;
 pub mod spool;
 
-pub use report::{of_mark_good, OutcomeReport, OutcomeResult, PendingInstall, TrialOutcome};
+pub use report::{
+    of_mark_good, ImageFigures, OutcomeReport, OutcomeResult, PendingInstall, TrialOutcome,
+};
 pub use send::{send_spooled, SendSummary};
 pub use spool::{Spool, SpoolError};
 

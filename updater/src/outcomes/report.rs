@@ -38,6 +38,23 @@ pub struct PendingInstall {
     pub requests: u64,
     pub install_seconds: f64,
     pub finished_at: u64,
+    /// Each image of a release of several (none for a one-image release).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageFigures>,
+}
+
+/// What an install did with one image of the release.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageFigures {
+    pub name: String,
+    /// `slot` or `single-copy`.
+    pub install: String,
+    pub image_bytes: u64,
+    /// Of the image, what came from the store (the rest from the running slot or in place).
+    pub fetched_image_bytes: u64,
+    /// False for a single-copy image its target held already.
+    pub written: bool,
 }
 
 /// One report, as POSTed (JSON).
@@ -62,6 +79,9 @@ pub struct OutcomeReport {
     pub boot_attempts: Option<u32>,
     /// Unix time of the outcome.
     pub at: u64,
+    /// Each image of a release of several: they share the outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageFigures>,
 }
 
 /// A trial's outcome, as `mark-good` found it.
@@ -101,6 +121,7 @@ impl OutcomeReport {
             boots_used: Some(outcome.boots_used),
             boot_attempts: Some(outcome.boot_attempts),
             at: outcome.at,
+            images: install.map(|i| i.images.clone()).unwrap_or_default(),
         };
         report.id = report.stable_id(outcome.trial_started_at);
         report
@@ -128,6 +149,7 @@ impl OutcomeReport {
             trial_seconds: None,
             boots_used: None,
             boot_attempts: None,
+            images: Vec::new(),
             at,
         };
         report.id = report.stable_id(at);
@@ -218,6 +240,13 @@ mod tests {
             requests: 5,
             install_seconds: 2.5,
             finished_at: 100,
+            images: vec![ImageFigures {
+                name: "appfs".into(),
+                install: "slot".into(),
+                image_bytes: 4096,
+                fetched_image_bytes: 512,
+                written: true,
+            }],
         }
     }
 
@@ -246,6 +275,15 @@ mod tests {
         assert_eq!(report.downloaded_bytes, Some(1234));
         assert_eq!(report.requests, Some(5));
         assert_eq!(report.trial_seconds, Some(60));
+        assert_eq!(
+            report
+                .images
+                .iter()
+                .map(|i| (i.name.as_str(), i.fetched_image_bytes))
+                .collect::<Vec<_>>(),
+            [("appfs", 512)],
+            "each image shares the trial's outcome"
+        );
         assert_eq!(
             (report.boots_used, report.boot_attempts),
             (Some(1), Some(3))

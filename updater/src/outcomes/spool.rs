@@ -227,6 +227,7 @@ mod tests {
             requests: 1,
             install_seconds: 0.5,
             finished_at: 3,
+            images: Vec::new(),
         };
         spool.set_pending_install(&install).unwrap();
         assert_eq!(spool.pending_install(), Some(install));
