@@ -279,6 +279,12 @@ fn group_device(
     (device, appfs_a, appfs_b)
 }
 
+/// The image file of release `version`'s rootfs (a path to hand to `group_device` as a
+/// wrong appfs).
+fn rootfs_of(fleet: &Fleet, version: &str) -> PathBuf {
+    fleet.image(version).to_owned()
+}
+
 fn starts_with_file(path: &Path, image: &Path) -> bool {
     let expected = std::fs::read(image).unwrap();
     let mut held = std::fs::read(path).unwrap();
@@ -327,6 +333,25 @@ fn a_slot_group_switches_rootfs_and_appfs_together_and_fetches_only_what_changed
         stderr(&output)
     );
 
+    // The factory group is provisioned from the release's manifest: every image is checked.
+    let manifest = fleet.store.join("releases/1.0/release.json");
+    let (other, _, _) = group_device(
+        &fleet,
+        "other",
+        &server.url,
+        "1.0",
+        &rootfs_of(&fleet, "1.0"),
+    );
+    let output = run(other.diffota().arg("provision").arg(&manifest));
+    assert!(
+        stderr(&output).contains("does not hold release 1.0 (image appfs"),
+        "{}",
+        stderr(&output)
+    );
+    let stdout = run_ok(device.diffota().arg("provision").arg(&manifest));
+    assert!(stdout.contains("slot a holds release 1.0"), "{stdout}");
+    let text = run_ok(device.diffota().arg("status"));
+    assert!(text.contains("slot a image appfs: 1.0"), "{text}");
     let check: serde_json::Value =
         serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
     assert_eq!(check["images"][0]["name"], "appfs", "{check}");

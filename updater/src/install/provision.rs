@@ -14,7 +14,7 @@ use super::{prepare, verify::hash_stored_image, Device, InstallError, Prepared};
 use crate::release::ReleaseTarget;
 use crate::slot::Slot;
 use crate::source::Traffic;
-use crate::state::SlotRecord;
+use crate::state::{ImageRecord, SlotRecord};
 use crate::system;
 
 /// What `provision` found and recorded.
@@ -61,21 +61,38 @@ pub async fn provision(
         .slot(running)
         .is_some_and(|r| r.version == index.version && r.image_hash == hex32(&index.image_hash));
     if !already_recorded {
-        let path = device.config.slot_path(running);
-        let actual = hash_stored_image(path, index.image_length)?;
-        if actual != index.image_hash {
-            return Err(InstallError::NotThisRelease {
-                slot: running,
-                version: index.version.clone(),
-                length: index.image_length,
-                expected: hex32(&index.image_hash),
-                actual: hex32(&actual),
-            });
+        // Every image of the slot group must be the release's, byte for byte.
+        let group = std::iter::once((crate::config::ROOTFS, index))
+            .chain(release.images.iter().map(|i| (i.name.as_str(), &i.index)));
+        for (name, image_index) in group {
+            let path = super::seeds::image_slot_path(device, name, running);
+            let actual = hash_stored_image(path, image_index.image_length)?;
+            if actual != image_index.image_hash {
+                return Err(InstallError::NotThisRelease {
+                    slot: running,
+                    version: format!("{} (image {name}, {})", index.version, path.display()),
+                    length: image_index.image_length,
+                    expected: hex32(&image_index.image_hash),
+                    actual: hex32(&actual),
+                });
+            }
         }
         machine.record_provisioned(
             running,
             SlotRecord {
-                images: Default::default(),
+                images: release
+                    .images
+                    .iter()
+                    .map(|i| {
+                        (
+                            i.name.clone(),
+                            ImageRecord {
+                                image_hash: hex32(&i.index.image_hash),
+                                image_length: i.index.image_length,
+                            },
+                        )
+                    })
+                    .collect(),
                 version: index.version.clone(),
                 image_hash: hex32(&index.image_hash),
                 image_length: index.image_length,
@@ -84,6 +101,17 @@ pub async fn provision(
             },
             &index.to_bytes(),
             &release.index_signature,
+            &release
+                .images
+                .iter()
+                .map(|i| {
+                    (
+                        i.name.as_str(),
+                        i.index.to_bytes(),
+                        i.index_signature.as_str(),
+                    )
+                })
+                .collect::<Vec<_>>(),
         )?;
         tracing::info!(event = "provisioned", slot = %running, version = %index.version);
     }

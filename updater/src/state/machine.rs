@@ -285,8 +285,13 @@ impl DeviceState {
         record: SlotRecord,
         index: &[u8],
         signature: &str,
+        images: &[(&str, Vec<u8>, &str)],
     ) -> Result<(), StateError> {
         self.dir.set_seed_index(slot, Some((index, signature)))?;
+        for (image, index, signature) in images {
+            self.dir
+                .set_image_seed_index(image, slot, Some((index, signature)))?;
+        }
         self.state.record_provisioned(slot, record);
         self.dir.save(&self.state)
     }
