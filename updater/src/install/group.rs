@@ -15,7 +15,7 @@ use crate::progress::{Event, Progress};
 use crate::release::{ImageRelease, Release};
 use crate::slot::{Slot, TargetSlot};
 use crate::source::Traffic;
-use crate::state::DeviceState;
+use crate::state::{DeviceState, ImageRecord};
 
 /// Where each other image's chunks already are in the target slot, decided before the
 /// install marks the slot as being written (which forgets its stored indexes): everything
@@ -46,6 +46,38 @@ pub(super) fn marker_images(release: &Release) -> std::collections::BTreeMap<Str
         .images
         .iter()
         .map(|image| (image.name.clone(), hex32(&image.index.image_hash)))
+        .collect()
+}
+
+/// The slot record's entries for the group's other images.
+pub(super) fn records(release: &Release) -> std::collections::BTreeMap<String, ImageRecord> {
+    release
+        .images
+        .iter()
+        .map(|image| {
+            (
+                image.name.clone(),
+                ImageRecord {
+                    image_hash: hex32(&image.index.image_hash),
+                    image_length: image.index.image_length,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The seed indexes of the group's other images: (name, index bytes, signature).
+pub(super) fn seed_indexes(release: &Release) -> Vec<(&str, Vec<u8>, &str)> {
+    release
+        .images
+        .iter()
+        .map(|image| {
+            (
+                image.name.as_str(),
+                image.index.to_bytes(),
+                image.index_signature.as_str(),
+            )
+        })
         .collect()
 }
 

@@ -40,8 +40,8 @@ use crate::release::{decide, fetch_release, Release, ReleaseError, ReleaseTarget
 use crate::slot::{booted_slot, Slot, SlotError, TargetSlot};
 use crate::source::{FetchError, StoreSource, Traffic};
 use crate::state::{
-    DeviceState, ImageRecord, InProgress, InstallRecord, InstallResult, Installed, SlotRecord,
-    StateDir, StateError, TransitionError, Trial,
+    DeviceState, InProgress, InstallRecord, InstallResult, Installed, SlotRecord, StateDir,
+    StateError, TransitionError, Trial,
 };
 use crate::system;
 
@@ -515,19 +515,7 @@ fn record_installed(
             image_length: index.image_length,
             installed_at: finished_at,
             good: false,
-            images: release
-                .images
-                .iter()
-                .map(|image| {
-                    (
-                        image.name.clone(),
-                        ImageRecord {
-                            image_hash: hex32(&image.index.image_hash),
-                            image_length: image.index.image_length,
-                        },
-                    )
-                })
-                .collect(),
+            images: group::records(release),
         },
         install: InstallRecord {
             version: index.version.clone(),
@@ -541,17 +529,7 @@ fn record_installed(
         },
         index: &index.to_bytes(),
         signature: &release.index_signature,
-        images: release
-            .images
-            .iter()
-            .map(|image| {
-                (
-                    image.name.as_str(),
-                    image.index.to_bytes(),
-                    image.index_signature.as_str(),
-                )
-            })
-            .collect(),
+        images: group::seed_indexes(release),
     })
 }
 

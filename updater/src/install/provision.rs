@@ -14,7 +14,7 @@ use super::{prepare, verify::hash_stored_image, Device, InstallError, Prepared};
 use crate::release::ReleaseTarget;
 use crate::slot::Slot;
 use crate::source::Traffic;
-use crate::state::{ImageRecord, SlotRecord};
+use crate::state::SlotRecord;
 use crate::system;
 
 /// What `provision` found and recorded.
@@ -80,19 +80,7 @@ pub async fn provision(
         machine.record_provisioned(
             running,
             SlotRecord {
-                images: release
-                    .images
-                    .iter()
-                    .map(|i| {
-                        (
-                            i.name.clone(),
-                            ImageRecord {
-                                image_hash: hex32(&i.index.image_hash),
-                                image_length: i.index.image_length,
-                            },
-                        )
-                    })
-                    .collect(),
+                images: super::group::records(&release),
                 version: index.version.clone(),
                 image_hash: hex32(&index.image_hash),
                 image_length: index.image_length,
@@ -101,17 +89,7 @@ pub async fn provision(
             },
             &index.to_bytes(),
             &release.index_signature,
-            &release
-                .images
-                .iter()
-                .map(|i| {
-                    (
-                        i.name.as_str(),
-                        i.index.to_bytes(),
-                        i.index_signature.as_str(),
-                    )
-                })
-                .collect::<Vec<_>>(),
+            &super::group::seed_indexes(&release),
         )?;
         tracing::info!(event = "provisioned", slot = %running, version = %index.version);
     }
