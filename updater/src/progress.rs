@@ -14,7 +14,11 @@ pub enum Event<'a> {
     Started {
         version: &'a str,
         slot: Slot,
+        /// The plan of the `rootfs` image (of the release's only image).
         plan: &'a PlanSummary,
+        /// Bytes of every image the install writes: `plan.image_bytes`, plus the slot
+        /// group's other images and the single-copy images their targets lack.
+        total_bytes: u64,
     },
     Written {
         bytes: u64,
@@ -140,8 +144,9 @@ impl Progress for Reporter {
                 version,
                 slot,
                 plan,
+                total_bytes,
             } => {
-                self.total.store(plan.image_bytes, Ordering::Relaxed);
+                self.total.store(total_bytes, Ordering::Relaxed);
                 let mut line = format!(
                     "installing {version} into slot {slot}: {} bytes, {} chunks local, {} to fetch ({} bytes in {} requests)",
                     plan.image_bytes, plan.local_chunks, plan.fetch_chunks, plan.fetch_bytes, plan.fetch_requests
@@ -154,12 +159,12 @@ impl Progress for Reporter {
                 }
                 match &self.style {
                     Style::Bar(bar) => {
-                        bar.set_length(plan.image_bytes);
+                        bar.set_length(total_bytes);
                         bar.println(line);
                     }
                     Style::Log { .. } => errln!("{line}"),
                     Style::Json { .. } => Self::json(
-                        serde_json::json!({"event": "install_started", "version": version, "slot": slot, "plan": plan}),
+                        serde_json::json!({"event": "install_started", "version": version, "slot": slot, "plan": plan, "total_bytes": total_bytes}),
                     ),
                 }
             }

@@ -377,6 +377,16 @@ fn a_slot_group_switches_rootfs_and_appfs_together_and_fetches_only_what_changed
         [("rootfs", 4 * MIB), ("appfs", 2 * MIB)],
         "{outcome}"
     );
+    let started: serde_json::Value = stdout
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|event| event["event"] == "install_started")
+        .unwrap();
+    assert_eq!(
+        started["total_bytes"],
+        6 * MIB,
+        "progress counts every image: {started}"
+    );
     assert!(fleet.slot_holds(&device, Slot::B, "2.0"));
     assert!(
         starts_with_file(&appfs_b, &appfs2),

@@ -481,6 +481,18 @@ async fn begin(
         version: &index.version,
         slot: target,
         plan: &plan.summary(index, config.http.max_gap),
+        total_bytes: index.image_length
+            + release
+                .images
+                .iter()
+                .chain(
+                    release
+                        .single_copy
+                        .iter()
+                        .filter(|image| !single::holds(machine.state(), image)),
+                )
+                .map(|image| image.index.image_length)
+                .sum::<u64>(),
     });
     tracing::info!(event = "install_started", version = %index.version, slot = %target);
     machine.begin_install(&marker, device.bootloader)?;

@@ -20,7 +20,7 @@ use crate::source::Traffic;
 use crate::state::{DeviceState, SingleCopyRecord, State};
 
 /// Whether the target of `image` holds it already.
-fn holds(state: &State, image: &ImageRelease) -> bool {
+pub(super) fn holds(state: &State, image: &ImageRelease) -> bool {
     state
         .single_copy(&image.name)
         .is_some_and(|held| held.image_hash == hex32(&image.index.image_hash))

@@ -90,8 +90,8 @@ impl ServiceStatus {
     pub fn apply(&mut self, event: &Event<'_>) -> bool {
         let before = self.phase;
         match event {
-            Event::Started { plan, .. } => {
-                self.bytes_total = plan.image_bytes;
+            Event::Started { total_bytes, .. } => {
+                self.bytes_total = *total_bytes;
                 self.phase = Phase::Writing;
             }
             Event::Written { bytes } => {
@@ -146,7 +146,8 @@ mod tests {
         assert!(status.apply(&Event::Started {
             version: "2.0",
             slot: Slot::B,
-            plan: &plan
+            plan: &plan,
+            total_bytes: 1000,
         }));
         let mut seen = vec![status.percent()];
         for _ in 0..12 {
