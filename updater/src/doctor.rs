@@ -63,6 +63,8 @@ fn run_checks(config: &Config, bootloader: &dyn Bootloader) -> Vec<Check> {
     ));
     let state = StateDir::new(&config.state_dir).load().unwrap_or_default();
     checks.extend(slots(config, &state));
+    checks.extend(group_slots(config));
+    checks.extend(single_copy_targets(config));
     checks.extend(crate::hooks::checks(&config.hooks));
     if let Some(owed) = state.owed_hooks() {
         checks.push(Check::failed(
@@ -127,6 +129,54 @@ fn slots(config: &Config, state: &State) -> Vec<Check> {
         ));
     }
     checks
+}
+
+/// Each `[images.<name>]` pair opens, and its two slots have the same size.
+fn group_slots(config: &Config) -> Vec<Check> {
+    config
+        .images
+        .iter()
+        .map(|(name, pair)| {
+            let size = |slot: Slot| {
+                std::fs::File::open(pair.path(slot))
+                    .and_then(|f| capacity(&f))
+                    .map_err(|e| format!("slot {slot} ({}): {e}", pair.path(slot).display()))
+            };
+            let result = size(Slot::A).and_then(|a| {
+                let b = size(Slot::B)?;
+                if a == b {
+                    Ok(format!("slots a and b, {a} bytes each"))
+                } else {
+                    Err(format!("slot a has {a} bytes, slot b {b}"))
+                }
+            });
+            check(format!("image {name}"), result)
+        })
+        .collect()
+}
+
+/// Each `[single_copy.<name>]` target: its device opens for writing, or its handler is an
+/// executable file.
+fn single_copy_targets(config: &Config) -> Vec<Check> {
+    config
+        .single_copy
+        .iter()
+        .map(|(name, target)| {
+            let result = match (&target.device, &target.handler) {
+                (Some(device), _) => std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(device)
+                    .map(|_| format!("device {}", device.display()))
+                    .map_err(|e| format!("device {}: {e}", device.display())),
+                (None, Some(handler)) => crate::hooks::unusable(handler).map_or_else(
+                    || Ok(format!("handler {}", handler.display())),
+                    |problem| Err(format!("handler {}: {problem}", handler.display())),
+                ),
+                (None, None) => Err("neither device nor handler".to_owned()),
+            };
+            check(format!("single-copy target {name}"), result)
+        })
+        .collect()
 }
 
 /// The boot variables are set and point at the running slot unless a trial is pending.

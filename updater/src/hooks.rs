@@ -275,8 +275,8 @@ pub fn checks(config: &HooksConfig) -> Vec<crate::check::Check> {
         .collect()
 }
 
-/// Why `path` cannot be run as a hook, if it cannot.
-fn unusable(path: &Path) -> Option<String> {
+/// Why `path` cannot be run as a hook or handler, if it cannot.
+pub fn unusable(path: &Path) -> Option<String> {
     if !path.is_absolute() {
         return Some("not an absolute path".into());
     }

@@ -348,6 +348,14 @@ fn a_slot_group_switches_rootfs_and_appfs_together_and_fetches_only_what_changed
         "{}",
         stderr(&output)
     );
+    let doctor = run_ok(device.diffota().arg("doctor"));
+    assert!(
+        doctor.contains(&format!(
+            "ok   image appfs: slots a and b, {} bytes each",
+            3 * MIB
+        )),
+        "{doctor}"
+    );
     let stdout = run_ok(device.diffota().arg("provision").arg(&manifest));
     assert!(stdout.contains("slot a holds release 1.0"), "{stdout}");
     let text = run_ok(device.diffota().arg("status"));
@@ -627,6 +635,14 @@ fn single_copy_images_are_written_once_after_the_group_and_skipped_when_held() {
             },
         );
     });
+    let doctor = run_ok(device.diffota().arg("doctor"));
+    assert!(
+        doctor.contains(&format!(
+            "ok   single-copy target fpga: handler {}",
+            handler.display()
+        )),
+        "{doctor}"
+    );
     let check: serde_json::Value =
         serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
     let planned: Vec<(String, u64)> = check["images"]
