@@ -311,6 +311,7 @@ EOF
   expect_var "$top/env-uboot-diffota-config.txt" LIC_FILES_CHKSUM "file://$mit;md5=$(md5sum "$mit" | cut -d' ' -f1)"
   expect_var "$top/env-uboot-diffota-config.txt" DIFFOTA_HOOKS_TIMEOUT 300
   expect_var "$top/env-uboot-diffota-config.txt" DIFFOTA_HOOKS_POST_COMMIT ""
+  expect_var "$top/env-uboot-diffota-config.txt" DIFFOTA_SLOT_GROUP ""
   expect_contains "$top/env-uboot-diffota-config.txt" SRC_URI file://diffota-migrate-data-example
   expect_contains "$top/env-uboot-diffota-config.txt" PACKAGES diffota-config-example-hooks
   expect_var "$top/env-uboot-u-boot-diffota-script.txt" DIFFOTA_UBOOT_ARCH arm64

@@ -26,6 +26,9 @@ DIFFOTA_HOOKS_PRE_ARM ??= ""
 DIFFOTA_HOOKS_POST_COMMIT ??= ""
 DIFFOTA_HOOKS_POST_REVERT ??= ""
 DIFFOTA_HOOKS_TIMEOUT ??= "300"
+# The slot group's other A/B pairs ([images.NAME]), switched with the root file system:
+# space-separated NAME:SLOT_A:SLOT_B, e.g. "appfs:/dev/mmcblk0p5:/dev/mmcblk0p6".
+DIFFOTA_SLOT_GROUP ??= ""
 
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
@@ -46,7 +49,7 @@ do_install[file-checksums] += "${@' '.join('%s:True' % k for k in (d.getVar('DIF
 do_install[vardeps] += "DIFFOTA_SERVER_URL DIFFOTA_CHANNEL DIFFOTA_COMPATIBLE DIFFOTA_PUBLIC_KEYS DIFFOTA_STATE_DIR \
     DIFFOTA_DEVICE_ID_FILE DIFFOTA_SLOT_A DIFFOTA_SLOT_B DIFFOTA_BOOTLOADER DIFFOTA_BOOT_ATTEMPTS DIFFOTA_GRUBENV \
     DIFFOTA_HOOKS_PRE_INSTALL DIFFOTA_HOOKS_POST_WRITE DIFFOTA_HOOKS_PRE_ARM DIFFOTA_HOOKS_POST_COMMIT \
-    DIFFOTA_HOOKS_POST_REVERT DIFFOTA_HOOKS_TIMEOUT"
+    DIFFOTA_HOOKS_POST_REVERT DIFFOTA_HOOKS_TIMEOUT DIFFOTA_SLOT_GROUP"
 
 do_install() {
     install -d ${D}${sysconfdir}
@@ -59,6 +62,7 @@ do_install() {
     DIFFOTA_HOOKS_PRE_INSTALL="${DIFFOTA_HOOKS_PRE_INSTALL}" DIFFOTA_HOOKS_POST_WRITE="${DIFFOTA_HOOKS_POST_WRITE}" \
     DIFFOTA_HOOKS_PRE_ARM="${DIFFOTA_HOOKS_PRE_ARM}" DIFFOTA_HOOKS_POST_COMMIT="${DIFFOTA_HOOKS_POST_COMMIT}" \
     DIFFOTA_HOOKS_POST_REVERT="${DIFFOTA_HOOKS_POST_REVERT}" DIFFOTA_HOOKS_TIMEOUT="${DIFFOTA_HOOKS_TIMEOUT}" \
+    DIFFOTA_SLOT_GROUP="${DIFFOTA_SLOT_GROUP}" \
         sh ${UNPACKDIR}/render-config.sh ${UNPACKDIR}/diffota.toml.in ${D}${sysconfdir}/diffota.toml \
             ${D}${sysconfdir}/diffota/keys ${sysconfdir}/diffota/keys
     install -d ${D}${libexecdir}/diffota/hooks

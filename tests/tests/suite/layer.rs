@@ -291,6 +291,39 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
         .collect();
     assert_eq!(names, ["rootfs", "appfs", "mcu"]);
     verify("5.0-20261212");
+    // Its factory data: the manifest and every index, provision.env naming the manifest.
+    let group_data = dir.path().join("factory-data-group");
+    vars.insert("DIFFOTA_FACTORY_DATA", group_data.display().to_string());
+    std::fs::write(
+        deploy.join("example-image-qemux86-64.rootfs.diffota-version"),
+        "5.0-20261212\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &factory_script,
+        class_function_script("diffota_factory_data", &vars),
+    )
+    .unwrap();
+    run_ok(Command::new("sh").arg(&factory_script));
+    assert_eq!(
+        std::fs::read_to_string(group_data.join("diffota-factory/provision.env")).unwrap(),
+        "DIFFOTA_FACTORY_INDEX=/data/diffota-factory/releases/5.0-20261212/release.json\n"
+    );
+    for file in [
+        "release.json",
+        "release.json.minisig",
+        "rootfs.didx",
+        "appfs.didx.minisig",
+        "mcu.didx",
+    ] {
+        assert!(
+            group_data
+                .join("diffota-factory/releases/5.0-20261212")
+                .join(file)
+                .is_file(),
+            "{file}"
+        );
+    }
     vars.insert("DIFFOTA_VERSION", "5.0-20261213".into());
     vars.insert("DIFFOTA_EXTRA_IMAGES", "appfs=/nonexistent/app.ext4".into());
     std::fs::write(&script, image_cmd_script(&vars)).unwrap();
@@ -329,6 +362,12 @@ fn config_template_renders_to_a_config_diffota_accepts() {
     let device_id = dir.path().join("machine-id");
     std::fs::write(&device_id, "0123456789abcdef\n").unwrap();
     let example_hook = files.join("diffota-migrate-data-example");
+    let (appfs_a, appfs_b) = (
+        dir.path().join("appfs-a.img"),
+        dir.path().join("appfs-b.img"),
+    );
+    std::fs::write(&appfs_a, vec![0u8; 4096]).unwrap();
+    std::fs::write(&appfs_b, vec![0u8; 4096]).unwrap();
     let render = |bootloader: &str, post_commit: &Path| {
         run(Command::new("sh")
             .arg(files.join("render-config.sh"))
@@ -350,7 +389,11 @@ fn config_template_renders_to_a_config_diffota_accepts() {
             .env("DIFFOTA_BOOTLOADER", bootloader)
             .env("DIFFOTA_BOOT_ATTEMPTS", "3")
             .env("DIFFOTA_GRUBENV", dir.path().join("grubenv"))
-            .env("DIFFOTA_HOOKS_POST_COMMIT", post_commit))
+            .env("DIFFOTA_HOOKS_POST_COMMIT", post_commit)
+            .env(
+                "DIFFOTA_SLOT_GROUP",
+                format!("appfs:{}:{}", appfs_a.display(), appfs_b.display()),
+            ))
     };
     assert!(render("none", &example_hook).status.success());
     std::fs::write(dir.path().join("cmdline"), "diffota.slot=a\n").unwrap();
@@ -373,6 +416,7 @@ fn config_template_renders_to_a_config_diffota_accepts() {
                 "ok   post-commit hook {}: executable",
                 example_hook.display()
             ))
+            && stdout.contains("ok   image appfs: slots a and b, 4096 bytes each")
             && stdout.contains("0 failed"),
         "{stdout}"
     );

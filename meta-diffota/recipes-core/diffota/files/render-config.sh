@@ -63,6 +63,25 @@ pre_arm=$(hook_list DIFFOTA_HOOKS_PRE_ARM "${DIFFOTA_HOOKS_PRE_ARM:-}")
 post_commit=$(hook_list DIFFOTA_HOOKS_POST_COMMIT "${DIFFOTA_HOOKS_POST_COMMIT:-}")
 post_revert=$(hook_list DIFFOTA_HOOKS_POST_REVERT "${DIFFOTA_HOOKS_POST_REVERT:-}")
 hooks_timeout=${DIFFOTA_HOOKS_TIMEOUT:-300}
+# DIFFOTA_SLOT_GROUP: the slot group's other A/B pairs, space-separated NAME:SLOT_A:SLOT_B
+# (e.g. appfs:/dev/mmcblk0p5:/dev/mmcblk0p6), rendered as [images.NAME] tables.
+slot_group=""
+set -f
+for pair in ${DIFFOTA_SLOT_GROUP:-}; do
+    case "$pair" in
+        *\"*|*\\*) fail "DIFFOTA_SLOT_GROUP names $pair, which has a character that cannot go into the config" ;;
+        [a-z0-9_-]*:/*:/*) ;;
+        *) fail "DIFFOTA_SLOT_GROUP names $pair: expected NAME:SLOT_A:SLOT_B with absolute slot paths" ;;
+    esac
+    group_name=${pair%%:*}
+    group_slots=${pair#*:}
+    slot_group="$slot_group
+[images.$group_name]
+a = \"${group_slots%%:*}\"
+b = \"${group_slots#*:}\"
+"
+done
+set +f
 case "$hooks_timeout" in
     ''|*[!0-9]*) fail "DIFFOTA_HOOKS_TIMEOUT=$hooks_timeout is not a number of seconds" ;;
 esac
@@ -93,6 +112,7 @@ sed -e "s|@DIFFOTA_SERVER_URL@|$DIFFOTA_SERVER_URL|" \
     -e "s|@DIFFOTA_HOOKS_POST_REVERT@|$post_revert|" \
     -e "s|@DIFFOTA_HOOKS_TIMEOUT@|$hooks_timeout|" \
     "$template" > "$out"
+printf '%s' "$slot_group" >> "$out"
 if grep -q '@DIFFOTA_' "$out"; then
     fail "unrendered placeholders left in $out"
 fi
