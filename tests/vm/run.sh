@@ -36,6 +36,9 @@
 #      and the next diffota-update.service run refuses 3.0
 #   3. power cut while diffota-update.service writes 4.0: the old slot boots, the next run
 #      resumes
+# There every release is a release of two images, rootfs and appfs (an application partition,
+# mounted read-only at /app from the running slot group: vda5 with slot a, vda6 with slot b),
+# and the layer's example post-commit hook migrates /data/app/settings once 2.0 is committed.
 #
 # Usage: tests/vm/run.sh [grub|uboot|systemd]   (root; apt-get installs what it needs; work in target/vm-test-*)
 set -euo pipefail
@@ -192,6 +195,19 @@ if [ "$guest" = systemd ] && [ ! -f "$base_tree.done" ]; then
   touch "$base_tree.done"
 fi
 
+# make_appfs VERSION: the application partition of a release (systemd guest).
+appfs_mib=16
+make_appfs() {
+  local tree=$work/appfs-tree-$1
+  rm -rf "$tree" && mkdir -p "$tree"
+  echo "$1" > "$tree/version"
+  head -c $((1024 * 1024)) < <(yes "application $1") > "$tree/app.bin"
+  rm -f "$work/appfs-$1.ext4"
+  E2FSPROGS_FAKE_TIME=1790000000 mkfs.ext4 -q -F -d "$tree" -U 0e7c9a4d-3b2f-4c1a-9d8e-7f6a5b4c3d2e \
+    -E hash_seed=5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d "$work/appfs-$1.ext4" "${appfs_mib}M"
+  rm -rf "$tree"
+}
+
 # make_systemd_rootfs VERSION HEALTHY: a Debian root filesystem with diffota installed the
 # way meta-diffota installs it.
 recipe=$repo/meta-diffota/recipes-core/diffota/diffota_git.bb
@@ -215,8 +231,25 @@ make_systemd_rootfs() {
     DIFFOTA_PUBLIC_KEYS="$work/release.pub" DIFFOTA_STATE_DIR=/data/diffota \
     DIFFOTA_DEVICE_ID_FILE=/etc/machine-id DIFFOTA_SLOT_A=/dev/vda2 DIFFOTA_SLOT_B=/dev/vda3 \
     DIFFOTA_BOOTLOADER=grub DIFFOTA_BOOT_ATTEMPTS=3 DIFFOTA_GRUBENV=/boot/efi/EFI/BOOT/grubenv \
+    DIFFOTA_SLOT_GROUP=appfs:/dev/vda5:/dev/vda6 \
+    DIFFOTA_HOOKS_POST_COMMIT=/usr/libexec/diffota/hooks/diffota-migrate-data-example \
     sh "$layer_files/render-config.sh" "$layer_files/diffota.toml.in" "$tree/etc/diffota.toml" \
       "$tree/etc/diffota/keys" /etc/diffota/keys
+  # ... with the example hooks package (diffota-config-example-hooks) ...
+  install -D -m 0755 "$layer_files/diffota-migrate-data-example" \
+    "$tree/usr/libexec/diffota/hooks/diffota-migrate-data-example"
+  # ... and the running slot group's appfs at /app (the image's own choice of how).
+  mkdir -p "$tree/app"
+  cat > "$tree/usr/local/sbin/vm-appfs" <<'APPFS'
+#!/bin/sh
+slot=$(sed -n 's/.*diffota.slot=\([ab]\).*/\1/p' /proc/cmdline)
+case "$slot" in a) exec mount -o ro /dev/vda5 /app ;; b) exec mount -o ro /dev/vda6 /app ;; esac
+exit 1
+APPFS
+  chmod +x "$tree/usr/local/sbin/vm-appfs"
+  printf '[Unit]\nDescription=The running slot group'"'"'s appfs at /app\nAfter=local-fs.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/local/sbin/vm-appfs\n\n[Install]\nWantedBy=multi-user.target\n' \
+    > "$tree/etc/systemd/system/vm-appfs.service"
+  systemctl --root="$tree" --quiet enable vm-appfs.service
   # ... and diffota installs the units DIFFOTA_UNITS lists and enables SYSTEMD_SERVICE.
   local unit units enabled
   read -ra units <<< "$(sed -n 's/^DIFFOTA_UNITS = "\(.*\)"$/\1/p' "$recipe")"
@@ -268,6 +301,8 @@ if systemctl is-failed --quiet vm-health-check.service; then
 fi
 say "startup: $(systemd-analyze time 2>/dev/null | head -n 1)"
 say "diffota-mark-good.service: $(systemctl show -p ActiveState --value diffota-mark-good.service) result=$(systemctl show -p Result --value diffota-mark-good.service)"
+say "app: $(cat /app/version 2>&1)"
+say "settings: $(head -n 1 /data/app/settings 2>&1)"
 action=$(cat /store/action 2>/dev/null || true)
 case " $action " in *" dbus "*)
   # D-Bus activation starts diffota-service.service; its API answers.
@@ -324,22 +359,30 @@ store=$work/store
 for release in 1.0:yes 2.0:yes 3.0:no 4.0:yes; do
   version=${release%%:*}
   "make_${guest}_rootfs" "$version" "${release##*:}"
+  images=("$work/rootfs-$version.ext4")
+  if [ "$guest" = systemd ]; then
+    make_appfs "$version"
+    images=(--image "rootfs=$work/rootfs-$version.ext4" --image "appfs=$work/appfs-$version.ext4")
+  fi
   SOURCE_DATE_EPOCH=1790000000 "$cs" make --store "$store" --version "$version" --compatible vm-x86_64 \
-    --key "$work/release.key" --zstd-level 3 "$work/rootfs-$version.ext4" >/dev/null
+    --key "$work/release.key" --zstd-level 3 "${images[@]}" >/dev/null
 done
 publish() { "$cs" channel set --store "$store" stable --release "$1" --key "$work/release.key" >/dev/null; }
 
 log "disk ($bootloader): boot partition, rootfs A (1.0), rootfs B (empty), data (state); a store disk"
 mib=$((1024 * 1024))
 esp_start=1; a_start=65; b_start=$((a_start + slot_mib)); data_start=$((b_start + slot_mib)); data_size=160
+appfs_a_start=$((data_start + data_size)); appfs_b_start=$((appfs_a_start + appfs_mib))
 disk=$work/disk.img
-truncate -s $(((data_start + data_size + 1) * mib)) "$disk"
+truncate -s $(((appfs_b_start + appfs_mib + 1) * mib)) "$disk"
 sfdisk --quiet "$disk" <<PARTS
 label: gpt
 start=$((esp_start * 2048)), size=$((64 * 2048)), type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp, attrs="LegacyBIOSBootable"
 start=$((a_start * 2048)), size=$((slot_mib * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=rootfs_a
 start=$((b_start * 2048)), size=$((slot_mib * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=rootfs_b
 start=$((data_start * 2048)), size=$((data_size * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=data
+start=$((appfs_a_start * 2048)), size=$((appfs_mib * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=appfs_a
+start=$((appfs_b_start * 2048)), size=$((appfs_mib * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=appfs_b
 PARTS
 esp="$disk@@$((esp_start * mib))"
 
@@ -391,6 +434,10 @@ factory_data=$work/factory-data
 mkdir -p "$factory_data"
 if [ "$guest" = systemd ]; then
   sh "$repo/meta-diffota/files/diffota-factory-data.sh" "$store" 1.0 rootfs "$factory_data"
+  # The factory group: appfs A holds 1.0's; the application's settings in schema 1.
+  dd if="$work/appfs-1.0.ext4" of="$disk" bs=1M seek=$appfs_a_start conv=notrunc status=none
+  mkdir -p "$factory_data/app"
+  printf 'server=https://old.example.com\nvolume=7\n' > "$factory_data/app/settings"
 fi
 mkfs.ext4 -q -F -L data -d "$factory_data" "$work/data.img" "${data_size}M"
 dd if="$work/data.img" of="$disk" bs=1M seek=$data_start conv=notrunc status=none
@@ -510,8 +557,9 @@ log "scenario 1 (systemd): factory boot on A; diffota-update.service installs 2.
 publish 2.0; action "security dbus install"
 boot
 expect "booted slot=a release=1.0"; expect "install starting"
-# diffota-provision.service, from the factory data on /data: slot A recorded as 1.0 before
-# the first update.
+expect "app: 1.0"; expect "settings: server=https://old.example.com"
+# diffota-provision.service, from the factory data on /data (the release's manifest): slot
+# group A recorded as 1.0 before the first update.
 expect "diffota\[[0-9]*\]: slot a holds release 1.0 (its image matches the signed release): recorded as good"
 expect "diffota\[[0-9]*\]: installed 2.0 into slot b"; expect "reboot: Restarting system"
 expect_env diffota_slot b; expect_env upgrade_available 1
@@ -525,6 +573,13 @@ expect 'dbus RunningSlot: s "a"'
 boot
 expect "booted slot=b release=2.0"; expect "Reached target boot-complete.target"
 expect "diffota\[[0-9]*\]: slot b (2.0) committed"; expect "diffota-mark-good.service: active result=success"
+# The group switched: appfs B holds 2.0's, mounted from the running group; the example
+# post-commit hook migrated /data/app/settings once.
+expect "app: 2.0"; expect "settings: schema=2"
+expect "migrated from schema 1 to 2 for release 2.0 (was 1.0)"
+appfs_bytes=$(stat -c %s "$work/appfs-2.0.ext4")
+cmp -n "$appfs_bytes" "$work/appfs-2.0.ext4" <(dd if="$disk" bs=1M skip="$appfs_b_start" count="$appfs_mib" status=none) \
+  || fail "appfs B does not hold 2.0's appfs"
 expect_env diffota_slot b; expect_env upgrade_available 0; expect_env bootcount 0
 # Provisioning ran once: provision.env was renamed, the unit did not start again.
 if serial_has "slot a holds release|Failed to start diffota-provision"; then fail "diffota-provision.service ran again on the second boot"; fi
@@ -565,6 +620,7 @@ fi
 expect_env diffota_slot a; expect_env upgrade_available 1
 boot
 expect "booted slot=a release=4.0"; expect "diffota\[[0-9]*\]: slot a (4.0) committed"
+expect "app: 4.0"; expect "settings: schema=2"
 expect_env upgrade_available 0
 log "boot times (systemd-analyze time, last boot): $(tr -d '\r' < "$last_serial" | sed -n 's/.*DIFFOTA-VM: startup: //p')"
 
