@@ -347,15 +347,31 @@ fn run_one(
     })
     .collect::<Vec<_>>();
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    // The hook is reaped only after its group was killed: until then its zombie keeps the
+    // process group id, so the kill cannot reach another group that reused it.
     let ended = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break ended_of(status),
-            Ok(None) if Instant::now() >= deadline => {
+        match exited_unreaped(group) {
+            Ok(true) => {
+                // What the hook left running would hold its output open: the group goes
+                // with it.
+                kill_group(group);
+                match child.wait() {
+                    Ok(status) => break ended_of(status),
+                    Err(e) => {
+                        return Err(HookError::Start {
+                            point,
+                            path: path.to_owned(),
+                            source: e,
+                        })
+                    }
+                }
+            }
+            Ok(false) if Instant::now() >= deadline => {
                 kill_group(group);
                 let _ = child.wait();
                 break Ended::TimedOut(timeout_secs);
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(false) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => {
                 kill_group(group);
                 let _ = child.wait();
@@ -367,8 +383,6 @@ fn run_one(
             }
         }
     };
-    // What the hook left running would hold its output open: the group goes with it.
-    kill_group(group);
     for reader in readers {
         let _ = reader.join();
     }
@@ -386,6 +400,27 @@ fn ended_of(status: ExitStatus) -> Ended {
         (None, Some(signal)) => Ended::Signalled(signal),
         (None, None) => Ended::Exited(-1),
     }
+}
+
+/// Whether process `pid` (our child) has exited, without reaping it (`waitid` with
+/// `WNOWAIT`): the zombie stays until `Child::wait`.
+fn exited_unreaped(pid: libc::pid_t) -> std::io::Result<bool> {
+    // SAFETY: waitid writes only into `info`, a zeroed siginfo_t we own; P_PID with our own
+    // child's pid and WNOWAIT leaves the child to be reaped by `Child::wait`.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let result = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: si_pid is set by waitid (0 when no child changed state with WNOHANG).
+    Ok(unsafe { info.si_pid() } != 0)
 }
 
 fn kill_group(group: libc::pid_t) {
