@@ -79,6 +79,13 @@ pub enum InstallError {
         expected: String,
         actual: String,
     },
+    #[error("single-copy target {name} ({}): read back after writing does not match the image (expected BLAKE3 {expected}, read {actual}); nothing was armed", path.display())]
+    SingleCopyReadBack {
+        name: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("slot {slot} does not hold release {version}: its first {length} bytes hash to BLAKE3 {actual}, the release's image to {expected} (provision with the release the slot was flashed from, or flash the image that release was made from)")]
     NotThisRelease {
         slot: Slot,

@@ -116,7 +116,17 @@ pub(super) async fn write_all(
             progress,
         )
         .await?;
-        verify::read_back(&slot, index)?;
+        verify::read_back(&slot, index).map_err(|e| match e {
+            InstallError::ReadBack {
+                expected, actual, ..
+            } => InstallError::SingleCopyReadBack {
+                name: image.name.clone(),
+                path: path.clone(),
+                expected,
+                actual,
+            },
+            other => other,
+        })?;
         drop(slot);
         if let Some(handler) = &target.handler {
             let env = hook_env
