@@ -643,6 +643,11 @@ fn single_copy_images_are_written_once_after_the_group_and_skipped_when_held() {
         )),
         "{doctor}"
     );
+    // A link planted where the handler's file is assembled is replaced, not followed.
+    let victim = fleet.path("victim");
+    std::fs::write(&victim, "keep me").unwrap();
+    std::fs::create_dir_all(&device.state).unwrap();
+    std::os::unix::fs::symlink(&victim, device.state.join("single-copy-fpga.img")).unwrap();
     let check: serde_json::Value =
         serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
     let planned: Vec<(String, u64)> = check["images"]
@@ -685,6 +690,7 @@ fn single_copy_images_are_written_once_after_the_group_and_skipped_when_held() {
         !device.state.join("single-copy-fpga.img").exists(),
         "the handler's file is removed"
     );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
 
     // 3.0 keeps both firmware images: their targets hold them, nothing is fetched or run.
     device.boot_into(Slot::B);

@@ -7,6 +7,8 @@
 //! holds is removed before it is written and set again after, so a crash in between never
 //! leaves a record that claims the old content.
 
+use std::os::unix::fs::OpenOptionsExt;
+
 use diffota_format::hex32;
 
 use super::verify;
@@ -84,7 +86,18 @@ pub(super) async fn write_all(
                     path: path.clone(),
                     source,
                 };
-                let file = std::fs::File::create(&path).map_err(io)?;
+                // A fresh file of ours: whatever is at the name (a planted link) is removed,
+                // not followed, and the new file is created exclusively, readable by root only.
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e).into()),
+                    _ => {}
+                }
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(io)?;
                 file.set_len(index.image_length).map_err(io)?;
                 path
             }
