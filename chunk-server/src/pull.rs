@@ -212,7 +212,7 @@ async fn pull_release(
                     options,
                     version,
                     &image.name,
-                    Some(image),
+                    Some((manifest, image)),
                     summary,
                 )
                 .await?;
@@ -234,7 +234,7 @@ async fn pull_index(
     options: &PullOptions<'_>,
     version: &str,
     name: &str,
-    pinned: Option<&ManifestImage>,
+    pinned: Option<(&Manifest, &ManifestImage)>,
     summary: &mut PullSummary,
 ) -> Result<(), PullError> {
     let relative = format!("releases/{version}/{name}.didx");
@@ -251,7 +251,7 @@ async fn pull_index(
         })?
         .index()
         .clone();
-    if pinned.is_some_and(|image| !image.pins(&bytes, &index) || index.version != version) {
+    if pinned.is_some_and(|(manifest, image)| !manifest.pins(image, &bytes, &index)) {
         return Err(PullError::NotPinned {
             url: remote.shown(&relative),
         });

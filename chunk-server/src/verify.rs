@@ -282,10 +282,7 @@ fn check_manifest(
             .map_err(|e| format!("image {}: {index_file}: {e}", image.name))?;
         let index = Index::decode(&index_bytes)
             .map_err(|e| format!("image {}: {index_file}: {e}", image.name))?;
-        if !image.pins(&index_bytes, &index)
-            || index.version != manifest.version
-            || index.compatible != manifest.compatible
-        {
+        if !manifest.pins(image, &index_bytes, &index) {
             return Err(format!(
                 "image {}: {index_file} is not the index the manifest pins (length, BLAKE3, image, version or compatible differ; devices refuse the release)",
                 image.name

@@ -188,13 +188,17 @@ impl Manifest {
     }
 }
 
-impl ManifestImage {
-    /// Whether `index_bytes` are the index this manifest pins, and describe the same image.
-    pub fn pins(&self, index_bytes: &[u8], index: &crate::Index) -> bool {
-        self.index_length == index_bytes.len() as u64
-            && crate::hex32(blake3::hash(index_bytes).as_bytes()) == self.index_blake3
-            && index.image_length == self.image_length
-            && crate::hex32(&index.image_hash) == self.image_blake3
+impl Manifest {
+    /// Whether `index_bytes` (decoded: `index`) are the index this manifest pins for `image`:
+    /// its length and BLAKE3, the image it describes, and this release's version and
+    /// compatible. What a device, `pull` and `verify` all check before using an index.
+    pub fn pins(&self, image: &ManifestImage, index_bytes: &[u8], index: &crate::Index) -> bool {
+        image.index_length == index_bytes.len() as u64
+            && crate::hex32(blake3::hash(index_bytes).as_bytes()) == image.index_blake3
+            && index.image_length == image.image_length
+            && crate::hex32(&index.image_hash) == image.image_blake3
+            && index.version == self.version
+            && index.compatible == self.compatible
     }
 }
 

@@ -230,46 +230,34 @@ pub async fn fetch_release(
     } else {
         None
     };
-    let (index_path, pinned, matched) = match &manifest {
+    let (index, signature, images, single_copy) = match &manifest {
         Some(manifest) => {
             let matched = match_images(manifest, &trust.images, &trust.single_copy)?;
-            (
-                manifest.index_path(matched.primary),
-                Some(matched.primary),
-                Some(matched),
-            )
+            let primary =
+                fetch_pinned(&source, manifest, matched.primary, base, trust, traffic).await?;
+            check_index(&primary.index, trust, channel.as_ref())?;
+            let (mut images, mut single_copy) = (Vec::new(), Vec::new());
+            for image in matched.others {
+                images.push(fetch_pinned(&source, manifest, image, None, trust, traffic).await?);
+            }
+            for image in matched.single_copy {
+                let pinned = fetch_pinned(&source, manifest, image, None, trust, traffic).await?;
+                single_copy.push(pinned);
+            }
+            (primary.index, primary.index_signature, images, single_copy)
         }
-        None => (index_path, None, None),
+        None => {
+            let signature = source
+                .get(&signature_of(&index_path), SIGNATURE_LIMIT, traffic)
+                .await?;
+            let signature = String::from_utf8_lossy(&signature).into_owned();
+            let index =
+                fetch_index(&source, &index_path, &signature, base, trust.keys, traffic).await?;
+            check_index(&index, trust, channel.as_ref())?;
+            one_image_for(&index.version, trust)?;
+            (index, signature, Vec::new(), Vec::new())
+        }
     };
-    let signature = source
-        .get(&signature_of(&index_path), SIGNATURE_LIMIT, traffic)
-        .await?;
-    let signature = String::from_utf8_lossy(&signature).into_owned();
-    let index = fetch_index(&source, &index_path, &signature, base, trust.keys, traffic).await?;
-    if let (Some(image), Some(manifest)) = (pinned, &manifest) {
-        if !image.pins(&index.to_bytes(), &index)
-            || index.version != manifest.version
-            || index.compatible != manifest.compatible
-        {
-            return Err(ReleaseError::NotPinned {
-                version: index.version.clone(),
-                index: source.describe(&index_path),
-            });
-        }
-    }
-    check_index(&index, trust, channel.as_ref())?;
-    if manifest.is_none() {
-        one_image_for(&index.version, trust)?;
-    }
-    let (mut images, mut single_copy) = (Vec::new(), Vec::new());
-    if let (Some(manifest), Some(matched)) = (&manifest, matched) {
-        for image in matched.others {
-            images.push(fetch_pinned(&source, manifest, image, trust, traffic).await?);
-        }
-        for image in matched.single_copy {
-            single_copy.push(fetch_pinned(&source, manifest, image, trust, traffic).await?);
-        }
-    }
     let eligibility = channel
         .as_ref()
         .map(|c| c.eligibility(trust.device_id, trust.now));
@@ -417,10 +405,12 @@ fn one_image_for(version: &str, trust: &Trust<'_>) -> Result<(), ReleaseError> {
 }
 
 /// The index of `image`, pinned by `manifest`: signature, pin, version and compatible.
+/// `base`: the index the image's running slot was written from, for an index delta.
 async fn fetch_pinned(
     source: &StoreSource,
     manifest: &Manifest,
     image: &ManifestImage,
+    base: Option<&VerifiedIndex>,
     trust: &Trust<'_>,
     traffic: &Traffic,
 ) -> Result<ImageRelease, ReleaseError> {
@@ -429,11 +419,8 @@ async fn fetch_pinned(
         .get(&signature_of(&path), SIGNATURE_LIMIT, traffic)
         .await?;
     let signature = String::from_utf8_lossy(&signature).into_owned();
-    let index = fetch_index(source, &path, &signature, None, trust.keys, traffic).await?;
-    if !image.pins(&index.to_bytes(), &index)
-        || index.version != manifest.version
-        || index.compatible != manifest.compatible
-    {
+    let index = fetch_index(source, &path, &signature, base, trust.keys, traffic).await?;
+    if !manifest.pins(image, &index.to_bytes(), &index) {
         return Err(ReleaseError::NotPinned {
             version: manifest.version.clone(),
             index: source.describe(&path),

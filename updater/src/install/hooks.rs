@@ -54,6 +54,20 @@ pub(super) fn image_env(
         )
 }
 
+/// Runs `work` (a hook or handler: a child process waited for) on tokio's blocking
+/// threads; a panic in it goes on as a panic, a runtime shutting down is a cancel.
+pub(super) async fn off_async<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, InstallError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => Ok(done),
+        Err(stopped) => match stopped.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(InstallError::Cancelled),
+        },
+    }
+}
+
 /// Runs the hooks of `point` off the async threads. None: go on. Some: the install stops
 /// there with that outcome ("never" is recorded first, like a release that failed here).
 pub(super) async fn run(
@@ -68,14 +82,7 @@ pub(super) async fn run(
         return Ok(None);
     }
     let (config, env) = (config.clone(), env.clone());
-    let verdict =
-        match tokio::task::spawn_blocking(move || hooks::run_point(&config, point, &env)).await {
-            Ok(verdict) => verdict?,
-            Err(stopped) => match stopped.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(_) => return Err(InstallError::Cancelled),
-            },
-        };
+    let verdict = off_async(move || hooks::run_point(&config, point, &env)).await??;
     let version = || release.index.version.clone();
     Ok(match verdict {
         Verdict::Go => None,

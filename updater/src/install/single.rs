@@ -149,18 +149,11 @@ pub(super) async fn write_all(
                 .set("DIFFOTA_IMAGE_SIZE", index.image_length.to_string())
                 .set("DIFFOTA_IMAGE_BLAKE3", hex32(&index.image_hash));
             let (handler, timeout) = (handler.clone(), device.config.hooks.timeout_secs);
-            let handled = tokio::task::spawn_blocking(move || {
-                crate::hooks::run_handler(&handler, &env, timeout)
-            })
-            .await;
+            let handled =
+                super::hooks::off_async(move || crate::hooks::run_handler(&handler, &env, timeout))
+                    .await;
             let _ = std::fs::remove_file(&path);
-            match handled {
-                Ok(result) => result?,
-                Err(stopped) => match stopped.try_into_panic() {
-                    Ok(panic) => std::panic::resume_unwind(panic),
-                    Err(_) => return Err(InstallError::Cancelled),
-                },
-            }
+            handled??;
         }
         machine.record_single_copy(
             &image.name,
