@@ -1,5 +1,6 @@
 //! `chunk-server bundle`: one file with everything a device needs to go to a release
-//! offline: the signed index as published, and the chunks a device on any of the given
+//! offline: the signed index as published (or, for a release of several images, its signed
+//! manifest and every image's signed index), and the chunks a device on any of the given
 //! releases lacks (every chunk without `--from`). Layout: `diffota_format::bundle`.
 
 use std::collections::HashSet;
@@ -8,14 +9,15 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use diffota_format::bundle::{
-    encode_frame_table, encode_table, BundleHeader, BundleNotes, BundledChunk, Section, SectionKind,
+    encode_frame_table, encode_image_frame_table, encode_image_indexes, encode_table, BundleHeader,
+    BundleNotes, BundledChunk, Section, SectionKind, FORMAT_VERSION, RELEASE_FORMAT_VERSION,
 };
 use diffota_format::frame_choice::{choose_delta_frames, frame_entry};
-use diffota_format::{ChunkEntry, ChunkId, Index};
+use diffota_format::{ChunkEntry, ChunkId, Index, InstallKind};
 
 use crate::fsutil::{temp_file_beside, TempFile};
 use crate::make::MakeError;
-use crate::store::{io_error, read_index, Store, StoreError};
+use crate::store::{io_error, read_index, read_manifest, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -31,6 +33,8 @@ pub struct BundleSummary {
     pub path: PathBuf,
     pub to: String,
     pub from: Vec<String>,
+    /// The images it carries (one for a bundle of one index).
+    pub images: Vec<String>,
     pub chunks: u64,
     pub bundled_chunks: u64,
     /// Delta frames carried instead of the plain frames of the chunks they rebuild.
@@ -38,217 +42,327 @@ pub struct BundleSummary {
     pub bundle_bytes: u64,
 }
 
+/// A bundle of release `to`: of every image of its manifest when the release has one and
+/// no `name` is given (format version 2), else of the one image `name` (default `rootfs`).
 pub fn bundle(
     store: &Store,
     to: &str,
     from: &[String],
-    name: &str,
+    name: Option<&str>,
     out: &Path,
 ) -> Result<BundleSummary, BundleError> {
-    let index_path = store.index_path(to, name);
-    let index_bytes = diffota_files::local_file::read_bounded(
-        &index_path,
-        diffota_format::limits::INDEX,
-        diffota_files::local_file::Links::Follow,
-    )
-    .map_err(io_error(&index_path))?;
-    let index = Index::decode(&index_bytes).map_err(|source| StoreError::Format {
-        path: index_path.clone(),
-        source,
-    })?;
-    let signature_path = diffota_format::signature::signature_path(&index_path);
-    let signature = diffota_files::local_file::read_bounded(
-        &signature_path,
-        diffota_format::limits::SIGNATURE,
-        diffota_files::local_file::Links::Follow,
-    )
-    .map_err(io_error(&signature_path))?;
-
-    // A device on any of the from-releases holds what all of them share.
-    let mut held: Option<HashSet<(ChunkId, u32)>> = None;
-    for version in from {
-        let ids: HashSet<(ChunkId, u32)> = read_index(&store.index_path(version, name))?
-            .chunks
-            .iter()
-            .map(|c| (c.id, c.length))
-            .collect();
-        held = Some(match held {
-            None => ids,
-            Some(previous) => previous.intersection(&ids).copied().collect(),
-        });
+    let manifest_path = store.manifest_path(to);
+    if name.is_none() && manifest_path.is_file() {
+        return bundle_release(store, to, from, out);
     }
-    let held = held.unwrap_or_default();
+    let name = name.unwrap_or("rootfs");
+    let image = BundleImage::read(store, to, from, name, false)?;
     let mut seen = HashSet::new();
-    let lacking: Vec<ChunkEntry> = index
-        .chunks
-        .iter()
-        .filter(|c| !held.contains(&(c.id, c.length)) && seen.insert(c.id))
-        .copied()
-        .collect();
-    // The delta frames such a device would use (the device's own choice), instead of the
-    // plain frames of the chunks they rebuild.
-    let frames = choose_delta_frames(&index, &lacking, |id, length| held.contains(&(*id, length)));
-    let rebuilt: HashSet<ChunkId> = frames
-        .iter()
-        .flat_map(|&f| &index.deltas.frames[f].chunks)
-        .map(|&n| index.chunks[n as usize].id)
-        .collect();
-    let carried: Vec<&ChunkEntry> = lacking
-        .iter()
-        .filter(|c| !rebuilt.contains(&c.id))
-        .collect();
-    let carried_frames: Vec<(u32, ChunkEntry)> = frames
-        .iter()
-        .map(|&f| (f as u32, frame_entry(&index, f)))
-        .collect();
-
-    let layout = Layout::of(
-        &carried,
-        &carried_frames,
-        &index_bytes,
-        &signature,
-        BundleNotes {
-            to: to.to_owned(),
-            from: from.to_vec(),
-            name: name.to_owned(),
-        },
-    );
-    let mut temp = temp_file_beside(out).map_err(io_error(out))?;
-    let frames_in_data: Vec<&ChunkEntry> = carried_frames.iter().map(|(_, e)| e).collect();
-    write_bundle(
-        store,
-        &index,
-        carried.iter().chain(&frames_in_data).copied(),
-        &layout,
-        &mut temp,
-    )
-    .map_err(io_error(out))?;
-    temp.commit(out).map_err(io_error(out))?;
+    let (carried, frames) = image.carried(&mut seen);
+    let data = DataLayout::of([(&image, carried, frames)]);
+    let frame_table: Vec<(u32, BundledChunk)> =
+        data.frames.iter().map(|(_, n, f)| (*n, *f)).collect();
+    let notes = BundleNotes {
+        to: to.to_owned(),
+        from: from.to_vec(),
+        name: name.to_owned(),
+    };
+    let mut metadata = vec![
+        (SectionKind::Index, image.index_bytes.clone()),
+        (SectionKind::Signature, image.signature.clone()),
+        (SectionKind::Notes, notes.to_json()),
+        (SectionKind::ChunkTable, encode_table(&data.table)),
+    ];
+    // Without delta frames the section is left out: the bundle stays readable by devices
+    // that predate it.
+    if !frame_table.is_empty() {
+        metadata.push((SectionKind::DeltaFrames, encode_frame_table(&frame_table)));
+    }
+    let length = write_bundle(store, FORMAT_VERSION, metadata, &data, out)?;
     Ok(BundleSummary {
         path: out.to_owned(),
         to: to.to_owned(),
         from: from.to_vec(),
-        chunks: index.chunks.len() as u64,
-        bundled_chunks: carried.len() as u64,
-        bundled_delta_frames: carried_frames.len() as u64,
-        bundle_bytes: layout.length,
+        images: vec![name.to_owned()],
+        chunks: image.index.chunks.len() as u64,
+        bundled_chunks: data.table.len() as u64,
+        bundled_delta_frames: frame_table.len() as u64,
+        bundle_bytes: length,
     })
 }
 
-/// Where everything goes in the bundle file.
-struct Layout<'a> {
-    header: BundleHeader,
-    index: &'a [u8],
-    signature: &'a [u8],
-    notes: Vec<u8>,
-    table: Vec<u8>,
-    frame_table: Vec<u8>,
-    length: u64,
+/// A version 2 bundle: the signed manifest, every image's signed index, and the chunks and
+/// delta frames a device on any of `from` lacks, each chunk carried once.
+fn bundle_release(
+    store: &Store,
+    to: &str,
+    from: &[String],
+    out: &Path,
+) -> Result<BundleSummary, BundleError> {
+    let manifest_path = store.manifest_path(to);
+    let manifest_bytes = read_small(
+        &manifest_path,
+        diffota_format::manifest::MAX_MANIFEST_BYTES as u64,
+    )?;
+    let manifest = read_manifest(&manifest_path)?;
+    let manifest_signature = read_small(
+        &diffota_format::signature::signature_path(&manifest_path),
+        diffota_format::limits::SIGNATURE,
+    )?;
+    let images = manifest
+        .images
+        .iter()
+        .map(|image| {
+            // A single-copy image has no running copy to take chunks from.
+            let single_copy = image.install == InstallKind::SingleCopy;
+            BundleImage::read(store, to, from, &image.name, single_copy)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = HashSet::new();
+    let parts: Vec<_> = images
+        .iter()
+        .map(|image| {
+            let (carried, frames) = image.carried(&mut seen);
+            (image, carried, frames)
+        })
+        .collect();
+    let data = DataLayout::of(parts);
+    let indexes: Vec<(&[u8], &[u8])> = images
+        .iter()
+        .map(|i| (i.index_bytes.as_slice(), i.signature.as_slice()))
+        .collect();
+    let notes = BundleNotes {
+        to: to.to_owned(),
+        from: from.to_vec(),
+        name: String::new(),
+    };
+    let mut metadata = vec![
+        (SectionKind::Manifest, manifest_bytes),
+        (SectionKind::ManifestSignature, manifest_signature),
+        (SectionKind::Notes, notes.to_json()),
+        (SectionKind::ImageIndexes, encode_image_indexes(&indexes)),
+        (SectionKind::ChunkTable, encode_table(&data.table)),
+    ];
+    if !data.frames.is_empty() {
+        metadata.push((
+            SectionKind::ImageDeltaFrames,
+            encode_image_frame_table(&data.frames),
+        ));
+    }
+    let length = write_bundle(store, RELEASE_FORMAT_VERSION, metadata, &data, out)?;
+    Ok(BundleSummary {
+        path: out.to_owned(),
+        to: to.to_owned(),
+        from: from.to_vec(),
+        images: images.iter().map(|i| i.name.clone()).collect(),
+        chunks: images.iter().map(|i| i.index.chunks.len() as u64).sum(),
+        bundled_chunks: data.table.len() as u64,
+        bundled_delta_frames: data.frames.len() as u64,
+        bundle_bytes: length,
+    })
 }
 
-impl<'a> Layout<'a> {
-    /// The data section holds the `carried` chunks' frames, then the `frames`' (delta frame
-    /// number, where it is in its pack).
-    fn of(
-        carried: &[&ChunkEntry],
-        frames: &[(u32, ChunkEntry)],
-        index: &'a [u8],
-        signature: &'a [u8],
-        notes: BundleNotes,
-    ) -> Layout<'a> {
-        let mut table = Vec::with_capacity(carried.len());
-        let mut data_length = 0u64;
-        for chunk in carried {
-            table.push((
-                chunk.id,
-                BundledChunk {
-                    offset: data_length,
-                    compressed_length: chunk.compressed_length,
-                },
-            ));
-            data_length += u64::from(chunk.compressed_length);
-        }
-        let table = encode_table(&table);
-        let mut frame_table = Vec::with_capacity(frames.len());
-        for (number, frame) in frames {
-            frame_table.push((
-                *number,
-                BundledChunk {
-                    offset: data_length,
-                    compressed_length: frame.compressed_length,
-                },
-            ));
-            data_length += u64::from(frame.compressed_length);
-        }
-        // Without delta frames the section is left out: the bundle stays readable by devices
-        // that predate it.
-        let frame_table = if frames.is_empty() {
-            Vec::new()
-        } else {
-            encode_frame_table(&frame_table)
-        };
-        let notes = notes.to_json();
-        let mut parts: Vec<(SectionKind, u64)> = vec![
-            (SectionKind::Index, index.len() as u64),
-            (SectionKind::Signature, signature.len() as u64),
-            (SectionKind::Notes, notes.len() as u64),
-            (SectionKind::ChunkTable, table.len() as u64),
-        ];
-        if !frame_table.is_empty() {
-            parts.push((SectionKind::DeltaFrames, frame_table.len() as u64));
-        }
-        parts.push((SectionKind::ChunkData, data_length));
-        let mut offset = BundleHeader::encoded_length(parts.len());
-        let mut sections = Vec::new();
-        for (kind, length) in parts {
-            sections.push(Section {
-                kind,
-                offset,
-                length,
+fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>, BundleError> {
+    Ok(diffota_files::local_file::read_bounded(
+        path,
+        limit,
+        diffota_files::local_file::Links::Follow,
+    )
+    .map_err(io_error(path))?)
+}
+
+/// One image of the bundle: its signed index as published, and the chunks a device on any
+/// of the from-releases holds in that image's running slot.
+struct BundleImage {
+    name: String,
+    index_bytes: Vec<u8>,
+    index_blake3: [u8; 32],
+    signature: Vec<u8>,
+    index: Index,
+    held: HashSet<(ChunkId, u32)>,
+}
+
+impl BundleImage {
+    fn read(
+        store: &Store,
+        to: &str,
+        from: &[String],
+        name: &str,
+        single_copy: bool,
+    ) -> Result<BundleImage, BundleError> {
+        let index_path = store.index_path(to, name);
+        let index_bytes = read_small(&index_path, diffota_format::limits::INDEX)?;
+        let index = Index::decode(&index_bytes).map_err(|source| StoreError::Format {
+            path: index_path.clone(),
+            source,
+        })?;
+        let signature = read_small(
+            &diffota_format::signature::signature_path(&index_path),
+            diffota_format::limits::SIGNATURE,
+        )?;
+        // A device on any of the from-releases holds what all of them share; a from-release
+        // without this image (added since) gives it nothing.
+        let mut held: Option<HashSet<(ChunkId, u32)>> = None;
+        for version in from.iter().filter(|_| !single_copy) {
+            let path = store.index_path(version, name);
+            let ids: HashSet<(ChunkId, u32)> = if path.is_file() {
+                read_index(&path)?
+                    .chunks
+                    .iter()
+                    .map(|c| (c.id, c.length))
+                    .collect()
+            } else {
+                HashSet::new()
+            };
+            held = Some(match held {
+                None => ids,
+                Some(previous) => previous.intersection(&ids).copied().collect(),
             });
-            offset += length;
         }
-        Layout {
-            header: BundleHeader { sections },
-            index,
+        Ok(BundleImage {
+            name: name.to_owned(),
+            index_blake3: *blake3::hash(&index_bytes).as_bytes(),
+            index_bytes,
             signature,
-            notes,
-            table,
-            frame_table,
-            length: offset,
-        }
+            index,
+            held: held.unwrap_or_default(),
+        })
+    }
+
+    /// The chunks this image needs carried (those not in `seen`, which it extends), and the
+    /// delta frames a device would use instead of the plain frames of the chunks they
+    /// rebuild (the device's own choice).
+    fn carried(&self, seen: &mut HashSet<ChunkId>) -> (Vec<ChunkEntry>, Vec<(u32, ChunkEntry)>) {
+        let index = &self.index;
+        let mut own = HashSet::new();
+        let lacking: Vec<ChunkEntry> = index
+            .chunks
+            .iter()
+            .filter(|c| !self.held.contains(&(c.id, c.length)) && own.insert(c.id))
+            .copied()
+            .collect();
+        let frames = choose_delta_frames(index, &lacking, |id, length| {
+            self.held.contains(&(*id, length))
+        });
+        let rebuilt: HashSet<ChunkId> = frames
+            .iter()
+            .flat_map(|&f| &index.deltas.frames[f].chunks)
+            .map(|&n| index.chunks[n as usize].id)
+            .collect();
+        let carried = lacking
+            .into_iter()
+            .filter(|c| !rebuilt.contains(&c.id) && seen.insert(c.id))
+            .collect();
+        let frames = frames
+            .iter()
+            .map(|&f| (f as u32, frame_entry(index, f)))
+            .collect();
+        (carried, frames)
     }
 }
 
-/// Writes the sections in their order, the frames of `data` (chunks, then delta frames)
-/// copied from their packs.
-fn write_bundle<'e>(
+/// The data section: every carried chunk's frame, then every delta frame, each with the
+/// index whose packs hold it.
+struct DataLayout<'a> {
+    table: Vec<(ChunkId, BundledChunk)>,
+    /// (BLAKE3 of the image's index, frame number in it, where it is in the data).
+    frames: Vec<([u8; 32], u32, BundledChunk)>,
+    /// What to copy, in order: the index whose packs hold it, and where.
+    copies: Vec<(&'a Index, ChunkEntry)>,
+    length: u64,
+}
+
+impl<'a> DataLayout<'a> {
+    fn of(
+        parts: impl IntoIterator<Item = (&'a BundleImage, Vec<ChunkEntry>, Vec<(u32, ChunkEntry)>)>,
+    ) -> DataLayout<'a> {
+        let mut layout = DataLayout {
+            table: Vec::new(),
+            frames: Vec::new(),
+            copies: Vec::new(),
+            length: 0,
+        };
+        let mut frame_copies = Vec::new();
+        for (image, carried, frames) in parts {
+            for chunk in carried {
+                let placed = layout.place(&chunk);
+                layout.table.push((chunk.id, placed));
+                layout.copies.push((&image.index, chunk));
+            }
+            frame_copies.extend(frames.into_iter().map(|(n, f)| (image, n, f)));
+        }
+        for (image, number, frame) in frame_copies {
+            let placed = layout.place(&frame);
+            layout.frames.push((image.index_blake3, number, placed));
+            layout.copies.push((&image.index, frame));
+        }
+        layout
+    }
+
+    fn place(&mut self, entry: &ChunkEntry) -> BundledChunk {
+        let placed = BundledChunk {
+            offset: self.length,
+            compressed_length: entry.compressed_length,
+        };
+        self.length += u64::from(entry.compressed_length);
+        placed
+    }
+}
+
+/// Writes the header, the `metadata` sections in their order, then the data section (its
+/// frames copied from their packs) to a temporary file committed at `out`; returns the
+/// bundle's length.
+fn write_bundle(
     store: &Store,
-    index: &Index,
-    data: impl Iterator<Item = &'e ChunkEntry>,
-    layout: &Layout<'_>,
+    version: u16,
+    metadata: Vec<(SectionKind, Vec<u8>)>,
+    data: &DataLayout<'_>,
+    out: &Path,
+) -> Result<u64, BundleError> {
+    let mut offset = BundleHeader::encoded_length(metadata.len() + 1);
+    let mut sections = Vec::new();
+    for (kind, length) in metadata
+        .iter()
+        .map(|(kind, bytes)| (*kind, bytes.len() as u64))
+        .chain([(SectionKind::ChunkData, data.length)])
+    {
+        sections.push(Section {
+            kind,
+            offset,
+            length,
+        });
+        offset += length;
+    }
+    let header = BundleHeader { version, sections };
+    let mut temp = temp_file_beside(out).map_err(io_error(out))?;
+    write_sections(store, &header, &metadata, data, &mut temp).map_err(io_error(out))?;
+    temp.commit(out).map_err(io_error(out))?;
+    Ok(offset)
+}
+
+fn write_sections(
+    store: &Store,
+    header: &BundleHeader,
+    metadata: &[(SectionKind, Vec<u8>)],
+    data: &DataLayout<'_>,
     temp: &mut TempFile,
 ) -> std::io::Result<()> {
     let mut writer = std::io::BufWriter::with_capacity(1 << 20, temp.file());
-    writer.write_all(&layout.header.encode())?;
-    writer.write_all(layout.index)?;
-    writer.write_all(layout.signature)?;
-    writer.write_all(&layout.notes)?;
-    writer.write_all(&layout.table)?;
-    writer.write_all(&layout.frame_table)?;
-    let mut open_pack: Option<(u32, std::fs::File)> = None;
-    for chunk in data {
-        if open_pack
-            .as_ref()
-            .is_none_or(|(number, _)| *number != chunk.pack)
-        {
-            let path = store.pack_path(&index.packs[chunk.pack as usize]);
+    writer.write_all(&header.encode())?;
+    for (_, bytes) in metadata {
+        writer.write_all(bytes)?;
+    }
+    let mut open_pack: Option<(PathBuf, std::fs::File)> = None;
+    let mut frame = Vec::new();
+    for (index, chunk) in &data.copies {
+        let path = store.pack_path(&index.packs[chunk.pack as usize]);
+        if open_pack.as_ref().is_none_or(|(open, _)| *open != path) {
             let file = std::fs::File::open(&path)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            open_pack = Some((chunk.pack, file));
+            open_pack = Some((path, file));
         }
         let (_, file) = open_pack.as_ref().expect("opened above");
-        let mut frame = vec![0u8; chunk.compressed_length as usize];
+        frame.resize(chunk.compressed_length as usize, 0);
         file.read_exact_at(&mut frame, chunk.pack_offset)?;
         writer.write_all(&frame)?;
     }
@@ -259,9 +373,14 @@ impl std::fmt::Display for BundleSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: release {} with {} of its {} chunks{} ({} bytes), for devices on {}",
+            "{}: release {}{} with {} of its {} chunks{} ({} bytes), for devices on {}",
             self.path.display(),
             self.to,
+            if self.images.len() > 1 {
+                format!(" (images {})", self.images.join(", "))
+            } else {
+                String::new()
+            },
             self.bundled_chunks,
             self.chunks,
             if self.bundled_delta_frames > 0 {
@@ -329,7 +448,7 @@ pub fn bundle_from_images(
             from.push(from_version);
         }
         make(images.to_image, images.version)?;
-        bundle(&store, images.version, &from, "rootfs", out)
+        bundle(&store, images.version, &from, Some("rootfs"), out)
     })();
     let _ = std::fs::remove_dir_all(&store_dir);
     result

@@ -9,7 +9,7 @@
 //! | offset | size | meaning |
 //! |---|---|---|
 //! | 0 | 8 | magic `DFOTABND` |
-//! | 8 | 2 | format version, 1 |
+//! | 8 | 2 | format version: 1 (one image), 2 (a release manifest and all its images) |
 //! | 10 | 2 | flags, 0 |
 //! | 12 | 4 | section count S (4) |
 //! | 16 | S × 20 | per section: kind (4), offset in the file (8), length (8) |
@@ -22,6 +22,17 @@
 //! The delta frame table is a count (4) then per frame: its number among the index's delta
 //! frames (4), offset in the data section (8), compressed length (4); a device uses one only
 //! as the index describes it (bases it must hold, chunks verified by id).
+//!
+//! Version 2 carries a whole release of several images (`release.json`) instead of one
+//! index: sections 1, 2 and 6 give way to 7 = the release manifest, 8 = its minisign
+//! signature, 9 = the image indexes and 10 = the image delta frame table (optional); 3, 4
+//! and 5 are as in version 1, the chunk table holding every image's chunks once. The image
+//! indexes are a count (4) then per index: its BLAKE3 (32), its length (8), its signature's
+//! length (4), the index bytes and the signature text. The image delta frame table is a
+//! count (4) then per frame: the BLAKE3 of the index it belongs to (32), its number among
+//! that index's delta frames (4), offset in the data section (8), compressed length (4). The
+//! manifest pins every index (length and BLAKE3), and each index keeps its own signature. A
+//! device that reads only version 1 refuses a version 2 bundle by its version.
 
 use std::collections::HashMap;
 
@@ -29,11 +40,18 @@ use crate::chunk::ChunkId;
 use crate::FormatError;
 
 pub const MAGIC: &[u8; 8] = b"DFOTABND";
+/// A bundle of one image's index.
 pub const FORMAT_VERSION: u16 = 1;
+/// A bundle of a release manifest and every image it names.
+pub const RELEASE_FORMAT_VERSION: u16 = 2;
 const SECTION_RECORD: usize = 20;
 /// Bytes per chunk in the chunk table, and per frame in the delta frame table.
 pub const TABLE_RECORD: usize = 44;
 pub const FRAME_RECORD: usize = 16;
+/// Bytes per frame in the image delta frame table.
+pub const IMAGE_FRAME_RECORD: usize = 48;
+/// Bytes before each index in the image indexes section.
+pub const IMAGE_INDEX_HEAD: usize = 44;
 /// Largest index or table a bundle may declare (the decoder allocates this much at most).
 pub const MAX_METADATA: u64 = 256 * 1024 * 1024;
 
@@ -46,6 +64,10 @@ pub enum SectionKind {
     ChunkData = 4,
     Notes = 5,
     DeltaFrames = 6,
+    Manifest = 7,
+    ManifestSignature = 8,
+    ImageIndexes = 9,
+    ImageDeltaFrames = 10,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +131,12 @@ pub enum BundleFormatError {
     UnknownFlags,
     #[error("unknown section kind {0}")]
     UnknownSection(u32),
+    #[error("section {kind:?} does not belong in a version {version} bundle")]
+    NotInVersion { kind: SectionKind, version: u16 },
+    #[error("image indexes truncated")]
+    ImageIndexesTruncated,
+    #[error("an image index's BLAKE3 is not the one its record names")]
+    ImageIndexHash,
     #[error("section length overflows")]
     SectionOverflow,
     #[error("section {kind:?} ({offset}..{end}) lies outside the file of {file_length} bytes (truncated?)")]
@@ -141,6 +169,8 @@ pub enum BundleFormatError {
 /// The header and section table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BundleHeader {
+    /// `FORMAT_VERSION` or `RELEASE_FORMAT_VERSION`.
+    pub version: u16,
     pub sections: Vec<Section>,
 }
 
@@ -152,7 +182,7 @@ impl BundleHeader {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::encoded_length(self.sections.len()) as usize);
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.version.to_le_bytes());
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&(self.sections.len() as u32).to_le_bytes());
         for section in &self.sections {
@@ -169,7 +199,7 @@ impl BundleHeader {
             return Err(BundleFormatError::BadMagic.into());
         }
         let version = u16::from_le_bytes([prefix[8], prefix[9]]);
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != RELEASE_FORMAT_VERSION {
             return Err(BundleFormatError::UnsupportedVersion(version).into());
         }
         let count = u32::from_le_bytes(prefix[12..16].try_into().expect("4 bytes")) as usize;
@@ -188,6 +218,7 @@ impl BundleHeader {
             .and_then(|p| p.try_into().ok())
             .ok_or(bad(BundleFormatError::TruncatedHeader))?;
         let length = Self::length_from_prefix(prefix)? as usize;
+        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
         if bytes.len() != length {
             return Err(bad(BundleFormatError::HeaderLength {
                 actual: bytes.len(),
@@ -206,6 +237,10 @@ impl BundleHeader {
                 4 => SectionKind::ChunkData,
                 5 => SectionKind::Notes,
                 6 => SectionKind::DeltaFrames,
+                7 => SectionKind::Manifest,
+                8 => SectionKind::ManifestSignature,
+                9 => SectionKind::ImageIndexes,
+                10 => SectionKind::ImageDeltaFrames,
                 other => return Err(bad(BundleFormatError::UnknownSection(other))),
             };
             let offset = u64::from_le_bytes(record[4..12].try_into().expect("8 bytes"));
@@ -237,27 +272,145 @@ impl BundleHeader {
                 return Err(bad(BundleFormatError::Overlap));
             }
         }
-        for (kind, required) in [
-            (SectionKind::Index, true),
-            (SectionKind::Signature, true),
-            (SectionKind::ChunkTable, true),
-            (SectionKind::ChunkData, true),
-            (SectionKind::Notes, false),
-            (SectionKind::DeltaFrames, false),
-        ] {
-            match sections.iter().filter(|s| s.kind == kind).count() {
-                1 => {}
-                0 if !required => {}
-                0 => return Err(bad(BundleFormatError::Missing(kind))),
+        for (kind, presence) in Self::sections_of(version) {
+            match (sections.iter().filter(|s| s.kind == kind).count(), presence) {
+                (0, Presence::Optional | Presence::Absent)
+                | (1, Presence::Optional | Presence::Required) => {}
+                (0, Presence::Required) => return Err(bad(BundleFormatError::Missing(kind))),
+                (_, Presence::Absent) => {
+                    return Err(bad(BundleFormatError::NotInVersion { kind, version }))
+                }
                 _ => return Err(bad(BundleFormatError::Repeated(kind))),
             }
         }
-        Ok(BundleHeader { sections })
+        Ok(BundleHeader { version, sections })
+    }
+
+    /// Which sections a bundle of `version` has.
+    fn sections_of(version: u16) -> [(SectionKind, Presence); 10] {
+        use Presence::*;
+        use SectionKind::*;
+        let (one, release) = if version == RELEASE_FORMAT_VERSION {
+            (Absent, Required)
+        } else {
+            (Required, Absent)
+        };
+        let optional_if = |p: Presence| if p == Absent { Absent } else { Optional };
+        [
+            (Index, one),
+            (Signature, one),
+            (DeltaFrames, optional_if(one)),
+            (Manifest, release),
+            (ManifestSignature, release),
+            (ImageIndexes, release),
+            (ImageDeltaFrames, optional_if(release)),
+            (ChunkTable, Required),
+            (ChunkData, Required),
+            (Notes, Optional),
+        ]
     }
 
     pub fn section(&self, kind: SectionKind) -> Option<Section> {
         self.sections.iter().copied().find(|s| s.kind == kind)
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Presence {
+    Required,
+    Optional,
+    Absent,
+}
+
+/// One image's index and its signature in a version 2 bundle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundledIndex<'a> {
+    pub index_blake3: [u8; 32],
+    pub index: &'a [u8],
+    pub signature: &'a [u8],
+}
+
+/// The image indexes section: each (index bytes, signature) with its BLAKE3 and lengths.
+pub fn encode_image_indexes(indexes: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut out = (indexes.len() as u32).to_le_bytes().to_vec();
+    for (index, signature) in indexes {
+        out.extend_from_slice(blake3::hash(index).as_bytes());
+        out.extend_from_slice(&(index.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(signature.len() as u32).to_le_bytes());
+        out.extend_from_slice(index);
+        out.extend_from_slice(signature);
+    }
+    out
+}
+
+/// Decodes the image indexes section; each index must hash to the BLAKE3 its record names.
+pub fn decode_image_indexes(bytes: &[u8]) -> Result<Vec<BundledIndex<'_>>, FormatError> {
+    fn take<'a>(rest: &mut &'a [u8], n: u64) -> Result<&'a [u8], FormatError> {
+        let truncated = || FormatError::BadBundle(BundleFormatError::ImageIndexesTruncated);
+        let n = usize::try_from(n).map_err(|_| truncated())?;
+        if rest.len() < n {
+            return Err(truncated());
+        }
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        Ok(head)
+    }
+    let mut rest = bytes;
+    let count = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes"));
+    let mut indexes = Vec::new();
+    for _ in 0..count {
+        let head = take(&mut rest, IMAGE_INDEX_HEAD as u64)?;
+        let index_blake3: [u8; 32] = head[..32].try_into().expect("32 bytes");
+        let index_length = u64::from_le_bytes(head[32..40].try_into().expect("8 bytes"));
+        let signature_length = u32::from_le_bytes(head[40..44].try_into().expect("4 bytes"));
+        let index = take(&mut rest, index_length)?;
+        let signature = take(&mut rest, u64::from(signature_length))?;
+        if blake3::hash(index).as_bytes() != &index_blake3 {
+            return Err(FormatError::BadBundle(BundleFormatError::ImageIndexHash));
+        }
+        indexes.push(BundledIndex {
+            index_blake3,
+            index,
+            signature,
+        });
+    }
+    if !rest.is_empty() {
+        return Err(FormatError::BadBundle(BundleFormatError::TableLength {
+            bytes: bytes.len(),
+            count: count as usize,
+        }));
+    }
+    Ok(indexes)
+}
+
+/// The image delta frame table: (BLAKE3 of the image's index, frame number in it, where its
+/// bytes are).
+pub fn encode_image_frame_table(frames: &[([u8; 32], u32, BundledChunk)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + frames.len() * IMAGE_FRAME_RECORD);
+    out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+    for (index_blake3, number, frame) in frames {
+        out.extend_from_slice(index_blake3);
+        out.extend_from_slice(&number.to_le_bytes());
+        out.extend_from_slice(&frame.offset.to_le_bytes());
+        out.extend_from_slice(&frame.compressed_length.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes an image delta frame table whose frames must lie within `data_length` bytes.
+#[allow(clippy::type_complexity)]
+pub fn decode_image_frame_table(
+    bytes: &[u8],
+    data_length: u64,
+) -> Result<HashMap<([u8; 32], u32), BundledChunk>, FormatError> {
+    decode_records(bytes, IMAGE_FRAME_RECORD, data_length, |key| {
+        let index_blake3: [u8; 32] = key[..32].try_into().expect("32 bytes");
+        let number = u32::from_le_bytes(key[32..].try_into().expect("4 bytes"));
+        (
+            (index_blake3, number),
+            BundleFormatError::FrameOutside(number),
+        )
+    })
 }
 
 /// Where a chunk's frame lies in the data section.
@@ -368,6 +521,7 @@ mod tests {
 
     fn header() -> BundleHeader {
         BundleHeader {
+            version: FORMAT_VERSION,
             sections: vec![
                 Section {
                     kind: SectionKind::Index,
@@ -475,5 +629,102 @@ mod tests {
                 BundleFormatError::TableLength { .. }
             ))
         ));
+    }
+
+    #[test]
+    fn a_release_bundle_has_the_manifest_sections_and_none_of_one_image() {
+        let section = |kind, offset, length| Section {
+            kind,
+            offset,
+            length,
+        };
+        let release = BundleHeader {
+            version: RELEASE_FORMAT_VERSION,
+            sections: vec![
+                section(SectionKind::Manifest, 116, 10),
+                section(SectionKind::ManifestSignature, 126, 5),
+                section(SectionKind::ImageIndexes, 131, 4),
+                section(SectionKind::ChunkTable, 135, 4),
+                section(SectionKind::ChunkData, 139, 0),
+            ],
+        };
+        let bytes = release.encode();
+        assert_eq!(bytes.len(), 116);
+        assert_eq!(BundleHeader::decode(&bytes, 139).unwrap(), release);
+        let mut mixed = release.clone();
+        mixed.sections[2] = section(SectionKind::Index, 131, 4);
+        assert!(matches!(
+            BundleHeader::decode(&mixed.encode(), 139),
+            Err(FormatError::BadBundle(BundleFormatError::NotInVersion {
+                kind: SectionKind::Index,
+                version: 2
+            }))
+        ));
+        // A version 1 bundle with a manifest section is refused the same way.
+        let one = BundleHeader {
+            version: FORMAT_VERSION,
+            sections: vec![
+                section(SectionKind::Index, 116, 10),
+                section(SectionKind::Signature, 126, 5),
+                section(SectionKind::Manifest, 131, 4),
+                section(SectionKind::ChunkTable, 135, 4),
+                section(SectionKind::ChunkData, 139, 0),
+            ],
+        };
+        assert!(matches!(
+            BundleHeader::decode(&one.encode(), 139),
+            Err(FormatError::BadBundle(BundleFormatError::NotInVersion {
+                kind: SectionKind::Manifest,
+                version: 1
+            }))
+        ));
+    }
+
+    #[test]
+    fn image_indexes_round_trip_and_are_checked_by_hash() {
+        let bytes = encode_image_indexes(&[(b"index one", b"sig 1"), (b"index two!", b"")]);
+        let decoded = decode_image_indexes(&bytes).unwrap();
+        assert_eq!(decoded.len(), 2);
+        assert_eq!(decoded[1].index, b"index two!");
+        assert_eq!(decoded[0].signature, b"sig 1");
+        assert_eq!(
+            &decoded[0].index_blake3,
+            blake3::hash(b"index one").as_bytes()
+        );
+        for cut in 0..bytes.len() {
+            assert!(decode_image_indexes(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_image_indexes(&longer).is_err());
+        let mut tampered = bytes.clone();
+        tampered[4 + IMAGE_INDEX_HEAD] ^= 1;
+        assert!(matches!(
+            decode_image_indexes(&tampered),
+            Err(FormatError::BadBundle(BundleFormatError::ImageIndexHash))
+        ));
+        // A length beyond the section is truncation, never an allocation.
+        let mut huge = bytes.clone();
+        huge[4 + 32..4 + 40].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode_image_indexes(&huge).is_err());
+    }
+
+    #[test]
+    fn image_frame_table_round_trips_and_stays_inside_the_data() {
+        let frames = [(
+            [9u8; 32],
+            4u32,
+            BundledChunk {
+                offset: 2,
+                compressed_length: 8,
+            },
+        )];
+        let bytes = encode_image_frame_table(&frames);
+        assert_eq!(bytes.len(), 4 + IMAGE_FRAME_RECORD);
+        assert_eq!(
+            decode_image_frame_table(&bytes, 10).unwrap()[&([9u8; 32], 4)],
+            frames[0].2
+        );
+        assert!(decode_image_frame_table(&bytes, 9).is_err());
     }
 }

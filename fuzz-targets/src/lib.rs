@@ -117,6 +117,34 @@ pub fn bundle(data: &[u8]) {
             }
         }
     }
+    if let (Some(frames), Some(chunks)) = (
+        header.section(SectionKind::ImageDeltaFrames),
+        header.section(SectionKind::ChunkData),
+    ) {
+        if let Ok(table) = bundle::decode_image_frame_table(bytes_of(frames), chunks.length) {
+            for frame in table.values() {
+                let end = frame.offset + u64::from(frame.compressed_length);
+                assert!(
+                    end <= chunks.length,
+                    "an image frame entry points past the data"
+                );
+            }
+        }
+    }
+    if let Some(section) = header.section(SectionKind::ImageIndexes) {
+        if let Ok(indexes) = bundle::decode_image_indexes(bytes_of(section)) {
+            for bundled in indexes {
+                assert_eq!(
+                    blake3::hash(bundled.index).as_bytes(),
+                    &bundled.index_blake3
+                );
+                index(bundled.index);
+            }
+        }
+    }
+    if let Some(section) = header.section(SectionKind::Manifest) {
+        manifest(bytes_of(section));
+    }
 }
 
 /// A channel file: a parsed channel survives its own JSON.

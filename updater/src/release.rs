@@ -14,7 +14,7 @@ use diffota_format::{
 
 use std::path::PathBuf;
 
-use crate::bundle::{BundleChunks, BundleError};
+use crate::bundle::{BundleChunks, BundleError, BundledImage, OpenedBundle};
 use crate::source::{FetchError, StoreSource, Traffic};
 use crate::state::State;
 
@@ -149,6 +149,8 @@ pub struct ImageRelease {
     pub name: String,
     pub index: VerifiedIndex,
     pub index_signature: String,
+    /// Set when the release came from a bundle file: its chunks and this image's frames.
+    pub bundle: Option<BundleChunks>,
 }
 
 pub struct Trust<'a> {
@@ -184,19 +186,31 @@ pub async fn fetch_release(
 ) -> Result<Release, ReleaseError> {
     let (source, index_path, channel) = match target {
         ReleaseTarget::Bundle(path) => {
-            let (index, index_signature, bundle) = crate::bundle::open(path, trust.keys)?;
-            check_index(&index, trust, None)?;
-            one_image_for(&index.version, trust)?;
-            return Ok(Release {
-                source: store.clone(),
-                index,
-                index_signature,
-                channel: None,
-                eligibility: None,
-                bundle: Some(bundle),
-                images: Vec::new(),
-                single_copy: Vec::new(),
-            });
+            return match crate::bundle::open(path, trust.keys)? {
+                OpenedBundle::Index(image) => {
+                    let BundledImage {
+                        index,
+                        signature,
+                        chunks,
+                        ..
+                    } = *image;
+                    check_index(&index, trust, None)?;
+                    one_image_for(&index.version, trust)?;
+                    Ok(Release {
+                        source: store.clone(),
+                        index,
+                        index_signature: signature,
+                        channel: None,
+                        eligibility: None,
+                        bundle: Some(chunks),
+                        images: Vec::new(),
+                        single_copy: Vec::new(),
+                    })
+                }
+                OpenedBundle::Release { manifest, images } => {
+                    release_from_bundle(store, &manifest, images, trust)
+                }
+            };
         }
         ReleaseTarget::Channel(name) => {
             let path = format!("channels/{name}.json");
@@ -298,6 +312,15 @@ async fn fetch_manifest(
         .verify(&what, &bytes, &String::from_utf8_lossy(&signature))
         .map_err(ReleaseError::Signature)?;
     let manifest = Manifest::parse(&bytes).map_err(format_error(&what))?;
+    check_manifest(manifest, trust, channel)
+}
+
+/// A verified manifest is for this device (compatible) and names the channel's version.
+fn check_manifest(
+    manifest: Manifest,
+    trust: &Trust<'_>,
+    channel: Option<&Channel>,
+) -> Result<Manifest, ReleaseError> {
     if manifest.compatible != trust.compatible {
         return Err(ReleaseError::Incompatible {
             version: manifest.version,
@@ -312,6 +335,45 @@ async fn fetch_manifest(
         });
     }
     Ok(manifest)
+}
+
+/// The release a bundle of several images holds, for this device's slot groups: its
+/// manifest and indexes were verified and pinned when the bundle was opened.
+fn release_from_bundle(
+    store: &StoreSource,
+    manifest: &Manifest,
+    images: Vec<BundledImage>,
+    trust: &Trust<'_>,
+) -> Result<Release, ReleaseError> {
+    let manifest = check_manifest(manifest.clone(), trust, None)?;
+    let matched = match_images(&manifest, &trust.images, &trust.single_copy)?;
+    let mut by_name: std::collections::HashMap<String, BundledImage> =
+        images.into_iter().map(|i| (i.name.clone(), i)).collect();
+    let mut take = |image: &ManifestImage| {
+        let bundled = by_name
+            .remove(&image.name)
+            .expect("the bundle opened with every image of its manifest");
+        ImageRelease {
+            name: bundled.name,
+            index: bundled.index,
+            index_signature: bundled.signature,
+            bundle: Some(bundled.chunks),
+        }
+    };
+    let primary = take(matched.primary);
+    check_index(&primary.index, trust, None)?;
+    let images = matched.others.into_iter().map(&mut take).collect();
+    let single_copy = matched.single_copy.into_iter().map(&mut take).collect();
+    Ok(Release {
+        source: store.clone(),
+        index: primary.index,
+        index_signature: primary.index_signature,
+        images,
+        single_copy,
+        channel: None,
+        eligibility: None,
+        bundle: primary.bundle,
+    })
 }
 
 /// Where a manifest's images go on this device.
@@ -430,6 +492,7 @@ async fn fetch_pinned(
         name: image.name.clone(),
         index,
         index_signature: signature,
+        bundle: None,
     })
 }
 

@@ -723,3 +723,161 @@ fn single_copy_images_are_written_once_after_the_group_and_skipped_when_held() {
         "a target that holds the image is not written (the record says so)"
     );
 }
+
+/// The section (offset, length) of `kind` in a bundle file's header.
+fn bundle_section(bytes: &[u8], kind: u32) -> (usize, usize) {
+    let count = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    (0..count)
+        .map(|n| &bytes[16 + n * 20..16 + (n + 1) * 20])
+        .find(|record| u32::from_le_bytes(record[..4].try_into().unwrap()) == kind)
+        .map(|record| {
+            (
+                u64::from_le_bytes(record[4..12].try_into().unwrap()) as usize,
+                u64::from_le_bytes(record[12..20].try_into().unwrap()) as usize,
+            )
+        })
+        .expect("section present")
+}
+
+#[test]
+fn a_bundle_of_a_release_of_several_images_installs_every_image_offline() {
+    let (mut fleet, appfs1, appfs2) = group_releases(|appfs| {
+        appfs[MIB as usize..MIB as usize + 8192].fill(0x5A);
+    });
+    // 3.0: rootfs and appfs as 2.0's, with a single-copy firmware file.
+    let rootfs2 = fleet.image("2.0").to_owned();
+    fleet.image_bytes("3.0", &std::fs::read(&rootfs2).unwrap());
+    let mcu = fleet.path("mcu.bin");
+    std::fs::write(&mcu, b"mcu firmware 3\n".repeat(10_000)).unwrap();
+    fleet.make_images(
+        "3.0",
+        &[("rootfs", fleet.image("3.0")), ("appfs", &appfs2)],
+        &[("mcu", &mcu)],
+        &[],
+    );
+    let (update, summary) = fleet.bundle("2.0", &["1.0"], "group-1.0-to-2.0.dfb");
+    assert_eq!(
+        summary["images"],
+        serde_json::json!(["rootfs", "appfs"]),
+        "{summary}"
+    );
+    assert!(
+        summary["bundled_delta_frames"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert_eq!(std::fs::read(&update).unwrap()[8], 2, "format version 2");
+    let (full, _) = fleet.bundle("2.0", &[], "group-full-2.0.dfb");
+    let (update_size, full_size) = (
+        std::fs::metadata(&update).unwrap().len(),
+        std::fs::metadata(&full).unwrap().len(),
+    );
+    assert!(
+        update_size * 2 < full_size,
+        "what 1.0 lacks, {update_size} bytes, against every chunk, {full_size}"
+    );
+    // The one-image form stays, for devices that read only format version 1.
+    let (rootfs_only, summary) = {
+        let out = fleet.path("rootfs-only.dfb");
+        let summary = run_ok(
+            chunk_server()
+                .args(["bundle", "--json", "--to", "2.0", "--name", "rootfs"])
+                .arg("--store")
+                .arg(&fleet.store)
+                .arg(&out),
+        );
+        (
+            out,
+            serde_json::from_str::<serde_json::Value>(&summary).unwrap(),
+        )
+    };
+    assert_eq!(summary["images"], serde_json::json!(["rootfs"]));
+    assert_eq!(std::fs::read(&rootfs_only).unwrap()[8], 1);
+
+    // A device with the group, on 1.0, with no store to reach: everything comes from the
+    // bundle, the delta frames of each image included.
+    let (device, appfs_a, appfs_b) =
+        group_device(&fleet, "device", "/nonexistent-store", "1.0", &appfs1);
+    run_ok(
+        device
+            .diffota()
+            .arg("provision")
+            .arg(fleet.store.join("releases/1.0/release.json")),
+    );
+    let output = run(device.diffota().arg("install").arg(&rootfs_only));
+    assert!(
+        stderr(&output).contains("it is one image, and this device's config names images appfs"),
+        "{}",
+        stderr(&output)
+    );
+    let check = run_ok(device.diffota().arg("check").arg(&update));
+    assert!(check.contains("bundle: applies"), "{check}");
+    let stdout = run_ok(device.diffota().arg("install").arg(&update));
+    assert!(stdout.contains("installed 2.0 into slot b"), "{stdout}");
+    assert!(fleet.slot_holds(&device, Slot::B, "2.0"));
+    assert!(starts_with_file(&appfs_b, &appfs2));
+    assert!(
+        starts_with_file(&appfs_a, &appfs1),
+        "running appfs untouched"
+    );
+
+    // A device without the group refuses the release by name, before anything is written.
+    let single = fleet.device("single", "1.0", 5 * MIB, "/nonexistent-store", |_| {});
+    let output = run(single.diffota().arg("install").arg(&update));
+    assert!(
+        stderr(&output).contains("it has image appfs, which this device's config does not name"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!fleet.slot_holds(&single, Slot::B, "2.0"));
+
+    // Tampering with the signed parts is refused by name.
+    let bytes = std::fs::read(&update).unwrap();
+    let (manifest_at, _) = bundle_section(&bytes, 7);
+    let (indexes_at, _) = bundle_section(&bytes, 9);
+    let (frames_at, _) = bundle_section(&bytes, 10);
+    for (name, at, message) in [
+        ("manifest", manifest_at + 20, "signature"),
+        ("index", indexes_at + 4 + 44 + 30, "BLAKE3"),
+        ("index-hash", indexes_at + 4 + 5, "BLAKE3"),
+        ("frame-image", frames_at + 4 + 3, "is not in the index"),
+    ] {
+        let mut tampered = bytes.clone();
+        tampered[at] ^= 1;
+        let path = fleet.path(&format!("tampered-{name}.dfb"));
+        std::fs::write(&path, &tampered).unwrap();
+        let output = run(device.diffota().arg("install").arg(&path));
+        assert!(
+            !output.status.success() && stderr(&output).contains(message),
+            "{name}: {}",
+            stderr(&output)
+        );
+    }
+
+    // 3.0 adds a single-copy image: its bundle carries it whole, and the target is written.
+    device.boot_into(Slot::B);
+    run_ok(device.diffota().arg("mark-good"));
+    let flash = fleet.path("mcu-flash.bin");
+    std::fs::File::create(&flash).unwrap().set_len(MIB).unwrap();
+    let mut config: diffota::config::Config =
+        toml::from_str(&std::fs::read_to_string(&device.config).unwrap()).unwrap();
+    config.single_copy.insert(
+        "mcu".into(),
+        diffota::config::SingleCopyConfig {
+            device: Some(flash.clone()),
+            handler: None,
+        },
+    );
+    device.write_config(&config);
+    let (next, summary) = fleet.bundle("3.0", &["2.0"], "group-2.0-to-3.0.dfb");
+    assert_eq!(
+        summary["images"],
+        serde_json::json!(["rootfs", "appfs", "mcu"])
+    );
+    let stdout = run_ok(device.diffota().arg("install").arg(&next));
+    assert!(stdout.contains("installed 3.0 into slot a"), "{stdout}");
+    assert!(
+        starts_with_file(&flash, &mcu),
+        "the mcu target holds 3.0's firmware"
+    );
+    assert!(starts_with_file(&appfs_a, &appfs2));
+}

@@ -11,7 +11,6 @@ use futures_util::StreamExt;
 use super::InstallError;
 use crate::config::Config;
 use crate::progress::{Event, Progress};
-use crate::release::Release;
 use crate::slot::TargetSlot;
 use crate::source::{RangeError, RangeSink, StoreSource, Traffic};
 
@@ -88,15 +87,32 @@ pub(super) async fn fetch_all(
     Ok(())
 }
 
-/// Before anything is written: the chunks neither the running slot nor the bundle has must
+/// How many of the chunks `planned_fetches` names a bundle lacks (none without a bundle).
+pub(super) fn missing_from_bundle(
+    bundle: Option<&crate::bundle::BundleChunks>,
+    planned_fetches: &[ChunkEntry],
+) -> u64 {
+    bundle.map_or(0, |bundle| {
+        planned_fetches
+            .iter()
+            .filter(|c| !bundle.table.contains_key(&c.id))
+            .count() as u64
+    })
+}
+
+/// Before anything of an image is written: the chunks its `plan` fetches that neither the running slot nor the bundle has must
 /// be reachable in the configured store, or the install stops and says what the bundle is for.
 pub(super) async fn ensure_bundle_suffices(
-    bundle: &crate::bundle::BundleChunks,
-    planned_fetches: &[ChunkEntry],
-    release: &Release,
+    bundle: Option<&crate::bundle::BundleChunks>,
+    plan: &crate::plan::Plan,
+    (index, source): (&diffota_format::Index, &StoreSource),
     running_version: Option<&str>,
     traffic: &Traffic,
 ) -> Result<(), InstallError> {
+    let Some(bundle) = bundle else {
+        return Ok(());
+    };
+    let planned_fetches = plan.fetch_chunks_after_frames(index);
     let mut lacking = planned_fetches
         .iter()
         .filter(|c| !bundle.table.contains_key(&c.id));
@@ -107,14 +123,12 @@ pub(super) async fn ensure_bundle_suffices(
     // Whether the store holds what the bundle lacks: one byte of the first lacking chunk's
     // pack. The path comes from the signed index only; the bundle's notes are unsigned and
     // never choose what the device asks the store for.
-    let reachable = match release.index.packs.get(first.pack as usize) {
+    let reachable = match index.packs.get(first.pack as usize) {
         Some(pack) => {
             let start = first.pack_offset;
             let path = pack.store_path();
             let mut discard = Discard;
-            let probe = release
-                .source
-                .get_range(&path, start, start + 1, &mut discard, traffic);
+            let probe = source.get_range(&path, start, start + 1, &mut discard, traffic);
             probe.await.is_ok()
         }
         None => false,

@@ -81,12 +81,37 @@ pub(super) fn seed_indexes(release: &Release) -> Vec<(&str, Vec<u8>, &str)> {
         .collect()
 }
 
-/// What the plan of one more image is, for `check`: its name and summary.
+/// What `check` says of one more image: its plan, and what of it a bundle lacks.
+pub(super) struct ImagePlanned {
+    pub(super) name: String,
+    pub(super) plan: crate::plan::PlanSummary,
+    pub(super) missing_from_bundle: u64,
+}
+
+impl ImagePlanned {
+    /// `image` planned as `plan`, restricted to the delta frames its bundle carries.
+    pub(super) fn of(device: &Device<'_>, image: &ImageRelease, mut plan: Plan) -> ImagePlanned {
+        let index = &image.index;
+        if let Some(bundle) = &image.bundle {
+            plan.keep_delta_frames(index, |f| bundle.frames.contains_key(&(f as u32)));
+        }
+        ImagePlanned {
+            name: image.name.clone(),
+            plan: plan.summary(index, device.config.http.max_gap),
+            missing_from_bundle: fetch::missing_from_bundle(
+                image.bundle.as_ref(),
+                &plan.fetch_chunks_after_frames(index),
+            ),
+        }
+    }
+}
+
+/// What the plan of each other image of the group is, for `check`.
 pub(super) fn plan_summaries(
     device: &Device<'_>,
     release: &Release,
     running: Slot,
-) -> Result<Vec<(String, crate::plan::PlanSummary)>, InstallError> {
+) -> Result<Vec<ImagePlanned>, InstallError> {
     release
         .images
         .iter()
@@ -99,10 +124,7 @@ pub(super) fn plan_summaries(
                 &crate::progress::Quiet,
             )?;
             let plan = Plan::build(&image.index, &seeds, &InPlace::Nothing);
-            Ok((
-                image.name.clone(),
-                plan.summary(&image.index, device.config.http.max_gap),
-            ))
+            Ok(ImagePlanned::of(device, image, plan))
         })
         .collect()
 }
@@ -121,9 +143,17 @@ pub(super) async fn write_images(
     report: &mut InstallReport,
     progress: &dyn Progress,
 ) -> Result<Option<Outcome>, InstallError> {
+    let running_version = machine.state().version_in(running).map(str::to_owned);
     for (image, in_place) in release.images.iter().zip(in_place) {
         let slot = write_image(
-            device, release, image, running, in_place, traffic, report, progress,
+            device,
+            release,
+            image,
+            (running, running_version.as_deref()),
+            in_place,
+            traffic,
+            report,
+            progress,
         )
         .await?;
         let env = hooks::image_env(hook_env.clone(), &image.name, &image.index, &slot);
@@ -141,7 +171,7 @@ async fn write_image(
     device: &Device<'_>,
     release: &Release,
     image: &ImageRelease,
-    running: Slot,
+    (running, running_version): (Slot, Option<&str>),
     in_place: &InPlace,
     traffic: &Traffic,
     report: &mut InstallReport,
@@ -157,7 +187,10 @@ async fn write_image(
         index.image_length,
     )?;
     let seeds = seeds::image_running_seeds(device, &image.name, running, index, progress)?;
-    let plan = Plan::build(index, &seeds, in_place);
+    let mut plan = Plan::build(index, &seeds, in_place);
+    if let Some(bundle) = &image.bundle {
+        plan.keep_delta_frames(index, |f| bundle.frames.contains_key(&(f as u32)));
+    }
     let delta_bases = frames::base_offsets(index, &plan.delta_frames, &seeds);
     drop(seeds);
     progress.event(Event::Message(&format!(
@@ -173,11 +206,10 @@ async fn write_image(
     write_planned(
         device,
         release,
-        (&image.name, "slot"),
-        index,
+        (image, "slot"),
         &slot,
         (&plan, &delta_bases),
-        running_file.file(),
+        (running_file.file(), running_version),
         traffic,
         report,
         progress,
@@ -187,27 +219,35 @@ async fn write_image(
 }
 
 /// Writes one image into `slot` as `plan` says: local chunks from `running`, then its delta
-/// frames (their bases at `delta_bases`) and plain chunks from the release's store, counted
-/// into `report`.
+/// frames (their bases at `delta_bases`) and plain chunks from the release's store (or its
+/// bundle, which must carry or leave reachable what the plan fetches), counted into `report`.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn write_planned(
     device: &Device<'_>,
     release: &Release,
-    (name, install): (&str, &str),
-    index: &Index,
+    (image, install): (&ImageRelease, &str),
     slot: &TargetSlot,
     (plan, delta_bases): (&Plan, &frames::BaseOffsets),
-    running: &std::fs::File,
+    (running, running_version): (&std::fs::File, Option<&str>),
     traffic: &Traffic,
     report: &mut InstallReport,
     progress: &dyn Progress,
 ) -> Result<(), InstallError> {
+    let index: &Index = &image.index;
+    fetch::ensure_bundle_suffices(
+        image.bundle.as_ref(),
+        plan,
+        (index, &release.source),
+        running_version,
+        traffic,
+    )
+    .await?;
     report.image_bytes += index.image_length;
     let to_fetch = local::write_local_chunks(plan, index, running, slot, report, progress)?;
     let fetched_image_bytes = to_fetch.iter().map(|c| u64::from(c.length)).sum::<u64>();
     report.fetched_image_bytes += fetched_image_bytes;
     report.images.push(ImageFigures {
-        name: name.to_owned(),
+        name: image.name.clone(),
         install: install.to_owned(),
         image_bytes: index.image_length,
         fetched_image_bytes,
@@ -216,7 +256,7 @@ pub(super) async fn write_planned(
     let fetching = fetch::FetchContext {
         index,
         source: &release.source,
-        bundle: None,
+        bundle: image.bundle.as_ref(),
         slot,
         config: device.config,
         traffic,

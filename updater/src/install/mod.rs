@@ -219,13 +219,19 @@ pub async fn check(
     if let Some(bundle) = &release.bundle {
         planned.keep_delta_frames(index, |f| bundle.frames.contains_key(&(f as u32)));
     }
+    let image_plans: Vec<group::ImagePlanned> = group::plan_summaries(device, &release, running)?
+        .into_iter()
+        .chain(single::plan_summaries(device, &release, state))
+        .collect();
     let bundle = release.bundle.as_ref().map(|b| BundleCheck {
         made_for: b.made_for.clone(),
-        missing_chunks: planned
-            .fetch_chunks_after_frames(index)
+        missing_chunks: fetch::missing_from_bundle(
+            Some(b),
+            &planned.fetch_chunks_after_frames(index),
+        ) + image_plans
             .iter()
-            .filter(|c| !b.table.contains_key(&c.id))
-            .count() as u64,
+            .map(|p| p.missing_from_bundle)
+            .sum::<u64>(),
     });
     let eligibility = release.eligibility.clone();
     let eligible = eligibility.as_ref().is_none_or(|e| e.is_eligible());
@@ -269,10 +275,12 @@ pub async fn check(
         plan: planned.summary(index, device.config.http.max_gap),
         metadata_bytes: traffic.bytes.load(Ordering::Relaxed),
         bundle,
-        images: group::plan_summaries(device, &release, running)?
+        images: image_plans
             .into_iter()
-            .chain(single::plan_summaries(device, &release, state))
-            .map(|(name, plan)| report::ImagePlan { name, plan })
+            .map(|p| report::ImagePlan {
+                name: p.name,
+                plan: p.plan,
+            })
             .collect(),
     })
 }
@@ -392,7 +400,7 @@ pub async fn install(
     single::write_all(
         device,
         &mut machine,
-        &release,
+        (&release, running),
         &hook_env,
         &traffic,
         &mut report,
@@ -473,17 +481,14 @@ async fn begin(
     }
     let delta_bases = frames::base_offsets(index, &plan.delta_frames, &seeds);
     drop(seeds);
-    if let Some(bundle) = &release.bundle {
-        let running_version = machine.state().version_in(running);
-        fetch::ensure_bundle_suffices(
-            bundle,
-            &plan.fetch_chunks_after_frames(index),
-            release,
-            running_version,
-            traffic,
-        )
-        .await?;
-    }
+    fetch::ensure_bundle_suffices(
+        release.bundle.as_ref(),
+        &plan,
+        (index, &release.source),
+        machine.state().version_in(running),
+        traffic,
+    )
+    .await?;
     progress.event(Event::Started {
         version: &index.version,
         slot: target,

@@ -33,20 +33,18 @@ pub(super) fn plan_summaries(
     device: &Device<'_>,
     release: &Release,
     state: &State,
-) -> Vec<(String, crate::plan::PlanSummary)> {
+) -> Vec<super::group::ImagePlanned> {
     release
         .single_copy
         .iter()
         .map(|image| {
-            let plan = if holds(state, image) {
-                Plan::build(&image.index, &SeedMap::default(), &InPlace::Everything)
+            let in_place = if holds(state, image) {
+                InPlace::Everything
             } else {
-                Plan::build(&image.index, &SeedMap::default(), &InPlace::Nothing)
+                InPlace::Nothing
             };
-            (
-                image.name.clone(),
-                plan.summary(&image.index, device.config.http.max_gap),
-            )
+            let plan = Plan::build(&image.index, &SeedMap::default(), &in_place);
+            super::group::ImagePlanned::of(device, image, plan)
         })
         .collect()
 }
@@ -55,12 +53,13 @@ pub(super) fn plan_summaries(
 pub(super) async fn write_all(
     device: &Device<'_>,
     machine: &mut DeviceState,
-    release: &Release,
+    (release, running): (&Release, crate::slot::Slot),
     hook_env: &HookEnv,
     traffic: &Traffic,
     report: &mut InstallReport,
     progress: &dyn Progress,
 ) -> Result<(), InstallError> {
+    let running_version = machine.state().version_in(running).map(str::to_owned);
     for image in &release.single_copy {
         if holds(machine.state(), image) {
             progress.event(Event::Message(&format!(
@@ -119,11 +118,10 @@ pub(super) async fn write_all(
         super::group::write_planned(
             device,
             release,
-            (&image.name, "single-copy"),
-            index,
+            (image, "single-copy"),
             &slot,
             (&plan, &Default::default()),
-            slot.file(),
+            (slot.file(), running_version.as_deref()),
             traffic,
             report,
             progress,

@@ -279,9 +279,11 @@ pub struct BundleArgs {
     /// A release the devices run (repeat); without it the bundle carries every chunk
     #[arg(long)]
     pub from: Vec<String>,
-    /// Index file name inside releases/<version>/
-    #[arg(long, default_value = "rootfs")]
-    pub name: String,
+    /// One image of the release (its index releases/<version>/<NAME>.didx), for devices
+    /// that read only one-image bundles; default: every image of a release with a manifest
+    /// (release.json), else rootfs
+    #[arg(long)]
+    pub name: Option<String>,
     /// Without a store: the new image (with --version, --compatible, --key)
     #[arg(long, requires_all = ["version", "compatible", "key"])]
     pub to_image: Option<PathBuf>,

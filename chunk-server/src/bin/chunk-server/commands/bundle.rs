@@ -28,7 +28,7 @@ pub fn run(args: BundleArgs, json: bool) -> Result<ExitCode> {
         (Some(store), Some(to), None, _) => {
             let store = Store::new(&store);
             let _lock = super::lock_store(&store, &format!("bundle {to}"))?;
-            chunk_server::bundle::bundle(&store, &to, &from, &name, &out)?
+            chunk_server::bundle::bundle(&store, &to, &from, name.as_deref(), &out)?
         }
         (None, None, Some(to_image), Some(key)) => {
             let signing_key = signing_key(&key, &password)?;
