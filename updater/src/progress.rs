@@ -19,6 +19,13 @@ pub enum Event<'a> {
         /// Bytes of every image the install writes: `plan.image_bytes`, plus the slot
         /// group's other images and the single-copy images their targets lack.
         total_bytes: u64,
+        /// Each image the install writes, in order, with its bytes (empty for a release of
+        /// one image).
+        images: &'a [(&'a str, u64)],
+    },
+    /// The install begins to write this image of a release of several (one of `images`).
+    Image {
+        name: &'a str,
     },
     Written {
         bytes: u64,
@@ -145,6 +152,7 @@ impl Progress for Reporter {
                 slot,
                 plan,
                 total_bytes,
+                images,
             } => {
                 self.total.store(total_bytes, Ordering::Relaxed);
                 let mut line = format!(
@@ -163,11 +171,24 @@ impl Progress for Reporter {
                         bar.println(line);
                     }
                     Style::Log { .. } => errln!("{line}"),
-                    Style::Json { .. } => Self::json(
-                        serde_json::json!({"event": "install_started", "version": version, "slot": slot, "plan": plan, "total_bytes": total_bytes}),
-                    ),
+                    Style::Json { .. } => {
+                        let images: Vec<serde_json::Value> = images
+                            .iter()
+                            .map(|(name, bytes)| serde_json::json!({"name": name, "bytes": bytes}))
+                            .collect();
+                        Self::json(
+                            serde_json::json!({"event": "install_started", "version": version, "slot": slot, "plan": plan, "total_bytes": total_bytes, "images": images}),
+                        )
+                    }
                 }
             }
+            Event::Image { name } => match &self.style {
+                Style::Bar(bar) => bar.set_message(format!("image {name}")),
+                Style::Log { .. } => errln!("writing image {name}"),
+                Style::Json { .. } => {
+                    Self::json(serde_json::json!({"event": "image", "name": name}))
+                }
+            },
             Event::Written { bytes } => {
                 let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
                 let total = self.total.load(Ordering::Relaxed);

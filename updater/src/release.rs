@@ -131,6 +131,8 @@ impl ReleaseTarget {
 /// A release whose index signature, compatibility and freshness have been checked.
 pub struct Release {
     pub source: StoreSource,
+    /// The name of the image for `[slots]`: `rootfs`, or a manifest's only slot image.
+    pub name: String,
     /// The index of its `rootfs` image (or of its only image), for `[slots]`.
     pub index: VerifiedIndex,
     /// Its other slot images, for `[images.<name>]`, each index pinned by the manifest.
@@ -198,6 +200,7 @@ pub async fn fetch_release(
                     one_image_for(&index.version, trust)?;
                     Ok(Release {
                         source: store.clone(),
+                        name: crate::config::ROOTFS.to_owned(),
                         index,
                         index_signature: signature,
                         channel: None,
@@ -244,7 +247,7 @@ pub async fn fetch_release(
     } else {
         None
     };
-    let (index, signature, images, single_copy) = match &manifest {
+    let (name, index, signature, images, single_copy) = match &manifest {
         Some(manifest) => {
             let matched = match_images(manifest, &trust.images, &trust.single_copy)?;
             let primary =
@@ -258,7 +261,13 @@ pub async fn fetch_release(
                 let pinned = fetch_pinned(&source, manifest, image, None, trust, traffic).await?;
                 single_copy.push(pinned);
             }
-            (primary.index, primary.index_signature, images, single_copy)
+            (
+                primary.name,
+                primary.index,
+                primary.index_signature,
+                images,
+                single_copy,
+            )
         }
         None => {
             let signature = source
@@ -269,13 +278,20 @@ pub async fn fetch_release(
                 fetch_index(&source, &index_path, &signature, base, trust.keys, traffic).await?;
             check_index(&index, trust, channel.as_ref())?;
             one_image_for(&index.version, trust)?;
-            (index, signature, Vec::new(), Vec::new())
+            (
+                crate::config::ROOTFS.to_owned(),
+                index,
+                signature,
+                Vec::new(),
+                Vec::new(),
+            )
         }
     };
     let eligibility = channel
         .as_ref()
         .map(|c| c.eligibility(trust.device_id, trust.now));
     Ok(Release {
+        name,
         images,
         single_copy,
         source,
@@ -366,6 +382,7 @@ fn release_from_bundle(
     let single_copy = matched.single_copy.into_iter().map(&mut take).collect();
     Ok(Release {
         source: store.clone(),
+        name: primary.name,
         index: primary.index,
         index_signature: primary.index_signature,
         images,

@@ -449,3 +449,65 @@ fn signals_reach_only_allowed_callers_and_carry_no_secret() {
         "{error}"
     );
 }
+
+#[test]
+fn an_install_of_several_images_shows_each_image_over_dbus() {
+    if !tools_present() {
+        return;
+    }
+    let mut fleet = Fleet::new();
+    std::fs::set_permissions(
+        fleet.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    fleet.sample_release("1.0", 2 * MIB, 1, 1);
+    let rootfs = fleet.sample_image("2.0", 2 * MIB, 2, 1);
+    let appfs = fleet.path("appfs.img");
+    std::fs::write(
+        &appfs,
+        (0..MIB).map(|i| (i % 253) as u8).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    fleet.make_images("2.0", &[("rootfs", &rootfs), ("appfs", &appfs)], &[], &[]);
+    fleet.publish("2.0");
+    let (appfs_a, appfs_b) = (fleet.path("appfs-a.img"), fleet.path("appfs-b.img"));
+    for slot in [&appfs_a, &appfs_b] {
+        std::fs::File::create(slot).unwrap().set_len(MIB).unwrap();
+    }
+    let store = fleet.store.display().to_string();
+    let device = fleet.device("device", "1.0", 2 * MIB, &store, |config| {
+        config.images.insert(
+            "appfs".into(),
+            diffota::config::SlotsConfig {
+                a: appfs_a.clone(),
+                b: appfs_b.clone(),
+            },
+        );
+    });
+    let bus = Bus::start(fleet.dir.path());
+    let _service = bus.service(&device);
+    let monitor = fleet.dir.path().join("monitor.log");
+    let _monitor = bus.monitor(&monitor);
+    assert_eq!(bus.property("Images"), "a(stt) 0");
+    let output = bus.call("Install", "sb", &["", "false"]);
+    assert!(output.status.success(), "{output:?}");
+    let (_, result, message) = completed(&monitor, 0);
+    assert_eq!(result, "success", "{message}");
+    assert_eq!(
+        bus.property("Images"),
+        format!(
+            "a(stt) 2 \"rootfs\" {rootfs} {rootfs} \"appfs\" {appfs} {appfs}",
+            rootfs = 2 * MIB,
+            appfs = MIB
+        )
+    );
+    assert_eq!(bus.property("BytesTotal"), format!("t {}", 3 * MIB));
+    assert_eq!(
+        std::fs::read(&appfs_b).unwrap(),
+        std::fs::read(&appfs).unwrap()
+    );
+    // The property changed while the install ran, as any other progress property.
+    let signals = std::fs::read_to_string(&monitor).unwrap();
+    assert!(signals.contains("Images"), "{signals}");
+}

@@ -395,6 +395,17 @@ fn a_slot_group_switches_rootfs_and_appfs_together_and_fetches_only_what_changed
         6 * MIB,
         "progress counts every image: {started}"
     );
+    assert_eq!(
+        started["images"],
+        serde_json::json!([{"name": "rootfs", "bytes": 4 * MIB}, {"name": "appfs", "bytes": 2 * MIB}])
+    );
+    let began: Vec<String> = stdout
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|event| event["event"] == "image")
+        .map(|event| event["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(began, ["rootfs", "appfs"], "an image event as each begins");
     assert!(fleet.slot_holds(&device, Slot::B, "2.0"));
     assert!(
         starts_with_file(&appfs_b, &appfs2),

@@ -489,23 +489,42 @@ async fn begin(
         traffic,
     )
     .await?;
+    // A release of several images lists each it writes (the single-copy images whose
+    // targets hold them already are skipped), for per-image progress.
+    let images: Vec<(&str, u64)> = if release.images.is_empty() && release.single_copy.is_empty() {
+        Vec::new()
+    } else {
+        std::iter::once((release.name.as_str(), index.image_length))
+            .chain(
+                release
+                    .images
+                    .iter()
+                    .chain(
+                        release
+                            .single_copy
+                            .iter()
+                            .filter(|image| !single::holds(machine.state(), image)),
+                    )
+                    .map(|image| (image.name.as_str(), image.index.image_length)),
+            )
+            .collect()
+    };
     progress.event(Event::Started {
         version: &index.version,
         slot: target,
         plan: &plan.summary(index, config.http.max_gap),
-        total_bytes: index.image_length
-            + release
-                .images
-                .iter()
-                .chain(
-                    release
-                        .single_copy
-                        .iter()
-                        .filter(|image| !single::holds(machine.state(), image)),
-                )
-                .map(|image| image.index.image_length)
-                .sum::<u64>(),
+        total_bytes: images
+            .iter()
+            .map(|(_, bytes)| bytes)
+            .sum::<u64>()
+            .max(index.image_length),
+        images: &images,
     });
+    if !images.is_empty() {
+        progress.event(Event::Image {
+            name: &release.name,
+        });
+    }
     tracing::info!(event = "install_started", version = %index.version, slot = %target);
     machine.begin_install(&marker, device.bootloader)?;
     let running_file =

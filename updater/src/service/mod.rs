@@ -285,6 +285,18 @@ impl Updater {
         self.shared.status().last_error.clone()
     }
 
+    /// Each image of a release of several, in the order written: name, bytes done, bytes
+    /// total (empty for a release of one image; the totals are `BytesDone`/`BytesTotal`).
+    #[zbus(property)]
+    fn images(&self) -> Vec<(String, u64, u64)> {
+        self.shared
+            .status()
+            .images
+            .iter()
+            .map(|i| (i.name.clone(), i.bytes_done, i.bytes_total))
+            .collect()
+    }
+
     /// `a` or `b`, empty when unknown.
     #[zbus(property)]
     fn running_slot(&self) -> String {
@@ -426,6 +438,7 @@ async fn publish(iface: InterfaceRef<Updater>, mut changes: mpsc::UnboundedRecei
         let published = async {
             updater.bytes_done_changed(emitter).await?;
             updater.percent_changed(emitter).await?;
+            updater.images_changed(emitter).await?;
             if !matches!(change, Change::Progress) {
                 updater.operation_changed(emitter).await?;
                 updater.phase_changed(emitter).await?;

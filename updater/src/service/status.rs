@@ -58,6 +58,18 @@ pub struct ServiceStatus {
     pub bytes_done: u64,
     pub bytes_total: u64,
     pub last_error: String,
+    /// Each image of a release of several, in the order written (empty for one image).
+    pub images: Vec<ImageProgress>,
+    /// Which of `images` is being written.
+    pub current_image: Option<usize>,
+}
+
+/// One image's progress within an install of several.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageProgress {
+    pub name: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
 }
 
 impl Default for ServiceStatus {
@@ -68,6 +80,8 @@ impl Default for ServiceStatus {
             bytes_done: 0,
             bytes_total: 0,
             last_error: String::new(),
+            images: Vec::new(),
+            current_image: None,
         }
     }
 }
@@ -86,21 +100,40 @@ impl ServiceStatus {
         };
     }
 
-    /// Applies an install event; true when the phase changed (worth a signal at once).
+    /// Applies an install event; true when the phase or the image being written changed
+    /// (worth a signal at once).
     pub fn apply(&mut self, event: &Event<'_>) -> bool {
-        let before = self.phase;
+        let before = (self.phase, self.current_image);
         match event {
-            Event::Started { total_bytes, .. } => {
+            Event::Started {
+                total_bytes,
+                images,
+                ..
+            } => {
                 self.bytes_total = *total_bytes;
                 self.phase = Phase::Writing;
+                self.images = images
+                    .iter()
+                    .map(|(name, bytes)| ImageProgress {
+                        name: (*name).to_owned(),
+                        bytes_done: 0,
+                        bytes_total: *bytes,
+                    })
+                    .collect();
+            }
+            Event::Image { name } => {
+                self.current_image = self.images.iter().position(|i| i.name == *name);
             }
             Event::Written { bytes } => {
                 self.bytes_done = (self.bytes_done + bytes).min(self.bytes_total);
+                if let Some(image) = self.current_image.and_then(|i| self.images.get_mut(i)) {
+                    image.bytes_done = (image.bytes_done + bytes).min(image.bytes_total);
+                }
             }
             Event::Verifying | Event::Finished => self.phase = Phase::Verifying,
             Event::Message(_) => {}
         }
-        self.phase != before
+        (self.phase, self.current_image) != before
     }
 
     /// Whole percent of the image written; 100 only once the operation succeeded.
@@ -125,6 +158,7 @@ impl ServiceStatus {
         if completion == Completion::NothingToDo {
             self.bytes_done = self.bytes_total;
         }
+        self.current_image = None;
     }
 }
 
@@ -148,6 +182,7 @@ mod tests {
             slot: Slot::B,
             plan: &plan,
             total_bytes: 1000,
+            images: &[],
         }));
         let mut seen = vec![status.percent()];
         for _ in 0..12 {
@@ -175,5 +210,34 @@ mod tests {
         assert_eq!(status.phase, Phase::Cancelled);
         assert_eq!(status.last_error, "no route to host");
         assert_eq!(status.percent(), 0);
+    }
+
+    #[test]
+    fn each_image_of_a_release_of_several_counts_its_own_bytes() {
+        let mut status = ServiceStatus::default();
+        status.start("install");
+        let plan = PlanSummary::default();
+        status.apply(&Event::Started {
+            version: "2.0",
+            slot: Slot::B,
+            plan: &plan,
+            total_bytes: 300,
+            images: &[("rootfs", 200), ("appfs", 100)],
+        });
+        assert!(status.apply(&Event::Image { name: "rootfs" }));
+        status.apply(&Event::Written { bytes: 200 });
+        assert!(status.apply(&Event::Image { name: "appfs" }));
+        status.apply(&Event::Written { bytes: 60 });
+        let done: Vec<(&str, u64, u64)> = status
+            .images
+            .iter()
+            .map(|i| (i.name.as_str(), i.bytes_done, i.bytes_total))
+            .collect();
+        assert_eq!(done, [("rootfs", 200, 200), ("appfs", 60, 100)]);
+        assert_eq!(status.bytes_done, 260);
+        // A new install starts the list afresh.
+        status.finish(Completion::Success, "installed");
+        status.start("install");
+        assert!(status.images.is_empty());
     }
 }

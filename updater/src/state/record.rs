@@ -253,6 +253,13 @@ impl State {
         self.single_copy.get(name)
     }
 
+    /// Every single-copy target's record, by name.
+    pub fn single_copy_records(&self) -> impl Iterator<Item = (&str, &SingleCopyRecord)> {
+        self.single_copy
+            .iter()
+            .map(|(name, record)| (name.as_str(), record))
+    }
+
     pub fn owed_hooks(&self) -> Option<&OwedHooks> {
         self.owed_hooks.as_ref()
     }
