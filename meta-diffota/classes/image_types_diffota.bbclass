@@ -30,6 +30,50 @@ DIFFOTA_MAKE_ARGS ??= ""
 # manifest (releases/<version>/release.json) that channels point at.
 DIFFOTA_EXTRA_IMAGES ??= ""
 DIFFOTA_SINGLE_COPY_IMAGES ??= ""
+# The same from image recipes of the build, with their dependencies made for you:
+# space-separated NAME:RECIPE or NAME:RECIPE:FSTYPE (default ext4), e.g.
+#   DIFFOTA_IMAGE_RECIPES = "appfs:diffota-appfs-example"
+# The image file is the recipe's deployed link, ${DEPLOY_DIR_IMAGE}/RECIPE${IMAGE_MACHINE_SUFFIX}${IMAGE_NAME_SUFFIX}.FSTYPE;
+# wks files name it with ${@diffota_image_file(d, 'NAME')}.
+DIFFOTA_IMAGE_RECIPES ??= ""
+DIFFOTA_RECIPE_IMAGES = "${@' '.join('%s=%s' % (name, path) for name, recipe, path in diffota_image_recipes(d))}"
+do_image_diffota[depends] += "${@' '.join('%s:do_image_complete' % recipe for name, recipe, path in diffota_image_recipes(d))}"
+do_image_wic[depends] += "${@' '.join('%s:do_image_complete' % recipe for name, recipe, path in diffota_image_recipes(d))}"
+
+def diffota_image_recipes(d):
+    """(name, recipe, image file) for each entry of DIFFOTA_IMAGE_RECIPES."""
+    images = []
+    for entry in (d.getVar('DIFFOTA_IMAGE_RECIPES') or '').split():
+        parts = entry.split(':')
+        if len(parts) not in (2, 3) or not all(parts):
+            bb.fatal("DIFFOTA_IMAGE_RECIPES names %s: expected NAME:RECIPE or NAME:RECIPE:FSTYPE" % entry)
+        fstype = parts[2] if len(parts) == 3 else 'ext4'
+        path = '%s/%s%s%s.%s' % (d.getVar('DEPLOY_DIR_IMAGE'), parts[1],
+                                 d.getVar('IMAGE_MACHINE_SUFFIX') or '',
+                                 d.getVar('IMAGE_NAME_SUFFIX') or '', fstype)
+        images.append((parts[0], parts[1], path))
+    return images
+
+def diffota_image_file(d, name):
+    """The file of slot image NAME of the release (DIFFOTA_EXTRA_IMAGES or DIFFOTA_IMAGE_RECIPES), for wks files."""
+    for entry in (d.getVar('DIFFOTA_EXTRA_IMAGES') or '').split() + (d.getVar('DIFFOTA_RECIPE_IMAGES') or '').split():
+        if entry.split('=', 1)[0] == name:
+            return entry.split('=', 1)[1]
+    bb.fatal("the wks file wants image %s, which neither DIFFOTA_EXTRA_IMAGES nor DIFFOTA_IMAGE_RECIPES names" % name)
+
+# A release's slot images must be the device's slot group (diffota-config's DIFFOTA_SLOT_GROUP,
+# when set globally): a device whose config lacks one refuses the release.
+python diffota_check_slot_group() {
+    group = [pair.split(':', 1)[0] for pair in (d.getVar('DIFFOTA_SLOT_GROUP') or '').split()]
+    images = [entry.split('=', 1)[0] for entry in ((d.getVar('DIFFOTA_EXTRA_IMAGES') or '').split() + (d.getVar('DIFFOTA_RECIPE_IMAGES') or '').split())]
+    for name in images:
+        if name not in group:
+            bb.warn("diffota: the release has image %s, which DIFFOTA_SLOT_GROUP (%s) does not name: devices configured with it refuse the release" % (name, d.getVar('DIFFOTA_SLOT_GROUP') or 'empty'))
+    for name in group:
+        if name not in images:
+            bb.warn("diffota: DIFFOTA_SLOT_GROUP names %s, which the release lacks (DIFFOTA_EXTRA_IMAGES, DIFFOTA_IMAGE_RECIPES): devices configured with it refuse the release" % name)
+}
+do_image_diffota[prefuncs] += "diffota_check_slot_group"
 
 # Chunks are reused between releases only if the filesystem is laid out the same way when
 # nothing changed: fixed UUID, fixed directory hash seed, timestamps from SOURCE_DATE_EPOCH.
@@ -81,7 +125,7 @@ diffota_factory_data[vardeps] += "DIFFOTA_STORE DIFFOTA_IMAGE_NAME DIFFOTA_FACTO
 IMAGE_TYPEDEP:diffota = "${DIFFOTA_ROOTFS_FSTYPE}"
 do_image_diffota[depends] += "chunk-server-native:do_populate_sysroot"
 do_image_diffota[file-checksums] += "${@'%s:True' % d.getVar('DIFFOTA_SIGNING_KEY') if d.getVar('DIFFOTA_SIGNING_KEY') else ''}"
-do_image_diffota[vardeps] += "DIFFOTA_VERSION DIFFOTA_COMPATIBLE DIFFOTA_STORE DIFFOTA_ZSTD_LEVEL DIFFOTA_MAKE_ARGS DIFFOTA_EXTRA_IMAGES DIFFOTA_SINGLE_COPY_IMAGES"
+do_image_diffota[vardeps] += "DIFFOTA_VERSION DIFFOTA_COMPATIBLE DIFFOTA_STORE DIFFOTA_ZSTD_LEVEL DIFFOTA_MAKE_ARGS DIFFOTA_EXTRA_IMAGES DIFFOTA_SINGLE_COPY_IMAGES DIFFOTA_RECIPE_IMAGES"
 
 IMAGE_CMD:diffota () {
 	if [ -z "${DIFFOTA_SIGNING_KEY}" ]; then
@@ -100,10 +144,14 @@ IMAGE_CMD:diffota () {
 	fi
 	# One image: the image file and its name. Several: --image/--single-copy NAME=FILE each.
 	set -- --name "${DIFFOTA_IMAGE_NAME}" "$diffota_image"
-	if [ -n "${DIFFOTA_EXTRA_IMAGES}${DIFFOTA_SINGLE_COPY_IMAGES}" ]; then
+	if [ -n "${DIFFOTA_EXTRA_IMAGES}${DIFFOTA_RECIPE_IMAGES}${DIFFOTA_SINGLE_COPY_IMAGES}" ]; then
 		set -- --image "${DIFFOTA_IMAGE_NAME}=$diffota_image"
 		for diffota_extra in ${DIFFOTA_EXTRA_IMAGES}; do
 			[ -f "$(printf '%s' "$diffota_extra" | cut -d= -f2-)" ] || bbfatal "DIFFOTA_EXTRA_IMAGES names $diffota_extra: no such file (NAME=FILE; make this image depend on the recipe that builds it)"
+			set -- "$@" --image "$diffota_extra"
+		done
+		for diffota_extra in ${DIFFOTA_RECIPE_IMAGES}; do
+			[ -f "$(printf '%s' "$diffota_extra" | cut -d= -f2-)" ] || bbfatal "DIFFOTA_IMAGE_RECIPES: the image $diffota_extra was not deployed (does the recipe build that image type?)"
 			set -- "$@" --image "$diffota_extra"
 		done
 		for diffota_extra in ${DIFFOTA_SINGLE_COPY_IMAGES}; do

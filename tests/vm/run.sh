@@ -238,18 +238,13 @@ make_systemd_rootfs() {
   # ... with the example hooks package (diffota-config-example-hooks) ...
   install -D -m 0755 "$layer_files/diffota-migrate-data-example" \
     "$tree/usr/libexec/diffota/hooks/diffota-migrate-data-example"
-  # ... and the running slot group's appfs at /app (the image's own choice of how).
+  # ... and the running slot group's appfs at /app, as diffota-config does it with
+  # DIFFOTA_SLOT_GROUP_MOUNTS: the layer's helper and the unit its render script writes.
   mkdir -p "$tree/app"
-  cat > "$tree/usr/local/sbin/vm-appfs" <<'APPFS'
-#!/bin/sh
-slot=$(sed -n 's/.*diffota.slot=\([ab]\).*/\1/p' /proc/cmdline)
-case "$slot" in a) exec mount -o ro /dev/vda5 /app ;; b) exec mount -o ro /dev/vda6 /app ;; esac
-exit 1
-APPFS
-  chmod +x "$tree/usr/local/sbin/vm-appfs"
-  printf '[Unit]\nDescription=The running slot group'"'"'s appfs at /app\nAfter=local-fs.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/local/sbin/vm-appfs\n\n[Install]\nWantedBy=multi-user.target\n' \
-    > "$tree/etc/systemd/system/vm-appfs.service"
-  systemctl --root="$tree" --quiet enable vm-appfs.service
+  install -D -m 0755 "$layer_files/diffota-mount-running" "$tree/usr/libexec/diffota/diffota-mount-running"
+  DIFFOTA_SLOT_GROUP=appfs:/dev/vda5:/dev/vda6 DIFFOTA_SLOT_GROUP_MOUNTS=appfs:/app \
+    sh "$layer_files/render-group-mounts.sh" "$tree/etc/systemd/system" /usr/libexec/diffota/diffota-mount-running
+  systemctl --root="$tree" --quiet enable diffota-mount-appfs.service
   # ... and diffota installs the units DIFFOTA_UNITS lists and enables SYSTEMD_SERVICE.
   local unit units enabled
   read -ra units <<< "$(sed -n 's/^DIFFOTA_UNITS = "\(.*\)"$/\1/p' "$recipe")"

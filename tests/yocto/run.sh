@@ -192,8 +192,10 @@ check_rust_recipe() {
 
 # The example image and the class: the release image type, its command, the wks file found
 # in the layer on this release.
+# check_image DUMP WKS APPFS_IMAGE: the example image, a release of rootfs and appfs (the
+# appfs example image's deployed file APPFS_IMAGE).
 check_image() {
-  local dump=$1 wks=$2 fstype
+  local dump=$1 wks=$2 appfs_image=$3 fstype
   for fstype in ext4 diffota wic; do expect_contains "$dump" IMAGE_FSTYPES "$fstype"; done
   grep -q '^IMAGE_CMD:diffota=' "$dump" || fail "$(basename "$dump"): no IMAGE_CMD:diffota"
   # The task made from IMAGE_CMD:diffota, with the settings expanded.
@@ -228,8 +230,10 @@ check_image() {
     *) fail "$(basename "$dump"): do_image_diffota does not make the release from $release_image" ;;
   esac
   local wks_expanded
+  # shellcheck disable=SC2016 # the wks file's python call, matched literally
   wks_expanded=$(sed -e "s#\${DIFFOTA_RELEASE_IMAGE}#$release_image#g" -e "s#\${DIFFOTA_FACTORY_DATA}#$factory_data#g" \
-    -e "s#\${DEPLOY_DIR_IMAGE}#$(var_of "$dump" DEPLOY_DIR_IMAGE)#g" "$wks_found")
+    -e "s#\${DEPLOY_DIR_IMAGE}#$(var_of "$dump" DEPLOY_DIR_IMAGE)#g" \
+    -e 's#\${@diffota_image_file(d, .appfs.)}#'"$appfs_image#g" "$wks_found")
   # shellcheck disable=SC2016 # a literal ${, left by an unexpanded variable
   if grep -qF '${' <<<"$wks_expanded"; then
     fail "$(basename "$dump"): $wks uses a variable this test does not expand: (see $wks_found)"
@@ -238,6 +242,16 @@ check_image() {
     fail "$(basename "$dump"): $wks does not copy $release_image into slot A"
   grep -q -- "--rootfs-dir=$factory_data " <<<"$wks_expanded" ||
     fail "$(basename "$dump"): $wks does not make the data partition from $factory_data"
+  # The slot group: appfs A is the appfs image of the release, as bitbake expands the
+  # template (the class's diffota_image_file), and the release is made of both images.
+  expect_var "$dump" DIFFOTA_IMAGE_RECIPES "appfs:diffota-appfs-example"
+  expect_var "$dump" DIFFOTA_RECIPE_IMAGES "appfs=$appfs_image"
+  sed -n '/^_WKS_TEMPLATE="/,/^"$/p' "$dump" | grep -qF -- "--source rawcopy --sourceparams=\\\"file=$appfs_image\\\"" ||
+    fail "$(basename "$dump"): the expanded wks template does not copy $appfs_image into appfs A"
+  case "$task" in
+    *'for diffota_extra in appfs='"$appfs_image"'; do'*) ;;
+    *) fail "$(basename "$dump"): do_image_diffota does not add appfs=$appfs_image to the release" ;;
+  esac
   expect_contains "$dump" ROOTFS_POSTPROCESS_COMMAND diffota_fstab
   sed -n '/^diffota_factory_data() {/,/^}/p' "$dump" | grep -q "diffota-factory-data.sh" ||
     fail "$(basename "$dump"): no diffota_factory_data function"
@@ -253,6 +267,12 @@ check_task_graph() {
     "$build/task-depends.dot" || fail "$step: do_image_wic does not come after do_image_diffota"
   grep -q "^\"diffota-image-example.do_image_wic\" -> \"$3.do_deploy\"" "$build/task-depends.dot" ||
     fail "$step: do_image_wic does not depend on $3:do_deploy (the boot files)"
+  # The appfs image of the slot group is built before the release and the factory image.
+  local task
+  for task in do_image_diffota do_image_wic; do
+    grep -q "^\"diffota-image-example.$task\" -> \"diffota-appfs-example.do_image_complete\"" "$build/task-depends.dot" ||
+      fail "$step: $task does not depend on diffota-appfs-example:do_image_complete"
+  done
 }
 
 check_dry_run() {
@@ -297,7 +317,7 @@ EOF
     grep -A1 "^${recipe}[_.]" "$logs/$release-show-appends.log" | grep -q "$layer/recipes-bsp/.*/${recipe}_%.bbappend" ||
       fail "$release: show-appends does not apply ${recipe}_%.bbappend"
   done
-  for recipe in diffota chunk-server chunk-server-native diffota-config u-boot-diffota-script libubootenv diffota-image-example; do
+  for recipe in diffota chunk-server chunk-server-native diffota-config u-boot-diffota-script libubootenv diffota-image-example diffota-appfs-example; do
     in_build "$build" "$release-env-$recipe" sh -c "bitbake -e $recipe > '$top/env-uboot-$recipe.txt'"
   done
   check_rust_recipe "$top/env-uboot-diffota.txt" diffota
@@ -311,7 +331,11 @@ EOF
   expect_var "$top/env-uboot-diffota-config.txt" LIC_FILES_CHKSUM "file://$mit;md5=$(md5sum "$mit" | cut -d' ' -f1)"
   expect_var "$top/env-uboot-diffota-config.txt" DIFFOTA_HOOKS_TIMEOUT 300
   expect_var "$top/env-uboot-diffota-config.txt" DIFFOTA_HOOKS_POST_COMMIT ""
-  expect_var "$top/env-uboot-diffota-config.txt" DIFFOTA_SLOT_GROUP ""
+  expect_var "$top/env-uboot-diffota-config.txt" DIFFOTA_SLOT_GROUP "appfs:/dev/mmcblk0p5:/dev/mmcblk0p6"
+  expect_var "$top/env-uboot-diffota-config.txt" DIFFOTA_SLOT_GROUP_MOUNTS "appfs:/app"
+  expect_var "$top/env-uboot-diffota-config.txt" SYSTEMD_SERVICE:diffota-config "diffota-mount-appfs.service"
+  expect_contains "$top/env-uboot-diffota-config.txt" SRC_URI file://render-group-mounts.sh
+  expect_contains "$top/env-uboot-diffota-config.txt" FILES:diffota-config /app
   expect_contains "$top/env-uboot-diffota-config.txt" SRC_URI file://diffota-migrate-data-example
   expect_contains "$top/env-uboot-diffota-config.txt" PACKAGES diffota-config-example-hooks
   expect_var "$top/env-uboot-u-boot-diffota-script.txt" DIFFOTA_UBOOT_ARCH arm64
@@ -319,7 +343,8 @@ EOF
   expect_var "$top/env-uboot-u-boot-diffota-script.txt" DIFFOTA_SLOT_B /dev/mmcblk0p3
   expect_contains "$top/env-uboot-u-boot-diffota-script.txt" SRC_URI file://render-boot.sh
   expect_contains "$top/env-uboot-libubootenv.txt" SRC_URI file://fw_env.config
-  check_image "$top/env-uboot-diffota-image-example.txt" diffota-uboot.wks.in
+  check_image "$top/env-uboot-diffota-image-example.txt" diffota-uboot-appfs.wks.in \
+    "$(var_of "$top/env-uboot-diffota-image-example.txt" DEPLOY_DIR_IMAGE)/diffota-appfs-example-qemuarm64.rootfs.ext4"
   expect_contains "$top/env-uboot-diffota-image-example.txt" IMAGE_INSTALL u-boot-diffota-script
   expect_var "$top/env-uboot-diffota-image-example.txt" DIFFOTA_EXTRA_IMAGES ""
   expect_var "$top/env-uboot-diffota-image-example.txt" DIFFOTA_SINGLE_COPY_IMAGES ""
@@ -363,7 +388,9 @@ EOF
   expect_var "$top/env-grub-grub-efi.txt" DIFFOTA_SLOT_A /dev/sda2
   expect_var "$top/env-grub-grub-efi.txt" DIFFOTA_KERNEL /boot/bzImage
   expect_contains "$top/env-grub-diffota-image-example.txt" IMAGE_EFI_BOOT_FILES "grubenv;EFI/BOOT/grubenv"
-  check_image "$top/env-grub-diffota-image-example.txt" diffota-efi.wks.in
+  check_image "$top/env-grub-diffota-image-example.txt" diffota-efi-appfs.wks.in \
+    "$(var_of "$top/env-grub-diffota-image-example.txt" DEPLOY_DIR_IMAGE)/diffota-appfs-example-qemux86-64.rootfs.ext4"
+  expect_var "$top/env-grub-diffota-config.txt" DIFFOTA_SLOT_GROUP "appfs:/dev/sda5:/dev/sda6"
   in_build "$kas_build" "$release-kas-graph" sh -c "cd '$kas_build' && bitbake -g diffota-image-example"
   check_task_graph "$kas_build" "$release-kas-graph" grub-efi
   if dry_run_wanted "$release:grub"; then

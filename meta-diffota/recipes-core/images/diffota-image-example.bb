@@ -14,7 +14,12 @@ IMAGE_INSTALL:append = " diffota diffota-config kernel-image"
 IMAGE_INSTALL:append = "${@' libubootenv-bin u-boot-diffota-script' if d.getVar('DIFFOTA_BOOTLOADER') == 'uboot' else ''}"
 IMAGE_CLASSES += "image_types_diffota"
 IMAGE_FSTYPES:append = " ext4 diffota wic"
-WKS_FILE ?= "${@'diffota-efi.wks.in' if d.getVar('DIFFOTA_BOOTLOADER') == 'grub' else 'diffota-uboot.wks.in'}"
+# A slot group of two images: the root file system and an application partition, released
+# together (one signed manifest), installed into their A/B pairs together. Devices need the
+# pair in their config (diffota-config's DIFFOTA_SLOT_GROUP, the layer README's settings);
+# set DIFFOTA_IMAGE_RECIPES = "" and a wks file without appfs for one image.
+DIFFOTA_IMAGE_RECIPES ??= "appfs:diffota-appfs-example"
+WKS_FILE ?= "${@'diffota-efi-appfs.wks.in' if d.getVar('DIFFOTA_BOOTLOADER') == 'grub' else 'diffota-uboot-appfs.wks.in'}"
 
 # The boot partition as the layer ships it. U-Boot (bootimg_partition): boot.scr,
 # diffota.scr and the initial uboot.env from u-boot-diffota-script. GRUB (bootimg_efi): the

@@ -168,6 +168,7 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
     vars.insert("DIFFOTA_ZSTD_LEVEL", "3".into());
     vars.insert("DIFFOTA_MAKE_ARGS", String::new());
     vars.insert("DIFFOTA_EXTRA_IMAGES", String::new());
+    vars.insert("DIFFOTA_RECIPE_IMAGES", String::new());
     vars.insert("DIFFOTA_SINGLE_COPY_IMAGES", String::new());
     let script = dir.path().join("image_cmd.sh");
     std::fs::write(&script, image_cmd_script(&vars)).unwrap();
@@ -272,7 +273,11 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
     let firmware = deploy.join("mcu.bin");
     std::fs::write(&firmware, b"mcu firmware\n".repeat(5000)).unwrap();
     vars.insert("DIFFOTA_VERSION", "5.0-20261212".into());
-    vars.insert("DIFFOTA_EXTRA_IMAGES", format!("appfs={}", appfs.display()));
+    // appfs as DIFFOTA_IMAGE_RECIPES = "appfs:app-image" expands (the recipe's deployed link).
+    vars.insert(
+        "DIFFOTA_RECIPE_IMAGES",
+        format!("appfs={}", appfs.display()),
+    );
     vars.insert(
         "DIFFOTA_SINGLE_COPY_IMAGES",
         format!("mcu={}", firmware.display()),
@@ -335,6 +340,19 @@ fn image_cmd_makes_a_verifiable_store_from_an_ext4_image() {
         stderr(&output)
     );
     vars.insert("DIFFOTA_EXTRA_IMAGES", String::new());
+    vars.insert(
+        "DIFFOTA_RECIPE_IMAGES",
+        format!("appfs={}", deploy.join("not-built.ext4").display()),
+    );
+    std::fs::write(&script, image_cmd_script(&vars)).unwrap();
+    let output = run(Command::new("sh").arg(&script).env("PATH", &path));
+    assert!(
+        stderr(&output).contains("DIFFOTA_IMAGE_RECIPES: the image appfs=")
+            && stderr(&output).contains("was not deployed"),
+        "{}",
+        stderr(&output)
+    );
+    vars.insert("DIFFOTA_RECIPE_IMAGES", String::new());
     vars.insert("DIFFOTA_SINGLE_COPY_IMAGES", String::new());
 
     // No key: a clear bbfatal, nothing made.
@@ -451,6 +469,7 @@ fn shell_scripts_pass_shellcheck() {
     );
     scripts.extend([
         layer().join("recipes-core/diffota/files/diffota-migrate-data-example"),
+        layer().join("recipes-core/diffota/files/diffota-mount-running"),
         root().join("demo/run.sh"),
         root().join(".ci/run"),
         root().join("tests/yocto/run.sh"),
@@ -474,6 +493,7 @@ fn shell_scripts_pass_shellcheck() {
         "DIFFOTA_ZSTD_LEVEL",
         "DIFFOTA_MAKE_ARGS",
         "DIFFOTA_EXTRA_IMAGES",
+        "DIFFOTA_RECIPE_IMAGES",
         "DIFFOTA_SINGLE_COPY_IMAGES",
         "DIFFOTA_RELEASE_IMAGE",
     ] {
@@ -511,7 +531,14 @@ fn systemd_units_pass_systemd_analyze() {
             .arg("/lib/systemd/system")
             .arg(root_dir.join("usr/lib/systemd/")),
     );
-    for stub in ["usr/bin/diffota", "usr/bin/mv", "bin/systemctl"] {
+    std::fs::create_dir_all(root_dir.join("usr/libexec/diffota")).unwrap();
+    for stub in [
+        "usr/bin/diffota",
+        "usr/bin/mv",
+        "bin/systemctl",
+        "usr/bin/umount",
+        "usr/libexec/diffota/diffota-mount-running",
+    ] {
         std::fs::write(root_dir.join(stub), "#!/bin/sh\nexit 0\n").unwrap();
         std::fs::set_permissions(
             root_dir.join(stub),
@@ -532,6 +559,16 @@ fn systemd_units_pass_systemd_analyze() {
         units.push(Path::new("/etc/systemd/system").join(name));
     }
     assert!(units.len() >= 4);
+    // The slot group mount unit diffota-config renders from DIFFOTA_SLOT_GROUP_MOUNTS.
+    run_ok(
+        Command::new("sh")
+            .arg(layer().join("recipes-core/diffota/files/render-group-mounts.sh"))
+            .arg(&unit_dir)
+            .arg("/usr/libexec/diffota/diffota-mount-running")
+            .env("DIFFOTA_SLOT_GROUP", "appfs:/dev/mmcblk0p5:/dev/mmcblk0p6")
+            .env("DIFFOTA_SLOT_GROUP_MOUNTS", "appfs:/app"),
+    );
+    units.push(Path::new("/etc/systemd/system").join("diffota-mount-appfs.service"));
     let output = run(Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(format!("--root={}", root_dir.display()))
@@ -544,6 +581,102 @@ fn systemd_units_pass_systemd_analyze() {
     assert!(
         output.status.success() && text.trim().is_empty(),
         "systemd-analyze verify said:\n{text}"
+    );
+}
+
+#[test]
+fn slot_group_mounts_mount_the_running_group_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = layer().join("recipes-core/diffota/files");
+    let render = |mounts: &str| {
+        run(Command::new("sh")
+            .arg(files.join("render-group-mounts.sh"))
+            .arg(dir.path().join("units"))
+            .arg("/usr/libexec/diffota/diffota-mount-running")
+            .env(
+                "DIFFOTA_SLOT_GROUP",
+                "appfs:/dev/vda5:/dev/vda6 logs:/dev/vda7:/dev/vda8",
+            )
+            .env("DIFFOTA_SLOT_GROUP_MOUNTS", mounts))
+    };
+    let output = render("appfs:/app");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let unit =
+        std::fs::read_to_string(dir.path().join("units/diffota-mount-appfs.service")).unwrap();
+    assert!(
+        unit.contains(
+            "ExecStart=/usr/libexec/diffota/diffota-mount-running appfs /dev/vda5 /dev/vda6 /app\n"
+        ) && unit.contains("Before=diffota-mark-good.service")
+            && unit.contains("WantedBy=multi-user.target"),
+        "{unit}"
+    );
+    for (mounts, message) in [
+        (
+            "data:/data",
+            "DIFFOTA_SLOT_GROUP_MOUNTS names data, which DIFFOTA_SLOT_GROUP",
+        ),
+        (
+            "appfs:app",
+            "expected NAME:MOUNTPOINT with an absolute mount point",
+        ),
+        ("appfs:/my$app", "a character a unit line cannot carry"),
+    ] {
+        let output = render(mounts);
+        assert!(
+            !output.status.success() && stderr(&output).contains(message),
+            "{mounts}: {}",
+            stderr(&output)
+        );
+    }
+
+    // The helper mounts the device of the running group, read-only: a stand-in mount
+    // records what it was asked.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let asked = dir.path().join("mount-args");
+    std::fs::write(
+        bin.join("mount"),
+        format!("#!/bin/sh\necho \"$*\" > {}\n", asked.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("mount"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let cmdline = dir.path().join("cmdline");
+    let mountpoint = dir.path().join("app");
+    let helper = |line: &str| {
+        std::fs::write(&cmdline, line).unwrap();
+        run(Command::new("sh")
+            .arg(files.join("diffota-mount-running"))
+            .args(["appfs", "/dev/vda5", "/dev/vda6"])
+            .arg(&mountpoint)
+            .env("DIFFOTA_CMDLINE", &cmdline)
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            ))
+    };
+    for (line, device) in [
+        (
+            "console=ttyS0 root=/dev/vda3 diffota.slot=b rootwait\n",
+            "/dev/vda6",
+        ),
+        ("diffota.slot=a\n", "/dev/vda5"),
+    ] {
+        let output = helper(line);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(
+            std::fs::read_to_string(&asked).unwrap(),
+            format!("-o ro {device} {}\n", mountpoint.display())
+        );
+    }
+    let output = helper("console=ttyS0 xdiffota.slot=b\n");
+    assert!(
+        !output.status.success() && stderr(&output).contains("no diffota.slot=a or diffota.slot=b"),
+        "{}",
+        stderr(&output)
     );
 }
 
