@@ -55,11 +55,20 @@ def diffota_image_recipes(d):
     return images
 
 def diffota_image_file(d, name):
-    """The file of slot image NAME of the release (DIFFOTA_EXTRA_IMAGES or DIFFOTA_IMAGE_RECIPES), for wks files."""
+    """The file of slot image NAME of the release (DIFFOTA_EXTRA_IMAGES or DIFFOTA_IMAGE_RECIPES),
+    for wks files. Parsing never fails on it (WKS_FILE may be set for every image of the build):
+    an image the release lacks gives a marker that diffota_check_wks stops the wic task on."""
     for entry in (d.getVar('DIFFOTA_EXTRA_IMAGES') or '').split() + (d.getVar('DIFFOTA_RECIPE_IMAGES') or '').split():
         if entry.split('=', 1)[0] == name:
             return entry.split('=', 1)[1]
-    bb.fatal("the wks file wants image %s, which neither DIFFOTA_EXTRA_IMAGES nor DIFFOTA_IMAGE_RECIPES names" % name)
+    return 'diffota-image-%s-is-not-in-the-release' % name
+
+python diffota_check_wks() {
+    import re
+    for name in re.findall(r'diffota-image-([a-z0-9_-]+)-is-not-in-the-release', d.getVar('_WKS_TEMPLATE') or ''):
+        bb.fatal("the wks file %s wants image %s, which neither DIFFOTA_EXTRA_IMAGES nor DIFFOTA_IMAGE_RECIPES of %s names" % (d.getVar('WKS_FILE'), name, d.getVar('PN')))
+}
+do_image_wic[prefuncs] += "diffota_check_wks"
 
 # A release's slot images must be the device's slot group (diffota-config's DIFFOTA_SLOT_GROUP,
 # when set globally): a device whose config lacks one refuses the release.

@@ -892,3 +892,93 @@ fn a_bundle_of_a_release_of_several_images_installs_every_image_offline() {
     );
     assert!(starts_with_file(&appfs_a, &appfs2));
 }
+
+#[test]
+fn provision_records_single_copy_targets_that_hold_their_image() {
+    let mut fleet = Fleet::new();
+    let rootfs = fleet.sample_image("1.0", 4 * MIB, 9, 1);
+    let mcu = fleet.path("mcu.bin");
+    std::fs::write(&mcu, b"mcu firmware 1\n".repeat(10_000)).unwrap();
+    let fpga = fleet.path("fpga.bit");
+    std::fs::write(&fpga, b"bitstream 1\n".repeat(5_000)).unwrap();
+    fleet.make_images(
+        "1.0",
+        &[("rootfs", &rootfs)],
+        &[("mcu", &mcu), ("fpga", &fpga)],
+        &[],
+    );
+    // The factory flashed the mcu with 1.0's firmware (and more bytes after it).
+    let flash = fleet.path("mcu-flash.bin");
+    let mut flashed = std::fs::read(&mcu).unwrap();
+    flashed.resize(MIB as usize, 0xff);
+    std::fs::write(&flash, &flashed).unwrap();
+    let handler = fleet.path("load-fpga");
+    std::fs::write(&handler, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(
+        &handler,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let device = fleet.device("device", "1.0", 5 * MIB, "/nonexistent-store", |config| {
+        config.single_copy.insert(
+            "mcu".into(),
+            diffota::config::SingleCopyConfig {
+                device: Some(flash.clone()),
+                handler: None,
+            },
+        );
+        config.single_copy.insert(
+            "fpga".into(),
+            diffota::config::SingleCopyConfig {
+                device: None,
+                handler: Some(handler.clone()),
+            },
+        );
+    });
+    let stdout = run_ok(
+        device
+            .diffota()
+            .arg("provision")
+            .arg(fleet.store.join("releases/1.0/release.json")),
+    );
+    assert!(
+        stdout.contains("single-copy target mcu holds its image of 1.0: recorded"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("single-copy target fpga: not recorded"),
+        "{stdout}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&run_ok(device.diffota().args(["status", "--json"]))).unwrap();
+    assert_eq!(status["state"]["single_copy"]["mcu"]["version"], "1.0");
+    assert!(status["state"]["single_copy"]["fpga"].is_null());
+    // A target that does not hold the image is not recorded.
+    std::fs::write(&flash, vec![0u8; MIB as usize]).unwrap();
+    let other = fleet.device("other", "1.0", 5 * MIB, "/nonexistent-store", |config| {
+        config.single_copy.insert(
+            "mcu".into(),
+            diffota::config::SingleCopyConfig {
+                device: Some(flash.clone()),
+                handler: None,
+            },
+        );
+        config.single_copy.insert(
+            "fpga".into(),
+            diffota::config::SingleCopyConfig {
+                device: None,
+                handler: Some(handler.clone()),
+            },
+        );
+    });
+    let stdout = run_ok(
+        other
+            .diffota()
+            .arg("provision")
+            .arg(fleet.store.join("releases/1.0/release.json")),
+    );
+    assert!(
+        stdout.contains("single-copy target mcu: not recorded"),
+        "{stdout}"
+    );
+}

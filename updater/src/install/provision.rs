@@ -5,6 +5,10 @@
 //! image hash. Only then is the slot recorded as that release, good, with the signed index
 //! as its seed: `status` names it, `rollback` to it is allowed, and the next install
 //! fetches the index delta from it.
+//!
+//! A release of several images may also name single-copy images: a target with a `device`
+//! whose first bytes are the image is recorded as holding it, so the first install skips it;
+//! a handler's target cannot be read back and is left to the first install that carries it.
 
 use std::sync::atomic::Ordering;
 
@@ -14,7 +18,7 @@ use super::{prepare, verify::hash_stored_image, Device, InstallError, Prepared};
 use crate::release::ReleaseTarget;
 use crate::slot::Slot;
 use crate::source::Traffic;
-use crate::state::SlotRecord;
+use crate::state::{SingleCopyRecord, SlotRecord};
 use crate::system;
 
 /// What `provision` found and recorded.
@@ -25,6 +29,13 @@ pub struct ProvisionReport {
     /// Already recorded as this release: nothing was written.
     pub already_recorded: bool,
     pub metadata_bytes: u64,
+    /// Single-copy targets found holding their image of the release, now recorded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub single_copy_recorded: Vec<String>,
+    /// Single-copy targets not recorded (a handler's, or a device that does not hold the
+    /// image): the first install that carries their image writes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub single_copy_left: Vec<String>,
 }
 
 impl std::fmt::Display for ProvisionReport {
@@ -34,14 +45,25 @@ impl std::fmt::Display for ProvisionReport {
                 f,
                 "slot {} is already recorded as {}",
                 self.slot, self.version
-            )
+            )?;
         } else {
             write!(
                 f,
                 "slot {} holds release {} (its image matches the signed release): recorded as good",
                 self.slot, self.version
-            )
+            )?;
         }
+        for name in &self.single_copy_recorded {
+            write!(
+                f,
+                "\nsingle-copy target {name} holds its image of {}: recorded",
+                self.version
+            )?;
+        }
+        for name in &self.single_copy_left {
+            write!(f, "\nsingle-copy target {name}: not recorded (a handler's target, or it does not hold the image); the first install that carries it writes it")?;
+        }
+        Ok(())
     }
 }
 
@@ -93,10 +115,38 @@ pub async fn provision(
         )?;
         tracing::info!(event = "provisioned", slot = %running, version = %index.version);
     }
+    let (mut single_copy_recorded, mut single_copy_left) = (Vec::new(), Vec::new());
+    for image in &release.single_copy {
+        if super::single::holds(machine.state(), image) {
+            continue;
+        }
+        let index = &image.index;
+        let held = device.config.single_copy[&image.name]
+            .device
+            .as_deref()
+            .and_then(|path| hash_stored_image(path, index.image_length).ok())
+            .is_some_and(|actual| actual == index.image_hash);
+        if !held {
+            single_copy_left.push(image.name.clone());
+            continue;
+        }
+        machine.record_single_copy(
+            &image.name,
+            SingleCopyRecord {
+                version: index.version.clone(),
+                image_hash: hex32(&index.image_hash),
+                image_length: index.image_length,
+                written_at: system::now(),
+            },
+        )?;
+        single_copy_recorded.push(image.name.clone());
+    }
     Ok(ProvisionReport {
         slot: running,
         version: index.version.clone(),
         already_recorded,
         metadata_bytes: traffic.bytes.load(Ordering::Relaxed),
+        single_copy_recorded,
+        single_copy_left,
     })
 }
