@@ -18,7 +18,7 @@ IMAGE_FSTYPES:append = " ext4 diffota wic"
 # together (one signed manifest), installed into their A/B pairs together. Devices need the
 # pair in their config (diffota-config's DIFFOTA_SLOT_GROUP, the layer README's settings);
 # set DIFFOTA_IMAGE_RECIPES = "" and a wks file without appfs for one image.
-DIFFOTA_IMAGE_RECIPES ??= "appfs:diffota-appfs-example"
+DIFFOTA_IMAGE_RECIPES ?= "appfs:diffota-appfs-example"
 WKS_FILE ?= "${@'diffota-efi-appfs.wks.in' if d.getVar('DIFFOTA_BOOTLOADER') == 'grub' else 'diffota-uboot-appfs.wks.in'}"
 
 # The boot partition as the layer ships it. U-Boot (bootimg_partition): boot.scr,
