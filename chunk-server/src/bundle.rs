@@ -438,6 +438,7 @@ pub fn bundle_from_images(
                 delta_level: images.zstd_level,
                 delta_siblings: false,
                 image_frames: false,
+                delta_from_images: &[],
             };
             crate::make::make(&store, &options).map(|_| ())
         };

@@ -83,7 +83,7 @@ pub struct DeltaSettings {
 /// Returns how many frames were written.
 pub(crate) fn write_delta_frames(
     store: &Store,
-    from: &Index,
+    from: DeltaSource<'_>,
     added: &[ReleaseChunk],
     new_pack: &File,
     pack: &mut PackWriter,
@@ -91,7 +91,10 @@ pub(crate) fn write_delta_frames(
     deltas: &mut Deltas,
 ) -> Result<usize, MakeError> {
     let DeltaSettings { level, siblings } = settings;
-    let old = OldChunks::open(store, from)?;
+    let old = match from {
+        DeltaSource::Release(index) => OldChunks::open(store, index)?,
+        DeltaSource::Image(image) => OldChunks::of_image(image)?,
+    };
     let reader = ChunkReader::open(store, added, new_pack, pack.path())?;
     let read_added = |chunk: &ReleaseChunk| reader.read(chunk);
     let candidates = Candidates {
@@ -495,10 +498,27 @@ pub(crate) fn write_image_frames(
     Ok(frames)
 }
 
-/// The distinct chunks of the release deltas are made against, with their packs open.
+/// What delta frames are made against: a release of the store, or the image file of a
+/// release the store does not hold (chunked as a release of it would be: a device that
+/// runs that release holds exactly these chunks).
+#[derive(Clone, Copy)]
+pub(crate) enum DeltaSource<'a> {
+    Release(&'a Index),
+    Image(&'a BaseImage),
+}
+
+/// An image file chunked with the release's chunker: each chunk's id, offset and length.
+pub struct BaseImage {
+    pub path: PathBuf,
+    pub chunks: Vec<ChunkEntry>,
+}
+
+/// The distinct chunks of the release deltas are made against, with their packs open (or
+/// the image file they are in, raw).
 struct OldChunks {
     chunks: Vec<ChunkEntry>,
     packs: Vec<(PathBuf, File)>,
+    image: Option<(PathBuf, File)>,
 }
 
 impl OldChunks {
@@ -512,19 +532,51 @@ impl OldChunks {
                 Ok((path, file))
             })
             .collect::<Result<_, StoreError>>()?;
+        Ok(OldChunks {
+            chunks: Self::distinct(&from.chunks),
+            packs,
+            image: None,
+        })
+    }
+
+    fn of_image(image: &BaseImage) -> Result<OldChunks, StoreError> {
+        let file = File::open(&image.path).map_err(io_error(&image.path))?;
+        Ok(OldChunks {
+            chunks: Self::distinct(&image.chunks),
+            packs: Vec::new(),
+            image: Some((image.path.clone(), file)),
+        })
+    }
+
+    /// Each chunk once, at its first place.
+    fn distinct(chunks: &[ChunkEntry]) -> Vec<ChunkEntry> {
         let mut seen = std::collections::HashSet::new();
-        let chunks = from
-            .chunks
+        chunks
             .iter()
             .filter(|c| seen.insert(c.id))
             .copied()
-            .collect();
-        Ok(OldChunks { chunks, packs })
+            .collect()
     }
 
     /// Chunk `number`'s bytes, checked against its id.
     fn read(&self, number: usize) -> Result<Vec<u8>, StoreError> {
         let entry = &self.chunks[number];
+        if let Some((path, file)) = &self.image {
+            use std::os::unix::fs::FileExt;
+            let mut data = vec![0u8; entry.length as usize];
+            file.read_exact_at(&mut data, entry.offset)
+                .map_err(io_error(path))?;
+            if ChunkId::of(&data) != entry.id {
+                return Err(io_error(path)(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "changed while make read it: the chunk at offset {} is no longer the one it was",
+                        entry.offset
+                    ),
+                )));
+            }
+            return Ok(data);
+        }
         let (path, file) = &self.packs[entry.pack as usize];
         read_checked(
             file,

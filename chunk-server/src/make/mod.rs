@@ -57,6 +57,9 @@ pub struct MakeOptions<'a> {
     pub delta_siblings: bool,
     /// Also write the whole image as image frames (1 MiB groups of its distinct chunks).
     pub image_frames: bool,
+    /// Also write delta frames against these image files: releases the store does not
+    /// hold (a build host without the published store keeps the previous build's image).
+    pub delta_from_images: &'a [PathBuf],
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -72,6 +75,9 @@ pub struct MakeSummary {
     pub release_compressed_bytes: u64,
     /// The releases delta frames were written against (`delta_from`).
     pub delta_bases: Vec<String>,
+    /// The image files delta frames were written against (`delta_from_images`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delta_base_images: Vec<PathBuf>,
     /// Delta frames written against them, and inherited from them.
     pub delta_frames: u64,
     /// The index as changes against older releases' indexes, for devices that store them.
@@ -156,6 +162,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         new_compressed_bytes: new_pack.map_or(0, |p| p.length),
         release_compressed_bytes: index.distinct_compressed_bytes(),
         delta_bases: options.delta_from.to_vec(),
+        delta_base_images: options.delta_from_images.to_vec(),
         delta_frames: index.deltas.frames.len() as u64,
         index_deltas,
         pack: new_pack.map(|p| p.store_path()),
@@ -237,8 +244,8 @@ fn chunk_image(
 /// are about the chunks the release added; against an older one they also hold the chunks
 /// the releases in between added and this one kept (catch-up frames), which a device on
 /// `from` lacks too.
-fn chunks_lacking(chunked: &Chunked, from: &Index) -> Vec<frames::ReleaseChunk> {
-    let held: std::collections::HashSet<ChunkId> = from.chunks.iter().map(|c| c.id).collect();
+fn chunks_lacking(chunked: &Chunked, from: &[ChunkEntry]) -> Vec<frames::ReleaseChunk> {
+    let held: std::collections::HashSet<ChunkId> = from.iter().map(|c| c.id).collect();
     distinct_chunks(chunked)
         .into_iter()
         .filter(|chunk| !held.contains(&chunk.id))
@@ -274,8 +281,21 @@ fn write_frames(
         pack.flush()?;
         frames::write_delta_frames(
             store,
-            from_index,
-            &chunks_lacking(chunked, from_index),
+            frames::DeltaSource::Release(from_index),
+            &chunks_lacking(chunked, &from_index.chunks),
+            pack_reader,
+            pack,
+            settings,
+            &mut deltas,
+        )?;
+    }
+    for path in options.delta_from_images {
+        let image = chunk_base_image(path, options.chunker)?;
+        pack.flush()?;
+        frames::write_delta_frames(
+            store,
+            frames::DeltaSource::Image(&image),
+            &chunks_lacking(chunked, &image.chunks),
             pack_reader,
             pack,
             settings,
@@ -298,6 +318,36 @@ fn write_frames(
         from_indexes,
         deltas,
         image_frames,
+    })
+}
+
+/// `path` chunked as `make` chunks an image: each chunk's id, offset and length (nothing of
+/// its data is kept).
+fn chunk_base_image(path: &Path, chunker: ChunkerParams) -> Result<frames::BaseImage, MakeError> {
+    let read_error = |source| MakeError::ReadImage {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file =
+        std::io::BufReader::with_capacity(1 << 20, fs_err::File::open(path).map_err(read_error)?);
+    let mut chunks = Vec::new();
+    let mut offset = 0u64;
+    for chunk in chunker.chunk_stream(&mut file) {
+        let chunk = chunk.map_err(read_error)?;
+        let length = chunk.data.len() as u32;
+        chunks.push(ChunkEntry {
+            id: ChunkId::of(&chunk.data),
+            offset,
+            length,
+            compressed_length: length,
+            pack: 0,
+            pack_offset: offset,
+        });
+        offset += u64::from(length);
+    }
+    Ok(frames::BaseImage {
+        path: path.to_owned(),
+        chunks,
     })
 }
 
@@ -635,7 +685,17 @@ impl std::fmt::Display for MakeSummary {
                 .map(|p| format!(" in {p}"))
                 .unwrap_or_default()
         )?;
-        if self.delta_bases.is_empty() {
+        let bases: Vec<String> = self
+            .delta_bases
+            .iter()
+            .cloned()
+            .chain(
+                self.delta_base_images
+                    .iter()
+                    .map(|p| format!("image {}", p.display())),
+            )
+            .collect();
+        if bases.is_empty() {
             writeln!(
                 f,
                 "  delta frames     none (no older release of this name, or --no-delta)"
@@ -645,7 +705,7 @@ impl std::fmt::Display for MakeSummary {
                 f,
                 "  delta frames     {} against {}",
                 self.delta_frames,
-                self.delta_bases.join(", ")
+                bases.join(", ")
             )?;
         }
         for delta in &self.index_deltas {

@@ -116,6 +116,8 @@ pub fn make_release(
                 image: &image.path,
                 name: &image.name,
                 delta_from: &bases,
+                // A base image is one image's; the command refuses it with several.
+                delta_from_images: &[],
                 ..*options
             },
         )?;

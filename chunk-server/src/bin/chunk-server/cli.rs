@@ -221,6 +221,12 @@ pub struct MakeArgs {
     /// channels point at (at most 3)
     #[arg(long, value_name = "VERSION", conflicts_with = "no_delta")]
     pub delta_from: Vec<String>,
+    /// Also write delta frames against this image file (repeatable): a release the devices
+    /// run that the store does not hold, such as the previous build's image a Yocto deploy
+    /// directory keeps. It is chunked as make chunks (same --avg-chunk-size): a device that
+    /// runs a release made from it holds exactly its chunks. One image only (not with --image)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["no_delta", "images"])]
+    pub delta_from_image: Vec<PathBuf>,
     /// Write no delta frames (an index that diffota older than 0.1 reads, or a store whose
     /// space matters more than downloads)
     #[arg(long)]

@@ -476,3 +476,104 @@ fn frames_against_an_older_release_catch_up_a_device_two_releases_behind() {
     assert!(one_behind.slot_bytes(Slot::B, v3.len()) == v3);
     assert!(fetched_one_behind < plain_bytes_lacking(&fleet.store, "2.0", "3.0") / 2);
 }
+
+/// A build host without the published store: `make --delta-from-image` chunks the image file
+/// of the release the devices run (a Yocto deploy directory keeps the previous build's), and
+/// a device that runs that release, factory-flashed, takes the frames: the download `check`
+/// predicted, under half of a plain make's.
+#[test]
+fn frames_against_an_image_file_serve_devices_that_run_it() {
+    let mut fleet = Fleet::new();
+    let v1 = std::fs::read(fleet.sample_image("1.0", 8 * MIB, 5, 1)).unwrap();
+    let mut v2 = v1.clone();
+    for at in (MIB as usize..3 * MIB as usize).step_by(4096) {
+        v2[at] ^= 0x5a;
+    }
+    fleet.image_bytes("2.0", &v2);
+    let make_2 = |store: &Path, extra: &[&std::ffi::OsStr]| -> serde_json::Value {
+        serde_json::from_str(&run_ok(
+            make_command(store, &fleet.keys, "2.0", "test-board", fleet.image("2.0"))
+                .arg("--json")
+                .args(extra)
+                .env("SOURCE_DATE_EPOCH", "1790000000"),
+        ))
+        .unwrap()
+    };
+    let (fresh, plain) = (fleet.path("fresh-store"), fleet.path("plain-store"));
+    let made = make_2(
+        &fresh,
+        &[
+            "--delta-from-image".as_ref(),
+            fleet.image("1.0").as_os_str(),
+        ],
+    );
+    assert!(made["delta_frames"].as_u64().unwrap() > 0, "{made}");
+    assert_eq!(
+        made["delta_base_images"],
+        serde_json::json!([fleet.image("1.0")])
+    );
+    make_2(&plain, &[]);
+    run_ok(
+        chunk_server()
+            .args(["verify", "--public-key"])
+            .arg(&fleet.keys.public)
+            .arg(&fresh),
+    );
+    // A changed base image is an error naming it, never a frame against other bytes.
+    let output = run(chunk_server()
+        .args([
+            "make",
+            "--no-sign",
+            "--compatible",
+            "x",
+            "--version",
+            "3.0",
+            "--store",
+        ])
+        .arg(fleet.path("bad-store"))
+        .arg("--delta-from-image")
+        .arg(fleet.path("missing.img"))
+        .arg(fleet.image("2.0")));
+    assert!(
+        !output.status.success() && stderr(&output).contains("missing.img"),
+        "{}",
+        stderr(&output)
+    );
+
+    let fetch_bytes = |store: &Path| -> (u64, u64) {
+        let log = fleet.path(&format!(
+            "{}.log",
+            store.file_name().unwrap().to_string_lossy()
+        ));
+        let server = StoreServer::start(store, &log, None);
+        let device = fleet.device(
+            &format!("device-{}", store.file_name().unwrap().to_string_lossy()),
+            "1.0",
+            10 * MIB,
+            &server.url,
+            |_| {},
+        );
+        let index = format!("{}/releases/2.0/rootfs.didx", server.url);
+        let check: serde_json::Value = serde_json::from_str(&run_ok(
+            device.diffota().args(["check", "--json"]).arg(&index),
+        ))
+        .unwrap();
+        server.clear_log();
+        run_ok(device.diffota().arg("install").arg(&index));
+        assert!(
+            device.slot_bytes(Slot::B, v2.len()) == v2,
+            "slot b holds 2.0"
+        );
+        (
+            pack_bytes(&server),
+            check["plan"]["fetch_bytes"].as_u64().unwrap(),
+        )
+    };
+    let (with_frames, predicted) = fetch_bytes(&fresh);
+    assert_eq!(with_frames, predicted, "check predicted the download");
+    let (without, _) = fetch_bytes(&plain);
+    assert!(
+        with_frames * 2 < without,
+        "against the image file {with_frames} bytes, plain {without}"
+    );
+}

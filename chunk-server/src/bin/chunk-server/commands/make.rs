@@ -56,6 +56,7 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         zstd_level,
         expires,
         delta_from,
+        delta_from_image,
         no_delta,
         delta_level,
         no_delta_siblings,
@@ -113,6 +114,7 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         delta_level: delta_level.unwrap_or(zstd_level.max(DEFAULT_DELTA_LEVEL)),
         delta_siblings: !no_delta_siblings,
         image_frames,
+        delta_from_images: &delta_from_image,
     };
     let Some(image) = &image else {
         let on_image = |next: &ReleaseImage| {
