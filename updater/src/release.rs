@@ -211,7 +211,7 @@ pub async fn fetch_release(
                     })
                 }
                 OpenedBundle::Release { manifest, images } => {
-                    release_from_bundle(store, &manifest, images, trust)
+                    release_from_bundle(store, manifest, images, trust)
                 }
             };
         }
@@ -357,11 +357,11 @@ fn check_manifest(
 /// manifest and indexes were verified and pinned when the bundle was opened.
 fn release_from_bundle(
     store: &StoreSource,
-    manifest: &Manifest,
+    manifest: Manifest,
     images: Vec<BundledImage>,
     trust: &Trust<'_>,
 ) -> Result<Release, ReleaseError> {
-    let manifest = check_manifest(manifest.clone(), trust, None)?;
+    let manifest = check_manifest(manifest, trust, None)?;
     let matched = match_images(&manifest, &trust.images, &trust.single_copy)?;
     let mut by_name: std::collections::HashMap<String, BundledImage> =
         images.into_iter().map(|i| (i.name.clone(), i)).collect();

@@ -919,28 +919,33 @@ fn provision_records_single_copy_targets_that_hold_their_image() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let device = fleet.device("device", "1.0", 5 * MIB, "/nonexistent-store", |config| {
-        config.single_copy.insert(
-            "mcu".into(),
-            diffota::config::SingleCopyConfig {
-                device: Some(flash.clone()),
-                handler: None,
-            },
+    // A device with both targets, provisioned from the factory release's manifest.
+    let provisioned = |name: &str| {
+        let device = fleet.device(name, "1.0", 5 * MIB, "/nonexistent-store", |config| {
+            config.single_copy.insert(
+                "mcu".into(),
+                diffota::config::SingleCopyConfig {
+                    device: Some(flash.clone()),
+                    handler: None,
+                },
+            );
+            config.single_copy.insert(
+                "fpga".into(),
+                diffota::config::SingleCopyConfig {
+                    device: None,
+                    handler: Some(handler.clone()),
+                },
+            );
+        });
+        let stdout = run_ok(
+            device
+                .diffota()
+                .arg("provision")
+                .arg(fleet.store.join("releases/1.0/release.json")),
         );
-        config.single_copy.insert(
-            "fpga".into(),
-            diffota::config::SingleCopyConfig {
-                device: None,
-                handler: Some(handler.clone()),
-            },
-        );
-    });
-    let stdout = run_ok(
-        device
-            .diffota()
-            .arg("provision")
-            .arg(fleet.store.join("releases/1.0/release.json")),
-    );
+        (device, stdout)
+    };
+    let (device, stdout) = provisioned("device");
     assert!(
         stdout.contains("single-copy target mcu holds its image of 1.0: recorded"),
         "{stdout}"
@@ -955,28 +960,7 @@ fn provision_records_single_copy_targets_that_hold_their_image() {
     assert!(status["state"]["single_copy"]["fpga"].is_null());
     // A target that does not hold the image is not recorded.
     std::fs::write(&flash, vec![0u8; MIB as usize]).unwrap();
-    let other = fleet.device("other", "1.0", 5 * MIB, "/nonexistent-store", |config| {
-        config.single_copy.insert(
-            "mcu".into(),
-            diffota::config::SingleCopyConfig {
-                device: Some(flash.clone()),
-                handler: None,
-            },
-        );
-        config.single_copy.insert(
-            "fpga".into(),
-            diffota::config::SingleCopyConfig {
-                device: None,
-                handler: Some(handler.clone()),
-            },
-        );
-    });
-    let stdout = run_ok(
-        other
-            .diffota()
-            .arg("provision")
-            .arg(fleet.store.join("releases/1.0/release.json")),
-    );
+    let (_, stdout) = provisioned("other");
     assert!(
         stdout.contains("single-copy target mcu: not recorded"),
         "{stdout}"

@@ -18,7 +18,7 @@ use super::{prepare, verify::hash_stored_image, Device, InstallError, Prepared};
 use crate::release::ReleaseTarget;
 use crate::slot::Slot;
 use crate::source::Traffic;
-use crate::state::{SingleCopyRecord, SlotRecord};
+use crate::state::SlotRecord;
 use crate::system;
 
 /// What `provision` found and recorded.
@@ -130,15 +130,7 @@ pub async fn provision(
             single_copy_left.push(image.name.clone());
             continue;
         }
-        machine.record_single_copy(
-            &image.name,
-            SingleCopyRecord {
-                version: index.version.clone(),
-                image_hash: hex32(&index.image_hash),
-                image_length: index.image_length,
-                written_at: system::now(),
-            },
-        )?;
+        super::single::record_held(&mut machine, image)?;
         single_copy_recorded.push(image.name.clone());
     }
     Ok(ProvisionReport {

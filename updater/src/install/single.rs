@@ -49,6 +49,24 @@ pub(super) fn plan_summaries(
         .collect()
 }
 
+/// Records that the target of `image` holds it, as of now.
+pub(super) fn record_held(
+    machine: &mut DeviceState,
+    image: &ImageRelease,
+) -> Result<(), InstallError> {
+    let index = &image.index;
+    machine.record_single_copy(
+        &image.name,
+        SingleCopyRecord {
+            version: index.version.clone(),
+            image_hash: hex32(&index.image_hash),
+            image_length: index.image_length,
+            written_at: crate::system::now(),
+        },
+    )?;
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn write_all(
     device: &Device<'_>,
@@ -153,15 +171,7 @@ pub(super) async fn write_all(
             let _ = std::fs::remove_file(&path);
             handled??;
         }
-        machine.record_single_copy(
-            &image.name,
-            SingleCopyRecord {
-                version: index.version.clone(),
-                image_hash: hex32(&index.image_hash),
-                image_length: index.image_length,
-                written_at: crate::system::now(),
-            },
-        )?;
+        record_held(machine, image)?;
     }
     Ok(())
 }
