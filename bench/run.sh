@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The peer benchmark: for each image kind (ext4, erofs, squashfs) of the Debian release pair
-# from build-images.sh, in one run: diffota, casync, bita, zchunk, plain zstd -19 of v2 and
+# The peer benchmark: for each image kind (ext4, erofs, squashfs; arm64-ext4, arm64-erofs,
+# arm64-squashfs for the arm64 releases) of the Debian releases from build-images.sh, in one
+# run: diffota, casync, bita, zchunk, plain zstd -19 of v2 and
 # xdelta3. Every network transfer goes through one nginx on 127.0.0.1 whose access log gives
 # bytes and requests; times are medians of RUNS runs; peak RSS from /usr/bin/time. The
 # pairwise peers (xdelta3 at its defaults and at -9 with LZMA, zstd --patch-from, HDiffPatch)
 # and a whole zstd -19 image are rows of the same table: patch bytes, encode time as "make",
 # decode time and the decoder's peak RSS as "install".
 #
-# Usage: bench/run.sh [KIND...]      (default: ext4 erofs squashfs; RUNS=3 by default)
+# Usage: bench/run.sh [KIND...]      (default: ext4 erofs arm64-ext4; RUNS=3 by default)
 # Needs: debootstrap erofs-utils squashfs-tools casync zchunk xdelta3 zstd nginx time (Debian),
 # bita (cargo install bita), hdiffpatch (pip install hdiffpatch), root.
 set -euo pipefail
@@ -16,7 +17,7 @@ bench=$PWD
 root=$(cd .. && pwd)
 runs=${RUNS:-3}
 kinds=("$@")
-[ ${#kinds[@]} -gt 0 ] || kinds=(ext4 erofs squashfs)
+[ ${#kinds[@]} -gt 0 ] || kinds=(ext4 erofs arm64-ext4)
 python3 -c 'import hdiffpatch' 2>/dev/null || { echo "bench: the Python module hdiffpatch is missing (pip install hdiffpatch)" >&2; exit 1; }
 for tool in casync zck zckdl xdelta3 zstd nginx bita /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (see the header of this script)" >&2; exit 1; }
@@ -63,57 +64,75 @@ last_time() { tail -n 1 "$work/timed" | cut -d' ' -f1; }
 last_rss() { tail -n 1 "$work/timed" | cut -d' ' -f2; }
 
 for kind in "${kinds[@]}"; do
-  v1=$cache/v1.$kind
-  v2=$cache/v2.$kind
-  v3=$cache/v3.$kind
+  # image_of N: release N's image of this kind.
+  case $kind in
+    arm64-*) image_of() { echo "$cache/arm64-v$1.${kind#arm64-}"; } ;;
+    *) image_of() { echo "$cache/v$1.$kind"; } ;;
+  esac
+  v1=$(image_of 1)
+  v2=$(image_of 2)
+  v3=$(image_of 3)
+  v4=$(image_of 4)
+  for image in "$v1" "$v2" "$v3" "$v4"; do
+    [ -f "$image" ] || { echo "bench: $image is missing (bench/build-images.sh builds it)" >&2; exit 1; }
+  done
   size=$(stat -c %s "$v2")
   declare -A bytes=() requests=() make_s=() install_s=() make_rss=() install_rss=()
   # The make of v2 that filled each diffota store (the rows installing from it report it).
   declare -A store_make_s=() store_make_rss=()
   : > "$work/timed"
 
-  # diffota. Rows: a device that installed v1 through diffota (it stores v1's index, so it
-  # fetches the index delta), a factory-flashed one (no stored index: it cuts its running
-  # slot and fetches the whole index), and one two releases behind (v1 -> v3, stored index).
-  # "make v2" is the default make (delta frames against v1); the plain make (--no-delta) of the same release, in a copy of the
-  # store, gives the make-time ratio. Rows for --delta-level 12 (the fastest make) and 19
-  # (the fewest bytes), and for --no-delta-siblings (one and two releases behind), too.
-  rm -rf "$work/www/dota" "$work/www/dota12" "$work/www/dota19" "$work/www/dotanosib" "$work/www/dotamulti" "$work/plain"; key=$work/bench.key
+  # diffota. Stores, each a directory of the one nginx:
+  # - dota: v1, then v2, v3 and v4 each made by default (delta frames against the newest
+  #   older release, no channel set). Rows: a device that installed v1 through diffota (it
+  #   stores v1's index, so it fetches the index delta), a factory-flashed one (no stored
+  #   index: it cuts its running slot and fetches the whole index), and devices on v1 two
+  #   and three releases behind (v1 -> v3, v1 -> v4).
+  # - fleet: dota's v1 and v2, then the stable channel set to v1 (devices still run it) and
+  #   v3 and v4 made by default, which takes the channel's release as a second base (v3
+  #   against 2 and 1, v4 against 3 and 1). Rows: v1 -> v3, v1 -> v4, v2 -> v4.
+  # - dota12, dota19: v2 with its delta frames at --delta-level 12 (the fastest make) and 19
+  #   (the fewest bytes).
+  # - plain: v2, v3 and v4 made with --no-delta, for make's time ratio and the bytes each
+  #   release adds to the store.
+  rm -rf "$work/www/dota" "$work/www/dota12" "$work/www/dota19" "$work/www/fleet" "$work/plain"; key=$work/bench.key
   [ -f "$key" ] || "$cs" keygen --unencrypted --secret-key "$key" --public-key "$work/bench.pub" --force >/dev/null
   timed "$cs" make --store "$work/www/dota" --version 1 --compatible bench --key "$key" "$v1"
   cp -a "$work/www/dota" "$work/plain"
   cp -a "$work/www/dota" "$work/www/dota12"
   cp -a "$work/www/dota" "$work/www/dota19"
-  cp -a "$work/www/dota" "$work/www/dotanosib"
   packs_bytes() { du -sb --apparent-size "$1/packs" | cut -f1; }
-  v1_store_bytes=$(packs_bytes "$work/plain")
-  timed "$cs" make --store "$work/plain" --version 2 --compatible bench --key "$key" --no-delta "$v2"
-  plain_make_s=$(last_time); plain_make_rss=$(last_rss)
-  plain_store_bytes=$(( $(packs_bytes "$work/plain") - v1_store_bytes ))
+  declare -A plain_store_bytes=() dota_store_bytes=() fleet_store_bytes=() fleet_make_s=() dota_make_s=() plain_version_make_s=()
+  # make_counted STORE NAME VERSION [FLAG...]: makes VERSION in STORE and counts the bytes it
+  # added to STORE in NAME_store_bytes[VERSION].
+  make_counted() {
+    local store=$1 name=$2 version=$3; shift 3
+    local before; before=$(packs_bytes "$store")
+    timed "$cs" make --store "$store" --version "$version" --compatible bench --key "$key" "$@" "$(image_of "$version")"
+    local -n added=${name}_store_bytes
+    added[$version]=$(( $(packs_bytes "$store") - before ))
+  }
+  for version in 2 3 4; do
+    make_counted "$work/plain" plain "$version" --no-delta; plain_version_make_s[$version]=$(last_time)
+    [ "$version" = 2 ] && { plain_make_s=$(last_time); plain_make_rss=$(last_rss); }
+  done
   rm -rf "$work/plain"
   # The default make: no delta flag (delta frames against the newest older release, v1).
-  timed "$cs" make --store "$work/www/dota" --version 2 --compatible bench --key "$key" "$v2"
+  make_counted "$work/www/dota" dota 2
   store_make_s[dota]=$(last_time); store_make_rss[dota]=$(last_rss)
-  delta_store_bytes=$(( $(packs_bytes "$work/www/dota") - v1_store_bytes ))
-  # The same release with its delta frames at level 12 (the fastest make), a store of its own.
   timed "$cs" make --store "$work/www/dota12" --version 2 --compatible bench --key "$key" --delta-from 1 --delta-level 12 "$v2"
   store_make_s[dota12]=$(last_time); store_make_rss[dota12]=$(last_rss)
   timed "$cs" make --store "$work/www/dota19" --version 2 --compatible bench --key "$key" --delta-from 1 --delta-level 19 "$v2"
   store_make_s[dota19]=$(last_time); store_make_rss[dota19]=$(last_rss)
-  timed "$cs" make --store "$work/www/dotanosib" --version 2 --compatible bench --key "$key" --delta-from 1 --no-delta-siblings "$v2"
-  store_make_s[dotanosib]=$(last_time); store_make_rss[dotanosib]=$(last_rss)
-  # v3 with delta frames against v2 and v1 both (a fleet with devices two releases behind).
-  cp -a "$work/www/dota" "$work/www/dotamulti"
-  multi_v3_before=$(packs_bytes "$work/www/dotamulti")
-  timed "$cs" make --store "$work/www/dotamulti" --version 3 --compatible bench --key "$key" --delta-from 2 --delta-from 1 "$v3"
-  store_make_s[dotamulti]=$(last_time); store_make_rss[dotamulti]=$(last_rss)
-  multi_v3_store_bytes=$(( $(packs_bytes "$work/www/dotamulti") - multi_v3_before ))
-  v3_before=$(packs_bytes "$work/www/dota")
-  timed "$cs" make --store "$work/www/dota" --version 3 --compatible bench --key "$key" "$v3"
-  v3_make_s=$(last_time)
-  v3_store_bytes=$(( $(packs_bytes "$work/www/dota") - v3_before ))
-  timed "$cs" make --store "$work/www/dotanosib" --version 3 --compatible bench --key "$key" --delta-from 2 --no-delta-siblings "$v3"
+  cp -a "$work/www/dota" "$work/www/fleet"
+  "$cs" channel set --store "$work/www/fleet" stable --release 1 --key "$key" >/dev/null
+  for version in 3 4; do
+    make_counted "$work/www/dota" dota "$version"; dota_make_s[$version]=$(last_time)
+    make_counted "$work/www/fleet" fleet "$version"; fleet_make_s[$version]=$(last_time)
+  done
+  store_make_s[fleet]=${fleet_make_s[4]}; store_make_rss[fleet]=$(last_rss)
   "$cs" verify --public-key "$work/bench.pub" "$work/www/dota" >/dev/null
+  "$cs" verify --public-key "$work/bench.pub" "$work/www/fleet" >/dev/null
   mkdir -p "$work/dev/state"
   # device_config STORE: the device's configuration, fetching from store STORE.
   device_config() {
@@ -131,19 +150,21 @@ cmdline = "$work/dev/cmdline"
 TOML
   }
   echo "diffota.slot=a" > "$work/dev/cmdline"
-  # dota_install ROW TO STORED [STORE]: v1 in slot a, install release TO from STORE (default
-  # dota); STORED=yes leaves in the state directory what an install of v1 through diffota
-  # leaves there (its index and signature as the running slot's seed).
+  # dota_install ROW TO STORED [STORE] [FROM]: release FROM (default 1) in slot a, install
+  # release TO from STORE (default dota); STORED=yes leaves in the state directory what an
+  # install of FROM through diffota leaves there (its index and signature as the running
+  # slot's seed).
   dota_install() {
-    local row=$1 to=$2 stored=$3 store=${4:-dota} times=() image=$cache/v$2.$kind
+    local row=$1 to=$2 stored=$3 store=${4:-dota} from=${5:-1} times=() image
+    image=$(image_of "$to")
     device_config "$store"
     "$cs" channel set --store "$work/www/$store" stable --release "$to" --key "$key" >/dev/null
     for _ in $(seq "$runs"); do
-      rm -rf "$work/dev/state"/* ; cp "$v1" "$work/dev/a.img"; truncate -s "$((size + 64 * 1024 * 1024))" "$work/dev/a.img"
+      rm -rf "$work/dev/state"/* ; cp "$(image_of "$from")" "$work/dev/a.img"; truncate -s "$((size + 64 * 1024 * 1024))" "$work/dev/a.img"
       rm -f "$work/dev/b.img"; truncate -s "$((size + 64 * 1024 * 1024))" "$work/dev/b.img"
       if [ "$stored" = yes ]; then
-        cp "$work/www/$store/releases/1/rootfs.didx" "$work/dev/state/slot-a.didx"
-        cp "$work/www/$store/releases/1/rootfs.didx.minisig" "$work/dev/state/slot-a.didx.minisig"
+        cp "$work/www/$store/releases/$from/rootfs.didx" "$work/dev/state/slot-a.didx"
+        cp "$work/www/$store/releases/$from/rootfs.didx.minisig" "$work/dev/state/slot-a.didx.minisig"
       fi
       : > "$work/access.log"; sync
       timed "$dota" --config "$work/dev/diffota.toml" install
@@ -156,12 +177,13 @@ TOML
   }
   dota_install diffota 2 yes
   dota_install "diffota, factory-flashed" 2 no
-  dota_install "diffota, v1 -> v3" 3 yes
   dota_install "diffota, --delta-level 12" 2 yes dota12
   dota_install "diffota, --delta-level 19" 2 yes dota19
-  dota_install "diffota, --no-delta-siblings" 2 yes dotanosib
-  dota_install "diffota, --no-delta-siblings, v1 -> v3" 3 yes dotanosib
-  dota_install "diffota, v3 against 2 and 1, v1 -> v3" 3 yes dotamulti
+  dota_install "diffota, v1 -> v3" 3 yes
+  dota_install "diffota, v1 -> v4" 4 yes
+  dota_install "diffota, channel on v1, v1 -> v3" 3 yes fleet
+  dota_install "diffota, channel on v1, v1 -> v4" 4 yes fleet
+  dota_install "diffota, channel on v1, v2 -> v4" 4 yes fleet 2
 
   # casync (64 KiB average chunks, its default, zstd)
   rm -rf "$work/www/casync"; mkdir -p "$work/www/casync"
@@ -234,19 +256,21 @@ TOML
   pairwise "HDiffPatch (zstd 19)" "$bench/hdiff.py" diff "$v1" "$v2" "$work/patch" \
     -- "$bench/hdiff.py" apply "$v1" "$work/patch" "$work/out.img"
   patch_bytes[hdiff]=$last_patch_bytes
-  # Two releases behind: HDiffPatch's patch for exactly v1 -> v3.
-  pair_to=$v3
-  pairwise "HDiffPatch (zstd 19), v1 -> v3" "$bench/hdiff.py" diff "$v1" "$v3" "$work/patch" \
-    -- "$bench/hdiff.py" apply "$v1" "$work/patch" "$work/out.img"
-  patch_bytes[hdiff13]=$last_patch_bytes
-  unset pair_to
+  # Two and three releases behind: HDiffPatch's patch for exactly each pair.
+  for pair in 1:3 1:4 2:4; do
+    pair_from=$(image_of "${pair%:*}"); pair_to=$(image_of "${pair#*:}")
+    pairwise "HDiffPatch (zstd 19), v${pair%:*} -> v${pair#*:}" "$bench/hdiff.py" diff "$pair_from" "$pair_to" "$work/patch" \
+      -- "$bench/hdiff.py" apply "$pair_from" "$work/patch" "$work/out.img"
+    patch_bytes[hdiff${pair%:*}${pair#*:}]=$last_patch_bytes
+  done
+  unset pair_to pair_from
 
   {
     echo "### $kind (v2: $size bytes, $runs runs, $(date -u +%Y-%m-%d))"
     echo
-    echo "| tool | downloaded | requests | make v2 | install (median) | make RSS | install RSS | bytes vs casync | bytes vs bita |"
+    echo "| tool | downloaded | requests | make | install (median) | make RSS | install RSS | bytes vs casync | bytes vs bita |"
     echo "|---|---|---|---|---|---|---|---|---|"
-    for tool in diffota "diffota, factory-flashed" "diffota, v1 -> v3" "diffota, --delta-level 12" "diffota, --delta-level 19" "diffota, --no-delta-siblings" "diffota, --no-delta-siblings, v1 -> v3" "diffota, v3 against 2 and 1, v1 -> v3" casync bita zchunk; do
+    for tool in diffota "diffota, factory-flashed" "diffota, --delta-level 12" "diffota, --delta-level 19" "diffota, v1 -> v3" "diffota, v1 -> v4" "diffota, channel on v1, v1 -> v3" "diffota, channel on v1, v1 -> v4" "diffota, channel on v1, v2 -> v4" casync bita zchunk; do
       printf '| %s | %s | %s | %ss | %ss | %s MiB | %s MiB | %s | %s |\n' "$tool" "${bytes[$tool]}" "${requests[$tool]}" \
         "${make_s[$tool]}" "${install_s[$tool]}" "$(mib "${make_rss[$tool]}")" "$(mib "${install_rss[$tool]}")" \
         "$(awk -v a="${bytes[$tool]}" -v b="${bytes[casync]}" 'BEGIN {printf "%.2fx", a / b}')" \
@@ -255,16 +279,24 @@ TOML
     printf '%s\n' "${patch_rows[@]}"
     echo
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3fx", a / b}'; }
-    echo "Against the goals (issue 17): one release behind, stored index: $(ratio "${bytes[diffota]}" "${patch_bytes[hdiff]}") HDiffPatch (goal <= 1.0x),"
-    echo "$(ratio "${bytes[diffota]}" "${patch_bytes[xdelta9]}") xdelta3 -9 (goal <= 0.9x), ${requests[diffota]} requests (goal <= 10), install peak RSS"
-    echo "$(mib "${install_rss[diffota]}") MiB (goal <= 16); factory-flashed $(ratio "${bytes[diffota, factory-flashed]}" "${patch_bytes[xdelta9]}") xdelta3 -9 (goal <= 1.0x);"
-    echo "make (default: delta frames against v1) ${make_s[diffota]}s against a plain make (--no-delta) of v2 ${plain_make_s}s ($(ratio "${make_s[diffota]}" "$plain_make_s"), goal <= 3x), $(mib "$plain_make_rss") MiB plain;"
-    echo "store bytes v2 added: $delta_store_bytes with delta frames, $plain_store_bytes plain ($(ratio "$delta_store_bytes" "$plain_store_bytes"));"
-    echo "two releases behind (v1 -> v3): default make (v3 against v2) $(ratio "${bytes[diffota, v1 -> v3]}" "${patch_bytes[hdiff13]}") HDiffPatch v1 -> v3 in ${requests[diffota, v1 -> v3]} requests;"
-    echo "v3 against 2 and 1: $(ratio "${bytes[diffota, v3 against 2 and 1, v1 -> v3]}" "${patch_bytes[hdiff13]}") HDiffPatch in ${requests[diffota, v3 against 2 and 1, v1 -> v3]} requests (goal <= 1.2x, <= 10 requests),"
-    echo "make ${store_make_s[dotamulti]}s against ${v3_make_s}s, store bytes v3 added $multi_v3_store_bytes against $v3_store_bytes ($(ratio "$multi_v3_store_bytes" "$v3_store_bytes"));"
+    r() { ratio "${bytes[$1]}" "${patch_bytes[$2]}"; }
+    echo "Against the goals (issue 29), $kind:"
+    echo
+    echo "| goal | measured |"
+    echo "|---|---|"
+    echo "| one release behind, installed through diffota: <= 1.0x HDiffPatch | $(r diffota hdiff) (${bytes[diffota]} B, ${requests[diffota]} requests) |"
+    echo "| factory-flashed: <= 0.9x xdelta3 -9 | $(r "diffota, factory-flashed" xdelta9) (${bytes[diffota, factory-flashed]} B) |"
+    echo "| two behind (v1 -> v3), channel on v1: <= 1.2x HDiffPatch v1 -> v3, <= 10 requests | $(r "diffota, channel on v1, v1 -> v3" hdiff13) in ${requests[diffota, channel on v1, v1 -> v3]} requests (no channel: $(r "diffota, v1 -> v3" hdiff13) in ${requests[diffota, v1 -> v3]}) |"
+    echo "| three behind (v1 -> v4), channel on v1: <= 1.2x HDiffPatch v1 -> v4, <= 10 requests | $(r "diffota, channel on v1, v1 -> v4" hdiff14) in ${requests[diffota, channel on v1, v1 -> v4]} requests (no channel: $(r "diffota, v1 -> v4" hdiff14) in ${requests[diffota, v1 -> v4]}) |"
+    echo "| two behind (v2 -> v4), channel on v1: <= 1.2x HDiffPatch v2 -> v4, <= 10 requests | $(r "diffota, channel on v1, v2 -> v4" hdiff24) in ${requests[diffota, channel on v1, v2 -> v4]} requests |"
+    echo "| make (default) <= 3x a plain make (--no-delta) | v2 ${make_s[diffota]} s / ${plain_make_s} s = $(ratio "${make_s[diffota]}" "$plain_make_s"); v3 ${dota_make_s[3]} s / ${plain_version_make_s[3]} s = $(ratio "${dota_make_s[3]}" "${plain_version_make_s[3]}"); v4 ${dota_make_s[4]} s / ${plain_version_make_s[4]} s = $(ratio "${dota_make_s[4]}" "${plain_version_make_s[4]}"); channel on v1 (two bases): v3 ${fleet_make_s[3]} s, v4 ${fleet_make_s[4]} s; --delta-level 12: $(ratio "${store_make_s[dota12]}" "$plain_make_s") |"
+    echo "| install peak RSS <= 16 MiB | $(mib "${install_rss[diffota]}") MiB (factory-flashed $(mib "${install_rss[diffota, factory-flashed]}"), channel on v1, v1 -> v4 $(mib "${install_rss[diffota, channel on v1, v1 -> v4]}")) |"
+    for version in 2 3 4; do
+      echo "| store bytes v$version added, against --no-delta | default ${dota_store_bytes[$version]} = $(ratio "${dota_store_bytes[$version]}" "${plain_store_bytes[$version]}")$( [ "$version" = 2 ] || echo "; channel on v1 ${fleet_store_bytes[$version]} = $(ratio "${fleet_store_bytes[$version]}" "${plain_store_bytes[$version]}")"); plain ${plain_store_bytes[$version]} |"
+    done
+    echo
     for level in 12 19; do
-      echo "with --delta-level $level: make $(ratio "${store_make_s[dota$level]}" "$plain_make_s") a plain make, download $(ratio "${bytes[diffota, --delta-level $level]}" "${patch_bytes[xdelta9]}") xdelta3 -9, $(ratio "${bytes[diffota, --delta-level $level]}" "${patch_bytes[hdiff]}") HDiffPatch."
+      echo "With --delta-level $level: make $(ratio "${store_make_s[dota$level]}" "$plain_make_s") a plain make, download $(r "diffota, --delta-level $level" xdelta9) xdelta3 -9, $(r "diffota, --delta-level $level" hdiff) HDiffPatch."
     done
     echo
   } | tee "$results/$kind.md"

@@ -25,22 +25,46 @@ fn zstd_error(code: zstd_safe::ErrorCode) -> std::io::Error {
 /// fraction of its time (bench/README.md); level 19 already uses 3.
 const SHORT_MATCHES_FROM_LEVEL: i32 = 16;
 
+/// The zstd parameters of a frame of `content_len` bytes against a prefix of `prefix_len`
+/// bytes at `level`: every encoder of delta frames sets exactly these, so that frames are
+/// the same bytes whichever encoder made them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameParameters {
+    pub level: i32,
+    /// zstd's minimum match length, where it differs from the level's own.
+    pub min_match: Option<u32>,
+    pub window_log: u32,
+}
+
+impl FrameParameters {
+    pub fn new(level: i32, prefix_len: usize, content_len: usize) -> FrameParameters {
+        FrameParameters {
+            level,
+            min_match: (level >= SHORT_MATCHES_FROM_LEVEL).then_some(3),
+            window_log: window_log_for(prefix_len + content_len),
+        }
+    }
+
+    /// The parameters in the order they are set (after the level; the content size is
+    /// always written into the frame header).
+    pub fn as_cparameters(&self) -> Vec<CParameter> {
+        let mut parameters = vec![CParameter::CompressionLevel(self.level)];
+        if let Some(min_match) = self.min_match {
+            parameters.push(CParameter::MinMatch(min_match));
+        }
+        parameters.push(CParameter::WindowLog(self.window_log));
+        parameters.push(CParameter::ContentSizeFlag(true));
+        parameters
+    }
+}
+
 /// One zstd frame of `content`, with `prefix` (the concatenated bases; may be empty) as its
 /// dictionary.
 pub fn compress_with_prefix(content: &[u8], prefix: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     let mut cctx = zstd_safe::CCtx::create();
-    cctx.set_parameter(CParameter::CompressionLevel(level))
-        .map_err(zstd_error)?;
-    if level >= SHORT_MATCHES_FROM_LEVEL {
-        cctx.set_parameter(CParameter::MinMatch(3))
-            .map_err(zstd_error)?;
+    for parameter in FrameParameters::new(level, prefix.len(), content.len()).as_cparameters() {
+        cctx.set_parameter(parameter).map_err(zstd_error)?;
     }
-    cctx.set_parameter(CParameter::WindowLog(window_log_for(
-        prefix.len() + content.len(),
-    )))
-    .map_err(zstd_error)?;
-    cctx.set_parameter(CParameter::ContentSizeFlag(true))
-        .map_err(zstd_error)?;
     if !prefix.is_empty() {
         cctx.ref_prefix(prefix).map_err(zstd_error)?;
     }

@@ -29,13 +29,13 @@ use diffota_format::{ChunkEntry, ChunkId, Index, PackRef};
 use rayon::prelude::*;
 
 use super::error::MakeError;
+use super::frame_encoder::compress_frame;
 use super::pack::PackWriter;
 use crate::frames::anchors::{anchors, AnchorDensity};
 use crate::frames::bases::{AnchorIndex, VoteRule};
 use crate::frames::groups::{group_ranges, plan_groups, GroupLimits, NewChunk, PlannedGroup};
 use crate::in_order::map_in_order;
 use crate::store::{io_error, read_chunk_checked, Store, StoreError};
-use diffota_format::frame_codec::compress_with_prefix;
 
 /// Groups of up to 1 MiB of new chunks with up to 2 MiB of bases. On the bench's roll-up
 /// pair (bench/README.md, "Delta frames") 4 MiB of bases saved 0.1% of the frames' bytes at
@@ -326,7 +326,7 @@ fn compress_group(
             Candidate::Added(n) => read_added(&added[n])?,
         });
     }
-    compress_with_prefix(&content, &prefix, level).map_err(|source| MakeError::CompressDelta {
+    compress_frame(&content, &prefix, level).map_err(|source| MakeError::CompressDelta {
         first_chunk: added[group.chunks.start].number,
         source,
     })
@@ -477,7 +477,7 @@ pub(crate) fn write_image_frames(
             for chunk in &chunks[group.chunks.clone()] {
                 content.extend_from_slice(&read(chunk)?);
             }
-            compress_with_prefix(&content, &[], level).map_err(|source| MakeError::CompressDelta {
+            compress_frame(&content, &[], level).map_err(|source| MakeError::CompressDelta {
                 first_chunk: chunks[group.chunks.start].number,
                 source,
             })

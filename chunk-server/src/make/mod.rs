@@ -21,6 +21,7 @@ use rayon::prelude::*;
 
 pub mod base_releases;
 mod error;
+mod frame_encoder;
 pub mod frames;
 mod pack;
 pub mod release;
