@@ -10,6 +10,8 @@
 #       (for devices two releases behind: v1 -> v3)
 #   v4: v3 + two more packages, another quarter of the application rebuilt, more config
 #       changes (three releases behind: v1 -> v4)
+#   major: a major upgrade of v2, debootstrap of $major_suite (trixie) with v2's packages and
+#       application (for the "never worse" goal: a plan that costs more than the image)
 # and the same four releases for arm64 (arm64-v1 ... arm64-v4), built without an arm64 CPU:
 # `debootstrap --foreign --arch=arm64` downloads the packages and every one is unpacked
 # (`dpkg-deb --fsys-tarfile`, no maintainer scripts); v2's roll-up is what apt, given the
@@ -24,6 +26,7 @@ cache=$PWD/cache
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security_mirror=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 suite=${DEBIAN_SUITE:-bookworm}
+major_suite=${DEBIAN_MAJOR_SUITE:-trixie}
 base_packages=systemd,systemd-sysv,openssh-server,python3,iproute2,iputils-ping,ifupdown,isc-dhcp-client,ca-certificates,procps,kmod
 v2_packages="curl less rsync nano python3-yaml"
 v3_packages="jq vim-tiny"
@@ -121,6 +124,16 @@ for release in 3 4; do
   fi
 done
 
+if [ ! -f "$cache/major-tree.done" ]; then
+  rm -rf "$cache/major-tree"
+  tree=$cache/major-tree
+  debootstrap --variant=minbase --include="$base_packages,${v2_packages// /,}" "$major_suite" "$tree" "$mirror"
+  rm -rf "$tree/var/cache/apt/archives/"*.deb "$tree/var/lib/apt/lists/"*_Packages
+  release_changes "$tree" 2
+  echo "device-major" > "$tree/etc/hostname"
+  touch "$cache/major-tree.done"
+fi
+
 # arm64: packages are downloaded by apt for arm64 in a private directory (nothing of the
 # host's apt state is touched) and unpacked into the tree.
 arm64_apt=$cache/arm64-apt
@@ -206,7 +219,7 @@ for release in 2 3 4; do
   fi
 done
 
-for version in v1 v2 v3 v4 arm64-v1 arm64-v2 arm64-v3 arm64-v4; do
+for version in v1 v2 v3 v4 major arm64-v1 arm64-v2 arm64-v3 arm64-v4; do
   tree=$cache/$version-tree
   if [ ! -f "$cache/$version.ext4" ]; then
     E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -d "$tree" \

@@ -65,10 +65,12 @@ last_rss() { tail -n 1 "$work/timed" | cut -d' ' -f2; }
 
 for kind in "${kinds[@]}"; do
   # image_of N: release N's image of this kind.
+  # Release 5, where there is one, is the major upgrade (Debian's next release).
   case $kind in
     arm64-*) image_of() { echo "$cache/arm64-v$1.${kind#arm64-}"; } ;;
-    *) image_of() { echo "$cache/v$1.$kind"; } ;;
+    *) image_of() { if [ "$1" = 5 ]; then echo "$cache/major.$kind"; else echo "$cache/v$1.$kind"; fi; } ;;
   esac
+  major=$(image_of 5); [ -f "$major" ] || major=
   v1=$(image_of 1)
   v2=$(image_of 2)
   v3=$(image_of 3)
@@ -95,13 +97,15 @@ for kind in "${kinds[@]}"; do
   #   (the fewest bytes).
   # - plain: v2, v3 and v4 made with --no-delta, for make's time ratio and the bytes each
   #   release adds to the store.
-  rm -rf "$work/www/dota" "$work/www/dota12" "$work/www/dota19" "$work/www/fleet" "$work/plain"; key=$work/bench.key
+  rm -rf "$work/www/dota" "$work/www/dota12" "$work/www/dota19" "$work/www/fleet" "$work/www/major" "$work/www/majorif" "$work/www/dotaif" "$work/plain"; key=$work/bench.key
   [ -f "$key" ] || "$cs" keygen --unencrypted --secret-key "$key" --public-key "$work/bench.pub" --force >/dev/null
   timed "$cs" make --store "$work/www/dota" --version 1 --compatible bench --key "$key" "$v1"
   cp -a "$work/www/dota" "$work/plain"
   cp -a "$work/www/dota" "$work/www/dota12"
   cp -a "$work/www/dota" "$work/www/dota19"
+  cp -a "$work/www/dota" "$work/www/dotaif"
   packs_bytes() { du -sb --apparent-size "$1/packs" | cut -f1; }
+  v1_store_bytes=$(packs_bytes "$work/www/dota")
   declare -A plain_store_bytes=() dota_store_bytes=() fleet_store_bytes=() fleet_make_s=() dota_make_s=() plain_version_make_s=()
   # make_counted STORE NAME VERSION [FLAG...]: makes VERSION in STORE and counts the bytes it
   # added to STORE in NAME_store_bytes[VERSION].
@@ -124,7 +128,15 @@ for kind in "${kinds[@]}"; do
   store_make_s[dota12]=$(last_time); store_make_rss[dota12]=$(last_rss)
   timed "$cs" make --store "$work/www/dota19" --version 2 --compatible bench --key "$key" --delta-from 1 --delta-level 19 "$v2"
   store_make_s[dota19]=$(last_time); store_make_rss[dota19]=$(last_rss)
+  timed "$cs" make --store "$work/www/dotaif" --version 2 --compatible bench --key "$key" --image-frames "$v2"
+  store_make_s[dotaif]=$(last_time); store_make_rss[dotaif]=$(last_rss)
+  dotaif_store_bytes=$(( $(packs_bytes "$work/www/dotaif") - v1_store_bytes ))
   cp -a "$work/www/dota" "$work/www/fleet"
+  rm -rf "$work/www/major" "$work/www/majorif"
+  if [ -n "$major" ]; then
+    cp -a "$work/www/dota" "$work/www/major"
+    cp -a "$work/www/dota" "$work/www/majorif"
+  fi
   "$cs" channel set --store "$work/www/fleet" stable --release 1 --key "$key" >/dev/null
   for version in 3 4; do
     make_counted "$work/www/dota" dota "$version"; dota_make_s[$version]=$(last_time)
@@ -150,8 +162,8 @@ cmdline = "$work/dev/cmdline"
 TOML
   }
   echo "diffota.slot=a" > "$work/dev/cmdline"
-  # dota_install ROW TO STORED [STORE] [FROM]: release FROM (default 1) in slot a, install
-  # release TO from STORE (default dota); STORED=yes leaves in the state directory what an
+  # dota_install ROW TO STORED [STORE] [FROM]: release FROM (default 1; "wiped": zeros) in
+  # slot a, install release TO from STORE (default dota); STORED=yes leaves in the state directory what an
   # install of FROM through diffota leaves there (its index and signature as the running
   # slot's seed).
   dota_install() {
@@ -160,7 +172,9 @@ TOML
     device_config "$store"
     "$cs" channel set --store "$work/www/$store" stable --release "$to" --key "$key" >/dev/null
     for _ in $(seq "$runs"); do
-      rm -rf "$work/dev/state"/* ; cp "$(image_of "$from")" "$work/dev/a.img"; truncate -s "$((size + 64 * 1024 * 1024))" "$work/dev/a.img"
+      rm -rf "$work/dev/state"/* ; rm -f "$work/dev/a.img"
+      [ "$from" = wiped ] || cp "$(image_of "$from")" "$work/dev/a.img"
+      truncate -s "$((size + 64 * 1024 * 1024))" "$work/dev/a.img"
       rm -f "$work/dev/b.img"; truncate -s "$((size + 64 * 1024 * 1024))" "$work/dev/b.img"
       if [ "$stored" = yes ]; then
         cp "$work/www/$store/releases/$from/rootfs.didx" "$work/dev/state/slot-a.didx"
@@ -184,6 +198,24 @@ TOML
   dota_install "diffota, channel on v1, v1 -> v3" 3 yes fleet
   dota_install "diffota, channel on v1, v1 -> v4" 4 yes fleet
   dota_install "diffota, channel on v1, v2 -> v4" 4 yes fleet 2
+  # Never worse: a slot of zeros installing v2, and v2 -> a major upgrade (release 5), made
+  # by default and with --image-frames, against zstd -19 of the image plus the index.
+  dota_install "diffota, wiped slot, v2" 2 no dota wiped
+  dota_install "diffota, wiped slot, v2, --image-frames" 2 no dotaif wiped
+  never_worse_rows=("diffota, wiped slot, v2" "diffota, wiped slot, v2, --image-frames")
+  index_bytes() { echo $(( $(stat -c %s "$work/www/$1/releases/$2/rootfs.didx") + $(stat -c %s "$work/www/$1/releases/$2/rootfs.didx.minisig") )); }
+  declare -A never_worse_index=(["diffota, wiped slot, v2"]=$(index_bytes dota 2) ["diffota, wiped slot, v2, --image-frames"]=$(index_bytes dotaif 2))
+  if [ -n "$major" ]; then
+    timed "$cs" make --store "$work/www/major" --version 5 --compatible bench --key "$key" "$major"
+    store_make_s[major]=$(last_time); store_make_rss[major]=$(last_rss)
+    timed "$cs" make --store "$work/www/majorif" --version 5 --compatible bench --key "$key" --image-frames "$major"
+    store_make_s[majorif]=$(last_time); store_make_rss[majorif]=$(last_rss)
+    dota_install "diffota, major upgrade (v2 -> trixie)" 5 yes major 2
+    dota_install "diffota, major upgrade, --image-frames" 5 yes majorif 2
+    never_worse_rows+=("diffota, major upgrade (v2 -> trixie)" "diffota, major upgrade, --image-frames")
+    never_worse_index["diffota, major upgrade (v2 -> trixie)"]=$(index_bytes major 5)
+    never_worse_index["diffota, major upgrade, --image-frames"]=$(index_bytes majorif 5)
+  fi
 
   # casync (64 KiB average chunks, its default, zstd)
   rm -rf "$work/www/casync"; mkdir -p "$work/www/casync"
@@ -247,6 +279,13 @@ TOML
   }
   declare -A patch_bytes=()
   pairwise "zstd -19 of v2" zstd -19 -T0 -q -f "$v2" -o "$work/patch" -- zstd -d -q -f "$work/patch" -o "$work/out.img"
+  patch_bytes[zstd2]=$last_patch_bytes
+  if [ -n "$major" ]; then
+    pair_to=$major
+    pairwise "zstd -19 of the major upgrade" zstd -19 -T0 -q -f "$major" -o "$work/patch" -- zstd -d -q -f "$work/patch" -o "$work/out.img"
+    patch_bytes[zstd5]=$last_patch_bytes
+    unset pair_to
+  fi
   pairwise "xdelta3 -e -s (defaults)" xdelta3 -e -f -s "$v1" "$v2" "$work/patch" -- xdelta3 -d -f -s "$v1" "$work/patch" "$work/out.img"
   pairwise "xdelta3 -e -9 -S lzma -B image" xdelta3 -e -9 -S lzma -B "$size" -f -s "$v1" "$v2" "$work/patch" \
     -- xdelta3 -d -B "$size" -f -s "$v1" "$work/patch" "$work/out.img"
@@ -270,7 +309,7 @@ TOML
     echo
     echo "| tool | downloaded | requests | make | install (median) | make RSS | install RSS | bytes vs casync | bytes vs bita |"
     echo "|---|---|---|---|---|---|---|---|---|"
-    for tool in diffota "diffota, factory-flashed" "diffota, --delta-level 12" "diffota, --delta-level 19" "diffota, v1 -> v3" "diffota, v1 -> v4" "diffota, channel on v1, v1 -> v3" "diffota, channel on v1, v1 -> v4" "diffota, channel on v1, v2 -> v4" casync bita zchunk; do
+    for tool in diffota "diffota, factory-flashed" "diffota, --delta-level 12" "diffota, --delta-level 19" "diffota, v1 -> v3" "diffota, v1 -> v4" "diffota, channel on v1, v1 -> v3" "diffota, channel on v1, v1 -> v4" "diffota, channel on v1, v2 -> v4" "${never_worse_rows[@]}" casync bita zchunk; do
       printf '| %s | %s | %s | %ss | %ss | %s MiB | %s MiB | %s | %s |\n' "$tool" "${bytes[$tool]}" "${requests[$tool]}" \
         "${make_s[$tool]}" "${install_s[$tool]}" "$(mib "${make_rss[$tool]}")" "$(mib "${install_rss[$tool]}")" \
         "$(awk -v a="${bytes[$tool]}" -v b="${bytes[casync]}" 'BEGIN {printf "%.2fx", a / b}')" \
@@ -290,11 +329,16 @@ TOML
     echo "| three behind (v1 -> v4), channel on v1: <= 1.2x HDiffPatch v1 -> v4, <= 10 requests | $(r "diffota, channel on v1, v1 -> v4" hdiff14) in ${requests[diffota, channel on v1, v1 -> v4]} requests (no channel: $(r "diffota, v1 -> v4" hdiff14) in ${requests[diffota, v1 -> v4]}) |"
     echo "| two behind (v2 -> v4), channel on v1: <= 1.2x HDiffPatch v2 -> v4, <= 10 requests | $(r "diffota, channel on v1, v2 -> v4" hdiff24) in ${requests[diffota, channel on v1, v2 -> v4]} requests |"
     echo "| make (default) <= 3x a plain make (--no-delta) | v2 ${make_s[diffota]} s / ${plain_make_s} s = $(ratio "${make_s[diffota]}" "$plain_make_s"); v3 ${dota_make_s[3]} s / ${plain_version_make_s[3]} s = $(ratio "${dota_make_s[3]}" "${plain_version_make_s[3]}"); v4 ${dota_make_s[4]} s / ${plain_version_make_s[4]} s = $(ratio "${dota_make_s[4]}" "${plain_version_make_s[4]}"); channel on v1 (two bases): v3 ${fleet_make_s[3]} s, v4 ${fleet_make_s[4]} s; --delta-level 12: $(ratio "${store_make_s[dota12]}" "$plain_make_s") |"
+    for row in "${never_worse_rows[@]}"; do
+      case $row in *major*) whole=${patch_bytes[zstd5]} ;; *) whole=${patch_bytes[zstd2]} ;; esac
+      echo "| never worse: $row <= zstd -19 of the image + index | ${bytes[$row]} B against $whole + ${never_worse_index[$row]} = $(ratio "${bytes[$row]}" "$((whole + ${never_worse_index[$row]}))") |"
+    done
     echo "| install peak RSS <= 16 MiB | $(mib "${install_rss[diffota]}") MiB (factory-flashed $(mib "${install_rss[diffota, factory-flashed]}"), channel on v1, v1 -> v4 $(mib "${install_rss[diffota, channel on v1, v1 -> v4]}")) |"
     for version in 2 3 4; do
       echo "| store bytes v$version added, against --no-delta | default ${dota_store_bytes[$version]} = $(ratio "${dota_store_bytes[$version]}" "${plain_store_bytes[$version]}")$( [ "$version" = 2 ] || echo "; channel on v1 ${fleet_store_bytes[$version]} = $(ratio "${fleet_store_bytes[$version]}" "${plain_store_bytes[$version]}")"); plain ${plain_store_bytes[$version]} |"
     done
     echo
+    echo "With --image-frames: make of v2 ${store_make_s[dotaif]} s ($(ratio "${store_make_s[dotaif]}" "$plain_make_s") a plain make), store bytes v2 added $dotaif_store_bytes ($(ratio "$dotaif_store_bytes" "${plain_store_bytes[2]}") the plain release)."
     for level in 12 19; do
       echo "With --delta-level $level: make $(ratio "${store_make_s[dota$level]}" "$plain_make_s") a plain make, download $(r "diffota, --delta-level $level" xdelta9) xdelta3 -9, $(r "diffota, --delta-level $level" hdiff) HDiffPatch."
     done

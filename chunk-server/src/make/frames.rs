@@ -73,6 +73,8 @@ const GROUPS_IN_FLIGHT: usize = 8;
 pub struct DeltaSettings {
     pub level: i32,
     pub siblings: bool,
+    /// Whether a frame naming a sibling gets a fallback frame naming old chunks only.
+    pub fallbacks: bool,
 }
 
 /// Writes the delta frames of `added` against the chunks of `from` into `pack` (after the
@@ -90,10 +92,15 @@ pub(crate) fn write_delta_frames(
     settings: DeltaSettings,
     deltas: &mut Deltas,
 ) -> Result<usize, MakeError> {
-    let DeltaSettings { level, siblings } = settings;
+    let DeltaSettings {
+        level,
+        siblings,
+        fallbacks: write_fallbacks,
+    } = settings;
     let old = match from {
         DeltaSource::Release(index) => OldChunks::open(store, index)?,
         DeltaSource::Image(image) => OldChunks::of_image(image)?,
+        DeltaSource::Nothing => OldChunks::none(),
     };
     let reader = ChunkReader::open(store, added, new_pack, pack.path())?;
     let read_added = |chunk: &ReleaseChunk| reader.read(chunk);
@@ -161,7 +168,10 @@ pub(crate) fn write_delta_frames(
             .iter()
             .any(|&b| matches!(candidates.chunk(b), Candidate::Added(_)))
     };
-    let needs_fallback: Vec<bool> = groups.iter().map(names_sibling).collect();
+    let needs_fallback: Vec<bool> = groups
+        .iter()
+        .map(|group| write_fallbacks && names_sibling(group))
+        .collect();
     let fallbacks: Vec<Option<PlannedGroup>> = if needs_fallback.contains(&true) {
         let in_fallback = |i: usize| needs_fallback[group_of[i]];
         plan_groups(
@@ -447,55 +457,36 @@ pub(crate) struct ReleaseChunk {
 }
 
 /// Writes the image frames: the release's distinct chunks in image order, in groups of up to
-/// 1 MiB compressed without a dictionary, after everything else in the new pack. A device
-/// whose plan would cost more in plain frames (a wiped slot, a device far behind) takes
-/// these, so it downloads about what the compressed image costs, not more.
+/// 1 MiB, after everything else in the new pack, into `deltas` (a base table of their own,
+/// pack numbers left 0). A device whose plan would cost more in plain frames (a wiped slot,
+/// a device far behind) takes these, so it downloads about what the compressed image costs,
+/// not more. Each group is compressed against the earlier chunks of the release it
+/// resembles (siblings, found by anchor voting as for delta frames), which a device taking
+/// the image frames in order has rebuilt: the context a whole-image compressor has, within
+/// a frame's dictionary. No fallbacks: a device that does not take a frame's producers takes
+/// plain frames. Returns how many frames were written.
 pub(crate) fn write_image_frames(
     store: &Store,
     chunks: &[ReleaseChunk],
     new_pack: &File,
     pack: &mut PackWriter,
     level: i32,
-) -> Result<Vec<DeltaFrame>, MakeError> {
-    let reader = ChunkReader::open(store, chunks, new_pack, pack.path())?;
-    let read = |chunk: &ReleaseChunk| reader.read(chunk);
-    let unvoted: Vec<NewChunk> = chunks
-        .iter()
-        .map(|c| NewChunk {
-            length: c.length,
-            votes: Vec::new(),
-        })
-        .collect();
-    let groups = plan_groups(&unvoted, |_| 0, GROUP_LIMITS);
-    let mut frames = Vec::with_capacity(groups.len());
-    map_in_order(
-        &groups,
-        rayon::current_num_threads(),
-        GROUPS_IN_FLIGHT,
-        |group| {
-            let mut content = Vec::new();
-            for chunk in &chunks[group.chunks.clone()] {
-                content.extend_from_slice(&read(chunk)?);
-            }
-            compress_frame(&content, &[], level).map_err(|source| MakeError::CompressDelta {
-                first_chunk: chunks[group.chunks.start].number,
-                source,
-            })
-        },
-        |i, frame| {
-            let group = &groups[i];
-            let pack_offset = pack.append(&frame)?;
-            frames.push(DeltaFrame {
-                pack: 0,
-                pack_offset,
-                compressed_length: frame.len() as u32,
-                bases: Vec::new(),
-                chunks: group.chunks.clone().map(|i| chunks[i].number).collect(),
-            });
-            Ok(())
-        },
-    )?;
-    Ok(frames)
+    deltas: &mut Deltas,
+) -> Result<usize, MakeError> {
+    let settings = DeltaSettings {
+        level,
+        siblings: true,
+        fallbacks: false,
+    };
+    write_delta_frames(
+        store,
+        DeltaSource::Nothing,
+        chunks,
+        new_pack,
+        pack,
+        settings,
+        deltas,
+    )
 }
 
 /// What delta frames are made against: a release of the store, or the image file of a
@@ -505,6 +496,8 @@ pub(crate) fn write_image_frames(
 pub(crate) enum DeltaSource<'a> {
     Release(&'a Index),
     Image(&'a BaseImage),
+    /// Nothing old: the image frames, whose bases are earlier chunks of the release.
+    Nothing,
 }
 
 /// An image file chunked with the release's chunker: each chunk's id, offset and length.
@@ -537,6 +530,15 @@ impl OldChunks {
             packs,
             image: None,
         })
+    }
+
+    /// No old chunks: frames name only chunks of the release itself (image frames).
+    fn none() -> OldChunks {
+        OldChunks {
+            chunks: Vec::new(),
+            packs: Vec::new(),
+            image: None,
+        }
     }
 
     fn of_image(image: &BaseImage) -> Result<OldChunks, StoreError> {

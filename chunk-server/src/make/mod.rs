@@ -258,7 +258,8 @@ fn chunks_lacking(chunked: &Chunked, from: &[ChunkEntry]) -> Vec<frames::Release
 struct Frames {
     from_indexes: Vec<Index>,
     deltas: Deltas,
-    image_frames: Vec<DeltaFrame>,
+    /// With their own base table.
+    image_frames: Deltas,
 }
 
 fn write_frames(
@@ -277,6 +278,7 @@ fn write_frames(
     let settings = frames::DeltaSettings {
         level: options.delta_level,
         siblings: options.delta_siblings,
+        fallbacks: true,
     };
     for from_index in &from_indexes {
         pack.flush()?;
@@ -303,7 +305,8 @@ fn write_frames(
             &mut deltas,
         )?;
     }
-    let image_frames = if options.image_frames {
+    let mut image_frames = Deltas::default();
+    if options.image_frames {
         pack.flush()?;
         frames::write_image_frames(
             store,
@@ -311,10 +314,9 @@ fn write_frames(
             pack_reader,
             pack,
             options.delta_level,
-        )?
-    } else {
-        Vec::new()
-    };
+            &mut image_frames,
+        )?;
+    }
     Ok(Frames {
         from_indexes,
         deltas,
@@ -375,13 +377,32 @@ fn index_with_frames(
             .iter()
             .position(|p| p.id == pack.id)
             .expect("the new pack is in the index") as u32;
-        index
+        let Deltas { bases, frames } = frames.image_frames;
+        let mut base_numbers: HashMap<ChunkId, u32> = index
             .deltas
-            .frames
-            .extend(frames.image_frames.into_iter().map(|frame| DeltaFrame {
+            .bases
+            .iter()
+            .enumerate()
+            .map(|(number, base)| (base.id, number as u32))
+            .collect();
+        for frame in frames {
+            let bases = frame
+                .bases
+                .iter()
+                .map(|&b| {
+                    let base = bases[b as usize];
+                    *base_numbers.entry(base.id).or_insert_with(|| {
+                        index.deltas.bases.push(base);
+                        (index.deltas.bases.len() - 1) as u32
+                    })
+                })
+                .collect();
+            index.deltas.frames.push(DeltaFrame {
                 pack: number,
+                bases,
                 ..frame
-            }));
+            });
+        }
     }
     index
 }

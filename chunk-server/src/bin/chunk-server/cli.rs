@@ -246,8 +246,9 @@ pub struct MakeArgs {
     /// written when they were not)
     #[arg(long, hide = true, conflicts_with = "no_delta_siblings")]
     pub delta_siblings: bool,
-    /// Also write the whole image as large frames (1 MiB groups of its distinct chunks, about
-    /// the compressed image in store space): a device whose plan would cost more in plain
+    /// Also write the whole image as image frames (1 MiB groups of its distinct chunks, each
+    /// compressed against the earlier chunks of the release it resembles; about the
+    /// compressed image again in store space): a device whose plan would cost more in plain
     /// frames (a wiped slot, a major upgrade) takes these instead
     #[arg(long)]
     pub image_frames: bool,
