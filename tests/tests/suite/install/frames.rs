@@ -50,16 +50,38 @@ fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
         "check predicted the stranger's download (image frames, no delta frame with bases)"
     );
 
-    // A wiped running slot: the image frames (those that pay), which cost less than the
-    // plain frames of every chunk and no more than the image frames themselves with the
-    // plain frames of what they leave out; check predicts it.
-    let image_frames: u64 = index
-        .deltas
-        .frames
+    // A wiped running slot: the image frames, each built on the earlier chunks of the
+    // release it names (rebuilt by earlier image frames), taken as a chain (also the links
+    // that do not pay alone), which cost less than the plain frames of every chunk and no
+    // more than the chain with the plain frames of what it leaves out; check predicts it.
+    let every_frame: Vec<usize> = (0..index.deltas.frames.len()).collect();
+    let image_pass = *pass_starts(&index, &every_frame).last().unwrap();
+    let image_frames = &index.deltas.frames[image_pass..];
+    assert!(
+        image_frames.iter().all(|f| f.bases.iter().all(|&b| index
+            .chunks
+            .iter()
+            .any(|c| c.id == index.deltas.bases[b as usize].id))),
+        "the last pass holds the image frames (bases from the release itself)"
+    );
+    let chain_bytes: u64 = image_frames
         .iter()
-        .filter(|f| f.bases.is_empty())
         .map(|f| u64::from(f.compressed_length))
         .sum();
+    let covered: HashSet<u32> = image_frames
+        .iter()
+        .flat_map(|f| f.chunks.iter().copied())
+        .collect();
+    let plain_uncovered: u64 = {
+        let mut seen = HashSet::new();
+        index
+            .chunks
+            .iter()
+            .enumerate()
+            .filter(|(n, c)| seen.insert(c.id) && !covered.contains(&(*n as u32)))
+            .map(|(_, c)| u64::from(c.compressed_length))
+            .sum()
+    };
     let plain_all: u64 = {
         let mut seen = HashSet::new();
         index
@@ -87,24 +109,9 @@ fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
         fetched < plain_all && fetched <= stranger_bytes,
         "wiped slot fetched {fetched}, plain frames {plain_all}, stranger {stranger_bytes}"
     );
-    let covered: HashSet<u32> = index
-        .deltas
-        .frames
-        .iter()
-        .filter(|f| f.bases.is_empty())
-        .flat_map(|f| f.chunks.iter().copied())
-        .collect();
-    let mut seen = HashSet::new();
-    let plain_uncovered: u64 = index
-        .chunks
-        .iter()
-        .enumerate()
-        .filter(|(n, c)| seen.insert(c.id) && !covered.contains(&(*n as u32)))
-        .map(|(_, c)| u64::from(c.compressed_length))
-        .sum();
     assert!(
-        fetched <= image_frames + plain_uncovered,
-        "wiped slot fetched {fetched}, image frames {image_frames} + plain frames of the \
+        fetched <= chain_bytes + plain_uncovered,
+        "wiped slot fetched {fetched}, image frames {chain_bytes} + plain frames of the \
          chunks none covers {plain_uncovered}"
     );
 }
@@ -152,6 +159,60 @@ fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
     assert!(
         fetched < MIB + MIB / 4 && fetched * 3 < plain_bytes * 2,
         "fetched {fetched} bytes, plain frames {plain_bytes}"
+    );
+}
+
+/// Image frames build on the release's own earlier chunks: 2.0 holds new data (noise) and,
+/// further on, a copy of it with an edit per 4 KiB, both new to every device. A device with a
+/// wiped slot takes the image frames: the copy's frames name the first one's chunks, which
+/// the device has rebuilt by then, so it downloads about one copy, not two (as frames each
+/// compressed alone would cost), `check` predicts it exactly and the slot holds 2.0.
+#[test]
+fn image_frames_build_on_chunks_an_earlier_image_frame_rebuilt() {
+    let mut fleet = Fleet::new();
+    let v1 = fleet.sample_release("1.0", 8 * MIB, 5, 1);
+    let mut v2 = std::fs::read(&v1).unwrap();
+    let fresh = noise(0x2545_f491_4f6c_dd1d, 3 * MIB as usize / 2);
+    let copy = edited(&fresh, 1024);
+    let (first, second) = (MIB as usize / 2, 5 * MIB as usize);
+    v2[first..first + fresh.len()].copy_from_slice(&fresh);
+    v2[second..second + copy.len()].copy_from_slice(&copy);
+    fleet.image_bytes("2.0", &v2);
+    fleet.make_with("2.0", &["--no-delta", "--image-frames"]);
+    fleet.publish("2.0");
+    let new = fleet.index("2.0");
+    let new_ids: HashSet<_> = new.chunks.iter().map(|c| c.id).collect();
+    assert!(
+        new.deltas.frames.iter().any(|f| !f.bases.is_empty())
+            && new.deltas.bases.iter().all(|b| new_ids.contains(&b.id)),
+        "image frames name chunks of the release itself, and only those"
+    );
+    let plain_all: u64 = {
+        let mut seen = HashSet::new();
+        new.chunks
+            .iter()
+            .filter(|c| seen.insert(c.id))
+            .map(|c| u64::from(c.compressed_length))
+            .sum()
+    };
+
+    let server = StoreServer::start(&fleet.store, &fleet.path("access.log"), None);
+    let zeros = fleet.path("zeros.img");
+    std::fs::write(&zeros, vec![0u8; 8 * MIB as usize]).unwrap();
+    let wiped = fleet.device_running("wiped", &zeros, 10 * MIB, &server.url, |_| {});
+    let (fetched, check) = install_as_checked(&wiped, &server);
+    assert!(
+        check["plan"]["delta_frames"].as_u64().unwrap() > 0,
+        "{check}"
+    );
+    assert!(
+        wiped.slot_bytes(Slot::B, v2.len()) == v2,
+        "slot b does not hold 2.0"
+    );
+    // The two copies of noise cost 3 MiB as frames of their own; the second is nearly free.
+    assert!(
+        fetched < plain_all - 5 * MIB / 4,
+        "fetched {fetched} bytes, plain frames of every chunk {plain_all}"
     );
 }
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use diffota_format::frame_choice::pass_starts;
 use diffota_format::ranges::plan_ranges;
 use diffota_format::Index;
 use diffota_test_support::{edited, noise};
