@@ -105,7 +105,7 @@ pub fn plan_cost(index: &Index, wanted: &[ChunkEntry], chosen: &[usize]) -> u64 
     frames + plain
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Take {
     WhenItPays,
     EveryUsable,

@@ -185,6 +185,11 @@ impl Plan {
             .collect()
     }
 
+    /// The plan's delta frames, the rest of it dropped.
+    pub fn into_delta_frames(self) -> Vec<usize> {
+        self.delta_frames
+    }
+
     /// Chunks with no local candidate that none of the plan's delta frames rebuilds.
     pub fn fetch_chunks_after_frames(&self, index: &Index) -> Vec<ChunkEntry> {
         let rebuilt: HashSet<ChunkId> = self

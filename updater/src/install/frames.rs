@@ -59,10 +59,6 @@ pub(super) async fn fetch_delta_frames(
     if frames.is_empty() {
         return Ok(to_fetch);
     }
-    let mut wanted: HashMap<ChunkId, Vec<u64>> = HashMap::new();
-    for chunk in &to_fetch {
-        wanted.entry(chunk.id).or_default().push(chunk.offset);
-    }
     // Bases the running slot does not hold may be chunks of the new release: those already
     // in the target slot (in place, or copied there by the local phase), and those an
     // earlier usable frame rebuilds. Only the named ones are tracked.
@@ -72,9 +68,10 @@ pub(super) async fn fetch_delta_frames(
         .map(|&b| index.deltas.bases[b as usize].id)
         .filter(|id| !bases.contains_key(id))
         .collect();
+    let wanted = Wanted::new(to_fetch);
     let mut in_target: BaseOffsets = HashMap::new();
     for chunk in index.chunks.iter().filter(|c| named.contains(&c.id)) {
-        if !wanted.contains_key(&chunk.id) {
+        if !wanted.holds(&chunk.id) {
             in_target.insert(chunk.id, (chunk.offset, chunk.length));
         }
     }
@@ -82,19 +79,19 @@ pub(super) async fn fetch_delta_frames(
     // and a base counts as held only when its bytes match its id.
     let mut checked: HashMap<ChunkId, bool> = HashMap::new();
     let mut scratch = Vec::new();
-    let usable = choose_delta_frames_among(index, &to_fetch, frames, |id, _| {
+    let usable = choose_delta_frames_among(index, &wanted.chunks, frames, |id, _| {
         *checked.entry(*id).or_insert_with(|| {
             scratch.clear();
             let place = base_place(id, bases, running, &in_target, slot);
             append_base(*id, place, &mut scratch)
         })
     });
-    drop(scratch);
+    drop((scratch, checked));
     for &f in &usable {
         for &n in &index.deltas.frames[f].chunks {
             let chunk = &index.chunks[n as usize];
-            let offset = wanted.get(&chunk.id).and_then(|offsets| offsets.first());
-            if let (true, Some(&offset)) = (named.contains(&chunk.id), offset) {
+            let offset = wanted.first_offset(&chunk.id);
+            if let (true, Some(offset)) = (named.contains(&chunk.id), offset) {
                 in_target.entry(chunk.id).or_insert((offset, chunk.length));
             }
         }
@@ -155,11 +152,64 @@ pub(super) async fn fetch_delta_frames(
         )
         .await?;
     }
-    let wanted = wanted.into_inner().expect("no writer panicked");
-    Ok(to_fetch
-        .into_iter()
-        .filter(|c| wanted.contains_key(&c.id))
-        .collect())
+    Ok(wanted.into_inner().expect("no writer panicked").into_left())
+}
+
+/// The chunks still to write, sorted by id and offset, and which of them a frame wrote: the
+/// chunks to fetch themselves, so that tracking them costs a byte per chunk, not a map.
+struct Wanted {
+    chunks: Vec<ChunkEntry>,
+    written: Vec<bool>,
+}
+
+impl Wanted {
+    fn new(mut chunks: Vec<ChunkEntry>) -> Wanted {
+        chunks.sort_unstable_by_key(|c| (c.id, c.offset));
+        let written = vec![false; chunks.len()];
+        Wanted { chunks, written }
+    }
+
+    /// The entries of `id` (one per image offset).
+    fn span(&self, id: &ChunkId) -> std::ops::Range<usize> {
+        let start = self.chunks.partition_point(|c| c.id < *id);
+        let end = start + self.chunks[start..].partition_point(|c| c.id == *id);
+        start..end
+    }
+
+    /// Whether `id` is still to write (all its offsets are written at once).
+    fn holds(&self, id: &ChunkId) -> bool {
+        let span = self.span(id);
+        !span.is_empty() && !self.written[span.start]
+    }
+
+    /// The first image offset `id` is still to be written at.
+    fn first_offset(&self, id: &ChunkId) -> Option<u64> {
+        let span = self.span(id);
+        (!span.is_empty() && !self.written[span.start]).then(|| self.chunks[span.start].offset)
+    }
+
+    /// Marks `id` written and returns the image offsets it goes to (none when it was not
+    /// wanted or written already).
+    fn take(&mut self, id: &ChunkId) -> Vec<u64> {
+        let span = self.span(id);
+        if span.is_empty() || self.written[span.start] {
+            return Vec::new();
+        }
+        self.written[span.clone()].fill(true);
+        self.chunks[span].iter().map(|c| c.offset).collect()
+    }
+
+    /// The chunks no frame wrote, in image order.
+    fn into_left(self) -> Vec<ChunkEntry> {
+        let mut left: Vec<ChunkEntry> = self
+            .chunks
+            .into_iter()
+            .zip(self.written)
+            .filter_map(|(chunk, written)| (!written).then_some(chunk))
+            .collect();
+        left.sort_unstable_by_key(|c| c.offset);
+        left
+    }
 }
 
 /// Where the base `id` is read from: the running slot, else the slot being written.
@@ -217,7 +267,7 @@ struct FrameDecoder<'a> {
     /// frame rebuilt them) in the target slot.
     in_target: &'a BaseOffsets,
     /// Where each chunk still to write goes in the image.
-    wanted: &'a std::sync::Mutex<HashMap<ChunkId, Vec<u64>>>,
+    wanted: &'a std::sync::Mutex<Wanted>,
     running: &'a std::fs::File,
     slot: &'a TargetSlot,
     progress: &'a dyn Progress,
@@ -276,13 +326,13 @@ impl FrameDecoder<'_> {
             // A chunk the image does not need here (an image frame's, one written already)
             // is skipped; a needed one leaves `wanted` once it is verified.
             let wanted = || self.wanted.lock().expect("no writer panicked");
-            if !wanted().contains_key(&chunk.id) {
+            if !wanted().holds(&chunk.id) {
                 continue;
             }
             let verified = ChunkData(bytes.to_vec())
                 .verify(&chunk.id)
                 .map_err(|_| bad(chunk, BadFrame::Hash))?;
-            let offsets = wanted().remove(&chunk.id).unwrap_or_default();
+            let offsets = wanted().take(&chunk.id);
             for offset in offsets {
                 self.slot.write_chunk(&verified, offset)?;
                 self.progress.event(Event::Written {
@@ -313,5 +363,43 @@ impl RangeSink for FrameWriter<'_> {
 impl ResumableSink for FrameWriter<'_> {
     fn finished(&self) -> usize {
         self.next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(content: &[u8], offset: u64) -> ChunkEntry {
+        ChunkEntry {
+            id: ChunkId::of(content),
+            offset,
+            length: content.len() as u32,
+            compressed_length: content.len() as u32,
+            pack: 0,
+            pack_offset: offset,
+        }
+    }
+
+    #[test]
+    fn wanted_chunks_are_written_at_every_offset_once_and_the_rest_is_left_in_image_order() {
+        let to_fetch = vec![
+            chunk(b"a", 0),
+            chunk(b"b", 10),
+            chunk(b"a", 20),
+            chunk(b"c", 30),
+        ];
+        let mut wanted = Wanted::new(to_fetch);
+        let a = ChunkId::of(b"a");
+        assert!(wanted.holds(&a));
+        assert!(!wanted.holds(&ChunkId::of(b"z")));
+        assert_eq!(wanted.first_offset(&a), Some(0));
+        assert_eq!(wanted.take(&a), vec![0, 20]);
+        assert!(!wanted.holds(&a));
+        assert_eq!(wanted.first_offset(&a), None);
+        assert_eq!(wanted.take(&a), Vec::<u64>::new(), "written once");
+        assert_eq!(wanted.take(&ChunkId::of(b"z")), Vec::<u64>::new());
+        let left: Vec<u64> = wanted.into_left().iter().map(|c| c.offset).collect();
+        assert_eq!(left, vec![10, 30]);
     }
 }

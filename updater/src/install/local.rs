@@ -63,5 +63,7 @@ pub(super) fn write_local_chunks(
         );
         progress.event(Event::Message(&format!("{stale_seeds} chunks of the running slot did not match its index; fetching them instead")));
     }
+    // Held through the fetch: no room for a growth that will not come.
+    to_fetch.shrink_to_fit();
     Ok(to_fetch)
 }

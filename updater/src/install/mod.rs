@@ -333,6 +333,9 @@ pub async fn install(
         &mut report,
         progress,
     )?;
+    // Past the local phase only the plan's delta frames are needed: its per-chunk sources
+    // are freed before the frames' buffers are.
+    let delta_frames = job.plan.into_delta_frames();
     let fetched_image_bytes = to_fetch.iter().map(|c| u64::from(c.length)).sum();
     let fetching = fetch::FetchContext {
         index: &release.index,
@@ -345,7 +348,7 @@ pub async fn install(
     };
     let to_fetch = frames::fetch_delta_frames(
         &fetching,
-        &job.plan.delta_frames,
+        &delta_frames,
         &job.delta_bases,
         to_fetch,
         job.running_file.file(),
@@ -421,8 +424,8 @@ pub async fn install(
     report.downloaded_bytes = traffic.bytes.load(Ordering::Relaxed);
     report.requests = traffic.requests.load(Ordering::Relaxed);
     report.seconds = started.elapsed().as_secs_f64();
-    record_installed(&mut machine, &release, &job, &report)?;
-    arm_trial(device, &mut machine, &job)?;
+    record_installed(&mut machine, &release, job.slot.slot, &report)?;
+    arm_trial(device, &mut machine, job.slot.slot, job.running)?;
     tracing::info!(event = "install_finished", version = %report.version, slot = %job.slot.slot, downloaded = report.downloaded_bytes, requests = report.requests);
     progress.event(Event::Finished);
     Ok(Outcome::Installed(report))
@@ -546,7 +549,7 @@ async fn begin(
 fn record_installed(
     machine: &mut DeviceState,
     release: &Release,
-    job: &Job,
+    target: Slot,
     report: &InstallReport,
 ) -> Result<(), StateError> {
     let index = &release.index;
@@ -562,7 +565,7 @@ fn record_installed(
         },
         install: InstallRecord {
             version: index.version.clone(),
-            slot: job.slot.slot,
+            slot: target,
             result: InstallResult::Installed,
             finished_at,
             downloaded_bytes: report.downloaded_bytes,
@@ -580,17 +583,18 @@ fn record_installed(
 fn arm_trial(
     device: &mut Device<'_>,
     machine: &mut DeviceState,
-    job: &Job,
+    target: Slot,
+    running: Slot,
 ) -> Result<(), TransitionError> {
     let boot = &device.config.boot;
     let trial = Trial {
-        slot: job.slot.slot,
+        slot: target,
         version: machine
             .state()
-            .version_in(job.slot.slot)
+            .version_in(target)
             .unwrap_or_default()
             .to_owned(),
-        from_slot: job.running,
+        from_slot: running,
         started_at: system::now(),
         attempts: boot.boot_attempts,
         boot_id: system::boot_id(&boot.boot_id_file),
