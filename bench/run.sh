@@ -85,14 +85,14 @@ for kind in "${kinds[@]}"; do
   : > "$work/timed"
 
   # diffota. Stores, each a directory of the one nginx:
-  # - dota: v1, then v2, v3 and v4 each made by default (delta frames against the newest
-  #   older release, no channel set). Rows: a device that installed v1 through diffota (it
+  # - dota: v1, then v2, v3 and v4 each made by default (delta frames against the two newest
+  #   older releases, no channel set). Rows: a device that installed v1 through diffota (it
   #   stores v1's index, so it fetches the index delta), a factory-flashed one (no stored
   #   index: it cuts its running slot and fetches the whole index), and devices on v1 two
   #   and three releases behind (v1 -> v3, v1 -> v4).
   # - fleet: dota's v1 and v2, then the stable channel set to v1 (devices still run it) and
-  #   v3 and v4 made by default, which takes the channel's release as a second base (v3
-  #   against 2 and 1, v4 against 3 and 1). Rows: v1 -> v3, v1 -> v4, v2 -> v4.
+  #   v3 and v4 made by default, which takes the channel's release as a further base (v3
+  #   against 2 and 1, v4 against 3, 2 and 1). Rows: v1 -> v3, v1 -> v4, v2 -> v4.
   # - dota12, dota19: v2 with its delta frames at --delta-level 12 (the fastest make) and 19
   #   (the fewest bytes).
   # - plain: v2, v3 and v4 made with --no-delta, for make's time ratio and the bytes each
@@ -121,7 +121,7 @@ for kind in "${kinds[@]}"; do
     [ "$version" = 2 ] && { plain_make_s=$(last_time); plain_make_rss=$(last_rss); }
   done
   rm -rf "$work/plain"
-  # The default make: no delta flag (delta frames against the newest older release, v1).
+  # The default make: no delta flag (delta frames against the older releases, here v1).
   make_counted "$work/www/dota" dota 2
   store_make_s[dota]=$(last_time); store_make_rss[dota]=$(last_rss)
   timed "$cs" make --store "$work/www/dota12" --version 2 --compatible bench --key "$key" --delta-from 1 --delta-level 12 "$v2"

@@ -1,10 +1,13 @@
 //! Which releases a make writes delta frames against when it is not told (`make` without
 //! `--delta-from` or `--no-delta`): the ones the fleet runs when the new release ships. That
-//! is the newest older release of the same name and compatible in the store (what most
-//! devices installed last), then the releases the store's channels point at (a stable
-//! channel a release or two behind a beta one), newest first, at most `MAX_DEFAULT_BASES`.
-//! Each base costs make time and store space (its own frames); devices on any other release
-//! take inherited frames or plain frames.
+//! is the two newest older releases of the same name and compatible in the store (what most
+//! devices installed last, and what a device that was off for a release cycle still runs),
+//! then the releases the store's channels point at (a stable channel a release or two behind
+//! a beta one), newest first, at most `MAX_DEFAULT_BASES`. Each base costs make time and
+//! store space (its own frames, which hold everything the base lacks); devices on any other
+//! release take inherited frames or plain frames. On the bench pairs a device two releases
+//! behind with frames against its own release downloads 1.05-1.07x HDiffPatch's patch for
+//! its pair, and 1.6-3.5x with only the newer releases' frames (bench/README.md).
 
 use std::cmp::Ordering;
 
@@ -14,8 +17,11 @@ use diffota_format::compare_versions;
 use super::error::MakeError;
 use crate::store::{io_error, read_index, Store, StoreError};
 
-/// Bases chosen by default at most: the newest older release and up to two channel targets.
+/// Bases chosen by default at most: the newest older releases and channel targets.
 pub const MAX_DEFAULT_BASES: usize = 3;
+
+/// How many of the newest older releases are bases by default, before the channel targets.
+pub const NEWEST_OLDER_BASES: usize = 2;
 
 /// A release of the store that could be a base: its version, whether its name and compatible
 /// match the new release's, and whether a channel points at it.
@@ -34,10 +40,11 @@ pub fn choose_default_bases(version: &str, candidates: &[BaseCandidate]) -> Vec<
         .filter(|c| compare_versions(&c.version, version) == Ordering::Less)
         .collect();
     older.sort_by(|a, b| compare_versions(&b.version, &a.version).then(b.version.cmp(&a.version)));
-    let mut chosen: Vec<String> = Vec::new();
-    if let Some(newest) = older.first() {
-        chosen.push(newest.version.clone());
-    }
+    let mut chosen: Vec<String> = older
+        .iter()
+        .take(NEWEST_OLDER_BASES)
+        .map(|c| c.version.clone())
+        .collect();
     for candidate in older.iter().filter(|c| c.on_channel) {
         if chosen.len() == MAX_DEFAULT_BASES {
             break;
@@ -120,14 +127,15 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_older_release_comes_first() {
+    fn the_two_newest_older_releases_come_first() {
         let candidates = [
             release("1.0", true, false),
             release("1.10", true, false),
             release("1.9", true, false),
             release("3.0", true, false),
         ];
-        assert_eq!(choose_default_bases("2.0", &candidates), ["1.10"]);
+        assert_eq!(choose_default_bases("2.0", &candidates), ["1.10", "1.9"]);
+        assert_eq!(choose_default_bases("1.5", &candidates), ["1.0"]);
     }
 
     #[test]
@@ -141,7 +149,12 @@ mod tests {
         ];
         assert_eq!(
             choose_default_bases("2.0", &candidates),
-            ["1.4", "1.2", "1.1"]
+            ["1.4", "1.3", "1.2"],
+            "the two newest, then the newest channel target"
+        );
+        assert_eq!(
+            choose_default_bases("1.3.5", &candidates),
+            ["1.3", "1.2", "1.1"]
         );
     }
 
@@ -159,6 +172,7 @@ mod tests {
     #[test]
     fn prereleases_order_before_their_release() {
         let candidates = [release("2.0~rc1", true, false), release("1.9", true, false)];
-        assert_eq!(choose_default_bases("2.0", &candidates), ["2.0~rc1"]);
+        assert_eq!(choose_default_bases("2.0", &candidates), ["2.0~rc1", "1.9"]);
+        assert_eq!(choose_default_bases("2.0~rc1", &candidates), ["1.9"]);
     }
 }

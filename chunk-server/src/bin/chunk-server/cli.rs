@@ -216,8 +216,8 @@ pub struct MakeArgs {
     pub expires: Option<humantime::Duration>,
     /// Write delta frames against this release of the store (repeatable; the first is the
     /// one most devices run): the added chunks compressed against the chunks of that release
-    /// they resemble (index format version 2). Without it, make writes them against the
-    /// newest older release of the same name and compatible, and the releases the store's
+    /// they resemble (index format version 2). Without it, make writes them against the two
+    /// newest older releases of the same name and compatible, and the releases the store's
     /// channels point at (at most 3)
     #[arg(long, value_name = "VERSION", conflicts_with = "no_delta")]
     pub delta_from: Vec<String>,

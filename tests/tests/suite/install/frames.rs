@@ -480,8 +480,8 @@ fn delta_frames_survive_sigkill_and_misbehaving_servers() {
     assert_holds_v2(&fixture, &device);
 }
 
-/// 3.0 made against 2.0 and 1.0 (`--delta-from 2.0 --delta-from 1.0`, as the default does
-/// when a channel still points at 1.0) carries catch-up frames: against 1.0, for everything
+/// 3.0 made with no delta flag is made against 2.0 and 1.0 (the two newest older releases,
+/// as `--delta-from 2.0 --delta-from 1.0` would) and carries catch-up frames: against 1.0, for everything
 /// 1.0 lacks, including what 2.0 added and 3.0 kept. A device on 1.0 takes them (the
 /// download `check` predicted, less than with frames against 2.0 alone), and a device on
 /// 2.0 takes the frames against 2.0 first.
@@ -521,7 +521,7 @@ fn frames_against_an_older_release_catch_up_a_device_two_releases_behind() {
         .args(["--delta-from", "2.0"])
         .env("SOURCE_DATE_EPOCH", "1790000000"),
     );
-    let made = fleet.make_with("3.0", &["--delta-from", "2.0", "--delta-from", "1.0"]);
+    let made = fleet.make("3.0");
     assert_eq!(made["delta_bases"], serde_json::json!(["2.0", "1.0"]));
 
     let predicted = |store: &Path| -> u64 {
