@@ -481,8 +481,8 @@ fn delta_frames_survive_sigkill_and_misbehaving_servers() {
 }
 
 /// 3.0 made with no delta flag is made against 2.0 and 1.0 (the two newest older releases,
-/// as `--delta-from 2.0 --delta-from 1.0` would) and carries catch-up frames: against 1.0, for everything
-/// 1.0 lacks, including what 2.0 added and 3.0 kept. A device on 1.0 takes them (the
+/// as `--delta-from 2.0 --delta-from 1.0` would) and carries catch-up frames: against 1.0,
+/// for everything 1.0 lacks, including what 2.0 added and 3.0 kept. A device on 1.0 takes them (the
 /// download `check` predicted, less than with frames against 2.0 alone), and a device on
 /// 2.0 takes the frames against 2.0 first.
 #[test]
