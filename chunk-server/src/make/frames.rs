@@ -15,7 +15,9 @@
 //! each such frame gets a fallback frame naming old chunks only, and the next release
 //! inherits the fallbacks, not the frames naming siblings. On the bench pairs siblings save
 //! 1.7-1.9% one release behind, cost 1.0-1.5% two behind (the fallbacks are coded at level
-//! 12), and make takes 7-14% longer (bench/README.md).
+//! 12), and make takes 7-14% longer (bench/README.md). Catch-up frames (against a base other
+//! than the first) get no fallbacks: the devices on that base rebuild their siblings, and
+//! the bench's downloads did not move without them while the store shrank by a third.
 //!
 //! Every chunk is read back from its pack and checked against its id before it is used, so
 //! a damaged store cannot put a wrong dictionary or content into a frame.
