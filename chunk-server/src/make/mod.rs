@@ -284,7 +284,7 @@ fn write_frames(
         // Fallback frames serve devices that take a frame naming a sibling through
         // inheritance, further behind than its base; catch-up frames (against any base but
         // the first, the newest older release by default) need none: on the bench pairs,
-        // without them every two- and three-behind download stays within 0.02% and v3 stores
+        // without them every two- and three-behind download stays within 0.1% and v3 stores
         // 31% less (bench/README.md, "Catch-up frames without fallbacks").
         let settings = frames::DeltaSettings {
             fallbacks: position == 0,
