@@ -285,7 +285,7 @@ fn write_frames(
         // inheritance, further behind than its base; catch-up frames (against any base but
         // the first, the newest older release by default) need none: on the bench pairs,
         // without them every two- and three-behind download stays within 0.1% and v3 stores
-        // 31% less (bench/README.md, "Catch-up frames without fallbacks").
+        // 31% less (bench/README.md, "catch-up frames without fallbacks").
         let settings = frames::DeltaSettings {
             fallbacks: position == 0,
             ..settings
