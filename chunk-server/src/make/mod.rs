@@ -4,11 +4,14 @@
 //! batches of about 8 MiB go through a bounded channel to the main thread, which hashes the
 //! chunks and compresses the ones the store lacks on all cores (rayon), then appends them in
 //! image order to one new pack. Memory is bounded by the batches in flight, not the image.
+//! Delta frames follow (`frames`); then the plain frames the devices on each base still
+//! fetch are moved together to the start of the pack (`layout`), so that such a device's
+//! plain chunks come in one range request, not one per stretch of image.
 //!
 //! Nothing appears under a final name before it is complete: the pack is written to a
 //! temporary file and renamed to its hash at the end, then the index, then its signature.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
@@ -23,6 +26,7 @@ pub mod base_releases;
 mod error;
 mod frame_encoder;
 pub mod frames;
+mod layout;
 mod pack;
 pub mod release;
 
@@ -141,7 +145,19 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         });
     }
     let frames = write_frames(store, options, &chunked, &pack_reader, &mut pack)?;
-    let new_pack = pack.finish()?;
+    let mut new_pack = pack.finish()?;
+    let mut chunked = chunked;
+    if let Some(pack_ref) = new_pack {
+        if let Some(relaid) = lay_out_plain_frames(
+            &mut chunked,
+            &frames.fetched_plain,
+            &pack_reader,
+            pack_ref.length,
+            &packs_dir,
+        )? {
+            (new_pack, pack_file) = relaid;
+        }
+    }
     let index = index_with_frames(options, &chunked, new_pack, frames);
     index.validate()?;
     let (index_path, index, index_bytes) = publish(store, options, index, new_pack, pack_file)?;
@@ -260,6 +276,9 @@ struct Frames {
     deltas: Deltas,
     /// With their own base table.
     image_frames: Deltas,
+    /// For each base in turn (the releases, then the images), the chunks the devices on it
+    /// fetch plain: those it lacks that no frame against it rebuilds.
+    fetched_plain: Vec<HashSet<ChunkId>>,
 }
 
 fn write_frames(
@@ -275,6 +294,7 @@ fn write_frames(
         .map(|from| read_index(&store.index_path(from, options.name)))
         .collect::<Result<Vec<_>, _>>()?;
     let mut deltas = Deltas::default();
+    let mut fetched_plain = Vec::new();
     let settings = frames::DeltaSettings {
         level: options.delta_level,
         siblings: options.delta_siblings,
@@ -291,28 +311,42 @@ fn write_frames(
             ..settings
         };
         pack.flush()?;
+        let lacking = chunks_lacking(chunked, &from_index.chunks);
+        let first_frame = deltas.frames.len();
         frames::write_delta_frames(
             store,
             frames::DeltaSource::Release(from_index),
-            &chunks_lacking(chunked, &from_index.chunks),
+            &lacking,
             pack_reader,
             pack,
             settings,
             &mut deltas,
         )?;
+        fetched_plain.push(not_rebuilt(
+            chunked,
+            &lacking,
+            &deltas.frames[first_frame..],
+        ));
     }
     for path in options.delta_from_images {
         let image = chunk_base_image(path, options.chunker)?;
         pack.flush()?;
+        let lacking = chunks_lacking(chunked, &image.chunks);
+        let first_frame = deltas.frames.len();
         frames::write_delta_frames(
             store,
             frames::DeltaSource::Image(&image),
-            &chunks_lacking(chunked, &image.chunks),
+            &lacking,
             pack_reader,
             pack,
             settings,
             &mut deltas,
         )?;
+        fetched_plain.push(not_rebuilt(
+            chunked,
+            &lacking,
+            &deltas.frames[first_frame..],
+        ));
     }
     let mut image_frames = Deltas::default();
     if options.image_frames {
@@ -330,7 +364,73 @@ fn write_frames(
         from_indexes,
         deltas,
         image_frames,
+        fetched_plain,
     })
+}
+
+/// The chunks of `lacking` that none of `written` (the frames against their base) rebuilds:
+/// what a device on that base fetches plain.
+fn not_rebuilt(
+    chunked: &Chunked,
+    lacking: &[frames::ReleaseChunk],
+    written: &[DeltaFrame],
+) -> HashSet<ChunkId> {
+    let rebuilt: HashSet<ChunkId> = written
+        .iter()
+        .flat_map(|frame| &frame.chunks)
+        .map(|&number| chunked.placed_chunks[number as usize].0)
+        .collect();
+    lacking
+        .iter()
+        .map(|chunk| chunk.id)
+        .filter(|id| !rebuilt.contains(id))
+        .collect()
+}
+
+/// Writes the new pack again with its plain frames laid out for the devices on the bases
+/// (`layout`): those each base's devices fetch together, at the start. Moves the chunks'
+/// places in `chunked` along. Returns the new pack and its temporary file; None when the
+/// plain frames are already in that order.
+fn lay_out_plain_frames(
+    chunked: &mut Chunked,
+    fetched_plain: &[HashSet<ChunkId>],
+    pack_reader: &std::fs::File,
+    pack_length: u64,
+    packs_dir: &Path,
+) -> Result<Option<(Option<PackRef>, TempFile)>, MakeError> {
+    if fetched_plain.iter().all(HashSet::is_empty) {
+        return Ok(None);
+    }
+    let mut seen = HashSet::new();
+    let plain: Vec<layout::PlainFrame> = chunked
+        .placed_chunks
+        .iter()
+        .filter_map(|(id, _, placed)| match *placed {
+            Placed::New {
+                pack_offset,
+                compressed_length,
+            } if seen.insert(pack_offset) => Some(layout::PlainFrame {
+                pack_offset,
+                compressed_length,
+                fetched_by: layout::fetched_by(fetched_plain, id),
+            }),
+            _ => None,
+        })
+        .collect();
+    let Some(order) = layout::plain_frame_order(&plain) else {
+        return Ok(None);
+    };
+    let mut pack_file =
+        temp_file_beside(&packs_dir.join("new.pack")).map_err(io_error(packs_dir))?;
+    let mut writer = PackWriter::new(pack_file.file(), packs_dir.to_owned());
+    let moved = layout::rewrite_pack(pack_reader, pack_length, &plain, &order, &mut writer)?;
+    let new_pack = writer.finish()?;
+    for (_, _, placed) in &mut chunked.placed_chunks {
+        if let Placed::New { pack_offset, .. } = placed {
+            *pack_offset = moved[pack_offset];
+        }
+    }
+    Ok(Some((new_pack, pack_file)))
 }
 
 /// `path` chunked as `make` chunks an image: each chunk's id, offset and length (nothing of
@@ -550,7 +650,8 @@ fn build_index(
 /// Moves the new pack into place, then writes the index, then its signature: a store never
 /// has an index whose packs are missing. Making a release that is already published is a
 /// no-op whatever the clock says (a rerun of the same build): the published index stays as
-/// it is, and a signature an interrupted run did not write is completed. Another image under
+/// it is with the packs it names (the rerun's pack, which holds its delta frames again, is
+/// thrown away), and a signature an interrupted run did not write is completed. Another image under
 /// its version is refused. Returns the index as published, and its bytes.
 fn publish(
     store: &Store,
@@ -561,7 +662,7 @@ fn publish(
 ) -> Result<(PathBuf, Index, Vec<u8>), MakeError> {
     let index_path = store.index_path(options.version, options.name);
     let published = read_published(&index_path, &index, options.version)?;
-    if let Some(pack) = new_pack {
+    if let Some(pack) = new_pack.filter(|_| published.is_none()) {
         let final_path = store.pack_path(&pack);
         if final_path.exists() {
             drop(pack_file); // an identical pack is already in place

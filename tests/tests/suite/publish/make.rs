@@ -133,10 +133,24 @@ fn make_again_is_a_no_op_and_completes_a_missing_signature() {
     let (dir, keys) = (&fleet.dir, &fleet.keys);
     let image = sample(dir.path(), "v1.img", 4, 1);
     let store = &fleet.store;
+    // 2.0 gets delta frames against 1.0, which a rerun codes again.
+    let mut bytes = std::fs::read(&image).unwrap();
+    for at in (0..bytes.len()).step_by(4096) {
+        bytes[at] ^= 0x5a; // a rebuilt binary: the same bytes with scattered changes
+    }
+    let older = dir.path().join("v0.img");
+    std::fs::write(&older, &bytes).unwrap();
+    run_ok(&mut make_command(store, keys, "1.0", "test-board", &older));
     run_ok(&mut make_command(store, keys, "2.0", "test-board", &image));
     let index = store.join("releases/2.0/rootfs.didx");
     let published = std::fs::read(&index).unwrap();
+    assert_eq!(
+        &published[8..10],
+        &2u16.to_le_bytes(),
+        "2.0 has delta frames"
+    );
     let signature = std::fs::read(store.join("releases/2.0/rootfs.didx.minisig")).unwrap();
+    let packs = pack_files(store);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     run_ok(&mut make_command(store, keys, "2.0", "test-board", &image));
     assert_eq!(
@@ -144,6 +158,7 @@ fn make_again_is_a_no_op_and_completes_a_missing_signature() {
         published,
         "the published index stays"
     );
+    assert_eq!(pack_files(store), packs, "no pack the index does not name");
     assert_eq!(
         std::fs::read(store.join("releases/2.0/rootfs.didx.minisig")).unwrap(),
         signature
