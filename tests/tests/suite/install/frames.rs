@@ -559,6 +559,63 @@ fn frames_against_an_older_release_catch_up_a_device_two_releases_behind() {
     assert!(fetched_one_behind < plain_bytes_lacking(&fleet.store, "2.0", "3.0") / 2);
 }
 
+/// New content that resembles nothing (rebuilt binary blobs) at two places of 2.0, amid
+/// edits that frames rebuild: a device on 1.0 fetches the blobs' plain frames in one range
+/// request from the start of the new pack, where make lays out what the base's devices
+/// fetch plain (in image order the edited region's plain frames lie between them), and the
+/// frames in one more; the slot holds 2.0.
+#[test]
+fn the_plain_frames_a_device_on_the_base_fetches_come_in_one_range() {
+    let mut fleet = Fleet::new();
+    let v1 = std::fs::read(fleet.sample_image("1.0", 8 * MIB, 5, 1)).unwrap();
+    fleet.make("1.0");
+    let mut v2 = v1.clone();
+    for at in (MIB as usize..7 * MIB as usize).step_by(4096) {
+        v2[at] ^= 0x5a;
+    }
+    // Each blob fills whole frame groups (1 MiB), whose frames would not pay.
+    for (seed, at) in [(7, MIB as usize), (8, 5 * MIB as usize)] {
+        let blob = noise(seed, 3 * MIB as usize / 2);
+        v2[at..at + blob.len()].copy_from_slice(&blob);
+    }
+    fleet.image_bytes("2.0", &v2);
+    let made = fleet.make("2.0");
+    assert_eq!(made["delta_bases"], serde_json::json!(["1.0"]));
+    fleet.publish("2.0");
+
+    let server = fleet.serve();
+    let device = fleet.device("device", "1.0", 10 * MIB, &server.url, |_| {});
+    let (fetched, check) = install_as_checked(&device, &server);
+    assert!(
+        device.slot_bytes(Slot::B, v2.len()) == v2,
+        "slot b holds 2.0"
+    );
+    let mut ranges: Vec<(u64, u64)> = server
+        .served()
+        .iter()
+        .filter(|s| s.path.starts_with("/packs/"))
+        .map(|s| s.range.expect("a range request"))
+        .collect();
+    ranges.sort();
+    assert_eq!(
+        ranges.len(),
+        2,
+        "plain frames, then delta frames: {ranges:?}"
+    );
+    let (plain, frames) = (ranges[0], ranges[1]);
+    assert_eq!(plain.0, 0, "the plain frames lie at the start: {ranges:?}");
+    assert!(
+        plain.1 + 1 >= 3 * MIB / 2,
+        "both blobs' plain frames (a group of about 1 MiB each) in the first range: {ranges:?}"
+    );
+    assert!(frames.0 > plain.1, "{ranges:?}");
+    let plain_bytes = plain_bytes_lacking(&fleet.store, "1.0", "2.0");
+    assert!(
+        fetched < plain_bytes,
+        "fetched {fetched} bytes, plain frames {plain_bytes}: {check}"
+    );
+}
+
 /// A build host without the published store: `make --delta-from-image` chunks the image file
 /// of the release the devices run (a Yocto deploy directory keeps the previous build's), and
 /// a device that runs that release, factory-flashed, takes the frames: the download `check`
