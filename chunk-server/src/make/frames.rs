@@ -510,6 +510,17 @@ pub(crate) enum DeltaSource<'a> {
     Nothing,
 }
 
+impl DeltaSource<'_> {
+    /// The chunks the base holds; none for `Nothing`.
+    pub(crate) fn chunks(&self) -> &[ChunkEntry] {
+        match self {
+            DeltaSource::Release(index) => &index.chunks,
+            DeltaSource::Image(image) => &image.chunks,
+            DeltaSource::Nothing => &[],
+        }
+    }
+}
+
 /// An image file chunked with the release's chunker: each chunk's id, offset and length.
 pub struct BaseImage {
     pub path: PathBuf,

@@ -138,7 +138,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         temp_file_beside(&packs_dir.join("new.pack")).map_err(io_error(&packs_dir))?;
     let pack_reader = pack_file.file().try_clone().map_err(io_error(&packs_dir))?;
     let mut pack = PackWriter::new(pack_file.file(), packs_dir.clone());
-    let chunked = chunk_image(store, options, &mut pack)?;
+    let mut chunked = chunk_image(store, options, &mut pack)?;
     if chunked.image_length == 0 {
         return Err(MakeError::EmptyImage {
             path: options.image.to_owned(),
@@ -146,7 +146,6 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
     }
     let frames = write_frames(store, options, &chunked, &pack_reader, &mut pack)?;
     let mut new_pack = pack.finish()?;
-    let mut chunked = chunked;
     if let Some(pack_ref) = new_pack {
         if let Some(relaid) = lay_out_plain_frames(
             &mut chunked,
@@ -310,43 +309,27 @@ fn write_frames(
             fallbacks: position == 0,
             ..settings
         };
-        pack.flush()?;
-        let lacking = chunks_lacking(chunked, &from_index.chunks);
-        let first_frame = deltas.frames.len();
-        frames::write_delta_frames(
+        fetched_plain.push(write_frames_against(
             store,
+            chunked,
             frames::DeltaSource::Release(from_index),
-            &lacking,
             pack_reader,
             pack,
             settings,
             &mut deltas,
-        )?;
-        fetched_plain.push(not_rebuilt(
-            chunked,
-            &lacking,
-            &deltas.frames[first_frame..],
-        ));
+        )?);
     }
     for path in options.delta_from_images {
         let image = chunk_base_image(path, options.chunker)?;
-        pack.flush()?;
-        let lacking = chunks_lacking(chunked, &image.chunks);
-        let first_frame = deltas.frames.len();
-        frames::write_delta_frames(
+        fetched_plain.push(write_frames_against(
             store,
+            chunked,
             frames::DeltaSource::Image(&image),
-            &lacking,
             pack_reader,
             pack,
             settings,
             &mut deltas,
-        )?;
-        fetched_plain.push(not_rebuilt(
-            chunked,
-            &lacking,
-            &deltas.frames[first_frame..],
-        ));
+        )?);
     }
     let mut image_frames = Deltas::default();
     if options.image_frames {
@@ -366,6 +349,28 @@ fn write_frames(
         image_frames,
         fetched_plain,
     })
+}
+
+/// Writes the frames against one base (`source`) for the chunks of the release it lacks,
+/// into `deltas`; returns what its devices still fetch plain.
+fn write_frames_against(
+    store: &Store,
+    chunked: &Chunked,
+    source: frames::DeltaSource,
+    pack_reader: &std::fs::File,
+    pack: &mut PackWriter,
+    settings: frames::DeltaSettings,
+    deltas: &mut Deltas,
+) -> Result<HashSet<ChunkId>, MakeError> {
+    pack.flush()?;
+    let lacking = chunks_lacking(chunked, source.chunks());
+    let first_frame = deltas.frames.len();
+    frames::write_delta_frames(store, source, &lacking, pack_reader, pack, settings, deltas)?;
+    Ok(not_rebuilt(
+        chunked,
+        &lacking,
+        &deltas.frames[first_frame..],
+    ))
 }
 
 /// The chunks of `lacking` that none of `written` (the frames against their base) rebuilds:
