@@ -255,15 +255,12 @@ impl TargetSlot {
             })
     }
 
-    /// Flushes the slot to stable storage and drops its pages from the cache, so the read
-    /// back that follows sees what the storage holds.
-    pub fn sync_and_drop_cache(&self) -> Result<(), SlotError> {
+    /// Flushes the slot to stable storage.
+    pub fn sync(&self) -> Result<(), SlotError> {
         self.file.sync_all().map_err(|source| SlotError::Io {
             path: self.path.clone(),
             source,
-        })?;
-        drop_page_cache(&self.file);
-        Ok(())
+        })
     }
 }
 
