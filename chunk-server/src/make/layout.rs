@@ -15,7 +15,7 @@
 //! most two stretches, and in one where the sets nest (what no frame against the newest
 //! release rebuilds, no frame against an older one does either), the usual case.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 
 use diffota_format::ChunkId;
@@ -75,39 +75,150 @@ fn gray_code_rank(code: u64) -> u64 {
     rank
 }
 
-/// Writes the pack `old` (of `old_length` bytes, its plain frames `frames` first, from
-/// offset 0 on) into `new` with its plain frames in `order`, then the rest of it as it was.
-/// Returns each plain frame's new offset by its old one.
-pub(crate) fn rewrite_pack(
-    old: &std::fs::File,
-    old_length: u64,
+/// A stretch of the pack written as one: a plain frame, the delta frames against one base,
+/// or what follows them (image frames).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Piece {
+    pub pack_offset: u64,
+    pub length: u64,
+}
+
+impl Piece {
+    fn end(&self) -> u64 {
+        self.pack_offset + self.length
+    }
+}
+
+/// The order in which the bases' delta frames are written: the first base's, the last
+/// base's, then those between (see [`pack_pieces`]).
+pub(crate) fn base_order(bases: usize) -> Vec<usize> {
+    match bases {
+        0 => Vec::new(),
+        1 => vec![0],
+        n => std::iter::once(0)
+            .chain(std::iter::once(n - 1))
+            .chain(1..n - 1)
+            .collect(),
+    }
+}
+
+/// The new pack's pieces in order, given its plain frames `frames` in `order`
+/// ([`plain_frame_order`]) and the stretch of delta frames against each base
+/// (`base_frames`, empty where a base got none), in a pack of `pack_length` bytes:
+/// - the frames against the first base, just before the plain frames its devices fetch,
+///   which come first: a device one release behind fetches one range from the new pack;
+/// - the plain frames some base's devices fetch, in `order`;
+/// - the frames against the last base, just after the plain frames its devices fetch last
+///   (the lowest bit of the Gray code ends the sequence): one range more for them, not two;
+/// - the frames against the bases between, in their order;
+/// - the plain frames no base's devices fetch (those of devices on no base: a wiped slot);
+/// - the rest as it was (image frames).
+///
+/// None when the pieces would not cover the pack exactly once (then it stays as it is).
+pub(crate) fn pack_pieces(
     frames: &[PlainFrame],
     order: &[usize],
+    base_frames: &[Piece],
+    pack_length: u64,
+) -> Option<Vec<Piece>> {
+    let plain = |n: &usize| Piece {
+        pack_offset: frames[*n].pack_offset,
+        length: u64::from(frames[*n].compressed_length),
+    };
+    let (fetched, nobody): (Vec<usize>, Vec<usize>) =
+        order.iter().partition(|&&n| frames[n].fetched_by != 0);
+    let bases = base_order(base_frames.len());
+    let mut pieces: Vec<Piece> = Vec::with_capacity(frames.len() + base_frames.len() + 1);
+    pieces.extend(bases.first().map(|&b| base_frames[b]));
+    pieces.extend(fetched.iter().map(plain));
+    pieces.extend(bases.iter().skip(1).map(|&b| base_frames[b]));
+    pieces.extend(nobody.iter().map(plain));
+    pieces.retain(|piece| piece.length > 0);
+    // What no piece covers (the image frames after the delta frames) follows as it was.
+    let mut covered: Vec<Piece> = pieces.clone();
+    covered.sort_unstable_by_key(|piece| piece.pack_offset);
+    let mut at = 0;
+    let mut rest = Vec::new();
+    for piece in &covered {
+        if piece.pack_offset < at {
+            return None; // overlapping pieces
+        }
+        if piece.pack_offset > at {
+            rest.push(Piece {
+                pack_offset: at,
+                length: piece.pack_offset - at,
+            });
+        }
+        at = piece.end();
+    }
+    if at > pack_length {
+        return None;
+    }
+    if at < pack_length {
+        rest.push(Piece {
+            pack_offset: at,
+            length: pack_length - at,
+        });
+    }
+    pieces.extend(rest);
+    let unchanged = pieces.windows(2).all(|w| w[0].end() == w[1].pack_offset);
+    (!unchanged).then_some(pieces)
+}
+
+/// Where the byte at `old_offset` of the old pack lies in the pack written as `pieces`
+/// (which start in the new pack at `new_starts`): the pieces sorted by old offset,
+/// searched.
+pub(crate) struct Relocation {
+    /// (old offset, new offset, length), by old offset.
+    moves: Vec<(u64, u64, u64)>,
+}
+
+impl Relocation {
+    pub(crate) fn new(pieces: &[Piece], new_starts: &[u64]) -> Self {
+        let mut moves: Vec<(u64, u64, u64)> = pieces
+            .iter()
+            .zip(new_starts)
+            .map(|(piece, &new)| (piece.pack_offset, new, piece.length))
+            .collect();
+        moves.sort_unstable();
+        Relocation { moves }
+    }
+
+    /// The new offset of `old_offset`; it lies in one of the pieces.
+    pub(crate) fn offset(&self, old_offset: u64) -> u64 {
+        let place = self.moves.partition_point(|&(old, _, _)| old <= old_offset);
+        let (old, new, length) = self.moves[place.checked_sub(1).expect("offset in a piece")];
+        debug_assert!(old_offset < old + length, "offset in a piece");
+        new + (old_offset - old)
+    }
+}
+
+/// Writes the pack `old` into `new` as `pieces` in their order; returns where each piece
+/// starts in the new pack.
+pub(crate) fn rewrite_pack(
+    old: &std::fs::File,
+    pieces: &[Piece],
     new: &mut PackWriter,
-) -> Result<HashMap<u64, u64>, StoreError> {
-    let plain_end: u64 = frames.iter().map(|f| u64::from(f.compressed_length)).sum();
+) -> Result<Vec<u64>, StoreError> {
     let pack_path = new.path().to_owned();
     let read_error = |e| io_error(&pack_path)(e);
-    let mut moved = HashMap::with_capacity(frames.len());
-    let mut buffer = Vec::new();
-    for &n in order {
-        let frame = frames[n];
-        buffer.resize(frame.compressed_length as usize, 0);
-        old.read_exact_at(&mut buffer, frame.pack_offset)
-            .map_err(read_error)?;
-        moved.insert(frame.pack_offset, new.append(&buffer)?);
-    }
-    let mut at = plain_end;
-    buffer.resize(1 << 20, 0);
-    while at < old_length {
-        let length = (old_length - at).min(buffer.len() as u64) as usize;
-        old.read_exact_at(&mut buffer[..length], at)
-            .map_err(read_error)?;
-        new.append(&buffer[..length])?;
-        at += length as u64;
+    let mut starts = Vec::with_capacity(pieces.len());
+    let mut buffer = vec![0u8; 1 << 20];
+    for piece in pieces {
+        let mut at = piece.pack_offset;
+        let mut start = None;
+        while at < piece.end() {
+            let length = (piece.end() - at).min(buffer.len() as u64) as usize;
+            old.read_exact_at(&mut buffer[..length], at)
+                .map_err(read_error)?;
+            let written_at = new.append(&buffer[..length])?;
+            start.get_or_insert(written_at);
+            at += length as u64;
+        }
+        starts.push(start.unwrap_or(0));
     }
     new.flush()?;
-    Ok(moved)
+    Ok(starts)
 }
 
 #[cfg(test)]
@@ -220,41 +331,93 @@ mod tests {
         assert_eq!(fetched_by(&sets, &id(3)), 0);
     }
 
+    fn piece(pack_offset: u64, length: u64) -> Piece {
+        Piece {
+            pack_offset,
+            length,
+        }
+    }
+
     #[test]
-    fn the_rewritten_pack_holds_every_frame_at_its_new_offset_and_the_rest_unmoved() {
+    fn the_frames_against_the_first_base_lead_the_last_bases_follow_its_plain_frames() {
+        const THIRD: u64 = 1 << 61;
+        // Plain frames of 10 bytes: fetched by the third base only, by nobody, by the first
+        // only, by the second only. Then the frames against each base (20, 30, 40 bytes),
+        // then 5 bytes of image frames.
+        let frames = [
+            frame(0, THIRD),
+            frame(10, 0),
+            frame(20, FIRST),
+            frame(30, SECOND),
+        ];
+        let order = plain_frame_order(&frames).expect("reordered");
+        assert_eq!(order, [2, 3, 0, 1]);
+        let bases = [piece(40, 20), piece(60, 30), piece(90, 40)];
+        let pieces = pack_pieces(&frames, &order, &bases, 135).expect("laid out");
+        assert_eq!(
+            pieces,
+            [
+                piece(40, 20), // against the first base
+                piece(20, 10), // its devices' plain frames
+                piece(30, 10), // the second's
+                piece(0, 10),  // the third's
+                piece(90, 40), // against the third (last) base
+                piece(60, 30), // against the second
+                piece(10, 10), // nobody's
+                piece(130, 5), // the rest
+            ]
+        );
+        // Each base's devices fetch one stretch but the second's (its frames come after the
+        // last base's).
+        assert_eq!(base_order(3), [0, 2, 1]);
+        assert_eq!(base_order(2), [0, 1]);
+        assert_eq!(base_order(1), [0]);
+    }
+
+    #[test]
+    fn pieces_that_overlap_or_reach_past_the_pack_leave_it_as_it_is() {
+        let frames = [frame(0, 0), frame(10, FIRST)];
+        let order = [1, 0];
+        assert_eq!(pack_pieces(&frames, &order, &[piece(15, 10)], 40), None);
+        assert_eq!(pack_pieces(&frames, &order, &[piece(20, 30)], 40), None);
+        // Already in order: frames against the only base first, its plain frames, nobody's.
+        let frames = [frame(10, FIRST), frame(20, 0)];
+        assert_eq!(pack_pieces(&frames, &[0, 1], &[piece(0, 10)], 30), None);
+        // A base without frames takes no place.
+        assert_eq!(
+            pack_pieces(&frames, &[0, 1], &[piece(0, 10), piece(0, 0)], 30),
+            None
+        );
+    }
+
+    #[test]
+    fn the_rewritten_pack_holds_every_piece_at_its_new_offset() {
         let dir = tempfile::tempdir().unwrap();
         let old_path = dir.path().join("old.pack");
-        // Three plain frames of 3, 2 and 4 bytes, then 5 bytes of delta frames.
-        std::fs::write(&old_path, b"aaabbccccDDDDD").unwrap();
+        // Three plain frames of 3, 2 and 4 bytes, 5 bytes of delta frames, 2 of image frames.
+        std::fs::write(&old_path, b"aaabbccccDDDDDii").unwrap();
         let old = std::fs::File::open(&old_path).unwrap();
-        let frames = [
-            PlainFrame {
-                pack_offset: 0,
-                compressed_length: 3,
-                fetched_by: 0,
-            },
-            PlainFrame {
-                pack_offset: 3,
-                compressed_length: 2,
-                fetched_by: FIRST,
-            },
-            PlainFrame {
-                pack_offset: 5,
-                compressed_length: 4,
-                fetched_by: FIRST,
-            },
-        ];
+        let frames = [frame(0, 0), frame(3, FIRST), frame(5, FIRST)];
+        let frames = frames.map(|f| PlainFrame {
+            compressed_length: [3, 2, 4][f.pack_offset as usize / 2],
+            ..f
+        });
         let order = plain_frame_order(&frames).unwrap();
+        let pieces = pack_pieces(&frames, &order, &[piece(9, 5)], 16).unwrap();
         let mut new_file = std::fs::File::create(dir.path().join("new.pack")).unwrap();
         let mut writer = PackWriter::new(&mut new_file, dir.path().to_owned());
-        let moved = rewrite_pack(&old, 14, &frames, &order, &mut writer).unwrap();
+        let starts = rewrite_pack(&old, &pieces, &mut writer).unwrap();
         let pack = writer.finish().unwrap().unwrap();
-        assert_eq!(pack.length, 14);
-        assert_eq!(moved, HashMap::from([(3, 0), (5, 2), (0, 6)]));
+        assert_eq!(pack.length, 16);
         assert_eq!(
             std::fs::read(dir.path().join("new.pack")).unwrap(),
-            b"bbccccaaaDDDDD"
+            b"DDDDDbbccccaaaii"
         );
-        assert_eq!(pack.id, *blake3::hash(b"bbccccaaaDDDDD").as_bytes());
+        assert_eq!(pack.id, *blake3::hash(b"DDDDDbbccccaaaii").as_bytes());
+        let relocation = Relocation::new(&pieces, &starts);
+        let moved: Vec<u64> = [9, 3, 5, 0, 14, 11]
+            .map(|old| relocation.offset(old))
+            .to_vec();
+        assert_eq!(moved, [0, 5, 7, 11, 14, 2]);
     }
 }

@@ -144,12 +144,12 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
             path: options.image.to_owned(),
         });
     }
-    let frames = write_frames(store, options, &chunked, &pack_reader, &mut pack)?;
+    let mut frames = write_frames(store, options, &chunked, &pack_reader, &mut pack)?;
     let mut new_pack = pack.finish()?;
     if let Some(pack_ref) = new_pack {
-        if let Some(relaid) = lay_out_plain_frames(
+        if let Some(relaid) = lay_out_pack(
             &mut chunked,
-            &frames.fetched_plain,
+            &mut frames,
             &pack_reader,
             pack_ref.length,
             &packs_dir,
@@ -278,6 +278,8 @@ struct Frames {
     /// For each base in turn (the releases, then the images), the chunks the devices on it
     /// fetch plain: those it lacks that no frame against it rebuilds.
     fetched_plain: Vec<HashSet<ChunkId>>,
+    /// For each base in turn, its frames in `deltas.frames`.
+    frame_spans: Vec<std::ops::Range<usize>>,
 }
 
 fn write_frames(
@@ -294,6 +296,7 @@ fn write_frames(
         .collect::<Result<Vec<_>, _>>()?;
     let mut deltas = Deltas::default();
     let mut fetched_plain = Vec::new();
+    let mut frame_spans = Vec::new();
     let settings = frames::DeltaSettings {
         level: options.delta_level,
         siblings: options.delta_siblings,
@@ -309,6 +312,7 @@ fn write_frames(
             fallbacks: position == 0,
             ..settings
         };
+        let first_frame = deltas.frames.len();
         fetched_plain.push(write_frames_against(
             store,
             chunked,
@@ -318,9 +322,11 @@ fn write_frames(
             settings,
             &mut deltas,
         )?);
+        frame_spans.push(first_frame..deltas.frames.len());
     }
     for path in options.delta_from_images {
         let image = chunk_base_image(path, options.chunker)?;
+        let first_frame = deltas.frames.len();
         fetched_plain.push(write_frames_against(
             store,
             chunked,
@@ -330,6 +336,7 @@ fn write_frames(
             settings,
             &mut deltas,
         )?);
+        frame_spans.push(first_frame..deltas.frames.len());
     }
     let mut image_frames = Deltas::default();
     if options.image_frames {
@@ -348,6 +355,7 @@ fn write_frames(
         deltas,
         image_frames,
         fetched_plain,
+        frame_spans,
     })
 }
 
@@ -392,18 +400,21 @@ fn not_rebuilt(
         .collect()
 }
 
-/// Writes the new pack again with its plain frames laid out for the devices on the bases
-/// (`layout`): those each base's devices fetch together, at the start. Moves the chunks'
-/// places in `chunked` along. Returns the new pack and its temporary file; None when the
-/// plain frames are already in that order.
-fn lay_out_plain_frames(
+/// Writes the new pack again laid out for the devices on the bases (`layout::pack_pieces`):
+/// the plain frames each base's devices fetch together, the frames against the first base
+/// just before them and those against the last just after. Moves the chunks' and the
+/// frames' places in `chunked` and `frames` along, and the frames against each base into
+/// the order they are written in (a device decodes them in pack order, and a frame naming a
+/// sibling comes after the frame rebuilding it, as in index order). Returns the new pack
+/// and its temporary file; None when the pack is already in that order.
+fn lay_out_pack(
     chunked: &mut Chunked,
-    fetched_plain: &[HashSet<ChunkId>],
+    frames: &mut Frames,
     pack_reader: &std::fs::File,
     pack_length: u64,
     packs_dir: &Path,
 ) -> Result<Option<(Option<PackRef>, TempFile)>, MakeError> {
-    if fetched_plain.iter().all(HashSet::is_empty) {
+    if frames.fetched_plain.iter().all(HashSet::is_empty) {
         return Ok(None);
     }
     let mut seen = HashSet::new();
@@ -417,24 +428,57 @@ fn lay_out_plain_frames(
             } if seen.insert(pack_offset) => Some(layout::PlainFrame {
                 pack_offset,
                 compressed_length,
-                fetched_by: layout::fetched_by(fetched_plain, id),
+                fetched_by: layout::fetched_by(&frames.fetched_plain, id),
             }),
             _ => None,
         })
         .collect();
-    let Some(order) = layout::plain_frame_order(&plain) else {
+    let order = layout::plain_frame_order(&plain).unwrap_or_else(|| (0..plain.len()).collect());
+    let base_frames: Vec<layout::Piece> = frames
+        .frame_spans
+        .iter()
+        .map(|span| {
+            let written = &frames.deltas.frames[span.clone()];
+            let start = written.iter().map(|f| f.pack_offset).min().unwrap_or(0);
+            let end = written
+                .iter()
+                .map(|f| f.pack_offset + u64::from(f.compressed_length))
+                .max()
+                .unwrap_or(0);
+            layout::Piece {
+                pack_offset: start,
+                length: end.saturating_sub(start),
+            }
+        })
+        .collect();
+    let Some(pieces) = layout::pack_pieces(&plain, &order, &base_frames, pack_length) else {
         return Ok(None);
     };
     let mut pack_file =
         temp_file_beside(&packs_dir.join("new.pack")).map_err(io_error(packs_dir))?;
     let mut writer = PackWriter::new(pack_file.file(), packs_dir.to_owned());
-    let moved = layout::rewrite_pack(pack_reader, pack_length, &plain, &order, &mut writer)?;
+    let new_starts = layout::rewrite_pack(pack_reader, &pieces, &mut writer)?;
     let new_pack = writer.finish()?;
+    let relocation = layout::Relocation::new(&pieces, &new_starts);
     for (_, _, placed) in &mut chunked.placed_chunks {
         if let Placed::New { pack_offset, .. } = placed {
-            *pack_offset = moved[pack_offset];
+            *pack_offset = relocation.offset(*pack_offset);
         }
     }
+    for frame in frames
+        .deltas
+        .frames
+        .iter_mut()
+        .chain(frames.image_frames.frames.iter_mut())
+    {
+        frame.pack_offset = relocation.offset(frame.pack_offset);
+    }
+    let mut by_base: Vec<DeltaFrame> = Vec::with_capacity(frames.deltas.frames.len());
+    for base in layout::base_order(frames.frame_spans.len()) {
+        by_base.extend_from_slice(&frames.deltas.frames[frames.frame_spans[base].clone()]);
+    }
+    debug_assert_eq!(by_base.len(), frames.deltas.frames.len());
+    frames.deltas.frames = by_base;
     Ok(Some((new_pack, pack_file)))
 }
 

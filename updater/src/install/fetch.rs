@@ -385,7 +385,7 @@ impl ResumableSink for ChunkWriter<'_> {
 }
 
 /// Decompresses one zstd frame and verifies it against the chunk id.
-fn decode_frame(
+pub(super) fn decode_frame(
     frame: &[u8],
     chunk: &ChunkEntry,
     url: &str,

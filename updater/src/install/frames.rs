@@ -5,6 +5,8 @@
 //! from the running slot, or, when it is a chunk of the new release an earlier frame rebuilt,
 //! from the slot being written, and re-hashed either way. A base that does not match is
 //! treated as missing: its frame is not used and its chunks come as plain frames.
+//! Plain frames that lie in a range of delta frames come in it too (from the store): the
+//! requests are those the plan counts.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,7 +16,7 @@ use diffota_format::frame_codec::decompress_with_prefix_into;
 use diffota_format::ranges::plan_ranges;
 use diffota_format::{ChunkData, ChunkEntry, ChunkId, Index};
 
-use super::fetch::{fetch_range, BadFrame, FetchContext, FrameCutter, ResumableSink};
+use super::fetch::{decode_frame, fetch_range, BadFrame, FetchContext, FrameCutter, ResumableSink};
 use super::InstallError;
 use crate::plan::{choose_delta_frames_among, frame_entry, SeedMap};
 use crate::progress::{Event, Progress};
@@ -98,12 +100,33 @@ pub(super) async fn fetch_delta_frames(
     }
     drop(named);
     // Where the frames are: the store's packs, or the bundle file (as its only "pack").
+    // From the store, the plain frames of the chunks no usable frame rebuilds are planned
+    // with them, as the plan's summary (and `chunk-server diff`) counts requests: those in
+    // a range with frames come in that range (make lays out the plain frames a base's
+    // devices fetch beside the frames against it), the rest in the plain phase.
     let (source, pack_paths, entries): (StoreSource, Vec<String>, Vec<ChunkEntry>) = match bundle {
-        None => (
-            source.clone(),
-            index.packs.iter().map(|p| p.store_path()).collect(),
-            usable.iter().map(|&f| frame_entry(index, f)).collect(),
-        ),
+        None => {
+            let rebuilt: HashSet<ChunkId> = usable
+                .iter()
+                .flat_map(|&f| &index.deltas.frames[f].chunks)
+                .map(|&n| index.chunks[n as usize].id)
+                .collect();
+            let mut seen = HashSet::new();
+            let plain = wanted
+                .chunks
+                .iter()
+                .filter(|c| !rebuilt.contains(&c.id) && seen.insert(c.id))
+                .copied();
+            (
+                source.clone(),
+                index.packs.iter().map(|p| p.store_path()).collect(),
+                usable
+                    .iter()
+                    .map(|&f| frame_entry(index, f))
+                    .chain(plain)
+                    .collect(),
+            )
+        }
         Some(bundle) => (
             StoreSource::Local { root: bundle.dir() },
             vec![bundle.file_name()],
@@ -140,7 +163,16 @@ pub(super) async fn fetch_delta_frames(
             buffers: FrameBuffers::default(),
         },
     };
-    for range in plan_ranges(&entries, config.http.max_gap) {
+    let with_frames = |range: &diffota_format::ranges::FetchRange| {
+        range
+            .chunks
+            .iter()
+            .any(|c| by_place.contains_key(&(c.pack, c.pack_offset)))
+    };
+    for range in plan_ranges(&entries, config.http.max_gap)
+        .into_iter()
+        .filter(with_frames)
+    {
         fetch_range(
             &source,
             &pack_paths,
@@ -247,7 +279,8 @@ fn append_base(
     matches
 }
 
-/// Receives a range of delta frames and hands each complete frame to its decoder.
+/// Receives a range of delta frames (and plain frames amid them) and hands each complete
+/// frame to its decoder.
 struct FrameWriter<'a> {
     received: FrameCutter,
     items: Vec<ChunkEntry>,
@@ -283,8 +316,42 @@ struct FrameBuffers {
 }
 
 impl FrameDecoder<'_> {
-    fn write_frame(&mut self, item: &ChunkEntry, compressed: &[u8]) -> Result<(), InstallError> {
-        let frame = &self.index.deltas.frames[self.by_place[&(item.pack, item.pack_offset)]];
+    /// Writes what `item` rebuilds: a delta frame's chunks, or a plain frame's chunk.
+    fn write_item(&mut self, item: &ChunkEntry, compressed: &[u8]) -> Result<(), InstallError> {
+        match self.by_place.get(&(item.pack, item.pack_offset)) {
+            Some(&frame) => self.write_frame(frame, item, compressed),
+            None => self.write_plain(item, compressed),
+        }
+    }
+
+    /// A plain frame planned into a range of delta frames: verified and written wherever the
+    /// image needs its chunk, unless a frame wrote it already.
+    fn write_plain(&mut self, item: &ChunkEntry, compressed: &[u8]) -> Result<(), InstallError> {
+        let wanted = || self.wanted.lock().expect("no writer panicked");
+        if !wanted().holds(&item.id) {
+            return Ok(());
+        }
+        if self.progress.cancelled() {
+            return Err(InstallError::Cancelled);
+        }
+        let verified = decode_frame(compressed, item, &self.url)?;
+        let offsets = wanted().take(&item.id);
+        for offset in offsets {
+            self.slot.write_chunk(&verified, offset)?;
+            self.progress.event(Event::Written {
+                bytes: u64::from(item.length),
+            });
+        }
+        Ok(())
+    }
+
+    fn write_frame(
+        &mut self,
+        number: usize,
+        item: &ChunkEntry,
+        compressed: &[u8],
+    ) -> Result<(), InstallError> {
+        let frame = &self.index.deltas.frames[number];
         let FrameBuffers { prefix, content } = &mut self.buffers;
         let dictionary: usize = frame
             .bases
@@ -355,7 +422,7 @@ impl RangeSink for FrameWriter<'_> {
             decoder,
         } = self;
         received.feed(bytes, items, next, |item, frame| {
-            decoder.write_frame(item, frame)
+            decoder.write_item(item, frame)
         })
     }
 }

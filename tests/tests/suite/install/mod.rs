@@ -127,7 +127,8 @@ fn pack_bytes(server: &StoreServer) -> u64 {
 }
 
 /// Runs `check` then `install` on `device`; asserts the install fetched from the packs
-/// exactly what `check` predicted, and returns that and `check`'s report.
+/// exactly what `check` predicted, in as many requests, and returns that and `check`'s
+/// report.
 fn install_as_checked(device: &Device, server: &StoreServer) -> (u64, serde_json::Value) {
     let check: serde_json::Value =
         serde_json::from_str(&run_ok(device.diffota().args(["check", "--json"]))).unwrap();
@@ -138,6 +139,16 @@ fn install_as_checked(device: &Device, server: &StoreServer) -> (u64, serde_json
         fetched,
         check["plan"]["fetch_bytes"].as_u64().unwrap(),
         "check predicted the download"
+    );
+    let requests = server
+        .served()
+        .iter()
+        .filter(|s| s.path.starts_with("/packs/"))
+        .count() as u64;
+    assert_eq!(
+        requests,
+        check["plan"]["fetch_requests"].as_u64().unwrap(),
+        "check predicted the requests: {check}"
     );
     (fetched, check)
 }
