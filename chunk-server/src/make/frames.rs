@@ -84,7 +84,7 @@ pub struct DeltaSettings {
 /// against other releases, sharing its base table). The frames' pack number is left 0 for
 /// the caller, who knows the pack's place in the index. A frame that does not pay (see
 /// `pays`) is not written, nor one naming a chunk only such a frame would rebuild.
-/// Returns how many frames were written.
+/// Returns how many frames were written, and how many of them (the last) are fallbacks.
 pub(crate) fn write_delta_frames(
     store: &Store,
     from: DeltaSource<'_>,
@@ -93,7 +93,7 @@ pub(crate) fn write_delta_frames(
     pack: &mut PackWriter,
     settings: DeltaSettings,
     deltas: &mut Deltas,
-) -> Result<usize, MakeError> {
+) -> Result<WrittenFrames, MakeError> {
     let DeltaSettings {
         level,
         siblings,
@@ -219,7 +219,7 @@ pub(crate) fn write_delta_frames(
             Candidate::Old(_) => None,
         })
         .collect();
-    let mut written = 0;
+    let mut written = WrittenFrames::default();
     map_in_order(
         &frames,
         rayon::current_num_threads(),
@@ -258,11 +258,22 @@ pub(crate) fn write_delta_frames(
                 bases,
                 chunks: group.chunks.clone().map(|i| added[i].number).collect(),
             });
-            written += 1;
+            written.frames += 1;
+            if i >= groups.len() {
+                written.fallbacks += 1;
+            }
             Ok(())
         },
     )?;
     Ok(written)
+}
+
+/// How many frames `write_delta_frames` wrote, and how many of them are fallbacks (which
+/// follow the others, and name old chunks only: no frame depends on them, nor they on one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct WrittenFrames {
+    pub frames: usize,
+    pub fallbacks: usize,
 }
 
 /// Whether a frame of `frame_bytes` is worth its place in the store instead of the plain
@@ -488,7 +499,7 @@ pub(crate) fn write_image_frames(
         siblings: true,
         fallbacks: false,
     };
-    write_delta_frames(
+    let written = write_delta_frames(
         store,
         DeltaSource::Nothing,
         chunks,
@@ -496,7 +507,8 @@ pub(crate) fn write_image_frames(
         pack,
         settings,
         deltas,
-    )
+    )?;
+    Ok(written.frames)
 }
 
 /// What delta frames are made against: a release of the store, or the image file of a

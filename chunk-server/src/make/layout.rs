@@ -34,7 +34,7 @@ pub(crate) struct PlainFrame {
 
 /// Which bases' devices fetch chunk `id` plain: those whose `fetched_plain` set holds it,
 /// as the bit mask of [`PlainFrame::fetched_by`].
-pub(crate) fn fetched_by(fetched_plain: &[HashSet<ChunkId>], id: &ChunkId) -> u64 {
+pub(crate) fn fetched_by(fetched_plain: &[&HashSet<ChunkId>], id: &ChunkId) -> u64 {
     fetched_plain
         .iter()
         .take(64)
@@ -103,22 +103,25 @@ pub(crate) fn base_order(bases: usize) -> Vec<usize> {
 }
 
 /// The new pack's pieces in order, given its plain frames `frames` in `order`
-/// ([`plain_frame_order`]) and the stretch of delta frames against each base
-/// (`base_frames`, empty where a base got none), in a pack of `pack_length` bytes:
-/// - the frames against the first base, just before the plain frames its devices fetch,
-///   which come first: a device one release behind fetches one range from the new pack;
+/// ([`plain_frame_order`]), the stretch of delta frames against each base (`base_frames`,
+/// empty where a base got none) and the first base's fallback frames its devices take
+/// (`first_base_fallbacks`), in a pack of `pack_length` bytes:
+/// - the frames against the first base and those fallbacks, just before the plain frames
+///   its devices fetch, which come first: a device one release behind fetches one range
+///   from the new pack;
 /// - the plain frames some base's devices fetch, in `order`;
 /// - the frames against the last base, just after the plain frames its devices fetch last
 ///   (the lowest bit of the Gray code ends the sequence): one range more for them, not two;
 /// - the frames against the bases between, in their order;
 /// - the plain frames no base's devices fetch (those of devices on no base: a wiped slot);
-/// - the rest as it was (image frames).
+/// - the rest as it was (the first base's other fallbacks, image frames).
 ///
 /// None when the pieces would not cover the pack exactly once (then it stays as it is).
 pub(crate) fn pack_pieces(
     frames: &[PlainFrame],
     order: &[usize],
     base_frames: &[Piece],
+    first_base_fallbacks: &[Piece],
     pack_length: u64,
 ) -> Option<Vec<Piece>> {
     let plain = |n: &usize| Piece {
@@ -130,6 +133,7 @@ pub(crate) fn pack_pieces(
     let bases = base_order(base_frames.len());
     let mut pieces: Vec<Piece> = Vec::with_capacity(frames.len() + base_frames.len() + 1);
     pieces.extend(bases.first().map(|&b| base_frames[b]));
+    pieces.extend_from_slice(first_base_fallbacks);
     pieces.extend(fetched.iter().map(plain));
     pieces.extend(bases.iter().skip(1).map(|&b| base_frames[b]));
     pieces.extend(nobody.iter().map(plain));
@@ -321,11 +325,12 @@ mod tests {
     #[test]
     fn fetched_by_sets_one_bit_per_base_from_the_top() {
         let id = |n: u8| ChunkId([n; 32]);
-        let sets = vec![
+        let sets = [
             HashSet::from([id(1), id(2)]),
             HashSet::new(),
             HashSet::from([id(2)]),
         ];
+        let sets: Vec<&HashSet<ChunkId>> = sets.iter().collect();
         assert_eq!(fetched_by(&sets, &id(1)), FIRST);
         assert_eq!(fetched_by(&sets, &id(2)), FIRST | 1 << 61);
         assert_eq!(fetched_by(&sets, &id(3)), 0);
@@ -353,7 +358,7 @@ mod tests {
         let order = plain_frame_order(&frames).expect("reordered");
         assert_eq!(order, [2, 3, 0, 1]);
         let bases = [piece(40, 20), piece(60, 30), piece(90, 40)];
-        let pieces = pack_pieces(&frames, &order, &bases, 135).expect("laid out");
+        let pieces = pack_pieces(&frames, &order, &bases, &[], 135).expect("laid out");
         assert_eq!(
             pieces,
             [
@@ -375,17 +380,48 @@ mod tests {
     }
 
     #[test]
+    fn the_fallbacks_the_first_bases_devices_take_follow_its_frames_the_others_go_last() {
+        // One plain frame the first base's devices fetch, one nobody fetches; frames against
+        // the first base at 20..50 of which 50..55 and 60..65 are fallbacks, the devices
+        // taking the second; image frames at 65..70.
+        let frames = [frame(0, 0), frame(10, FIRST)];
+        let order = plain_frame_order(&frames).expect("reordered");
+        let pieces =
+            pack_pieces(&frames, &order, &[piece(20, 30)], &[piece(55, 5)], 70).expect("laid out");
+        assert_eq!(
+            pieces,
+            [
+                piece(20, 30), // the frames against the first base
+                piece(55, 5),  // the fallback its devices take
+                piece(10, 10), // its devices' plain frames
+                piece(0, 10),  // nobody's
+                piece(50, 5),  // the other fallback
+                piece(60, 10), // the other fallback and the image frames
+            ]
+        );
+    }
+
+    #[test]
     fn pieces_that_overlap_or_reach_past_the_pack_leave_it_as_it_is() {
         let frames = [frame(0, 0), frame(10, FIRST)];
         let order = [1, 0];
-        assert_eq!(pack_pieces(&frames, &order, &[piece(15, 10)], 40), None);
-        assert_eq!(pack_pieces(&frames, &order, &[piece(20, 30)], 40), None);
+        assert_eq!(
+            pack_pieces(&frames, &order, &[piece(15, 10)], &[], 40),
+            None
+        );
+        assert_eq!(
+            pack_pieces(&frames, &order, &[piece(20, 30)], &[], 40),
+            None
+        );
         // Already in order: frames against the only base first, its plain frames, nobody's.
         let frames = [frame(10, FIRST), frame(20, 0)];
-        assert_eq!(pack_pieces(&frames, &[0, 1], &[piece(0, 10)], 30), None);
+        assert_eq!(
+            pack_pieces(&frames, &[0, 1], &[piece(0, 10)], &[], 30),
+            None
+        );
         // A base without frames takes no place.
         assert_eq!(
-            pack_pieces(&frames, &[0, 1], &[piece(0, 10), piece(0, 0)], 30),
+            pack_pieces(&frames, &[0, 1], &[piece(0, 10), piece(0, 0)], &[], 30),
             None
         );
     }
@@ -403,7 +439,7 @@ mod tests {
             ..f
         });
         let order = plain_frame_order(&frames).unwrap();
-        let pieces = pack_pieces(&frames, &order, &[piece(9, 5)], 16).unwrap();
+        let pieces = pack_pieces(&frames, &order, &[piece(9, 5)], &[], 16).unwrap();
         let mut new_file = std::fs::File::create(dir.path().join("new.pack")).unwrap();
         let mut writer = PackWriter::new(&mut new_file, dir.path().to_owned());
         let starts = rewrite_pack(&old, &pieces, &mut writer).unwrap();

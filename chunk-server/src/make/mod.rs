@@ -147,9 +147,20 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
     let mut frames = write_frames(store, options, &chunked, &pack_reader, &mut pack)?;
     let mut new_pack = pack.finish()?;
     if let Some(pack_ref) = new_pack {
+        // What the devices on each base fetch, as they choose their frames from the index
+        // with the frames in the order a laid out pack gives them (the first base's keep
+        // their numbers).
+        let written_order = frames.deltas.frames.clone();
+        frames.deltas.frames = frames_by_base(&frames);
+        let fetches = device_fetches(
+            &index_with_frames(options, &chunked, new_pack, &frames),
+            &frames.base_chunks,
+        );
+        frames.deltas.frames = written_order;
         if let Some(relaid) = lay_out_pack(
             &mut chunked,
             &mut frames,
+            &fetches,
             &pack_reader,
             pack_ref.length,
             &packs_dir,
@@ -157,7 +168,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
             (new_pack, pack_file) = relaid;
         }
     }
-    let index = index_with_frames(options, &chunked, new_pack, frames);
+    let index = index_with_frames(options, &chunked, new_pack, &frames);
     index.validate()?;
     let (index_path, index, index_bytes) = publish(store, options, index, new_pack, pack_file)?;
     let index_deltas = crate::index_deltas::write_index_deltas(
@@ -275,11 +286,11 @@ struct Frames {
     deltas: Deltas,
     /// With their own base table.
     image_frames: Deltas,
-    /// For each base in turn (the releases, then the images), the chunks the devices on it
-    /// fetch plain: those it lacks that no frame against it rebuilds.
-    fetched_plain: Vec<HashSet<ChunkId>>,
-    /// For each base in turn, its frames in `deltas.frames`.
-    frame_spans: Vec<std::ops::Range<usize>>,
+    /// For each base in turn (the releases, then the images), the chunks it holds.
+    base_chunks: Vec<HashSet<(ChunkId, u32)>>,
+    /// For each base in turn, its frames in `deltas.frames`, and how many of them (the
+    /// last) are fallbacks.
+    frame_spans: Vec<(std::ops::Range<usize>, usize)>,
 }
 
 fn write_frames(
@@ -295,7 +306,7 @@ fn write_frames(
         .map(|from| read_index(&store.index_path(from, options.name)))
         .collect::<Result<Vec<_>, _>>()?;
     let mut deltas = Deltas::default();
-    let mut fetched_plain = Vec::new();
+    let mut base_chunks = Vec::new();
     let mut frame_spans = Vec::new();
     let settings = frames::DeltaSettings {
         level: options.delta_level,
@@ -313,7 +324,7 @@ fn write_frames(
             ..settings
         };
         let first_frame = deltas.frames.len();
-        fetched_plain.push(write_frames_against(
+        let (held, written) = write_frames_against(
             store,
             chunked,
             frames::DeltaSource::Release(from_index),
@@ -321,13 +332,14 @@ fn write_frames(
             pack,
             settings,
             &mut deltas,
-        )?);
-        frame_spans.push(first_frame..deltas.frames.len());
+        )?;
+        base_chunks.push(held);
+        frame_spans.push((first_frame..deltas.frames.len(), written.fallbacks));
     }
     for path in options.delta_from_images {
         let image = chunk_base_image(path, options.chunker)?;
         let first_frame = deltas.frames.len();
-        fetched_plain.push(write_frames_against(
+        let (held, written) = write_frames_against(
             store,
             chunked,
             frames::DeltaSource::Image(&image),
@@ -335,8 +347,9 @@ fn write_frames(
             pack,
             settings,
             &mut deltas,
-        )?);
-        frame_spans.push(first_frame..deltas.frames.len());
+        )?;
+        base_chunks.push(held);
+        frame_spans.push((first_frame..deltas.frames.len(), written.fallbacks));
     }
     let mut image_frames = Deltas::default();
     if options.image_frames {
@@ -354,13 +367,13 @@ fn write_frames(
         from_indexes,
         deltas,
         image_frames,
-        fetched_plain,
+        base_chunks,
         frame_spans,
     })
 }
 
 /// Writes the frames against one base (`source`) for the chunks of the release it lacks,
-/// into `deltas`; returns what its devices still fetch plain.
+/// into `deltas`; returns the chunks the base holds and what was written.
 fn write_frames_against(
     store: &Store,
     chunked: &Chunked,
@@ -369,34 +382,53 @@ fn write_frames_against(
     pack: &mut PackWriter,
     settings: frames::DeltaSettings,
     deltas: &mut Deltas,
-) -> Result<HashSet<ChunkId>, MakeError> {
+) -> Result<(HashSet<(ChunkId, u32)>, frames::WrittenFrames), MakeError> {
     pack.flush()?;
     let lacking = chunks_lacking(chunked, source.chunks());
-    let first_frame = deltas.frames.len();
-    frames::write_delta_frames(store, source, &lacking, pack_reader, pack, settings, deltas)?;
-    Ok(not_rebuilt(
-        chunked,
-        &lacking,
-        &deltas.frames[first_frame..],
-    ))
+    let written =
+        frames::write_delta_frames(store, source, &lacking, pack_reader, pack, settings, deltas)?;
+    let held = source.chunks().iter().map(|c| (c.id, c.length)).collect();
+    Ok((held, written))
 }
 
-/// The chunks of `lacking` that none of `written` (the frames against their base) rebuilds:
-/// what a device on that base fetches plain.
-fn not_rebuilt(
-    chunked: &Chunked,
-    lacking: &[frames::ReleaseChunk],
-    written: &[DeltaFrame],
-) -> HashSet<ChunkId> {
-    let rebuilt: HashSet<ChunkId> = written
+/// What the devices on a base fetch from the release: the frames they choose, and the chunks
+/// they fetch plain.
+struct DeviceFetches {
+    frames: HashSet<usize>,
+    plain: HashSet<ChunkId>,
+}
+
+/// For each base (its chunks in `base_chunks`), what its devices fetch from `index` (the
+/// release with its frames), as they choose: the chunks the base lacks come from the frames
+/// they choose, or plain.
+fn device_fetches(index: &Index, base_chunks: &[HashSet<(ChunkId, u32)>]) -> Vec<DeviceFetches> {
+    base_chunks
         .iter()
-        .flat_map(|frame| &frame.chunks)
-        .map(|&number| chunked.placed_chunks[number as usize].0)
-        .collect();
-    lacking
-        .iter()
-        .map(|chunk| chunk.id)
-        .filter(|id| !rebuilt.contains(id))
+        .map(|held| {
+            let lacking: Vec<ChunkEntry> = index
+                .chunks
+                .iter()
+                .filter(|c| !held.contains(&(c.id, c.length)))
+                .copied()
+                .collect();
+            let chosen =
+                diffota_format::frame_choice::choose_delta_frames(index, &lacking, |id, length| {
+                    held.contains(&(*id, length))
+                });
+            let rebuilt: HashSet<ChunkId> = chosen
+                .iter()
+                .flat_map(|&f| &index.deltas.frames[f].chunks)
+                .map(|&n| index.chunks[n as usize].id)
+                .collect();
+            DeviceFetches {
+                plain: lacking
+                    .iter()
+                    .map(|c| c.id)
+                    .filter(|id| !rebuilt.contains(id))
+                    .collect(),
+                frames: chosen.into_iter().collect(),
+            }
+        })
         .collect()
 }
 
@@ -410,11 +442,13 @@ fn not_rebuilt(
 fn lay_out_pack(
     chunked: &mut Chunked,
     frames: &mut Frames,
+    fetches: &[DeviceFetches],
     pack_reader: &std::fs::File,
     pack_length: u64,
     packs_dir: &Path,
 ) -> Result<Option<(Option<PackRef>, TempFile)>, MakeError> {
-    if frames.fetched_plain.iter().all(HashSet::is_empty) {
+    let fetched_plain: Vec<&HashSet<ChunkId>> = fetches.iter().map(|f| &f.plain).collect();
+    if fetched_plain.iter().all(|plain| plain.is_empty()) {
         return Ok(None);
     }
     let mut seen = HashSet::new();
@@ -428,17 +462,35 @@ fn lay_out_pack(
             } if seen.insert(pack_offset) => Some(layout::PlainFrame {
                 pack_offset,
                 compressed_length,
-                fetched_by: layout::fetched_by(&frames.fetched_plain, id),
+                fetched_by: layout::fetched_by(&fetched_plain, id),
             }),
             _ => None,
         })
         .collect();
     let order = layout::plain_frame_order(&plain).unwrap_or_else(|| (0..plain.len()).collect());
+    let piece_of = |frame: &DeltaFrame| layout::Piece {
+        pack_offset: frame.pack_offset,
+        length: u64::from(frame.compressed_length),
+    };
+    // The first base's fallbacks (no frame depends on them, nor they on one) leave its
+    // stretch: those its devices take follow the others, the rest go last.
+    let mut first_base_fallbacks = Vec::new();
     let base_frames: Vec<layout::Piece> = frames
         .frame_spans
         .iter()
-        .map(|span| {
-            let written = &frames.deltas.frames[span.clone()];
+        .enumerate()
+        .map(|(base, (span, fallbacks))| {
+            let mut span = span.clone();
+            if base == 0 {
+                let first_fallback = span.end - fallbacks;
+                first_base_fallbacks.extend(
+                    (first_fallback..span.end)
+                        .filter(|f| fetches[0].frames.contains(f))
+                        .map(|f| piece_of(&frames.deltas.frames[f])),
+                );
+                span.end = first_fallback;
+            }
+            let written = &frames.deltas.frames[span];
             let start = written.iter().map(|f| f.pack_offset).min().unwrap_or(0);
             let end = written
                 .iter()
@@ -451,7 +503,13 @@ fn lay_out_pack(
             }
         })
         .collect();
-    let Some(pieces) = layout::pack_pieces(&plain, &order, &base_frames, pack_length) else {
+    let Some(pieces) = layout::pack_pieces(
+        &plain,
+        &order,
+        &base_frames,
+        &first_base_fallbacks,
+        pack_length,
+    ) else {
         return Ok(None);
     };
     let mut pack_file =
@@ -473,13 +531,19 @@ fn lay_out_pack(
     {
         frame.pack_offset = relocation.offset(frame.pack_offset);
     }
+    frames.deltas.frames = frames_by_base(frames);
+    Ok(Some((new_pack, pack_file)))
+}
+
+/// The frames against the bases in the order the laid out pack holds them
+/// ([`layout::base_order`]): a device decodes frames in pack order, and a frame naming a
+/// sibling must come after the frame rebuilding it, as it does in index order.
+fn frames_by_base(frames: &Frames) -> Vec<DeltaFrame> {
     let mut by_base: Vec<DeltaFrame> = Vec::with_capacity(frames.deltas.frames.len());
     for base in layout::base_order(frames.frame_spans.len()) {
-        by_base.extend_from_slice(&frames.deltas.frames[frames.frame_spans[base].clone()]);
+        by_base.extend_from_slice(&frames.deltas.frames[frames.frame_spans[base].0.clone()]);
     }
-    debug_assert_eq!(by_base.len(), frames.deltas.frames.len());
-    frames.deltas.frames = by_base;
-    Ok(Some((new_pack, pack_file)))
+    by_base
 }
 
 /// `path` chunked as `make` chunks an image: each chunk's id, offset and length (nothing of
@@ -519,13 +583,19 @@ fn index_with_frames(
     options: &MakeOptions,
     chunked: &Chunked,
     new_pack: Option<PackRef>,
-    frames: Frames,
+    frames: &Frames,
 ) -> Index {
     let base_packs = frames
         .from_indexes
         .first()
         .map_or(&[][..], |i| &i.packs[..]);
-    let mut index = build_index(options, chunked, new_pack, frames.deltas, base_packs);
+    let mut index = build_index(
+        options,
+        chunked,
+        new_pack,
+        frames.deltas.clone(),
+        base_packs,
+    );
     for from_index in &frames.from_indexes {
         frames::inherit_frames(from_index, &mut index);
     }
@@ -535,7 +605,7 @@ fn index_with_frames(
             .iter()
             .position(|p| p.id == pack.id)
             .expect("the new pack is in the index") as u32;
-        let Deltas { bases, frames } = frames.image_frames;
+        let Deltas { bases, frames } = &frames.image_frames;
         let mut base_numbers: HashMap<ChunkId, u32> = index
             .deltas
             .bases
@@ -558,7 +628,7 @@ fn index_with_frames(
             index.deltas.frames.push(DeltaFrame {
                 pack: number,
                 bases,
-                ..frame
+                ..frame.clone()
             });
         }
     }
