@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 
 use diffota_format::frame_codec::decompress_with_prefix_into;
 use diffota_format::ranges::plan_ranges;
-use diffota_format::{ChunkData, ChunkEntry, ChunkId, Index};
+use diffota_format::{ChunkData, ChunkEntry, ChunkId, Index, VerifiedChunk};
 
 use super::fetch::{decode_frame, fetch_range, BadFrame, FetchContext, FrameCutter, ResumableSink};
 use super::InstallError;
@@ -335,11 +335,24 @@ impl FrameDecoder<'_> {
             return Err(InstallError::Cancelled);
         }
         let verified = decode_frame(compressed, item, &self.url)?;
-        let offsets = wanted().take(&item.id);
+        self.write_wanted(item, &verified)
+    }
+
+    /// Writes `chunk`'s verified bytes at every image offset it is still wanted at.
+    fn write_wanted(
+        &self,
+        chunk: &ChunkEntry,
+        verified: &VerifiedChunk,
+    ) -> Result<(), InstallError> {
+        let offsets = self
+            .wanted
+            .lock()
+            .expect("no writer panicked")
+            .take(&chunk.id);
         for offset in offsets {
-            self.slot.write_chunk(&verified, offset)?;
+            self.slot.write_chunk(verified, offset)?;
             self.progress.event(Event::Written {
-                bytes: u64::from(item.length),
+                bytes: u64::from(chunk.length),
             });
         }
         Ok(())
@@ -399,16 +412,28 @@ impl FrameDecoder<'_> {
             let verified = ChunkData(bytes.to_vec())
                 .verify(&chunk.id)
                 .map_err(|_| bad(chunk, BadFrame::Hash))?;
-            let offsets = wanted().take(&chunk.id);
-            for offset in offsets {
-                self.slot.write_chunk(&verified, offset)?;
-                self.progress.event(Event::Written {
-                    bytes: u64::from(chunk.length),
-                });
-            }
+            write_wanted(self.wanted, self.slot, self.progress, chunk, &verified)?;
         }
         Ok(())
     }
+}
+
+/// Writes `chunk`'s verified bytes at every image offset it is still wanted at.
+fn write_wanted(
+    wanted: &std::sync::Mutex<Wanted>,
+    slot: &TargetSlot,
+    progress: &dyn Progress,
+    chunk: &ChunkEntry,
+    verified: &VerifiedChunk,
+) -> Result<(), InstallError> {
+    let offsets = wanted.lock().expect("no writer panicked").take(&chunk.id);
+    for offset in offsets {
+        slot.write_chunk(verified, offset)?;
+        progress.event(Event::Written {
+            bytes: u64::from(chunk.length),
+        });
+    }
+    Ok(())
 }
 
 impl RangeSink for FrameWriter<'_> {
