@@ -335,27 +335,7 @@ impl FrameDecoder<'_> {
             return Err(InstallError::Cancelled);
         }
         let verified = decode_frame(compressed, item, &self.url)?;
-        self.write_wanted(item, &verified)
-    }
-
-    /// Writes `chunk`'s verified bytes at every image offset it is still wanted at.
-    fn write_wanted(
-        &self,
-        chunk: &ChunkEntry,
-        verified: &VerifiedChunk,
-    ) -> Result<(), InstallError> {
-        let offsets = self
-            .wanted
-            .lock()
-            .expect("no writer panicked")
-            .take(&chunk.id);
-        for offset in offsets {
-            self.slot.write_chunk(verified, offset)?;
-            self.progress.event(Event::Written {
-                bytes: u64::from(chunk.length),
-            });
-        }
-        Ok(())
+        write_wanted(self.wanted, self.slot, self.progress, item, &verified)
     }
 
     fn write_frame(
