@@ -88,7 +88,9 @@ for kind in "${kinds[@]}"; do
   # - dota: v1, then v2, v3 and v4 each made by default (delta frames against the two newest
   #   older releases, no channel set). Rows: a device that installed v1 through diffota (it
   #   stores v1's index, so it fetches the index delta), a factory-flashed one (no stored
-  #   index: it cuts its running slot and fetches the whole index), and devices on v1 two
+  #   index: it cuts its running slot and fetches the whole index), a factory-flashed one
+  #   provisioned as the factory flow does (`diffota provision` with the release's signed
+  #   index, which the layer's factory data carries), and devices on v1 two
   #   and three releases behind (v1 -> v3, v1 -> v4).
   # - fleet: dota's v1 and v2, then the stable channel set to v1 (devices still run it) and
   #   v3 and v4 made by default, which takes the channel's release as a further base (v3
@@ -165,7 +167,7 @@ TOML
   # dota_install ROW TO STORED [STORE] [FROM]: release FROM (default 1; "wiped": zeros) in
   # slot a, install release TO from STORE (default dota); STORED=yes leaves in the state directory what an
   # install of FROM through diffota leaves there (its index and signature as the running
-  # slot's seed).
+  # slot's seed), STORED=provisioned runs `diffota provision` with FROM's signed index first.
   dota_install() {
     local row=$1 to=$2 stored=$3 store=${4:-dota} from=${5:-1} times=() image
     image=$(image_of "$to")
@@ -179,6 +181,11 @@ TOML
       if [ "$stored" = yes ]; then
         cp "$work/www/$store/releases/$from/rootfs.didx" "$work/dev/state/slot-a.didx"
         cp "$work/www/$store/releases/$from/rootfs.didx.minisig" "$work/dev/state/slot-a.didx.minisig"
+      elif [ "$stored" = provisioned ]; then
+        # The documented factory flow: the factory data carries the release's signed index
+        # and `provision` records it on the first boot (checking the slot byte for byte).
+        cp "$work/www/$store/releases/$from/rootfs.didx" "$work/www/$store/releases/$from/rootfs.didx.minisig" "$work/dev/"
+        "$dota" --config "$work/dev/diffota.toml" provision "$work/dev/rootfs.didx" >/dev/null
       fi
       : > "$work/access.log"; sync
       timed "$dota" --config "$work/dev/diffota.toml" install
@@ -191,6 +198,7 @@ TOML
   }
   dota_install diffota 2 yes
   dota_install "diffota, factory-flashed" 2 no
+  dota_install "diffota, factory-flashed, provisioned" 2 provisioned
   dota_install "diffota, --delta-level 12" 2 yes dota12
   dota_install "diffota, --delta-level 19" 2 yes dota19
   dota_install "diffota, v1 -> v3" 3 yes
@@ -323,7 +331,7 @@ TOML
     echo
     echo "| tool | downloaded | requests | make | install (median) | make RSS | install RSS | bytes vs casync | bytes vs bita |"
     echo "|---|---|---|---|---|---|---|---|---|"
-    for tool in diffota "diffota, factory-flashed" "diffota, --delta-level 12" "diffota, --delta-level 19" "diffota, v1 -> v3" "diffota, v1 -> v4" "diffota, channel on v1, v1 -> v3" "diffota, channel on v1, v1 -> v4" "diffota, channel on v1, v2 -> v4" "${never_worse_rows[@]}" casync bita zchunk; do
+    for tool in diffota "diffota, factory-flashed" "diffota, factory-flashed, provisioned" "diffota, --delta-level 12" "diffota, --delta-level 19" "diffota, v1 -> v3" "diffota, v1 -> v4" "diffota, channel on v1, v1 -> v3" "diffota, channel on v1, v1 -> v4" "diffota, channel on v1, v2 -> v4" "${never_worse_rows[@]}" casync bita zchunk; do
       printf '| %s | %s | %s | %ss | %ss | %s MiB | %s MiB | %s | %s |\n' "$tool" "${bytes[$tool]}" "${requests[$tool]}" \
         "${make_s[$tool]}" "${install_s[$tool]}" "$(mib "${make_rss[$tool]}")" "$(mib "${install_rss[$tool]}")" \
         "$(awk -v a="${bytes[$tool]}" -v b="${bytes[casync]}" 'BEGIN {printf "%.2fx", a / b}')" \
@@ -338,7 +346,7 @@ TOML
     echo "| goal | measured |"
     echo "|---|---|"
     echo "| one release behind, installed through diffota: <= 1.0x HDiffPatch | $(r diffota hdiff) (${bytes[diffota]} B, ${requests[diffota]} requests) |"
-    echo "| factory-flashed: <= 0.9x xdelta3 -9 | $(r "diffota, factory-flashed" xdelta9) (${bytes[diffota, factory-flashed]} B) |"
+    echo "| factory-flashed: <= 0.9x xdelta3 -9 | provisioned as the factory flow does (the factory data's index): $(r "diffota, factory-flashed, provisioned" xdelta9) (${bytes[diffota, factory-flashed, provisioned]} B); never provisioned (fetches the whole index): $(r "diffota, factory-flashed" xdelta9) (${bytes[diffota, factory-flashed]} B) |"
     echo "| two behind (v1 -> v3), channel on v1: <= 1.2x HDiffPatch v1 -> v3, <= 10 requests | $(r "diffota, channel on v1, v1 -> v3" hdiff13) in ${requests[diffota, channel on v1, v1 -> v3]} requests (no channel: $(r "diffota, v1 -> v3" hdiff13) in ${requests[diffota, v1 -> v3]}) |"
     echo "| three behind (v1 -> v4), channel on v1: <= 1.2x HDiffPatch v1 -> v4, <= 10 requests | $(r "diffota, channel on v1, v1 -> v4" hdiff14) in ${requests[diffota, channel on v1, v1 -> v4]} requests (no channel: $(r "diffota, v1 -> v4" hdiff14) in ${requests[diffota, v1 -> v4]}) |"
     echo "| two behind (v2 -> v4), channel on v1: <= 1.2x HDiffPatch v2 -> v4, <= 10 requests | $(r "diffota, channel on v1, v2 -> v4" hdiff24) in ${requests[diffota, channel on v1, v2 -> v4]} requests |"

@@ -1,6 +1,6 @@
 //! The order of the new pack's plain frames. Chunking writes them in image order; once the
 //! delta frames are written, make knows which plain frames the devices on each base still
-//! fetch (the chunks they lack that no frame against their base rebuilds: new content that
+//! fetch ([`device_fetches`]: the device's own choice of frames, run on the new index) (the chunks they lack that no frame against their base rebuilds: new content that
 //! resembles nothing, such as a rebuilt binary blob) and writes those together at the start
 //! of the pack. In image order they lie between the plain frames of the chunks frames
 //! rebuild, which a device on a base never fetches, so each stretch cost a range request of
@@ -16,12 +16,105 @@
 //! release rebuilds, no frame against an older one does either), the usual case.
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
-use diffota_format::ChunkId;
+use diffota_format::frame_choice::choose_delta_frames;
+use diffota_format::index::DeltaFrame;
+use diffota_format::{ChunkEntry, ChunkId, Index};
 
 use super::pack::PackWriter;
 use crate::store::{io_error, StoreError};
+
+/// What the devices on a base fetch from the release: the frames they choose (numbers in
+/// the index), and the chunks they fetch plain.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct DeviceFetches {
+    pub frames: HashSet<usize>,
+    pub plain: HashSet<ChunkId>,
+}
+
+/// For each base (the chunks it holds, by id and length, in `base_chunks`), what its
+/// devices fetch from `index` (the release with its frames) as they choose: the chunks the
+/// base lacks come from the frames they choose ([`choose_delta_frames`], the device's own
+/// choice), or plain.
+pub(crate) fn device_fetches(
+    index: &Index,
+    base_chunks: &[HashSet<(ChunkId, u32)>],
+) -> Vec<DeviceFetches> {
+    base_chunks
+        .iter()
+        .map(|held| {
+            let lacking: Vec<ChunkEntry> = index
+                .chunks
+                .iter()
+                .filter(|c| !held.contains(&(c.id, c.length)))
+                .copied()
+                .collect();
+            let chosen =
+                choose_delta_frames(index, &lacking, |id, length| held.contains(&(*id, length)));
+            let rebuilt: HashSet<ChunkId> = chosen
+                .iter()
+                .flat_map(|&f| &index.deltas.frames[f].chunks)
+                .map(|&n| index.chunks[n as usize].id)
+                .collect();
+            DeviceFetches {
+                plain: lacking
+                    .iter()
+                    .map(|c| c.id)
+                    .filter(|id| !rebuilt.contains(id))
+                    .collect(),
+                frames: chosen.into_iter().collect(),
+            }
+        })
+        .collect()
+}
+
+/// The stretch of the pack each base's delta frames lie in, for [`pack_pieces`] (`frames`:
+/// those against base `n` are `frames[frame_spans[n].0]`, the last `frame_spans[n].1` of
+/// them fallbacks). The first base's fallbacks leave its stretch (no frame depends on them,
+/// nor they on one): those its devices take (`first_base_takes`, frame numbers) are
+/// returned apart, to follow its other frames; the rest go last with what no piece covers.
+/// A base with no frames has an empty stretch.
+pub(crate) fn base_stretches(
+    frames: &[DeltaFrame],
+    frame_spans: &[(Range<usize>, usize)],
+    first_base_takes: Option<&HashSet<usize>>,
+) -> (Vec<Piece>, Vec<Piece>) {
+    let piece_of = |frame: &DeltaFrame| Piece {
+        pack_offset: frame.pack_offset,
+        length: u64::from(frame.compressed_length),
+    };
+    let mut first_base_fallbacks = Vec::new();
+    let stretches = frame_spans
+        .iter()
+        .enumerate()
+        .map(|(base, (span, fallbacks))| {
+            let mut span = span.clone();
+            if base == 0 {
+                let first_fallback = span.end - fallbacks;
+                first_base_fallbacks.extend(
+                    (first_fallback..span.end)
+                        .filter(|f| first_base_takes.is_some_and(|takes| takes.contains(f)))
+                        .map(|f| piece_of(&frames[f])),
+                );
+                span.end = first_fallback;
+            }
+            let written = &frames[span];
+            let start = written.iter().map(|f| f.pack_offset).min().unwrap_or(0);
+            let end = written
+                .iter()
+                .map(|f| f.pack_offset + u64::from(f.compressed_length))
+                .max()
+                .unwrap_or(0);
+            Piece {
+                pack_offset: start,
+                length: end.saturating_sub(start),
+            }
+        })
+        .collect();
+    (stretches, first_base_fallbacks)
+}
 
 /// A plain frame of the new pack: where it is, and which bases' devices fetch it (bit
 /// `63 - n` for base number `n`; bases after the 64th do not shape the layout).
@@ -341,6 +434,108 @@ mod tests {
             pack_offset,
             length,
         }
+    }
+
+    fn id(n: u8) -> ChunkId {
+        ChunkId([n; 32])
+    }
+
+    fn delta_frame(
+        pack_offset: u64,
+        compressed_length: u32,
+        bases: &[u32],
+        chunks: &[u32],
+    ) -> DeltaFrame {
+        DeltaFrame {
+            pack: 0,
+            pack_offset,
+            compressed_length,
+            bases: bases.to_vec(),
+            chunks: chunks.to_vec(),
+        }
+    }
+
+    #[test]
+    fn devices_fetch_the_frames_their_base_can_decode_and_the_rest_plain() {
+        use diffota_format::index::{DeltaBase, Deltas};
+        // Chunks 1..=4 of 1000 bytes (plain frames of 500); one frame of chunks 1 and 2
+        // (300 bytes) against old chunk 100.
+        let index = Index {
+            created: 0,
+            expires: None,
+            chunker: diffota_format::ChunkerParams::DEFAULT,
+            image_length: 4000,
+            image_hash: [0; 32],
+            compatible: "test".into(),
+            version: "2".into(),
+            packs: Vec::new(),
+            chunks: (1..=4u8)
+                .map(|n| ChunkEntry {
+                    id: id(n),
+                    offset: u64::from(n - 1) * 1000,
+                    length: 1000,
+                    compressed_length: 500,
+                    pack: 0,
+                    pack_offset: u64::from(n - 1) * 500,
+                })
+                .collect(),
+            deltas: Deltas {
+                bases: vec![DeltaBase {
+                    id: id(100),
+                    length: 1000,
+                }],
+                frames: vec![delta_frame(2000, 300, &[0], &[0, 1])],
+            },
+        };
+        let holding = |ids: &[u8]| ids.iter().map(|&n| (id(n), 1000)).collect();
+        let fetches = device_fetches(
+            &index,
+            &[holding(&[100, 4]), holding(&[4]), holding(&[1, 2, 3, 4])],
+        );
+        assert_eq!(
+            fetches[0],
+            DeviceFetches {
+                frames: HashSet::from([0]),
+                plain: HashSet::from([id(3)]),
+            },
+            "on the frame's base: the frame, and the chunk no frame rebuilds"
+        );
+        assert_eq!(
+            fetches[1],
+            DeviceFetches {
+                frames: HashSet::new(),
+                plain: HashSet::from([id(1), id(2), id(3)]),
+            },
+            "without the frame's base: plain only"
+        );
+        assert_eq!(fetches[2], DeviceFetches::default(), "holding the release");
+    }
+
+    #[test]
+    fn each_bases_stretch_spans_its_frames_and_the_first_bases_fallbacks_leave_it() {
+        // Base 0: frames at 100 and 200, fallbacks at 300 and 400; base 1: frames at 500
+        // and 600; base 2: none.
+        let frames = [
+            delta_frame(100, 100, &[], &[]),
+            delta_frame(200, 100, &[], &[]),
+            delta_frame(300, 100, &[], &[]),
+            delta_frame(400, 50, &[], &[]),
+            delta_frame(500, 100, &[], &[]),
+            delta_frame(600, 70, &[], &[]),
+        ];
+        let spans = [(0..4, 2), (4..6, 0), (6..6, 0)];
+        let (stretches, fallbacks) = base_stretches(&frames, &spans, Some(&HashSet::from([0, 3])));
+        assert_eq!(
+            stretches,
+            vec![piece(100, 200), piece(500, 170), piece(0, 0)]
+        );
+        assert_eq!(
+            fallbacks,
+            vec![piece(400, 50)],
+            "only the fallback its devices take"
+        );
+        let (_, fallbacks) = base_stretches(&frames, &spans, None);
+        assert!(fallbacks.is_empty());
     }
 
     #[test]

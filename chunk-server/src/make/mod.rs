@@ -152,7 +152,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         // their numbers).
         let written_order = frames.deltas.frames.clone();
         frames.deltas.frames = frames_by_base(&frames);
-        let fetches = device_fetches(
+        let fetches = layout::device_fetches(
             &index_with_frames(options, &chunked, new_pack, &frames),
             &frames.base_chunks,
         );
@@ -391,47 +391,6 @@ fn write_frames_against(
     Ok((held, written))
 }
 
-/// What the devices on a base fetch from the release: the frames they choose, and the chunks
-/// they fetch plain.
-struct DeviceFetches {
-    frames: HashSet<usize>,
-    plain: HashSet<ChunkId>,
-}
-
-/// For each base (its chunks in `base_chunks`), what its devices fetch from `index` (the
-/// release with its frames), as they choose: the chunks the base lacks come from the frames
-/// they choose, or plain.
-fn device_fetches(index: &Index, base_chunks: &[HashSet<(ChunkId, u32)>]) -> Vec<DeviceFetches> {
-    base_chunks
-        .iter()
-        .map(|held| {
-            let lacking: Vec<ChunkEntry> = index
-                .chunks
-                .iter()
-                .filter(|c| !held.contains(&(c.id, c.length)))
-                .copied()
-                .collect();
-            let chosen =
-                diffota_format::frame_choice::choose_delta_frames(index, &lacking, |id, length| {
-                    held.contains(&(*id, length))
-                });
-            let rebuilt: HashSet<ChunkId> = chosen
-                .iter()
-                .flat_map(|&f| &index.deltas.frames[f].chunks)
-                .map(|&n| index.chunks[n as usize].id)
-                .collect();
-            DeviceFetches {
-                plain: lacking
-                    .iter()
-                    .map(|c| c.id)
-                    .filter(|id| !rebuilt.contains(id))
-                    .collect(),
-                frames: chosen.into_iter().collect(),
-            }
-        })
-        .collect()
-}
-
 /// Writes the new pack again laid out for the devices on the bases (`layout::pack_pieces`):
 /// the plain frames each base's devices fetch together, the frames against the first base
 /// just before them and those against the last just after. Moves the chunks' and the
@@ -442,15 +401,12 @@ fn device_fetches(index: &Index, base_chunks: &[HashSet<(ChunkId, u32)>]) -> Vec
 fn lay_out_pack(
     chunked: &mut Chunked,
     frames: &mut Frames,
-    fetches: &[DeviceFetches],
+    fetches: &[layout::DeviceFetches],
     pack_reader: &std::fs::File,
     pack_length: u64,
     packs_dir: &Path,
 ) -> Result<Option<(Option<PackRef>, TempFile)>, MakeError> {
     let fetched_plain: Vec<&HashSet<ChunkId>> = fetches.iter().map(|f| &f.plain).collect();
-    if fetched_plain.iter().all(|plain| plain.is_empty()) {
-        return Ok(None);
-    }
     let mut seen = HashSet::new();
     let plain: Vec<layout::PlainFrame> = chunked
         .placed_chunks
@@ -468,41 +424,9 @@ fn lay_out_pack(
         })
         .collect();
     let order = layout::plain_frame_order(&plain).unwrap_or_else(|| (0..plain.len()).collect());
-    let piece_of = |frame: &DeltaFrame| layout::Piece {
-        pack_offset: frame.pack_offset,
-        length: u64::from(frame.compressed_length),
-    };
-    // The first base's fallbacks (no frame depends on them, nor they on one) leave its
-    // stretch: those its devices take follow the others, the rest go last.
-    let mut first_base_fallbacks = Vec::new();
-    let base_frames: Vec<layout::Piece> = frames
-        .frame_spans
-        .iter()
-        .enumerate()
-        .map(|(base, (span, fallbacks))| {
-            let mut span = span.clone();
-            if base == 0 {
-                let first_fallback = span.end - fallbacks;
-                first_base_fallbacks.extend(
-                    (first_fallback..span.end)
-                        .filter(|f| fetches[0].frames.contains(f))
-                        .map(|f| piece_of(&frames.deltas.frames[f])),
-                );
-                span.end = first_fallback;
-            }
-            let written = &frames.deltas.frames[span];
-            let start = written.iter().map(|f| f.pack_offset).min().unwrap_or(0);
-            let end = written
-                .iter()
-                .map(|f| f.pack_offset + u64::from(f.compressed_length))
-                .max()
-                .unwrap_or(0);
-            layout::Piece {
-                pack_offset: start,
-                length: end.saturating_sub(start),
-            }
-        })
-        .collect();
+    let first_base_takes = fetches.first().map(|f| &f.frames);
+    let (base_frames, first_base_fallbacks) =
+        layout::base_stretches(&frames.deltas.frames, &frames.frame_spans, first_base_takes);
     let Some(pieces) = layout::pack_pieces(
         &plain,
         &order,
