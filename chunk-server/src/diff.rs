@@ -1,5 +1,6 @@
 //! `chunk-server diff OLD NEW`: what a device that installed OLD through diffota downloads
-//! to reach NEW: the index (as its delta against OLD's when the store has one), then the
+//! to reach NEW: the index (as its delta against OLD's when the store has one, else
+//! compressed), then the
 //! delta frames the device would choose and the plain frames of the rest, with the same
 //! frame choice (`diffota_format::frames`) and range merging the device uses, so the
 //! figures match what the server will see.
@@ -9,7 +10,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use diffota_format::frame_choice::{choose_delta_frames, with_delta_frames};
-use diffota_format::index_deltas::{self, delta_path};
+use diffota_format::index_deltas::{self, compressed_index_path, delta_path};
 use diffota_format::ranges::plan_ranges;
 use diffota_format::signature::signature_path;
 use diffota_format::Index;
@@ -29,22 +30,27 @@ pub struct DiffReport {
     pub delta_frames: u64,
     /// The index comes as its delta against OLD's.
     pub index_delta: bool,
+    /// The index comes compressed (no delta against OLD's).
+    pub index_compressed: bool,
     /// Compressed chunk bytes plus merge gaps plus the index (or its delta) and its signature.
     pub download_bytes: u64,
     /// Range requests for chunks plus one each for the index and its signature.
     pub requests: u64,
 }
 
-/// How a device gets NEW's index: `bytes` (the index or its delta, plus the signature).
+/// How a device gets NEW's index: `bytes` (the index, its delta or the compressed index,
+/// plus the signature).
 #[derive(Clone, Copy, Debug)]
 pub struct IndexTransfer {
     pub bytes: u64,
     pub delta: bool,
+    pub compressed: bool,
 }
 
 /// What the index of `new` costs a device that stores the index `old` (of release
 /// `old_version`): its delta beside it when that was made against exactly `old`'s bytes,
-/// else the whole index; plus the signature.
+/// else the compressed index beside it, else the whole index; plus the signature (as the
+/// device tries them).
 pub fn index_transfer(
     old: &Path,
     new: &Path,
@@ -69,12 +75,28 @@ pub fn index_transfer(
             return Ok(IndexTransfer {
                 bytes: delta.len() as u64 + signature_bytes,
                 delta: true,
+                compressed: false,
+            });
+        }
+    }
+    let compressed_path = PathBuf::from(compressed_index_path(&new.to_string_lossy()));
+    if let Ok(compressed) = diffota_files::local_file::read_bounded(
+        &compressed_path,
+        diffota_format::limits::INDEX,
+        diffota_files::local_file::Links::Follow,
+    ) {
+        if index_deltas::decode(&compressed, &[], index_bytes).is_ok() {
+            return Ok(IndexTransfer {
+                bytes: compressed.len() as u64 + signature_bytes,
+                delta: false,
+                compressed: true,
             });
         }
     }
     Ok(IndexTransfer {
         bytes: index_bytes + signature_bytes,
         delta: false,
+        compressed: false,
     })
 }
 
@@ -97,6 +119,7 @@ pub fn diff(old: &Index, new: &Index, index: IndexTransfer, max_gap: u64) -> Dif
         fetched_image_bytes: fetched.iter().map(|c| u64::from(c.length)).sum(),
         delta_frames: frames.len() as u64,
         index_delta: index.delta,
+        index_compressed: index.compressed,
         download_bytes: ranges.iter().map(|r| r.length()).sum::<u64>() + index.bytes,
         requests: ranges.len() as u64 + 2,
     }
@@ -125,6 +148,8 @@ impl std::fmt::Display for DiffReport {
             self.requests,
             if self.index_delta {
                 "index delta"
+            } else if self.index_compressed {
+                "compressed index"
             } else {
                 "index"
             }

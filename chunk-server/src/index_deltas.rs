@@ -6,13 +6,14 @@
 //! index's signature.
 //!
 //! Only the newest [`MAX_INDEX_DELTAS`] older releases get one: each costs one read of an
-//! old index and one compression, and devices further behind take the whole index, which
-//! is a small part of their download anyway.
+//! old index and one compression. Devices further behind, and devices that store no index
+//! (factory-flashed, never provisioned), take the compressed index, `<name>.didx.zst`
+//! (the same format against the empty base).
 
 use std::path::PathBuf;
 
 use diffota_format::compare_versions;
-use diffota_format::index_deltas::{self, delta_path};
+use diffota_format::index_deltas::{self, compressed_index_path, delta_path};
 
 use crate::fsutil::write_atomic;
 use crate::store::{io_error, Store, StoreError};
@@ -20,8 +21,9 @@ use crate::store::{io_error, Store, StoreError};
 /// Older releases an index delta is written against, newest first.
 pub const MAX_INDEX_DELTAS: usize = 4;
 
-/// zstd level of index deltas: the table is small, and most of what it costs is the ids of
-/// new chunks, which no level compresses; 19 still saves a few percent over 12.
+/// zstd level of index deltas and the compressed index: the table is small, and most of
+/// what it costs is the ids of new chunks, which no level compresses; 19 still saves a few
+/// percent over 12.
 const INDEX_DELTA_LEVEL: i32 = 19;
 
 /// One index delta written (or already in place).
@@ -70,4 +72,30 @@ pub fn write_index_deltas(
         });
     }
     Ok(written)
+}
+
+/// The compressed index written beside a release's index (or already in place).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CompressedIndexFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+/// Writes the compressed index of the release `version` (whose index is `index_bytes`),
+/// `<name>.didx.zst`. One already present is left as it is (a rerun).
+pub fn write_compressed_index(
+    store: &Store,
+    name: &str,
+    version: &str,
+    index_bytes: &[u8],
+) -> Result<CompressedIndexFile, StoreError> {
+    let index_path = store.index_path(version, name);
+    let path = PathBuf::from(compressed_index_path(&index_path.to_string_lossy()));
+    if !path.exists() {
+        let compressed =
+            index_deltas::encode(&[], index_bytes, INDEX_DELTA_LEVEL).map_err(io_error(&path))?;
+        write_atomic(&path, &compressed).map_err(io_error(&path))?;
+    }
+    let bytes = fs_err::metadata(&path).map_err(io_error(&path))?.len();
+    Ok(CompressedIndexFile { path, bytes })
 }

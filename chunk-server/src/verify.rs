@@ -32,6 +32,7 @@ pub struct VerifyReport {
     /// and every other device takes the chunks' plain frames.
     pub frames_on_removed_releases: u64,
     pub index_deltas: u64,
+    pub compressed_indexes: u64,
     #[serde(serialize_with = "as_text")]
     pub problems: Vec<Problem>,
 }
@@ -81,6 +82,11 @@ pub enum Problem {
     IndexDelta {
         file: String,
         from: String,
+        problem: IndexDeltaProblem,
+    },
+    #[error("{file}: does not rebuild the index of its release: {problem}")]
+    CompressedIndex {
+        file: String,
         problem: IndexDeltaProblem,
     },
     #[error("{file}: {problem}")]
@@ -293,22 +299,40 @@ fn check_manifest(
 }
 
 /// Each `<name>.didx.from-<version>` beside the index must rebuild the index's exact bytes
-/// from the index of that release. One whose base release is no longer in the store (pruned)
-/// cannot be checked; devices still running that release may use it.
+/// from the index of that release, and `<name>.didx.zst` from nothing. A delta whose base
+/// release is no longer in the store (pruned) cannot be checked; devices still running that
+/// release may use it.
 fn check_index_deltas(
     store: &Store,
     release: &crate::store::ReleaseFile,
     report: &mut VerifyReport,
 ) -> Result<(), StoreError> {
+    let compressed = std::path::PathBuf::from(diffota_format::index_deltas::compressed_index_path(
+        &release.path.to_string_lossy(),
+    ));
+    let mut deltas: Vec<(String, std::path::PathBuf, Option<std::path::PathBuf>)> = Vec::new();
+    if compressed.exists() {
+        deltas.push((String::new(), compressed, None));
+    }
     for (from, path) in store.index_deltas_of(release)? {
         let base_path = store.index_path(&from, &release.name);
-        if !base_path.exists() {
-            continue;
+        if base_path.exists() {
+            deltas.push((from, path, Some(base_path)));
         }
-        report.index_deltas += 1;
+    }
+    for (from, path, base_path) in deltas {
+        if base_path.is_some() {
+            report.index_deltas += 1;
+        } else {
+            report.compressed_indexes += 1;
+        }
+        let base = match &base_path {
+            Some(base_path) => read_store_file(base_path, limits::INDEX),
+            None => Ok(Vec::new()),
+        };
         let problem = match (
             read_store_file(&path, limits::INDEX),
-            read_store_file(&base_path, limits::INDEX),
+            base,
             read_store_file(&release.path, limits::INDEX),
         ) {
             (Ok(delta), Ok(base), Ok(index)) => {
@@ -323,14 +347,19 @@ fn check_index_deltas(
             }
         };
         if let Some(problem) = problem {
-            report.problems.push(Problem::IndexDelta {
-                file: path
-                    .strip_prefix(store.root())
-                    .unwrap_or(&path)
-                    .display()
-                    .to_string(),
-                from,
-                problem,
+            let file = path
+                .strip_prefix(store.root())
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            report.problems.push(if base_path.is_some() {
+                Problem::IndexDelta {
+                    file,
+                    from,
+                    problem,
+                }
+            } else {
+                Problem::CompressedIndex { file, problem }
             });
         }
     }
@@ -691,12 +720,13 @@ impl std::fmt::Display for VerifyReport {
         }
         write!(
             f,
-            "{} releases, {} packs, {} chunks, {} delta frames, {} index deltas, {} channels checked: {} problems",
+            "{} releases, {} packs, {} chunks, {} delta frames, {} index deltas, {} compressed indexes, {} channels checked: {} problems",
             self.releases,
             self.packs,
             self.chunks,
             self.delta_frames - self.frames_on_removed_releases,
             self.index_deltas,
+            self.compressed_indexes,
             self.channels,
             self.problems.len()
         )

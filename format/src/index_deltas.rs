@@ -16,6 +16,12 @@
 //! The file is not signed: what it rebuilds must verify against the release index's own
 //! signature before anything reads it, so a wrong, stale or tampered delta can only fail,
 //! and the device then fetches the whole index.
+//!
+//! The compressed index, `releases/<version>/<name>.didx.zst`, is the same format against
+//! the empty base: what a device that stores no index (factory-flashed and never
+//! provisioned, or further behind than the deltas reach) fetches instead of the whole
+//! index. The index's chunk table repeats the entries of repeated chunks (the zero runs
+//! of a file system image), so it compresses to about 40% on the bench's ext4 images.
 
 use crate::frame_codec::{compress_with_prefix, decompress_with_prefix};
 
@@ -26,6 +32,29 @@ const HEADER_LENGTH: usize = 52;
 /// What the name of an index delta adds to the index's path: `<index>.from-<base version>`.
 pub fn delta_path(index_path: &str, base_version: &str) -> String {
     format!("{index_path}.from-{base_version}")
+}
+
+/// The compressed index beside `index_path`: `<index>.zst` (an index delta against the
+/// empty base).
+pub fn compressed_index_path(index_path: &str) -> String {
+    format!("{index_path}.zst")
+}
+
+/// Decoding a compressed index sets aside the length its header claims, at most this many
+/// times the compressed file's length (and at least [`MIN_DECODE_LIMIT`]): a hostile header
+/// on a small file cannot claim the device's memory.
+pub const MAX_COMPRESSION_RATIO: u64 = 64;
+
+/// The smallest decode limit for a compressed index or a delta (an index of 16 MiB is one
+/// of a few hundred thousand chunks).
+pub const MIN_DECODE_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// How many bytes a compressed index of `compressed_length` bytes may rebuild, given the
+/// largest index the reader accepts (`index_limit`).
+pub fn compressed_index_limit(compressed_length: u64, index_limit: u64) -> u64 {
+    compressed_length
+        .saturating_mul(MAX_COMPRESSION_RATIO)
+        .clamp(MIN_DECODE_LIMIT.min(index_limit), index_limit)
 }
 
 /// Why an index delta cannot rebuild an index.
@@ -92,6 +121,44 @@ pub fn decode(delta: &[u8], base: &[u8], limit: u64) -> Result<Vec<u8>, IndexDel
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compressed_index_is_a_delta_against_the_empty_base() {
+        let mut index = table(1, 1000);
+        // Repeated entries, as the zero chunks of an image repeat in its chunk table.
+        let repeated = index[..36].to_vec();
+        for _ in 0..2000 {
+            index.extend_from_slice(&repeated);
+        }
+        let compressed = encode(&[], &index, 19).unwrap();
+        assert!(
+            compressed.len() < 36 * 1000 + 400,
+            "{} bytes",
+            compressed.len()
+        );
+        let limit = compressed_index_limit(compressed.len() as u64, 256 << 20);
+        assert_eq!(decode(&compressed, &[], limit).unwrap(), index);
+        assert!(matches!(
+            decode(&compressed, &table(1, 1), limit),
+            Err(IndexDeltaError::OtherBase { .. })
+        ));
+        assert_eq!(
+            compressed_index_path("releases/2/rootfs.didx"),
+            "releases/2/rootfs.didx.zst"
+        );
+    }
+
+    #[test]
+    fn a_small_compressed_index_may_not_claim_much_memory() {
+        assert_eq!(compressed_index_limit(1000, 256 << 20), MIN_DECODE_LIMIT);
+        assert_eq!(compressed_index_limit(1 << 20, 256 << 20), 64 << 20);
+        assert_eq!(compressed_index_limit(u64::MAX, 256 << 20), 256 << 20);
+        assert_eq!(
+            compressed_index_limit(10, 1 << 20),
+            1 << 20,
+            "never above the index limit"
+        );
+    }
 
     fn table(seed: u8, rows: usize) -> Vec<u8> {
         (0..rows)

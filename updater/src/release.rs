@@ -19,8 +19,6 @@ use crate::source::{FetchError, StoreSource, Traffic};
 use crate::state::State;
 
 use crate::limits::{CHANNEL as CHANNEL_LIMIT, INDEX as INDEX_LIMIT, SIGNATURE as SIGNATURE_LIMIT};
-/// The least an index delta may rebuild (4 times the stored index when that is more).
-const INDEX_DELTA_MIN_LIMIT: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
@@ -70,7 +68,8 @@ pub enum ReleaseError {
     Bundle(#[from] BundleError),
 }
 
-/// Why an index delta was not used (the whole index is fetched instead).
+/// Why an index delta or the compressed index was not used (the whole index is fetched
+/// instead).
 #[derive(Debug, thiserror::Error)]
 enum IndexDeltaUnused {
     #[error(transparent)]
@@ -514,8 +513,9 @@ async fn fetch_pinned(
 }
 
 /// The index at `index_path`, verified against `signature`: rebuilt from its index delta
-/// against `base` when the store has one that rebuilds exactly the signed bytes, else
-/// fetched whole. A missing, stale or damaged delta only costs its request.
+/// against `base` when the store has one that rebuilds exactly the signed bytes, else from
+/// the compressed index (`<index>.zst`), else fetched whole. A missing, stale or damaged
+/// delta or compressed index only costs its request.
 async fn fetch_index(
     source: &StoreSource,
     index_path: &str,
@@ -526,23 +526,8 @@ async fn fetch_index(
 ) -> Result<VerifiedIndex, ReleaseError> {
     if let Some(base) = base {
         let delta_path = index_deltas::delta_path(index_path, &base.version);
-        let rebuilt = async {
-            let base_bytes = base.to_bytes();
-            // A delta's header says how large an index it rebuilds, and that much is set
-            // aside before decoding: an index that grows beyond this from one release to the
-            // next comes whole, so a hostile header cannot claim the device's memory.
-            let limit = (base_bytes.len() as u64)
-                .saturating_mul(4)
-                .clamp(INDEX_DELTA_MIN_LIMIT, INDEX_LIMIT);
-            let delta = source.get(&delta_path, limit, traffic).await?;
-            let bytes = index_deltas::decode(&delta, &base_bytes, limit)?;
-            let index = SignedIndex {
-                bytes: &bytes,
-                signature,
-            }
-            .verify(keys)?;
-            Ok::<_, IndexDeltaUnused>(index)
-        };
+        let base_bytes = base.to_bytes();
+        let rebuilt = rebuild_index(source, &delta_path, &base_bytes, signature, keys, traffic);
         let url = source.describe(&delta_path);
         match rebuilt.await {
             Ok(index) => {
@@ -555,6 +540,19 @@ async fn fetch_index(
             }
         }
     }
+    let compressed_path = index_deltas::compressed_index_path(index_path);
+    let rebuilt = rebuild_index(source, &compressed_path, &[], signature, keys, traffic);
+    let url = source.describe(&compressed_path);
+    match rebuilt.await {
+        Ok(index) => {
+            tracing::info!(event = "compressed_index_used", %url);
+            return Ok(index);
+        }
+        Err(problem) => {
+            let problem = diffota_cli::error_chain(&problem);
+            tracing::info!(event = "compressed_index_unused", %url, %problem);
+        }
+    }
     let what = source.describe(index_path);
     let bytes = source.get(index_path, INDEX_LIMIT, traffic).await?;
     SignedIndex {
@@ -563,6 +561,43 @@ async fn fetch_index(
     }
     .verify(keys)
     .map_err(format_error(&what))
+}
+
+/// The index the file at `path` (an index delta against `base`, or with an empty `base` the
+/// compressed index) rebuilds, verified against `signature`. The header says how large an
+/// index it rebuilds, and that much is set aside before decoding, so the length is bounded
+/// first: for a delta by the base (an index that grows more than 4 times from one release
+/// to the next comes otherwise), for the compressed index by the file's own length
+/// (`index_deltas::compressed_index_limit`): a hostile header cannot claim the device's
+/// memory.
+async fn rebuild_index(
+    source: &StoreSource,
+    path: &str,
+    base: &[u8],
+    signature: &str,
+    keys: &TrustedKeys,
+    traffic: &Traffic,
+) -> Result<VerifiedIndex, IndexDeltaUnused> {
+    let delta_limit = (base.len() as u64)
+        .saturating_mul(4)
+        .clamp(index_deltas::MIN_DECODE_LIMIT, INDEX_LIMIT);
+    let download_limit = if base.is_empty() {
+        INDEX_LIMIT
+    } else {
+        delta_limit
+    };
+    let file = source.get(path, download_limit, traffic).await?;
+    let limit = if base.is_empty() {
+        index_deltas::compressed_index_limit(file.len() as u64, INDEX_LIMIT)
+    } else {
+        delta_limit
+    };
+    let bytes = index_deltas::decode(&file, base, limit)?;
+    Ok(SignedIndex {
+        bytes: &bytes,
+        signature,
+    }
+    .verify(keys)?)
 }
 
 /// Compatibility, expiry, and agreement with the channel that named the index.

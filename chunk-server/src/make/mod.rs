@@ -87,6 +87,8 @@ pub struct MakeSummary {
     pub delta_frames: u64,
     /// The index as changes against older releases' indexes, for devices that store them.
     pub index_deltas: Vec<crate::index_deltas::IndexDeltaFile>,
+    /// The index compressed, for devices that store none of those.
+    pub compressed_index: crate::index_deltas::CompressedIndexFile,
     pub pack: Option<String>,
     pub seconds: f64,
 }
@@ -177,6 +179,12 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         options.version,
         &index_bytes,
     )?;
+    let compressed_index = crate::index_deltas::write_compressed_index(
+        store,
+        options.name,
+        options.version,
+        &index_bytes,
+    )?;
     let distinct: std::collections::HashSet<_> = index.chunks.iter().map(|c| c.id).collect();
     Ok(MakeSummary {
         version: options.version.to_owned(),
@@ -192,6 +200,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         delta_base_images: options.delta_from_images.to_vec(),
         delta_frames: index.deltas.frames.len() as u64,
         index_deltas,
+        compressed_index,
         pack: new_pack.map(|p| p.store_path()),
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -883,6 +892,11 @@ impl std::fmt::Display for MakeSummary {
                 bases.join(", ")
             )?;
         }
+        writeln!(
+            f,
+            "  compressed index {} bytes",
+            self.compressed_index.bytes
+        )?;
         for delta in &self.index_deltas {
             writeln!(
                 f,

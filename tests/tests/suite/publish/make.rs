@@ -299,7 +299,7 @@ fn delta_frames_are_verified_and_the_release_installs() {
     let frames = index.deltas.frames.len();
     assert!(
         report.contains(&format!(
-            "{frames} delta frames, 1 index deltas, 0 channels checked: 0 problems"
+            "{frames} delta frames, 1 index deltas, 2 compressed indexes, 0 channels checked: 0 problems"
         )),
         "{report}"
     );
