@@ -69,7 +69,14 @@ fn refused_releases_and_bad_device_input() {
     let index_path = tampered_store.join("releases/2.0/rootfs.didx");
     let mut index = std::fs::read(&index_path).unwrap();
     index[30] ^= 1;
-    std::fs::write(&index_path, index).unwrap();
+    std::fs::write(&index_path, &index).unwrap();
+    // The compressed index beside it, which a device with no stored index fetches first,
+    // rebuilds the same tampered bytes: refused there, then in the whole index.
+    std::fs::write(
+        tampered_store.join("releases/2.0/rootfs.didx.zst"),
+        diffota_format::index_deltas::encode(&[], &index, 3).unwrap(),
+    )
+    .unwrap();
     let tampered = fixture.device(
         "tampered",
         "1.0",
