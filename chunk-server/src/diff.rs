@@ -38,13 +38,23 @@ pub struct DiffReport {
     pub requests: u64,
 }
 
+/// Which form of NEW's index a device fetches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexForm {
+    /// The whole index.
+    Whole,
+    /// Its delta against the index the device stores.
+    Delta,
+    /// The compressed index (the delta format against the empty base).
+    Compressed,
+}
+
 /// How a device gets NEW's index: `bytes` (the index, its delta or the compressed index,
-/// plus the signature).
+/// plus the signature) in `form`.
 #[derive(Clone, Copy, Debug)]
 pub struct IndexTransfer {
     pub bytes: u64,
-    pub delta: bool,
-    pub compressed: bool,
+    pub form: IndexForm,
 }
 
 /// What the index of `new` costs a device that stores the index `old` (of release
@@ -58,46 +68,51 @@ pub fn index_transfer(
 ) -> Result<IndexTransfer, StoreError> {
     let signature = signature_path(new);
     let signature_bytes = fs_err::metadata(&signature).map_or(0, |m| m.len());
-    let delta_path = PathBuf::from(delta_path(&new.to_string_lossy(), old_version));
     let index_bytes = fs_err::metadata(new).map_err(io_error(new))?.len();
-    if let Ok(delta) = diffota_files::local_file::read_bounded(
-        &delta_path,
-        diffota_format::limits::INDEX,
-        diffota_files::local_file::Links::Follow,
-    ) {
-        let old_bytes = diffota_files::local_file::read_bounded(
-            old,
-            diffota_format::limits::INDEX,
-            diffota_files::local_file::Links::Follow,
-        )
-        .map_err(io_error(old))?;
-        if index_deltas::decode(&delta, &old_bytes, index_bytes).is_ok() {
-            return Ok(IndexTransfer {
-                bytes: delta.len() as u64 + signature_bytes,
-                delta: true,
-                compressed: false,
-            });
-        }
-    }
+    let delta_path = PathBuf::from(delta_path(&new.to_string_lossy(), old_version));
     let compressed_path = PathBuf::from(compressed_index_path(&new.to_string_lossy()));
-    if let Ok(compressed) = diffota_files::local_file::read_bounded(
-        &compressed_path,
-        diffota_format::limits::INDEX,
-        diffota_files::local_file::Links::Follow,
-    ) {
-        if index_deltas::decode(&compressed, &[], index_bytes).is_ok() {
-            return Ok(IndexTransfer {
-                bytes: compressed.len() as u64 + signature_bytes,
-                delta: false,
-                compressed: true,
-            });
-        }
+    if let Some(bytes) = rebuilding_file_len(&delta_path, || read_index_bytes(old), index_bytes)? {
+        return Ok(IndexTransfer {
+            bytes: bytes + signature_bytes,
+            form: IndexForm::Delta,
+        });
+    }
+    if let Some(bytes) = rebuilding_file_len(&compressed_path, || Ok(Vec::new()), index_bytes)? {
+        return Ok(IndexTransfer {
+            bytes: bytes + signature_bytes,
+            form: IndexForm::Compressed,
+        });
     }
     Ok(IndexTransfer {
         bytes: index_bytes + signature_bytes,
-        delta: false,
-        compressed: false,
+        form: IndexForm::Whole,
     })
+}
+
+fn read_index_bytes(path: &Path) -> Result<Vec<u8>, StoreError> {
+    diffota_files::local_file::read_bounded(
+        path,
+        diffota_format::limits::INDEX,
+        diffota_files::local_file::Links::Follow,
+    )
+    .map_err(io_error(path))
+}
+
+/// The length of the index delta (or compressed index) at `path` when it is there and
+/// decodes against the base `base` returns; None when it is absent or does not decode (the
+/// device then tries the next form).
+fn rebuilding_file_len(
+    path: &Path,
+    base: impl FnOnce() -> Result<Vec<u8>, StoreError>,
+    index_bytes: u64,
+) -> Result<Option<u64>, StoreError> {
+    let Ok(file) = read_index_bytes(path) else {
+        return Ok(None);
+    };
+    let base = base()?;
+    Ok(index_deltas::decode(&file, &base, index_bytes)
+        .is_ok()
+        .then_some(file.len() as u64))
 }
 
 pub fn diff(old: &Index, new: &Index, index: IndexTransfer, max_gap: u64) -> DiffReport {
@@ -118,8 +133,8 @@ pub fn diff(old: &Index, new: &Index, index: IndexTransfer, max_gap: u64) -> Dif
         reused_bytes: reused.iter().map(|c| u64::from(c.length)).sum(),
         fetched_image_bytes: fetched.iter().map(|c| u64::from(c.length)).sum(),
         delta_frames: frames.len() as u64,
-        index_delta: index.delta,
-        index_compressed: index.compressed,
+        index_delta: index.form == IndexForm::Delta,
+        index_compressed: index.form == IndexForm::Compressed,
         download_bytes: ranges.iter().map(|r| r.length()).sum::<u64>() + index.bytes,
         requests: ranges.len() as u64 + 2,
     }

@@ -10,7 +10,7 @@
 //! (factory-flashed, never provisioned), take the compressed index, `<name>.didx.zst`
 //! (the same format against the empty base).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use diffota_format::compare_versions;
 use diffota_format::index_deltas::{self, compressed_index_path, delta_path};
@@ -53,18 +53,14 @@ pub fn write_index_deltas(
     let mut written = Vec::new();
     for base in older {
         let path = PathBuf::from(delta_path(&index_path.to_string_lossy(), &base.version));
-        if !path.exists() {
-            let base_bytes = diffota_files::local_file::read_bounded(
+        let bytes = write_once(&path, index_bytes, || {
+            diffota_files::local_file::read_bounded(
                 &base.path,
                 diffota_format::limits::INDEX,
                 diffota_files::local_file::Links::Follow,
             )
-            .map_err(io_error(&base.path))?;
-            let delta = index_deltas::encode(&base_bytes, index_bytes, INDEX_DELTA_LEVEL)
-                .map_err(io_error(&path))?;
-            write_atomic(&path, &delta).map_err(io_error(&path))?;
-        }
-        let bytes = fs_err::metadata(&path).map_err(io_error(&path))?.len();
+            .map_err(io_error(&base.path))
+        })?;
         written.push(IndexDeltaFile {
             from: base.version,
             path,
@@ -91,11 +87,22 @@ pub fn write_compressed_index(
 ) -> Result<CompressedIndexFile, StoreError> {
     let index_path = store.index_path(version, name);
     let path = PathBuf::from(compressed_index_path(&index_path.to_string_lossy()));
-    if !path.exists() {
-        let compressed =
-            index_deltas::encode(&[], index_bytes, INDEX_DELTA_LEVEL).map_err(io_error(&path))?;
-        write_atomic(&path, &compressed).map_err(io_error(&path))?;
-    }
-    let bytes = fs_err::metadata(&path).map_err(io_error(&path))?.len();
+    let bytes = write_once(&path, index_bytes, || Ok(Vec::new()))?;
     Ok(CompressedIndexFile { path, bytes })
+}
+
+/// Writes at `path` the index delta of `index_bytes` against the base `base` returns
+/// (empty: the compressed index) unless a file is already there (a rerun); returns the
+/// file's length.
+fn write_once(
+    path: &Path,
+    index_bytes: &[u8],
+    base: impl FnOnce() -> Result<Vec<u8>, StoreError>,
+) -> Result<u64, StoreError> {
+    if !path.exists() {
+        let delta = index_deltas::encode(&base()?, index_bytes, INDEX_DELTA_LEVEL)
+            .map_err(io_error(path))?;
+        write_atomic(path, &delta).map_err(io_error(path))?;
+    }
+    Ok(fs_err::metadata(path).map_err(io_error(path))?.len())
 }

@@ -310,29 +310,28 @@ fn check_index_deltas(
     let compressed = std::path::PathBuf::from(diffota_format::index_deltas::compressed_index_path(
         &release.path.to_string_lossy(),
     ));
-    let mut deltas: Vec<(String, std::path::PathBuf, Option<std::path::PathBuf>)> = Vec::new();
+    let mut files: Vec<(std::path::PathBuf, IndexBase)> = Vec::new();
     if compressed.exists() {
-        deltas.push((String::new(), compressed, None));
+        files.push((compressed, IndexBase::Empty));
     }
     for (from, path) in store.index_deltas_of(release)? {
         let base_path = store.index_path(&from, &release.name);
         if base_path.exists() {
-            deltas.push((from, path, Some(base_path)));
+            files.push((path, IndexBase::Release { from, base_path }));
         }
     }
-    for (from, path, base_path) in deltas {
-        if base_path.is_some() {
-            report.index_deltas += 1;
-        } else {
-            report.compressed_indexes += 1;
+    for (path, base) in files {
+        match base {
+            IndexBase::Empty => report.compressed_indexes += 1,
+            IndexBase::Release { .. } => report.index_deltas += 1,
         }
-        let base = match &base_path {
-            Some(base_path) => read_store_file(base_path, limits::INDEX),
-            None => Ok(Vec::new()),
+        let base_bytes = match &base {
+            IndexBase::Release { base_path, .. } => read_store_file(base_path, limits::INDEX),
+            IndexBase::Empty => Ok(Vec::new()),
         };
         let problem = match (
             read_store_file(&path, limits::INDEX),
-            base,
+            base_bytes,
             read_store_file(&release.path, limits::INDEX),
         ) {
             (Ok(delta), Ok(base), Ok(index)) => {
@@ -352,18 +351,28 @@ fn check_index_deltas(
                 .unwrap_or(&path)
                 .display()
                 .to_string();
-            report.problems.push(if base_path.is_some() {
-                Problem::IndexDelta {
+            report.problems.push(match base {
+                IndexBase::Release { from, .. } => Problem::IndexDelta {
                     file,
                     from,
                     problem,
-                }
-            } else {
-                Problem::CompressedIndex { file, problem }
+                },
+                IndexBase::Empty => Problem::CompressedIndex { file, problem },
             });
         }
     }
     Ok(())
+}
+
+/// What an index delta file rebuilds its release's index from.
+enum IndexBase {
+    /// Nothing: the compressed index.
+    Empty,
+    /// The index of the release `from`, at `base_path`.
+    Release {
+        from: String,
+        base_path: std::path::PathBuf,
+    },
 }
 
 /// Every channel file as a device would take it: its signature (with `keys`), its format,

@@ -14,13 +14,22 @@
 //! then what both fetch, then what only the second's fetch); a third base's frames lie in at
 //! most two stretches, and in one where the sets nest (what no frame against the newest
 //! release rebuilds, no frame against an older one does either), the usual case.
+//!
+//! The frames against each base lie next to the plain frames its devices fetch where they
+//! can: the first base's before them all, the last base's after them. With three bases or
+//! more, one base's devices fetch two stretches of the new pack whatever the order (its
+//! frames cannot touch the plain frames of its devices from both sides); make weighs which
+//! base that is ([`base_placements`]) by the requests each base's devices would make in all
+//! ([`requests_by_base`]: with the older packs they fetch from, which a device further
+//! behind needs more of) and takes the placement whose worst served base makes the fewest.
 
 use std::collections::HashSet;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
-use diffota_format::frame_choice::choose_delta_frames;
+use diffota_format::frame_choice::{choose_delta_frames, with_delta_frames};
 use diffota_format::index::DeltaFrame;
+use diffota_format::ranges::plan_ranges;
 use diffota_format::{ChunkEntry, ChunkId, Index};
 
 use super::pack::PackWriter;
@@ -32,6 +41,9 @@ use crate::store::{io_error, StoreError};
 pub(crate) struct DeviceFetches {
     pub frames: HashSet<usize>,
     pub plain: HashSet<ChunkId>,
+    /// What they fetch as the device plans its ranges: the plain frames (every chunk entry
+    /// of the release they fetch plain) and the chosen frames.
+    pub items: Vec<ChunkEntry>,
 }
 
 /// For each base (the chunks it holds, by id and length, in `base_chunks`), what its
@@ -64,6 +76,7 @@ pub(crate) fn device_fetches(
                     .map(|c| c.id)
                     .filter(|id| !rebuilt.contains(id))
                     .collect(),
+                items: with_delta_frames(index, &lacking, &chosen),
                 frames: chosen.into_iter().collect(),
             }
         })
@@ -182,17 +195,49 @@ impl Piece {
     }
 }
 
-/// The order in which the bases' delta frames are written: the first base's, the last
-/// base's, then those between (see [`pack_pieces`]).
-pub(crate) fn base_order(bases: usize) -> Vec<usize> {
-    match bases {
-        0 => Vec::new(),
-        1 => vec![0],
-        n => std::iter::once(0)
-            .chain(std::iter::once(n - 1))
-            .chain(1..n - 1)
-            .collect(),
+/// Where the frames against the bases after the first lie in the pack (see [`pack_pieces`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum BasePlacement {
+    /// The last base's frames just after the plain frames, then those of the bases between.
+    #[default]
+    LastAfterPlain,
+    /// The frames against base `n` (one between the first and the last) just after the last
+    /// plain frame its devices fetch, among the plain frames; then the last base's and the
+    /// others'.
+    AfterItsPlain(usize),
+}
+
+/// The placements weighed for `bases` bases: the last base's frames after the plain
+/// frames, or, with three bases or more, those of one base between (up to the 64th, the
+/// bases whose devices shape the plain frames' order). With three bases and the plain
+/// frames' sets nested, one base's devices fetch two stretches of the new pack whatever the
+/// order: the placement says whose.
+pub(crate) fn base_placements(bases: usize) -> Vec<BasePlacement> {
+    std::iter::once(BasePlacement::LastAfterPlain)
+        .chain((1..bases.saturating_sub(1).min(64)).map(BasePlacement::AfterItsPlain))
+        .collect()
+}
+
+/// The order in which the bases' delta frames are written: the first base's, then as
+/// `placement` says: the last base's and those between, or base `n`'s, the last's and the
+/// others between (see [`pack_pieces`]).
+pub(crate) fn base_order(bases: usize, placement: BasePlacement) -> Vec<usize> {
+    let Some(last) = bases.checked_sub(1) else {
+        return Vec::new();
+    };
+    let second = match placement {
+        BasePlacement::AfterItsPlain(n) if n > 0 && n < last => n,
+        _ => last,
+    };
+    let mut order = vec![0];
+    if last > 0 {
+        order.push(second);
     }
+    if second != last {
+        order.push(last);
+    }
+    order.extend((1..last).filter(|&n| n != second));
+    order
 }
 
 /// The new pack's pieces in order, given its plain frames `frames` in `order`
@@ -209,6 +254,11 @@ pub(crate) fn base_order(bases: usize) -> Vec<usize> {
 /// - the plain frames no base's devices fetch (those of devices on no base: a wiped slot);
 /// - the rest as it was (the first base's other fallbacks, image frames).
 ///
+/// With `placement` [`BasePlacement::AfterItsPlain`]`(n)`, the frames against base `n`
+/// come just after the last plain frame its devices fetch instead, and the last base's
+/// after the plain frames as above: base `n`'s devices fetch one stretch, the last base's
+/// may fetch two.
+///
 /// None when the pieces would not cover the pack exactly once (then it stays as it is).
 pub(crate) fn pack_pieces(
     frames: &[PlainFrame],
@@ -216,6 +266,7 @@ pub(crate) fn pack_pieces(
     base_frames: &[Piece],
     first_base_fallbacks: &[Piece],
     pack_length: u64,
+    placement: BasePlacement,
 ) -> Option<Vec<Piece>> {
     let plain = |n: &usize| Piece {
         pack_offset: frames[*n].pack_offset,
@@ -223,12 +274,27 @@ pub(crate) fn pack_pieces(
     };
     let (fetched, nobody): (Vec<usize>, Vec<usize>) =
         order.iter().partition(|&&n| frames[n].fetched_by != 0);
-    let bases = base_order(base_frames.len());
+    let bases = base_order(base_frames.len(), placement);
     let mut pieces: Vec<Piece> = Vec::with_capacity(frames.len() + base_frames.len() + 1);
     pieces.extend(bases.first().map(|&b| base_frames[b]));
     pieces.extend_from_slice(first_base_fallbacks);
-    pieces.extend(fetched.iter().map(plain));
-    pieces.extend(bases.iter().skip(1).map(|&b| base_frames[b]));
+    match placement {
+        BasePlacement::AfterItsPlain(n) if bases.get(1) == Some(&n) => {
+            let bit = 1u64 << (63 - n);
+            let split = fetched
+                .iter()
+                .rposition(|&f| frames[f].fetched_by & bit != 0)
+                .map_or(fetched.len(), |last| last + 1);
+            pieces.extend(fetched[..split].iter().map(plain));
+            pieces.push(base_frames[n]);
+            pieces.extend(fetched[split..].iter().map(plain));
+        }
+        _ => {
+            pieces.extend(fetched.iter().map(plain));
+            pieces.extend(bases.get(1).map(|&b| base_frames[b]));
+        }
+    }
+    pieces.extend(bases.iter().skip(2).map(|&b| base_frames[b]));
     pieces.extend(nobody.iter().map(plain));
     pieces.retain(|piece| piece.length > 0);
     // What no piece covers (the image frames after the delta frames) follows as it was.
@@ -258,8 +324,96 @@ pub(crate) fn pack_pieces(
         });
     }
     pieces.extend(rest);
-    let unchanged = pieces.windows(2).all(|w| w[0].end() == w[1].pack_offset);
-    (!unchanged).then_some(pieces)
+    Some(pieces)
+}
+
+/// What the new pack is laid out from (see [`pack_pieces`]).
+pub(crate) struct PackParts<'a> {
+    pub plain: &'a [PlainFrame],
+    pub order: &'a [usize],
+    pub base_frames: &'a [Piece],
+    pub first_base_fallbacks: &'a [Piece],
+    pub pack_length: u64,
+}
+
+/// Of the [`base_placements`], the one whose worst served base's devices make the fewest
+/// requests ([`requests_by_base`]), then the fewest in all; the first weighed where they
+/// tie. None when no placement covers the pack exactly once.
+pub(crate) fn best_layout(
+    parts: &PackParts,
+    fetches: &[DeviceFetches],
+    new_pack: u32,
+    max_gap: u64,
+) -> Option<(BasePlacement, Vec<Piece>)> {
+    let mut best: Option<((usize, usize), BasePlacement, Vec<Piece>)> = None;
+    for placement in base_placements(parts.base_frames.len()) {
+        let Some(pieces) = pack_pieces(
+            parts.plain,
+            parts.order,
+            parts.base_frames,
+            parts.first_base_fallbacks,
+            parts.pack_length,
+            placement,
+        ) else {
+            continue;
+        };
+        let requests = requests_by_base(&pieces, fetches, new_pack, max_gap);
+        let cost = (
+            requests.iter().copied().max().unwrap_or(0),
+            requests.iter().sum(),
+        );
+        if best
+            .as_ref()
+            .is_none_or(|(best_cost, _, _)| cost < *best_cost)
+        {
+            best = Some((cost, placement, pieces));
+        }
+    }
+    best.map(|(_, placement, pieces)| (placement, pieces))
+}
+
+/// Whether `pieces` lie in the order they are in: writing them would copy the pack as it is.
+pub(crate) fn in_place(pieces: &[Piece]) -> bool {
+    pieces.windows(2).all(|w| w[0].end() == w[1].pack_offset)
+}
+
+/// How many range requests the devices on each base make (`fetches`, by
+/// [`DeviceFetches::items`]) with the new pack (number `new_pack` in their index) written
+/// as `pieces`, the device's range merging with `max_gap`: the ranges in older packs, which
+/// no layout changes, and those in the new pack.
+pub(crate) fn requests_by_base(
+    pieces: &[Piece],
+    fetches: &[DeviceFetches],
+    new_pack: u32,
+    max_gap: u64,
+) -> Vec<usize> {
+    let starts: Vec<u64> = pieces
+        .iter()
+        .scan(0, |at, piece| {
+            let start = *at;
+            *at += piece.length;
+            Some(start)
+        })
+        .collect();
+    let relocation = Relocation::new(pieces, &starts);
+    fetches
+        .iter()
+        .map(|fetches| {
+            let moved: Vec<ChunkEntry> = fetches
+                .items
+                .iter()
+                .map(|item| ChunkEntry {
+                    pack_offset: if item.pack == new_pack {
+                        relocation.offset(item.pack_offset)
+                    } else {
+                        item.pack_offset
+                    },
+                    ..*item
+                })
+                .collect();
+            plan_ranges(&moved, max_gap).len()
+        })
+        .collect()
 }
 
 /// Where the byte at `old_offset` of the old pack lies in the pack written as `pieces`
@@ -497,6 +651,17 @@ mod tests {
             DeviceFetches {
                 frames: HashSet::from([0]),
                 plain: HashSet::from([id(3)]),
+                items: vec![
+                    index.chunks[2],
+                    ChunkEntry {
+                        id: ChunkId([0; 32]),
+                        offset: 0,
+                        length: 2000,
+                        compressed_length: 300,
+                        pack: 0,
+                        pack_offset: 2000,
+                    }
+                ],
             },
             "on the frame's base: the frame, and the chunk no frame rebuilds"
         );
@@ -505,6 +670,7 @@ mod tests {
             DeviceFetches {
                 frames: HashSet::new(),
                 plain: HashSet::from([id(1), id(2), id(3)]),
+                items: index.chunks[..3].to_vec(),
             },
             "without the frame's base: plain only"
         );
@@ -553,7 +719,15 @@ mod tests {
         let order = plain_frame_order(&frames).expect("reordered");
         assert_eq!(order, [2, 3, 0, 1]);
         let bases = [piece(40, 20), piece(60, 30), piece(90, 40)];
-        let pieces = pack_pieces(&frames, &order, &bases, &[], 135).expect("laid out");
+        let pieces = pack_pieces(
+            &frames,
+            &order,
+            &bases,
+            &[],
+            135,
+            BasePlacement::LastAfterPlain,
+        )
+        .expect("laid out");
         assert_eq!(
             pieces,
             [
@@ -569,9 +743,10 @@ mod tests {
         );
         // Each base's devices fetch one stretch but the second's (its frames come after the
         // last base's).
-        assert_eq!(base_order(3), [0, 2, 1]);
-        assert_eq!(base_order(2), [0, 1]);
-        assert_eq!(base_order(1), [0]);
+        assert_eq!(base_order(3, BasePlacement::LastAfterPlain), [0, 2, 1]);
+        assert_eq!(base_order(2, BasePlacement::LastAfterPlain), [0, 1]);
+        assert_eq!(base_order(1, BasePlacement::LastAfterPlain), [0]);
+        assert_eq!(base_order(0, BasePlacement::LastAfterPlain), [0; 0]);
     }
 
     #[test]
@@ -581,8 +756,15 @@ mod tests {
         // taking the second; image frames at 65..70.
         let frames = [frame(0, 0), frame(10, FIRST)];
         let order = plain_frame_order(&frames).expect("reordered");
-        let pieces =
-            pack_pieces(&frames, &order, &[piece(20, 30)], &[piece(55, 5)], 70).expect("laid out");
+        let pieces = pack_pieces(
+            &frames,
+            &order,
+            &[piece(20, 30)],
+            &[piece(55, 5)],
+            70,
+            BasePlacement::LastAfterPlain,
+        )
+        .expect("laid out");
         assert_eq!(
             pieces,
             [
@@ -598,27 +780,146 @@ mod tests {
 
     #[test]
     fn pieces_that_overlap_or_reach_past_the_pack_leave_it_as_it_is() {
+        let lay_out = |frames: &[PlainFrame], order: &[usize], bases: &[Piece], length| {
+            pack_pieces(
+                frames,
+                order,
+                bases,
+                &[],
+                length,
+                BasePlacement::LastAfterPlain,
+            )
+        };
         let frames = [frame(0, 0), frame(10, FIRST)];
         let order = [1, 0];
-        assert_eq!(
-            pack_pieces(&frames, &order, &[piece(15, 10)], &[], 40),
-            None
-        );
-        assert_eq!(
-            pack_pieces(&frames, &order, &[piece(20, 30)], &[], 40),
-            None
-        );
+        assert_eq!(lay_out(&frames, &order, &[piece(15, 10)], 40), None);
+        assert_eq!(lay_out(&frames, &order, &[piece(20, 30)], 40), None);
         // Already in order: frames against the only base first, its plain frames, nobody's.
         let frames = [frame(10, FIRST), frame(20, 0)];
-        assert_eq!(
-            pack_pieces(&frames, &[0, 1], &[piece(0, 10)], &[], 30),
-            None
-        );
+        let pieces = lay_out(&frames, &[0, 1], &[piece(0, 10)], 30).expect("covers the pack");
+        assert!(in_place(&pieces));
         // A base without frames takes no place.
+        let pieces =
+            lay_out(&frames, &[0, 1], &[piece(0, 10), piece(0, 0)], 30).expect("covers the pack");
+        assert!(in_place(&pieces));
+    }
+
+    #[test]
+    fn a_base_between_the_first_and_the_last_can_have_its_frames_follow_its_plain_frames() {
+        const THIRD: u64 = 1 << 61;
         assert_eq!(
-            pack_pieces(&frames, &[0, 1], &[piece(0, 10), piece(0, 0)], &[], 30),
-            None
+            base_placements(3),
+            [
+                BasePlacement::LastAfterPlain,
+                BasePlacement::AfterItsPlain(1)
+            ]
         );
+        assert_eq!(base_placements(2), [BasePlacement::LastAfterPlain]);
+        assert_eq!(base_order(3, BasePlacement::AfterItsPlain(1)), [0, 1, 2]);
+        assert_eq!(base_order(4, BasePlacement::AfterItsPlain(2)), [0, 2, 3, 1]);
+        // A placement naming the first or the last base is the usual one.
+        assert_eq!(base_order(3, BasePlacement::AfterItsPlain(2)), [0, 2, 1]);
+        // Nested sets, as three releases usually give: what the first base's devices fetch
+        // plain all fetch, the second's the third's also fetch. Plain frames of 10 bytes at
+        // 0 (all), 10 (second and third), 20 (third only); frames against the bases at 30
+        // (20 bytes), 50 (30) and 80 (40).
+        let frames = [
+            frame(0, FIRST | SECOND | THIRD),
+            frame(10, SECOND | THIRD),
+            frame(20, THIRD),
+        ];
+        let order = plain_frame_order(&frames).unwrap_or_else(|| vec![0, 1, 2]);
+        assert_eq!(order, [0, 1, 2]);
+        let bases = [piece(30, 20), piece(50, 30), piece(80, 40)];
+        let second = pack_pieces(
+            &frames,
+            &order,
+            &bases,
+            &[],
+            120,
+            BasePlacement::AfterItsPlain(1),
+        )
+        .expect("laid out");
+        assert_eq!(
+            second,
+            [
+                piece(30, 20), // against the first base
+                piece(0, 10),  // fetched by all
+                piece(10, 10), // by the second's and the third's devices
+                piece(50, 30), // against the second base
+                piece(20, 10), // by the third's
+                piece(80, 40), // against the third
+            ]
+        );
+        let last = pack_pieces(
+            &frames,
+            &order,
+            &bases,
+            &[],
+            120,
+            BasePlacement::LastAfterPlain,
+        )
+        .expect("laid out");
+        // The devices on each base fetch their plain frames and the frames against it (one
+        // item per frame stretch here), ranges merging no gap.
+        let entry = |pack_offset, compressed_length| ChunkEntry {
+            id: ChunkId([0; 32]),
+            offset: 0,
+            length: compressed_length,
+            compressed_length,
+            pack: 0,
+            pack_offset,
+        };
+        let fetching = |items: Vec<ChunkEntry>| DeviceFetches {
+            items,
+            ..DeviceFetches::default()
+        };
+        let fetches = [
+            fetching(vec![entry(0, 10), entry(30, 20)]),
+            fetching(vec![entry(0, 10), entry(10, 10), entry(50, 30)]),
+            fetching(vec![
+                entry(0, 10),
+                entry(10, 10),
+                entry(20, 10),
+                entry(80, 40),
+            ]),
+        ];
+        assert_eq!(requests_by_base(&last, &fetches, 0, 0), [1, 2, 1]);
+        assert_eq!(requests_by_base(&second, &fetches, 0, 0), [1, 1, 2]);
+        // The last base's devices fetching one range elsewhere, the second's three: the
+        // second base's frames follow its plain frames (3 + 1 against 1 + 2, not 3 + 2).
+        let parts = PackParts {
+            plain: &frames,
+            order: &order,
+            base_frames: &bases,
+            first_base_fallbacks: &[],
+            pack_length: 120,
+        };
+        let elsewhere = |n: u64| {
+            (0..n).map(move |k| ChunkEntry {
+                pack: 1,
+                ..entry(k * 1000, 10)
+            })
+        };
+        let mut fetches = fetches;
+        fetches[1].items.extend(elsewhere(3));
+        fetches[2].items.extend(elsewhere(1));
+        assert_eq!(
+            best_layout(&parts, &fetches, 0, 0),
+            Some((BasePlacement::AfterItsPlain(1), second.clone()))
+        );
+        fetches[2].items.extend(elsewhere(3).skip(1));
+        assert_eq!(
+            best_layout(&parts, &fetches, 0, 0),
+            Some((BasePlacement::LastAfterPlain, last.clone())),
+            "five requests for one base either way: the usual placement"
+        );
+        // Items of other packs keep their offsets.
+        let elsewhere = [fetching(vec![ChunkEntry {
+            pack: 1,
+            ..entry(1000, 10)
+        }])];
+        assert_eq!(requests_by_base(&last, &elsewhere, 0, 0), [1]);
     }
 
     #[test]
@@ -634,7 +935,15 @@ mod tests {
             ..f
         });
         let order = plain_frame_order(&frames).unwrap();
-        let pieces = pack_pieces(&frames, &order, &[piece(9, 5)], &[], 16).unwrap();
+        let pieces = pack_pieces(
+            &frames,
+            &order,
+            &[piece(9, 5)],
+            &[],
+            16,
+            BasePlacement::LastAfterPlain,
+        )
+        .unwrap();
         let mut new_file = std::fs::File::create(dir.path().join("new.pack")).unwrap();
         let mut writer = PackWriter::new(&mut new_file, dir.path().to_owned());
         let starts = rewrite_pack(&old, &pieces, &mut writer).unwrap();

@@ -154,15 +154,20 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         // their numbers).
         let written_order = frames.deltas.frames.clone();
         frames.deltas.frames = frames_by_base(&frames);
-        let fetches = layout::device_fetches(
-            &index_with_frames(options, &chunked, new_pack, &frames),
-            &frames.base_chunks,
-        );
+        let fetch_index = index_with_frames(options, &chunked, new_pack, &frames);
+        let fetches = layout::device_fetches(&fetch_index, &frames.base_chunks);
+        let new_pack_number = fetch_index
+            .packs
+            .iter()
+            .position(|p| p.id == pack_ref.id)
+            .map_or(u32::MAX, |n| n as u32);
+        drop(fetch_index);
         frames.deltas.frames = written_order;
         if let Some(relaid) = lay_out_pack(
             &mut chunked,
             &mut frames,
             &fetches,
+            new_pack_number,
             &pack_reader,
             pack_ref.length,
             &packs_dir,
@@ -300,6 +305,8 @@ struct Frames {
     /// For each base in turn, its frames in `deltas.frames`, and how many of them (the
     /// last) are fallbacks.
     frame_spans: Vec<(std::ops::Range<usize>, usize)>,
+    /// Where the frames against the bases after the first lie in the pack.
+    placement: layout::BasePlacement,
 }
 
 fn write_frames(
@@ -378,6 +385,7 @@ fn write_frames(
         image_frames,
         base_chunks,
         frame_spans,
+        placement: layout::BasePlacement::default(),
     })
 }
 
@@ -402,7 +410,9 @@ fn write_frames_against(
 
 /// Writes the new pack again laid out for the devices on the bases (`layout::pack_pieces`):
 /// the plain frames each base's devices fetch together, the frames against the first base
-/// just before them and those against the last just after. Moves the chunks' and the
+/// just before them and those against the last just after, or with three bases or more
+/// those against one between where that serves the bases' devices in fewer requests
+/// (`new_pack_number`: the new pack's number in the index `fetches` were chosen from). Moves the chunks' and the
 /// frames' places in `chunked` and `frames` along, and the frames against each base into
 /// the order they are written in (a device decodes them in pack order, and a frame naming a
 /// sibling comes after the frame rebuilding it, as in index order). Returns the new pack
@@ -411,6 +421,7 @@ fn lay_out_pack(
     chunked: &mut Chunked,
     frames: &mut Frames,
     fetches: &[layout::DeviceFetches],
+    new_pack_number: u32,
     pack_reader: &std::fs::File,
     pack_length: u64,
     packs_dir: &Path,
@@ -436,15 +447,24 @@ fn lay_out_pack(
     let first_base_takes = fetches.first().map(|f| &f.frames);
     let (base_frames, first_base_fallbacks) =
         layout::base_stretches(&frames.deltas.frames, &frames.frame_spans, first_base_takes);
-    let Some(pieces) = layout::pack_pieces(
-        &plain,
-        &order,
-        &base_frames,
-        &first_base_fallbacks,
-        pack_length,
+    let Some((placement, pieces)) = layout::best_layout(
+        &layout::PackParts {
+            plain: &plain,
+            order: &order,
+            base_frames: &base_frames,
+            first_base_fallbacks: &first_base_fallbacks,
+            pack_length,
+        },
+        fetches,
+        new_pack_number,
+        diffota_format::ranges::DEFAULT_MAX_GAP,
     ) else {
         return Ok(None);
     };
+    if layout::in_place(&pieces) {
+        return Ok(None);
+    }
+    frames.placement = placement;
     let mut pack_file =
         temp_file_beside(&packs_dir.join("new.pack")).map_err(io_error(packs_dir))?;
     let mut writer = PackWriter::new(pack_file.file(), packs_dir.to_owned());
@@ -473,7 +493,7 @@ fn lay_out_pack(
 /// sibling must come after the frame rebuilding it, as it does in index order.
 fn frames_by_base(frames: &Frames) -> Vec<DeltaFrame> {
     let mut by_base: Vec<DeltaFrame> = Vec::with_capacity(frames.deltas.frames.len());
-    for base in layout::base_order(frames.frame_spans.len()) {
+    for base in layout::base_order(frames.frame_spans.len(), frames.placement) {
         by_base.extend_from_slice(&frames.deltas.frames[frames.frame_spans[base].0.clone()]);
     }
     by_base

@@ -619,6 +619,97 @@ fn the_frames_and_plain_frames_a_device_on_the_base_fetches_come_in_one_range() 
     );
 }
 
+/// 4.0 made while the stable channel still names 1.0 has frames against 3.0, 2.0 and 1.0,
+/// and make lays its pack out for the devices on all three: one base's devices fetch two
+/// stretches of it whatever the order, and make picks whose by the requests each base's
+/// devices make in all. Here 2.0 dropped content of 1.0 that 3.0 brought back, so a device
+/// on 2.0 fetches three stretches of 1.0's pack besides, more than a device on 1.0 fetches
+/// from older packs: the frames against 2.0 follow its plain frames, and the device on 1.0
+/// fetches two stretches of the new pack. A device on each installs 4.0's bytes in the
+/// requests `check` predicted, for less than the plain frames it lacks.
+#[test]
+fn a_release_made_against_three_bases_installs_on_a_device_on_each() {
+    let mut fleet = Fleet::new();
+    // Three stretches of 1.0 resemble nothing else (compressed data, say): 2.0 overwrites
+    // them, 3.0 restores them.
+    let dropped = [0, 6 * MIB as usize, 15 * MIB as usize / 2];
+    let mut v1 = std::fs::read(fleet.sample_image("1.0", 8 * MIB, 5, 1)).unwrap();
+    for (n, &at) in dropped.iter().enumerate() {
+        v1[at..at + 256 * 1024].copy_from_slice(&noise(30 + n as u64, 256 * 1024));
+    }
+    fleet.image_bytes("1.0", &v1);
+    fleet.make("1.0");
+    // Each release rebuilds a binary (scattered edits, which frames rebuild) and adds a blob
+    // (new content that resembles nothing, fetched plain).
+    let mut image = v1.clone();
+    for (version, seed) in [("2.0", 7u64), ("3.0", 8), ("4.0", 9)] {
+        for at in (MIB as usize + seed as usize * 32..3 * MIB as usize).step_by(256) {
+            image[at] ^= seed as u8;
+        }
+        let blob = noise(seed, MIB as usize / 2);
+        let at = (seed as usize - 4) * MIB as usize;
+        image[at..at + blob.len()].copy_from_slice(&blob);
+        for (n, &at) in dropped.iter().enumerate() {
+            let stretch = at..at + 256 * 1024;
+            match version {
+                "2.0" => image[stretch].copy_from_slice(&noise(20 + n as u64, 256 * 1024)),
+                "3.0" => image[stretch.clone()].copy_from_slice(&v1[stretch]),
+                _ => {}
+            }
+        }
+        fleet.image_bytes(version, &image);
+        if version != "4.0" {
+            fleet.make(version);
+        }
+    }
+    fleet.set_channel("stable", "1.0", &[]);
+    let made = fleet.make("4.0");
+    assert_eq!(
+        made["delta_bases"],
+        serde_json::json!(["3.0", "2.0", "1.0"])
+    );
+    fleet.publish("4.0");
+    let older_packs = fleet.index("3.0").packs;
+    let new_pack = fleet
+        .index("4.0")
+        .packs
+        .into_iter()
+        .find(|p| !older_packs.contains(p))
+        .expect("4.0 wrote a pack")
+        .store_path();
+    let server = fleet.serve();
+    // Requests for the new pack: one for the devices on 3.0 and 2.0, two at most on 1.0.
+    for (running, most) in [("3.0", 1), ("2.0", 1), ("1.0", 2)] {
+        let device = fleet.device(
+            &format!("on-{running}"),
+            running,
+            10 * MIB,
+            &server.url,
+            |_| {},
+        );
+        let (fetched, check) = install_as_checked(&device, &server);
+        assert!(
+            fleet.slot_holds(&device, Slot::B, "4.0"),
+            "the device on {running} holds 4.0 in slot b"
+        );
+        let plain = plain_bytes_lacking(&fleet.store, running, "4.0");
+        assert!(
+            fetched < plain,
+            "on {running}: fetched {fetched} bytes, plain frames {plain}: {check}"
+        );
+        let new_pack_requests = server
+            .served()
+            .iter()
+            .filter(|s| s.path.ends_with(&new_pack))
+            .count();
+        assert!(
+            (1..=most).contains(&new_pack_requests),
+            "on {running}: {new_pack_requests} requests for the new pack: {:?}",
+            server.served()
+        );
+    }
+}
+
 /// A build host without the published store: `make --delta-from-image` chunks the image file
 /// of the release the devices run (a Yocto deploy directory keeps the previous build's), and
 /// a device that runs that release, factory-flashed, takes the frames: the download `check`
