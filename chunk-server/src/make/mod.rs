@@ -412,11 +412,12 @@ fn write_frames_against(
 /// the plain frames each base's devices fetch together, the frames against the first base
 /// just before them and those against the last just after, or with three bases or more
 /// those against one between where that serves the bases' devices in fewer requests
-/// (`new_pack_number`: the new pack's number in the index `fetches` were chosen from). Moves the chunks' and the
-/// frames' places in `chunked` and `frames` along, and the frames against each base into
-/// the order they are written in (a device decodes them in pack order, and a frame naming a
-/// sibling comes after the frame rebuilding it, as in index order). Returns the new pack
-/// and its temporary file; None when the pack is already in that order.
+/// (`new_pack_number`: the new pack's number in the index `fetches` were chosen from).
+/// Moves the chunks' and the frames' places in `chunked` and `frames` along, and the
+/// frames against each base into the order they are written in (a device decodes them in
+/// pack order, and a frame naming a sibling comes after the frame rebuilding it, as in
+/// index order). Returns the new pack and its temporary file; None when the pack is already
+/// in that order.
 fn lay_out_pack(
     chunked: &mut Chunked,
     frames: &mut Frames,
