@@ -2,8 +2,9 @@
 //! bytes, and images are cut with FastCDC (2020, normalized) using the parameters the index
 //! records. Both sides must cut identically, so the parameters travel with every release.
 //!
-//! `ChunkData::verify` is the only way to make a `VerifiedChunk`: code that writes to a slot
-//! takes a `VerifiedChunk`, so "wrote unverified bytes" does not compile.
+//! A `VerifiedChunk` is made only by hashing its bytes: `ChunkData::verify` against the id
+//! they claim, or `VerifiedChunk::named` under the id they hash to. Code that writes to a
+//! slot takes a `VerifiedChunk`, so "wrote unverified bytes" does not compile.
 
 use std::fmt;
 use std::io::Read;
@@ -180,6 +181,15 @@ impl ChunkData {
 }
 
 impl VerifiedChunk {
+    /// The bytes under the id they hash to: for bytes that are not checked against an id
+    /// someone claimed, but looked up by theirs (a scan of the running slot).
+    pub fn named(data: Vec<u8>) -> VerifiedChunk {
+        VerifiedChunk {
+            id: ChunkId::of(&data),
+            data,
+        }
+    }
+
     pub fn id(&self) -> &ChunkId {
         &self.id
     }

@@ -244,7 +244,7 @@ pub(super) async fn write_planned(
     .await?;
     report.image_bytes += index.image_length;
     progress.event(Event::Image { name: &image.name });
-    let to_fetch = local::write_local_chunks(plan, index, running, slot, report, progress)?;
+    let to_fetch = local::write_local_chunks(plan, None, index, running, slot, report, progress)?;
     let fetched_image_bytes = to_fetch.iter().map(|c| u64::from(c.length)).sum::<u64>();
     report.fetched_image_bytes += fetched_image_bytes;
     report.images.push(ImageFigures {

@@ -3,15 +3,18 @@
 
 use diffota_format::{ChunkData, ChunkEntry, ChunkId, Index};
 
+use super::seeds::ScanWritten;
 use super::{InstallError, InstallReport};
 use crate::plan::Plan;
 use crate::progress::{Event, Progress};
 use crate::slot::{read_at, TargetSlot};
 
 /// Takes every chunk it can from the target (already in place) or the running slot, each
-/// re-hashed before use; returns the chunks that must be fetched.
+/// re-hashed before use; returns the chunks that must be fetched. Chunks the scan of the
+/// running slot wrote (`scan_written`) are counted as copied and left alone.
 pub(super) fn write_local_chunks(
     plan: &Plan,
+    scan_written: Option<&ScanWritten>,
     index: &Index,
     running: &std::fs::File,
     slot: &TargetSlot,
@@ -20,7 +23,16 @@ pub(super) fn write_local_chunks(
 ) -> Result<Vec<ChunkEntry>, InstallError> {
     let mut to_fetch = Vec::new();
     let mut stale_seeds = 0u64;
-    for step in plan.steps(index) {
+    if let Some(written) = scan_written {
+        report.copied_bytes += written.bytes;
+        progress.event(Event::Written {
+            bytes: written.bytes,
+        });
+    }
+    for (number, step) in plan.steps(index).enumerate() {
+        if scan_written.is_some_and(|written| written.chunks[number]) {
+            continue;
+        }
         if progress.cancelled() {
             return Err(InstallError::Cancelled);
         }

@@ -327,6 +327,7 @@ pub async fn install(
     };
     let to_fetch = local::write_local_chunks(
         &job.plan,
+        job.scan_written.as_ref(),
         &release.index,
         job.running_file.file(),
         &job.slot,
@@ -438,6 +439,8 @@ struct Job {
     running: Slot,
     running_file: fs_err::File,
     plan: Plan,
+    /// What the scan of the running slot wrote to the target already, if it did.
+    scan_written: Option<seeds::ScanWritten>,
     /// Where the bases of the plan's delta frames are in the running slot.
     delta_bases: frames::BaseOffsets,
     /// What of the slot group's other images is in place in the target slot already.
@@ -477,7 +480,20 @@ async fn begin(
         seeds::stored_index(device, target)?.map_or(InPlace::Nothing, |i| InPlace::from_index(&i))
     };
     let others_in_place = group::in_place(device, release, target, resuming)?;
-    let seeds = seeds::running_seeds(device, running, index, progress)?;
+    let rootfs = crate::config::ROOTFS;
+    let mut begun = false;
+    let (seeds, scan_written) = match seeds::stored_seeds(device, rootfs, running, index)? {
+        Some(seeds) => (seeds, None),
+        // The running slot must be scanned: with no bundle to check against the plan first,
+        // the target is marked as being written before the scan, which writes every chunk
+        // of the release it finds as it finds it (the slot is read once, not twice).
+        None if release.bundle.is_none() => {
+            machine.begin_install(&marker, device.bootloader)?;
+            begun = true;
+            seeds::scan_running(device, rootfs, running, index, Some(&slot), progress)?
+        }
+        None => seeds::scan_running(device, rootfs, running, index, None, progress)?,
+    };
     let mut plan = Plan::build(index, &seeds, &in_place);
     if let Some(bundle) = &release.bundle {
         plan.keep_delta_frames(index, |f| bundle.frames.contains_key(&(f as u32)));
@@ -529,7 +545,9 @@ async fn begin(
         });
     }
     tracing::info!(event = "install_started", version = %index.version, slot = %target);
-    machine.begin_install(&marker, device.bootloader)?;
+    if !begun {
+        machine.begin_install(&marker, device.bootloader)?;
+    }
     let running_file =
         fs_err::File::open(running_path).map_err(|source| InstallError::ReadRunning {
             path: running_path.to_owned(),
@@ -540,6 +558,7 @@ async fn begin(
         running,
         running_file,
         plan,
+        scan_written,
         delta_bases,
         others_in_place,
     })

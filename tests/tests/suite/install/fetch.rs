@@ -30,6 +30,20 @@ fn v1_to_v2_fetches_exactly_the_missing_chunks() {
         .copied()
         .collect();
     assert!(!missing.is_empty() && missing.len() < v2.chunks.len() / 2);
+    // With no stored index the device scanned its running slot, writing every chunk of 2.0
+    // it found there as it went: each counted once, none fetched.
+    let held_bytes: u64 = v2
+        .chunks
+        .iter()
+        .filter(|c| held.contains(&c.id))
+        .map(|c| u64::from(c.length))
+        .sum();
+    assert!(
+        stdout.contains(&format!(
+            "({held_bytes} copied from the running slot, 0 already in place)"
+        )),
+        "{stdout}"
+    );
     let expected: BTreeSet<(String, u64, u64)> =
         plan_ranges(&missing, diffota_format::ranges::DEFAULT_MAX_GAP)
             .iter()
