@@ -186,7 +186,16 @@ async fn write_image(
         running_path,
         index.image_length,
     )?;
-    let seeds = seeds::image_running_seeds(device, &image.name, running, index, progress)?;
+    // As for the root file system: a scan with no bundle to check first writes every chunk
+    // of the image it finds as it goes (the install marked the group's targets as being
+    // written before it wrote any image).
+    let (seeds, scan_written) = match seeds::stored_seeds(device, &image.name, running, index)? {
+        Some(seeds) => (seeds, None),
+        None => {
+            let target = image.bundle.is_none().then_some(&slot);
+            seeds::scan_running(device, &image.name, running, index, target, progress)?
+        }
+    };
     let mut plan = Plan::build(index, &seeds, in_place);
     if let Some(bundle) = &image.bundle {
         plan.keep_delta_frames(index, |f| bundle.frames.contains_key(&(f as u32)));
@@ -208,7 +217,7 @@ async fn write_image(
         release,
         (image, "slot"),
         &slot,
-        (&plan, &delta_bases),
+        (&plan, &delta_bases, scan_written.as_ref()),
         (running_file.file(), running_version),
         traffic,
         report,
@@ -218,16 +227,17 @@ async fn write_image(
     Ok(slot)
 }
 
-/// Writes one image into `slot` as `plan` says: local chunks from `running`, then its delta
-/// frames (their bases at `delta_bases`) and plain chunks from the release's store (or its
-/// bundle, which must carry or leave reachable what the plan fetches), counted into `report`.
+/// Writes one image into `slot` as `plan` says: local chunks from `running` (but those the
+/// scan wrote already, `scan_written`), then its delta frames (their bases at `delta_bases`)
+/// and plain chunks from the release's store (or its bundle, which must carry or leave
+/// reachable what the plan fetches), counted into `report`.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn write_planned(
     device: &Device<'_>,
     release: &Release,
     (image, install): (&ImageRelease, &str),
     slot: &TargetSlot,
-    (plan, delta_bases): (&Plan, &frames::BaseOffsets),
+    (plan, delta_bases, scan_written): (&Plan, &frames::BaseOffsets, Option<&seeds::ScanWritten>),
     (running, running_version): (&std::fs::File, Option<&str>),
     traffic: &Traffic,
     report: &mut InstallReport,
@@ -244,7 +254,8 @@ pub(super) async fn write_planned(
     .await?;
     report.image_bytes += index.image_length;
     progress.event(Event::Image { name: &image.name });
-    let to_fetch = local::write_local_chunks(plan, None, index, running, slot, report, progress)?;
+    let to_fetch =
+        local::write_local_chunks(plan, scan_written, index, running, slot, report, progress)?;
     let fetched_image_bytes = to_fetch.iter().map(|c| u64::from(c.length)).sum::<u64>();
     report.fetched_image_bytes += fetched_image_bytes;
     report.images.push(ImageFigures {

@@ -138,7 +138,7 @@ pub(super) async fn write_all(
             release,
             (image, "single-copy"),
             &slot,
-            (&plan, &Default::default()),
+            (&plan, &Default::default(), None),
             (slot.file(), running_version.as_deref()),
             traffic,
             report,
