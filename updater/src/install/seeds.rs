@@ -1,5 +1,7 @@
 //! Where the plan finds chunks the device already has: the running slot's stored index (its
 //! seed) when it still verifies, otherwise the running slot cut with the release's chunker.
+//! An install's scan also writes each chunk of the release it finds into the target as it
+//! goes, so the running slot is read once.
 
 use diffota_format::{
     Chunk, ChunkId, ChunkerParams, Index, SignedIndex, VerifiedChunk, VerifiedIndex,
