@@ -189,13 +189,15 @@ async fn write_image(
     // As for the root file system: a scan with no bundle to check first writes every chunk
     // of the image it finds as it goes (the install marked the group's targets as being
     // written before it wrote any image).
-    let (seeds, scan_written) = match seeds::stored_seeds(device, &image.name, running, index)? {
-        Some(seeds) => (seeds, None),
-        None => {
-            let target = image.bundle.is_none().then_some(&slot);
-            seeds::scan_running(device, &image.name, running, index, target, progress)?
-        }
-    };
+    let written_by_scan = image.bundle.is_none().then_some(&slot);
+    let (seeds, scan_written) = seeds::image_install_seeds(
+        device,
+        &image.name,
+        running,
+        index,
+        written_by_scan,
+        progress,
+    )?;
     let mut plan = Plan::build(index, &seeds, in_place);
     if let Some(bundle) = &image.bundle {
         plan.keep_delta_frames(index, |f| bundle.frames.contains_key(&(f as u32)));

@@ -23,20 +23,18 @@ pub(super) fn write_local_chunks(
 ) -> Result<Vec<ChunkEntry>, InstallError> {
     let mut to_fetch = Vec::new();
     let mut stale_seeds = 0u64;
-    if let Some(written) = scan_written {
-        report.copied_bytes += written.bytes;
-        progress.event(Event::Written {
-            bytes: written.bytes,
-        });
-    }
     for (number, step) in plan.steps(index).enumerate() {
-        if scan_written.is_some_and(|written| written.chunks[number]) {
+        let chunk = &step.chunk;
+        if scan_written.is_some_and(|written| written.0[number]) {
+            report.copied_bytes += u64::from(chunk.length);
+            progress.event(Event::Written {
+                bytes: u64::from(chunk.length),
+            });
             continue;
         }
         if progress.cancelled() {
             return Err(InstallError::Cancelled);
         }
-        let chunk = &step.chunk;
         let length = chunk.length as usize;
         if step.check_in_place {
             if let Ok(bytes) = read_at(slot.file(), chunk.offset, length) {

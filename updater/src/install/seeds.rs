@@ -31,11 +31,24 @@ pub(super) fn image_running_seeds(
     index: &Index,
     progress: &dyn Progress,
 ) -> Result<SeedMap, InstallError> {
-    if let Some(seeds) = stored_seeds(device, image, running, index)? {
-        return Ok(seeds);
-    }
-    let (seeds, _) = scan_running(device, image, running, index, None, progress)?;
+    let (seeds, _) = image_install_seeds(device, image, running, index, None, progress)?;
     Ok(seeds)
+}
+
+/// `image_running_seeds`, where a scan writes every chunk of `index` it finds into `target`
+/// (when given: open, and marked as being written) and says which.
+pub(super) fn image_install_seeds(
+    device: &Device<'_>,
+    image: &str,
+    running: Slot,
+    index: &Index,
+    target: Option<&TargetSlot>,
+    progress: &dyn Progress,
+) -> Result<(SeedMap, Option<ScanWritten>), InstallError> {
+    match stored_seeds(device, image, running, index)? {
+        Some(seeds) => Ok((seeds, None)),
+        None => scan_running(device, image, running, index, target, progress),
+    }
 }
 
 /// Seeds from the running slot's stored index, when its signature still verifies and its
@@ -51,12 +64,9 @@ pub(super) fn stored_seeds(
         .map(|stored| SeedMap::from_index(&stored)))
 }
 
-/// Chunks of the new index a scan wrote to the target as it found them.
-pub(super) struct ScanWritten {
-    /// Per chunk of the index, in its order.
-    pub chunks: Vec<bool>,
-    pub bytes: u64,
-}
+/// Chunks of the new index a scan wrote to the target as it found them: per chunk of the
+/// index, in its order.
+pub(super) struct ScanWritten(pub Vec<bool>);
 
 /// The running slot of `image` cut with the new index's chunker, each chunk named. With a
 /// `target` (open, and marked as being written), every chunk of the new index found is
@@ -90,19 +100,15 @@ pub(super) fn scan_running(
         return Ok((seeds, None));
     };
     let wanted = Wanted::of(index);
-    let mut written = ScanWritten {
-        chunks: vec![false; index.chunks.len()],
-        bytes: 0,
-    };
+    let mut written = ScanWritten(vec![false; index.chunks.len()]);
     let seeds = scan(&index.chunker, limited, read_error, progress, |chunk| {
         for number in wanted.numbers(chunk.id()) {
             let entry = &index.chunks[number];
-            if written.chunks[number] || entry.length as usize != chunk.bytes().len() {
+            if written.0[number] || entry.length as usize != chunk.bytes().len() {
                 continue;
             }
             target.write_chunk(chunk, entry.offset)?;
-            written.chunks[number] = true;
-            written.bytes += u64::from(entry.length);
+            written.0[number] = true;
         }
         Ok(())
     })?;
