@@ -55,10 +55,10 @@ pub fn prune(store: &Store, keep: usize, dry_run: bool) -> Result<PruneReport, S
             .frames
             .iter()
             .filter(|frame| {
-                frame
-                    .bases
-                    .iter()
-                    .any(|&number| !kept_chunks.contains(&index.deltas.bases[number as usize].id))
+                index
+                    .deltas
+                    .dictionary_bases(frame)
+                    .any(|base| !kept_chunks.contains(&base.id))
             })
             .count() as u64;
         if on_removed > 0 {

@@ -599,10 +599,10 @@ fn check_deltas(
     report: &mut VerifyReport,
 ) {
     let on_removed = |frame: &DeltaFrame| {
-        frame
-            .bases
-            .iter()
-            .any(|&number| !known.contains_key(&index.deltas.bases[number as usize].id))
+        index
+            .deltas
+            .dictionary_bases(frame)
+            .any(|base| !known.contains_key(&base.id))
     };
     report.frames_on_removed_releases +=
         index.deltas.frames.iter().filter(|f| on_removed(f)).count() as u64;
@@ -636,8 +636,7 @@ fn check_delta_frame(
     known: &HashMap<diffota_format::ChunkId, ChunkLocation>,
 ) -> Result<(), DeltaProblem> {
     let mut prefix = Vec::new();
-    for &number in &frame.bases {
-        let base = index.deltas.bases[number as usize];
+    for base in index.deltas.dictionary_bases(frame) {
         let location = known
             .get(&base.id)
             .ok_or(DeltaProblem::BaseMissing(base.id))?;

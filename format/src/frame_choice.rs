@@ -36,7 +36,8 @@ const SETTLING_ROUNDS: usize = 4;
 
 /// The delta frames worth using for `wanted` among `candidates` (in index order). A frame
 /// is usable when the running slot holds (`holds(id, length)`) every base it names, or an
-/// earlier chosen frame rebuilds it.
+/// earlier chosen frame rebuilds it (`index::COVERS_BASE`, which marks a frame with covers,
+/// counts as held: `holds` is never asked about it).
 ///
 /// An index holds its frames in passes over the image (the frames against each base, their
 /// fallbacks, the inherited frames, the image frames last). Two ways of taking frames are
@@ -127,7 +128,9 @@ fn take_frames(
         let frame = &index.deltas.frames[number];
         let holds_bases = frame.bases.iter().all(|&b| {
             let base = &index.deltas.bases[b as usize];
-            rebuilt_earlier.contains(&base.id) || holds(&base.id, base.length)
+            base.marks_covers()
+                || rebuilt_earlier.contains(&base.id)
+                || holds(&base.id, base.length)
         });
         if !holds_bases {
             continue;

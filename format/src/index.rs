@@ -139,6 +139,36 @@ impl Deltas {
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty() && self.bases.is_empty()
     }
+
+    /// The bases whose bytes make `frame`'s dictionary, in order: its bases without
+    /// [`COVERS_BASE`].
+    pub fn dictionary_bases<'a>(
+        &'a self,
+        frame: &'a DeltaFrame,
+    ) -> impl Iterator<Item = DeltaBase> + 'a {
+        frame
+            .bases
+            .iter()
+            .map(|&number| self.bases[number as usize])
+            .filter(|base| !base.marks_covers())
+    }
+}
+
+/// The base a frame with covers (`frame_codec`, "Covers") names besides its real bases. No
+/// chunk has this id, so a device that does not know covers never holds every base of such
+/// a frame and never takes it (it takes the chunks another way); one that does counts it as
+/// held and leaves it out of the dictionary. Its length is 1 because the index allows no
+/// empty base.
+pub const COVERS_BASE: DeltaBase = DeltaBase {
+    id: ChunkId(*b"diffota frame with covers, v1\0\0\0"),
+    length: 1,
+};
+
+impl DeltaBase {
+    /// Whether this is [`COVERS_BASE`], which marks a frame with covers and is no chunk.
+    pub fn marks_covers(&self) -> bool {
+        self.id == COVERS_BASE.id
+    }
 }
 
 /// What makes decoded index bytes not a valid index.

@@ -18,6 +18,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("index", index),
     ("index_delta", index_delta),
+    ("delta_frame", delta_frame),
     ("bundle", bundle),
     ("channel", channel),
     ("manifest", manifest),
@@ -69,6 +70,37 @@ pub fn index_delta(data: &[u8]) {
             "decoded length differs from the header"
         );
         assert!(promised <= LIMIT);
+    }
+}
+
+/// A delta frame as the device decodes it against its dictionary, with or without a cover
+/// list. The input is the dictionary's length (2 bytes, little-endian), the dictionary, the
+/// content's length (2 bytes), then the frame. A decoded frame has exactly that length.
+pub fn delta_frame(data: &[u8]) {
+    let Some(length) = data
+        .get(..2)
+        .map(|l| usize::from(u16::from_le_bytes([l[0], l[1]])))
+    else {
+        return;
+    };
+    let Some(dictionary) = data.get(2..2 + length) else {
+        return;
+    };
+    let Some(content) = data
+        .get(2 + length..4 + length)
+        .map(|l| usize::from(u16::from_le_bytes([l[0], l[1]])))
+    else {
+        return;
+    };
+    let frame = &data[4 + length..];
+    if let Ok(bytes) =
+        diffota_format::frame_codec::decompress_with_prefix(frame, dictionary, content)
+    {
+        assert_eq!(
+            bytes.len(),
+            content,
+            "decoded length differs from the one asked"
+        );
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod anchors;
 pub mod bases;
+pub mod covers;
 pub mod groups;
 
 /// Deterministic incompressible test bytes, shared with the other crates' tests.

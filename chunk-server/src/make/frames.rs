@@ -19,6 +19,11 @@
 //! than the first) get no fallbacks: the devices on that base rebuild their siblings, and
 //! the bench's downloads did not move without them while the store shrank by a third.
 //!
+//! A group whose content matches its bases with bytes changed every so often (rebuilt code
+//! whose addresses moved) is also coded as a frame with covers (`crate::frames::covers`,
+//! `frame_codec`), which is kept where it is smaller: on the bench's arm64-erofs pair that
+//! takes 1.3% off a device's download one release behind, for about a fifth more make time.
+//!
 //! Every chunk is read back from its pack and checked against its id before it is used, so
 //! a damaged store cannot put a wrong dictionary or content into a frame.
 
@@ -26,7 +31,8 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use diffota_format::index::{DeltaBase, DeltaFrame, Deltas, MAX_DELTA_CONTENT};
+use diffota_format::frame_codec::{cover_list, subtract_covers};
+use diffota_format::index::{DeltaBase, DeltaFrame, Deltas, COVERS_BASE, MAX_DELTA_CONTENT};
 use diffota_format::{ChunkEntry, ChunkId, Index, PackRef};
 use rayon::prelude::*;
 
@@ -35,6 +41,7 @@ use super::frame_encoder::compress_frame;
 use super::pack::PackWriter;
 use crate::frames::anchors::{anchors, AnchorDensity};
 use crate::frames::bases::{AnchorIndex, VoteRule};
+use crate::frames::covers::{find_covers, worth_trying};
 use crate::frames::groups::{group_ranges, plan_groups, GroupLimits, NewChunk, PlannedGroup};
 use crate::in_order::map_in_order;
 use crate::store::{io_error, read_chunk_checked, Store, StoreError};
@@ -225,7 +232,7 @@ pub(crate) fn write_delta_frames(
         rayon::current_num_threads(),
         GROUPS_IN_FLIGHT,
         |&(group, level)| compress_group(group, &candidates, &read_added, &old, level),
-        |i, frame| {
+        |i, CodedGroup { frame, covers }| {
             let group = frames[i].0;
             let plain: u64 = added[group.chunks.clone()]
                 .iter()
@@ -243,8 +250,9 @@ pub(crate) fn write_delta_frames(
             let bases = group
                 .bases
                 .iter()
-                .map(|&candidate| {
-                    let base = candidates.base(candidate);
+                .map(|&candidate| candidates.base(candidate))
+                .chain(covers.then_some(COVERS_BASE))
+                .map(|base| {
                     *base_numbers.entry(base.id).or_insert_with(|| {
                         deltas.bases.push(base);
                         (deltas.bases.len() - 1) as u32
@@ -336,7 +344,7 @@ fn compress_group(
     read_added: &(impl Fn(&ReleaseChunk) -> Result<Vec<u8>, StoreError> + Sync),
     old: &OldChunks,
     level: i32,
-) -> Result<Vec<u8>, MakeError> {
+) -> Result<CodedGroup, MakeError> {
     let added = candidates.added;
     let mut content = Vec::new();
     for chunk in &added[group.chunks.clone()] {
@@ -349,10 +357,39 @@ fn compress_group(
             Candidate::Added(n) => read_added(&added[n])?,
         });
     }
-    compress_frame(&content, &prefix, level).map_err(|source| MakeError::CompressDelta {
+    let error = |source| MakeError::CompressDelta {
         first_chunk: added[group.chunks.start].number,
         source,
+    };
+    let frame = compress_frame(&content, &prefix, level).map_err(error)?;
+    let covers = find_covers(&content, &prefix);
+    if !worth_trying(&content, &prefix, &covers) {
+        return Ok(CodedGroup {
+            frame,
+            covers: false,
+        });
+    }
+    subtract_covers(&mut content, &prefix, &covers);
+    let mut with_covers = cover_list(&covers);
+    with_covers.extend_from_slice(&compress_frame(&content, &prefix, level).map_err(error)?);
+    Ok(if with_covers.len() < frame.len() {
+        CodedGroup {
+            frame: with_covers,
+            covers: true,
+        }
+    } else {
+        CodedGroup {
+            frame,
+            covers: false,
+        }
     })
+}
+
+/// A group's frame: the delta frame, or the frame with covers where that is smaller
+/// (`covers`: the frame then names `COVERS_BASE` after its bases).
+struct CodedGroup {
+    frame: Vec<u8>,
+    covers: bool,
 }
 
 /// Adds to `index` the delta frames of `from` (the `--delta-from` release) that rebuild

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 
 use diffota_format::frame_codec::decompress_with_prefix_into;
+use diffota_format::index::DeltaBase;
 use diffota_format::ranges::plan_ranges;
 use diffota_format::{ChunkData, ChunkEntry, ChunkId, Index, VerifiedChunk};
 
@@ -346,16 +347,15 @@ impl FrameDecoder<'_> {
     ) -> Result<(), InstallError> {
         let frame = &self.index.deltas.frames[number];
         let FrameBuffers { prefix, content } = &mut self.buffers;
-        let dictionary: usize = frame
-            .bases
-            .iter()
-            .map(|&b| self.index.deltas.bases[b as usize].length as usize)
+        let deltas = &self.index.deltas;
+        let dictionary: usize = deltas
+            .dictionary_bases(frame)
+            .map(|base| base.length as usize)
             .sum();
         prefix.clear();
         // Exactly what the largest dictionary so far needs, not the next power of two.
         prefix.reserve_exact(dictionary);
-        for &b in &frame.bases {
-            let id = self.index.deltas.bases[b as usize].id;
+        for DeltaBase { id, .. } in deltas.dictionary_bases(frame) {
             let place = base_place(&id, self.bases, self.running, self.in_target, self.slot);
             if !append_base(id, place, prefix) {
                 // A base was checked before fetching or written by an earlier frame; if it

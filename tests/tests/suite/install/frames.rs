@@ -2,6 +2,7 @@
 //! releases behind, bundles with frames, frames under faults.
 
 use super::*;
+use diffota_format::index::COVERS_BASE;
 
 /// A release made with `--delta-from`: a device on the older release (factory-flashed, so it
 /// cuts its running slot) rebuilds the changed chunks from delta frames against chunks of its
@@ -121,6 +122,66 @@ fn delta_frames_rebuild_edited_chunks_from_the_running_slot() {
 /// bases (siblings), which no old release holds. A device rebuilds the first copy, reads it
 /// back from the slot it is writing, and builds the second on it: it downloads little more
 /// than the first copy, `check` predicts that exactly, and the slot holds the release.
+/// Rebuilt code whose addresses moved (every 16th byte of 2 MiB shifted by a constant):
+/// make writes frames with covers (they name `COVERS_BASE`) where they are smaller, the
+/// device on 1.0 rebuilds 2.0 from them exactly as `check` predicted, for a fraction of the
+/// plain frames, and `chunk-server verify` decodes every frame of the store.
+#[test]
+fn frames_with_covers_rebuild_code_whose_addresses_moved() {
+    let mut fleet = Fleet::new();
+    let v1 = noise(11, 8 * MIB as usize);
+    fleet.image_bytes("1.0", &v1);
+    fleet.make("1.0");
+    let mut v2 = v1;
+    for byte in v2[3 * MIB as usize..5 * MIB as usize]
+        .iter_mut()
+        .step_by(16)
+    {
+        *byte = byte.wrapping_add(0x20);
+    }
+    fleet.image_bytes("2.0", &v2);
+    fleet.make_with("2.0", &["--delta-from", "1.0"]);
+    fleet.publish("2.0");
+    let index = fleet.index("2.0");
+    let with_covers = index
+        .deltas
+        .frames
+        .iter()
+        .filter(|frame| {
+            frame
+                .bases
+                .iter()
+                .any(|&b| index.deltas.bases[b as usize] == COVERS_BASE)
+        })
+        .count();
+    assert!(
+        with_covers > 0,
+        "no frame with covers among {}",
+        index.deltas.frames.len()
+    );
+
+    let plain_bytes = plain_bytes_lacking(&fleet.store, "1.0", "2.0");
+    let server = fleet.serve();
+    let device = fleet.device_running("device", fleet.image("1.0"), 10 * MIB, &server.url, |_| {});
+    let (fetched, check) = install_as_checked(&device, &server);
+    assert!(
+        check["plan"]["delta_frames"].as_u64().unwrap() > 0,
+        "{check}"
+    );
+    assert_holds_v2(&fleet, &device);
+    assert!(
+        fetched * 10 < plain_bytes,
+        "frames with covers {fetched} bytes against plain frames {plain_bytes}"
+    );
+    run_ok(
+        chunk_server()
+            .arg("verify")
+            .arg("--public-key")
+            .arg(&fleet.keys.public)
+            .arg(&fleet.store),
+    );
+}
+
 #[test]
 fn a_frame_builds_on_new_chunks_an_earlier_frame_rebuilt() {
     let mut fleet = Fleet::new();
