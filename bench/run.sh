@@ -85,16 +85,18 @@ for kind in "${kinds[@]}"; do
   : > "$work/timed"
 
   # diffota. Stores, each a directory of the one nginx:
-  # - dota: v1, then v2, v3 and v4 each made by default (delta frames against the two newest
-  #   older releases, no channel set). Rows: a device that installed v1 through diffota (it
-  #   stores v1's index, so it fetches the index delta), a factory-flashed one (no stored
-  #   index: it cuts its running slot and fetches the whole index), a factory-flashed one
-  #   provisioned as the factory flow does (`diffota provision` with the release's signed
-  #   index, which the layer's factory data carries), and devices on v1 two
-  #   and three releases behind (v1 -> v3, v1 -> v4).
-  # - fleet: dota's v1 and v2, then the stable channel set to v1 (devices still run it) and
-  #   v3 and v4 made by default, which takes the channel's release as a further base (v3
-  #   against 2 and 1, v4 against 3, 2 and 1). Rows: v1 -> v3, v1 -> v4, v2 -> v4.
+  # - dota: v1, then v2, v3 and v4 each made by default (delta frames against the three
+  #   newest older releases, no channel set: v3 against 2 and 1, v4 against 3, 2 and 1).
+  #   Rows: a device that installed v1 through diffota (it stores v1's index, so it fetches
+  #   the index delta), a factory-flashed one (no stored index: it cuts its running slot and
+  #   fetches the whole index), a factory-flashed one provisioned as the factory flow does
+  #   (`diffota provision` with the release's signed index, which the layer's factory data
+  #   carries), devices on v1 two and three releases behind (v1 -> v3, v1 -> v4) and one on
+  #   v2 two behind v4 (v2 -> v4).
+  # - depth2 (directory "fleet"): dota's v1 and v2, then v3 and v4 made with --delta-depth 2
+  #   (the default before: v4 against 3 and 2 only). Row: v1 -> v4, a device three behind
+  #   with no frames against its release; the makes give the time and store bytes a third
+  #   base costs.
   # - dota12, dota19: v2 with its delta frames at --delta-level 12 (the fastest make) and 19
   #   (the fewest bytes).
   # - plain: v2, v3 and v4 made with --no-delta, for make's time ratio and the bytes each
@@ -133,17 +135,16 @@ for kind in "${kinds[@]}"; do
   timed "$cs" make --store "$work/www/dotaif" --version 2 --compatible bench --key "$key" --image-frames "$v2"
   store_make_s[dotaif]=$(last_time); store_make_rss[dotaif]=$(last_rss)
   dotaif_store_bytes=$(( $(packs_bytes "$work/www/dotaif") - v1_store_bytes ))
-  cp -a "$work/www/dota" "$work/www/fleet"
   rm -rf "$work/www/major" "$work/www/majorif"
   if [ -n "$major" ]; then
     cp -a "$work/www/dota" "$work/www/major"
     cp -a "$work/www/dota" "$work/www/majorif"
   fi
-  "$cs" channel set --store "$work/www/fleet" stable --release 1 --key "$key" >/dev/null
-  for version in 3 4; do
-    make_counted "$work/www/dota" dota "$version"; dota_make_s[$version]=$(last_time)
-    make_counted "$work/www/fleet" fleet "$version"; fleet_make_s[$version]=$(last_time)
-  done
+  # v3 has two older releases, so --delta-depth 2 makes it as the default does.
+  make_counted "$work/www/dota" dota 3; dota_make_s[3]=$(last_time)
+  cp -a "$work/www/dota" "$work/www/fleet"
+  make_counted "$work/www/dota" dota 4; dota_make_s[4]=$(last_time)
+  make_counted "$work/www/fleet" fleet 4 --delta-depth 2; fleet_make_s[4]=$(last_time)
   store_make_s[fleet]=${fleet_make_s[4]}; store_make_rss[fleet]=$(last_rss)
   "$cs" verify --public-key "$work/bench.pub" "$work/www/dota" >/dev/null
   "$cs" verify --public-key "$work/bench.pub" "$work/www/fleet" >/dev/null
@@ -203,9 +204,8 @@ TOML
   dota_install "diffota, --delta-level 19" 2 yes dota19
   dota_install "diffota, v1 -> v3" 3 yes
   dota_install "diffota, v1 -> v4" 4 yes
-  dota_install "diffota, channel on v1, v1 -> v3" 3 yes fleet
-  dota_install "diffota, channel on v1, v1 -> v4" 4 yes fleet
-  dota_install "diffota, channel on v1, v2 -> v4" 4 yes fleet 2
+  dota_install "diffota, v2 -> v4" 4 yes dota 2
+  dota_install "diffota, --delta-depth 2, v1 -> v4" 4 yes fleet
   # The install's I/O floor, on the same files as the one-behind row: read the seed (slot a,
   # v1, buffered), write the slot (v2's bytes, fsync), read the slot back past the page cache
   # (O_DIRECT, as the updater's read-back does).
@@ -337,7 +337,7 @@ TOML
     echo
     echo "| tool | downloaded | requests | make | install (median) | make RSS | install RSS | bytes vs casync | bytes vs bita |"
     echo "|---|---|---|---|---|---|---|---|---|"
-    for tool in diffota "diffota, factory-flashed" "diffota, factory-flashed, provisioned" "diffota, --delta-level 12" "diffota, --delta-level 19" "diffota, v1 -> v3" "diffota, v1 -> v4" "diffota, channel on v1, v1 -> v3" "diffota, channel on v1, v1 -> v4" "diffota, channel on v1, v2 -> v4" "${never_worse_rows[@]}" casync bita zchunk; do
+    for tool in diffota "diffota, factory-flashed" "diffota, factory-flashed, provisioned" "diffota, --delta-level 12" "diffota, --delta-level 19" "diffota, v1 -> v3" "diffota, v1 -> v4" "diffota, v2 -> v4" "diffota, --delta-depth 2, v1 -> v4" "${never_worse_rows[@]}" casync bita zchunk; do
       printf '| %s | %s | %s | %ss | %ss | %s MiB | %s MiB | %s | %s |\n' "$tool" "${bytes[$tool]}" "${requests[$tool]}" \
         "${make_s[$tool]}" "${install_s[$tool]}" "$(mib "${make_rss[$tool]}")" "$(mib "${install_rss[$tool]}")" \
         "$(awk -v a="${bytes[$tool]}" -v b="${bytes[casync]}" 'BEGIN {printf "%.2fx", a / b}')" \
@@ -353,18 +353,18 @@ TOML
     echo "|---|---|"
     echo "| one release behind, installed through diffota: <= 1.0x HDiffPatch | $(r diffota hdiff) (${bytes[diffota]} B, ${requests[diffota]} requests) |"
     echo "| factory-flashed: <= 0.9x xdelta3 -9 | provisioned as the factory flow does (the factory data's index): $(r "diffota, factory-flashed, provisioned" xdelta9) (${bytes[diffota, factory-flashed, provisioned]} B); never provisioned (fetches the whole index): $(r "diffota, factory-flashed" xdelta9) (${bytes[diffota, factory-flashed]} B) |"
-    echo "| two behind (v1 -> v3), channel on v1: <= 1.2x HDiffPatch v1 -> v3, <= 10 requests | $(r "diffota, channel on v1, v1 -> v3" hdiff13) in ${requests[diffota, channel on v1, v1 -> v3]} requests (no channel: $(r "diffota, v1 -> v3" hdiff13) in ${requests[diffota, v1 -> v3]}) |"
-    echo "| three behind (v1 -> v4), channel on v1: <= 1.2x HDiffPatch v1 -> v4, <= 10 requests | $(r "diffota, channel on v1, v1 -> v4" hdiff14) in ${requests[diffota, channel on v1, v1 -> v4]} requests (no channel: $(r "diffota, v1 -> v4" hdiff14) in ${requests[diffota, v1 -> v4]}) |"
-    echo "| two behind (v2 -> v4), channel on v1: <= 1.2x HDiffPatch v2 -> v4, <= 10 requests | $(r "diffota, channel on v1, v2 -> v4" hdiff24) in ${requests[diffota, channel on v1, v2 -> v4]} requests |"
-    echo "| make (default) <= 3x a plain make (--no-delta) | v2 ${make_s[diffota]} s / ${plain_make_s} s = $(ratio "${make_s[diffota]}" "$plain_make_s"); v3 ${dota_make_s[3]} s / ${plain_version_make_s[3]} s = $(ratio "${dota_make_s[3]}" "${plain_version_make_s[3]}"); v4 ${dota_make_s[4]} s / ${plain_version_make_s[4]} s = $(ratio "${dota_make_s[4]}" "${plain_version_make_s[4]}"); channel on v1 (v3 two bases, v4 three): v3 ${fleet_make_s[3]} s, v4 ${fleet_make_s[4]} s; --delta-level 12: $(ratio "${store_make_s[dota12]}" "$plain_make_s") |"
+    echo "| two behind (v1 -> v3): <= 1.2x HDiffPatch v1 -> v3, <= 10 requests | $(r "diffota, v1 -> v3" hdiff13) in ${requests[diffota, v1 -> v3]} requests |"
+    echo "| three behind (v1 -> v4): <= 1.2x HDiffPatch v1 -> v4, <= 10 requests | $(r "diffota, v1 -> v4" hdiff14) in ${requests[diffota, v1 -> v4]} requests (--delta-depth 2: $(r "diffota, --delta-depth 2, v1 -> v4" hdiff14) in ${requests[diffota, --delta-depth 2, v1 -> v4]}) |"
+    echo "| two behind (v2 -> v4): <= 1.2x HDiffPatch v2 -> v4, <= 10 requests | $(r "diffota, v2 -> v4" hdiff24) in ${requests[diffota, v2 -> v4]} requests |"
+    echo "| make (default) <= 3x a plain make (--no-delta) | v2 ${make_s[diffota]} s / ${plain_make_s} s = $(ratio "${make_s[diffota]}" "$plain_make_s"); v3 ${dota_make_s[3]} s / ${plain_version_make_s[3]} s = $(ratio "${dota_make_s[3]}" "${plain_version_make_s[3]}"); v4 ${dota_make_s[4]} s / ${plain_version_make_s[4]} s = $(ratio "${dota_make_s[4]}" "${plain_version_make_s[4]}"); --delta-depth 2 (v4 against two bases, not three): v4 ${fleet_make_s[4]} s = $(ratio "${fleet_make_s[4]}" "${plain_version_make_s[4]}"); --delta-level 12: $(ratio "${store_make_s[dota12]}" "$plain_make_s") |"
     for row in "${never_worse_rows[@]}"; do
       case $row in *major*) whole=${patch_bytes[zstd5]} ;; *) whole=${patch_bytes[zstd2]} ;; esac
       echo "| never worse: $row <= zstd -19 of the image + index | ${bytes[$row]} B against $whole + ${never_worse_index[$row]} = $(ratio "${bytes[$row]}" "$((whole + ${never_worse_index[$row]}))") |"
     done
-    echo "| install time <= 2x the I/O floor (read the seed, write the slot, read it back: $io_floor_s s) | one behind ${install_s[diffota]} s = $(ratio "${install_s[diffota]}" "$io_floor_s"); factory-flashed ${install_s[diffota, factory-flashed]} s = $(ratio "${install_s[diffota, factory-flashed]}" "$io_floor_s"); channel on v1, v1 -> v4 ${install_s[diffota, channel on v1, v1 -> v4]} s = $(ratio "${install_s[diffota, channel on v1, v1 -> v4]}" "$io_floor_s") |"
-    echo "| install peak RSS <= 16 MiB | $(mib "${install_rss[diffota]}") MiB (factory-flashed $(mib "${install_rss[diffota, factory-flashed]}"), channel on v1, v1 -> v4 $(mib "${install_rss[diffota, channel on v1, v1 -> v4]}")) |"
+    echo "| install time <= 2x the I/O floor (read the seed, write the slot, read it back: $io_floor_s s) | one behind ${install_s[diffota]} s = $(ratio "${install_s[diffota]}" "$io_floor_s"); factory-flashed ${install_s[diffota, factory-flashed]} s = $(ratio "${install_s[diffota, factory-flashed]}" "$io_floor_s"); v1 -> v4 ${install_s[diffota, v1 -> v4]} s = $(ratio "${install_s[diffota, v1 -> v4]}" "$io_floor_s") |"
+    echo "| install peak RSS <= 16 MiB | $(mib "${install_rss[diffota]}") MiB (factory-flashed $(mib "${install_rss[diffota, factory-flashed]}"), v1 -> v4 $(mib "${install_rss[diffota, v1 -> v4]}")) |"
     for version in 2 3 4; do
-      echo "| store bytes v$version added, against --no-delta | default ${dota_store_bytes[$version]} = $(ratio "${dota_store_bytes[$version]}" "${plain_store_bytes[$version]}")$( [ "$version" = 2 ] || echo "; channel on v1 ${fleet_store_bytes[$version]} = $(ratio "${fleet_store_bytes[$version]}" "${plain_store_bytes[$version]}")"); plain ${plain_store_bytes[$version]} |"
+      echo "| store bytes v$version added, against --no-delta | default ${dota_store_bytes[$version]} = $(ratio "${dota_store_bytes[$version]}" "${plain_store_bytes[$version]}")$( [ "$version" != 4 ] || echo "; --delta-depth 2 ${fleet_store_bytes[$version]} = $(ratio "${fleet_store_bytes[$version]}" "${plain_store_bytes[$version]}")"); plain ${plain_store_bytes[$version]} |"
     done
     echo
     echo "With --image-frames: make of v2 ${store_make_s[dotaif]} s ($(ratio "${store_make_s[dotaif]}" "$plain_make_s") a plain make), store bytes v2 added $dotaif_store_bytes ($(ratio "$dotaif_store_bytes" "${plain_store_bytes[2]}") the plain release)."

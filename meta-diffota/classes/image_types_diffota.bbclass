@@ -7,7 +7,7 @@
 # The store lands in ${DIFFOTA_STORE} (default ${DEPLOY_DIR_IMAGE}/diffota-store): upload
 # its packs/ and releases/ to the server, then publish a channel with `chunk-server channel set`.
 # The release gets delta frames against the releases the fleet runs, found in that store (the
-# two newest older releases, and what its channels point at); keep the store between builds, or
+# three newest older releases, and what its channels point at); keep the store between builds, or
 # sync the published one down before the build (meta-diffota/README.md, "Delta frames").
 
 DIFFOTA_ROOTFS_FSTYPE ??= "ext4"

@@ -1,13 +1,14 @@
 //! Which releases a make writes delta frames against when it is not told (`make` without
 //! `--delta-from` or `--no-delta`): the ones the fleet runs when the new release ships. That
-//! is the two newest older releases of the same name and compatible in the store (what most
-//! devices installed last, and what a device that was off for a release cycle still runs),
-//! then the releases the store's channels point at (a stable channel a release or two behind
-//! a beta one), newest first, at most `MAX_DEFAULT_BASES`. Each base costs make time and
-//! store space (its own frames, which hold everything the base lacks); devices on any other
-//! release take inherited frames or plain frames. On the bench pairs a device two releases
-//! behind with frames against its own release downloads 1.05-1.07x HDiffPatch's patch for
-//! its pair, and 1.6-3.5x with only the newer releases' frames (bench/README.md).
+//! is the three newest older releases of the same name and compatible in the store (what most
+//! devices installed last, and what a device that was off for one or two release cycles still
+//! runs; `--delta-depth` sets how many), then the releases the store's channels point at (a
+//! stable channel further behind a beta one), newest first, one more at most. Each base costs
+//! make time and store space (its own frames, which hold everything the base lacks); devices
+//! on any other release take inherited frames or plain frames. On the bench pairs a device two
+//! or three releases behind with frames against its own release downloads 1.04-1.08x
+//! HDiffPatch's patch for its pair, and 1.6-3.5x with only the newer releases' frames
+//! (bench/README.md).
 
 use std::cmp::Ordering;
 
@@ -17,11 +18,14 @@ use diffota_format::compare_versions;
 use super::error::MakeError;
 use crate::store::{io_error, read_index, Store, StoreError};
 
-/// Bases chosen by default at most: the newest older releases and channel targets.
-pub const MAX_DEFAULT_BASES: usize = 3;
+/// How many of the newest older releases are bases by default (`--delta-depth`): a device
+/// up to three releases behind (off for two release cycles) takes frames against what it
+/// runs.
+pub const DEFAULT_DELTA_DEPTH: usize = 3;
 
-/// How many of the newest older releases are bases by default, before the channel targets.
-pub const NEWEST_OLDER_BASES: usize = 2;
+/// The most newest older releases `--delta-depth` may ask for: each is a search of its own
+/// and frames of their own, so this bounds make's time and memory whatever the store holds.
+pub const MAX_DELTA_DEPTH: usize = 8;
 
 /// A release of the store that could be a base: its version, whether its name and compatible
 /// match the new release's, and whether a channel points at it.
@@ -32,8 +36,13 @@ pub struct BaseCandidate {
     pub on_channel: bool,
 }
 
-/// The default bases of release `version` among `candidates` (see the module's comment).
-pub fn choose_default_bases(version: &str, candidates: &[BaseCandidate]) -> Vec<String> {
+/// The default bases of release `version` among `candidates` (see the module's comment):
+/// the `depth` newest older ones, then one channel target at most.
+pub fn choose_default_bases(
+    version: &str,
+    candidates: &[BaseCandidate],
+    depth: usize,
+) -> Vec<String> {
     let mut older: Vec<&BaseCandidate> = candidates
         .iter()
         .filter(|c| c.same_name_and_compatible)
@@ -42,16 +51,15 @@ pub fn choose_default_bases(version: &str, candidates: &[BaseCandidate]) -> Vec<
     older.sort_by(|a, b| compare_versions(&b.version, &a.version).then(b.version.cmp(&a.version)));
     let mut chosen: Vec<String> = older
         .iter()
-        .take(NEWEST_OLDER_BASES)
+        .take(depth)
         .map(|c| c.version.clone())
         .collect();
-    for candidate in older.iter().filter(|c| c.on_channel) {
-        if chosen.len() == MAX_DEFAULT_BASES {
-            break;
-        }
-        if !chosen.contains(&candidate.version) {
-            chosen.push(candidate.version.clone());
-        }
+    let channel_target = older
+        .iter()
+        .filter(|c| c.on_channel)
+        .find(|c| !chosen.contains(&c.version));
+    if let Some(target) = channel_target {
+        chosen.push(target.version.clone());
     }
     chosen
 }
@@ -64,6 +72,7 @@ pub fn default_delta_bases(
     name: &str,
     compatible: &str,
     version: &str,
+    depth: usize,
 ) -> Result<Vec<String>, MakeError> {
     let channel_indexes = channel_targets(store);
     let mut candidates = Vec::new();
@@ -79,7 +88,7 @@ pub fn default_delta_bases(
             version: release.version,
         });
     }
-    Ok(choose_default_bases(version, &candidates))
+    Ok(choose_default_bases(version, &candidates, depth))
 }
 
 /// The index paths (`releases/<version>/<name>.didx`) the store's channel files name.
@@ -127,34 +136,47 @@ mod tests {
     }
 
     #[test]
-    fn the_two_newest_older_releases_come_first() {
+    fn the_newest_older_releases_come_first() {
         let candidates = [
             release("1.0", true, false),
             release("1.10", true, false),
             release("1.9", true, false),
+            release("1.2", true, false),
             release("3.0", true, false),
         ];
-        assert_eq!(choose_default_bases("2.0", &candidates), ["1.10", "1.9"]);
-        assert_eq!(choose_default_bases("1.5", &candidates), ["1.0"]);
+        assert_eq!(
+            choose_default_bases("2.0", &candidates, DEFAULT_DELTA_DEPTH),
+            ["1.10", "1.9", "1.2"]
+        );
+        assert_eq!(choose_default_bases("2.0", &candidates, 2), ["1.10", "1.9"]);
+        assert_eq!(choose_default_bases("2.0", &candidates, 1), ["1.10"]);
+        assert_eq!(choose_default_bases("1.5", &candidates, 3), ["1.2", "1.0"]);
     }
 
     #[test]
-    fn channel_targets_follow_newest_first_up_to_the_cap() {
+    fn one_channel_target_follows_newest_first() {
         let candidates = [
             release("1.0", true, true),
             release("1.1", true, true),
             release("1.2", true, true),
             release("1.3", true, false),
             release("1.4", true, true),
+            release("1.5", true, false),
         ];
         assert_eq!(
-            choose_default_bases("2.0", &candidates),
-            ["1.4", "1.3", "1.2"],
-            "the two newest, then the newest channel target"
+            choose_default_bases("2.0", &candidates, 3),
+            ["1.5", "1.4", "1.3", "1.2"],
+            "the three newest, then the newest channel target not among them"
+        );
+        assert_eq!(choose_default_bases("2.0", &candidates, 1), ["1.5", "1.4"]);
+        assert_eq!(
+            choose_default_bases("1.3.5", &candidates, 3),
+            ["1.3", "1.2", "1.1", "1.0"]
         );
         assert_eq!(
-            choose_default_bases("1.3.5", &candidates),
-            ["1.3", "1.2", "1.1"]
+            choose_default_bases("1.1.5", &candidates, 3),
+            ["1.1", "1.0"],
+            "no channel target beyond the older releases there are"
         );
     }
 
@@ -165,14 +187,17 @@ mod tests {
             release("2.0", true, true),
             release("2.1", true, true),
         ];
-        assert!(choose_default_bases("2.0", &candidates).is_empty());
-        assert!(choose_default_bases("1.0", &[]).is_empty());
+        assert!(choose_default_bases("2.0", &candidates, 3).is_empty());
+        assert!(choose_default_bases("1.0", &[], 3).is_empty());
     }
 
     #[test]
     fn prereleases_order_before_their_release() {
         let candidates = [release("2.0~rc1", true, false), release("1.9", true, false)];
-        assert_eq!(choose_default_bases("2.0", &candidates), ["2.0~rc1", "1.9"]);
-        assert_eq!(choose_default_bases("2.0~rc1", &candidates), ["1.9"]);
+        assert_eq!(
+            choose_default_bases("2.0", &candidates, 3),
+            ["2.0~rc1", "1.9"]
+        );
+        assert_eq!(choose_default_bases("2.0~rc1", &candidates, 3), ["1.9"]);
     }
 }

@@ -24,8 +24,9 @@ pub struct ReleaseImage {
 /// Which releases each image's delta frames are against.
 #[derive(Clone, Debug)]
 pub enum DeltaChoice {
-    /// `default_delta_bases` of each image's name.
-    Default,
+    /// `default_delta_bases` of each image's name: the `depth` newest older releases and a
+    /// channel target (`--delta-depth`).
+    Default { depth: usize },
     /// No delta frames (`--no-delta`).
     Off,
     /// These versions, for every image (`--delta-from`), each once.
@@ -41,7 +42,9 @@ impl DeltaChoice {
         version: &str,
     ) -> Result<Vec<String>, MakeError> {
         match self {
-            DeltaChoice::Default => default_delta_bases(store, name, compatible, version),
+            DeltaChoice::Default { depth } => {
+                default_delta_bases(store, name, compatible, version, *depth)
+            }
             DeltaChoice::Off => Ok(Vec::new()),
             DeltaChoice::These(versions) => {
                 let mut named = std::collections::HashSet::new();

@@ -541,8 +541,8 @@ fn delta_frames_survive_sigkill_and_misbehaving_servers() {
     assert_holds_v2(&fixture, &device);
 }
 
-/// 3.0 made with no delta flag is made against 2.0 and 1.0 (the two newest older releases,
-/// as `--delta-from 2.0 --delta-from 1.0` would) and carries catch-up frames: against 1.0,
+/// 3.0 made with no delta flag is made against 2.0 and 1.0 (the newest older releases, as
+/// `--delta-from 2.0 --delta-from 1.0` would; `--delta-depth 1` takes 2.0 alone) and carries catch-up frames: against 1.0,
 /// for everything 1.0 lacks, including what 2.0 added and 3.0 kept. A device on 1.0 takes them (the
 /// download `check` predicted, less than with frames against 2.0 alone), and a device on
 /// 2.0 takes the frames against 2.0 first.
@@ -579,7 +579,7 @@ fn frames_against_an_older_release_catch_up_a_device_two_releases_behind() {
             "test-board",
             fleet.image("3.0"),
         )
-        .args(["--delta-from", "2.0"])
+        .args(["--delta-depth", "1"])
         .env("SOURCE_DATE_EPOCH", "1790000000"),
     );
     let made = fleet.make("3.0");
@@ -680,7 +680,8 @@ fn the_frames_and_plain_frames_a_device_on_the_base_fetches_come_in_one_range() 
     );
 }
 
-/// 4.0 made while the stable channel still names 1.0 has frames against 3.0, 2.0 and 1.0,
+/// 4.0 made by default has frames against the three newest older releases, 3.0, 2.0 and
+/// 1.0 (a device off for two release cycles is three behind), with no channel naming 1.0,
 /// and make lays its pack out for the devices on all three: one base's devices fetch two
 /// stretches of it whatever the order, and make picks whose by the requests each base's
 /// devices make in all. Here 2.0 dropped content of 1.0 that 3.0 brought back, so a device
@@ -689,7 +690,7 @@ fn the_frames_and_plain_frames_a_device_on_the_base_fetches_come_in_one_range() 
 /// fetches two stretches of the new pack. A device on each installs 4.0's bytes in the
 /// requests `check` predicted, for less than the plain frames it lacks.
 #[test]
-fn a_release_made_against_three_bases_installs_on_a_device_on_each() {
+fn a_release_made_by_default_installs_on_a_device_up_to_three_releases_behind() {
     let mut fleet = Fleet::new();
     // Three stretches of 1.0 resemble nothing else (compressed data, say): 2.0 overwrites
     // them, 3.0 restores them.
@@ -723,7 +724,6 @@ fn a_release_made_against_three_bases_installs_on_a_device_on_each() {
             fleet.make(version);
         }
     }
-    fleet.set_channel("stable", "1.0", &[]);
     let made = fleet.make("4.0");
     assert_eq!(
         made["delta_bases"],

@@ -352,9 +352,10 @@ fn delta_frames_are_verified_and_the_release_installs() {
 }
 
 /// `make` with no delta flag writes delta frames against the releases the fleet runs: the
-/// newest older release of the same name and board, then what the channels point at, and
-/// a device on a channel's release takes them. `--no-delta` opts out (format version 1),
-/// `--delta-from` chooses, and another board's release is never a base.
+/// three newest older releases of the same name and board (`--delta-depth` sets how many),
+/// then the newest a channel points at, and a device on a channel's release takes them.
+/// `--no-delta` opts out (format version 1), `--delta-from` chooses, and another board's
+/// release is never a base.
 #[test]
 fn make_writes_delta_frames_against_the_releases_the_fleet_runs_by_default() {
     let mut fleet = Fleet::new();
@@ -402,6 +403,20 @@ fn make_writes_delta_frames_against_the_releases_the_fleet_runs_by_default() {
     )
     .args(["--no-delta", "--delta-from", "1.0"]));
     assert!(!output.status.success(), "--no-delta with --delta-from");
+    fleet.sample_image("2.4", size, 5, 6);
+    let shallow = fleet.make_with("2.4", &["--delta-depth", "1"]);
+    assert_eq!(
+        shallow["delta_bases"],
+        serde_json::json!(["2.2", "1.0"]),
+        "the newest older release, then the stable channel's: {shallow}"
+    );
+    fleet.sample_image("2.5", size, 5, 7);
+    let deep = fleet.make("2.5");
+    assert_eq!(
+        deep["delta_bases"],
+        serde_json::json!(["2.4", "2.2", "2.1", "1.0"]),
+        "the three newest older releases, then the stable channel's: {deep}"
+    );
 
     // A device on the stable channel's 1.0 installs 2.0 through frames against 1.0.
     fleet.publish("2.0");

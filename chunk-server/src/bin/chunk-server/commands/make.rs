@@ -57,6 +57,7 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
         expires,
         delta_from,
         delta_from_image,
+        delta_depth,
         no_delta,
         delta_level,
         no_delta_siblings,
@@ -89,7 +90,7 @@ pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
     let deltas = if no_delta {
         DeltaChoice::Off
     } else if delta_from.is_empty() {
-        DeltaChoice::Default
+        DeltaChoice::Default { depth: delta_depth }
     } else {
         DeltaChoice::These(delta_from)
     };
