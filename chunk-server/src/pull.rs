@@ -1,6 +1,12 @@
 //! `chunk-server pull`: brings releases of the published store (over HTTP(S)) into a local
 //! store, so that `make` on a build host that keeps no store (a fresh CI runner) finds the
 //! releases the fleet runs and writes delta frames against them, and reuses their chunks.
+//! A static store cannot be listed: besides each channel's release and each release named,
+//! `pull` takes the newest releases listed before them (`<name>.before.json`, which `make`
+//! writes; `older` of them, two by default, so that the local store holds the three newest
+//! releases `make` takes as default bases). The list is a hint: what it names is fetched
+//! and verified like the rest, and a release it names that is no longer published is
+//! passed over.
 //!
 //! It takes what a device would trust and nothing else: each channel file and release
 //! index is checked against the trusted keys before it is kept, and each pack the release
@@ -43,6 +49,14 @@ pub enum PullError {
         #[source]
         source: diffota_format::FormatError,
     },
+    #[error("{url}: no such release in the published store (HTTP 404)")]
+    NoRelease { url: String },
+    #[error("{url}: {source}")]
+    ReleasesBefore {
+        url: String,
+        #[source]
+        source: diffota_format::releases_before::ReleasesBeforeError,
+    },
     #[error("{url}: not the file the release's signed manifest pins")]
     NotPinned { url: String },
     #[error("{0:?} is not a channel name (letters, digits and ._+~- only)")]
@@ -77,6 +91,9 @@ pub struct PullOptions<'a> {
     pub channels: &'a [String],
     /// Further releases to take, by version.
     pub releases: &'a [String],
+    /// How many of the releases listed before each of those (`<name>.before.json`, newest
+    /// first) to take too.
+    pub older: usize,
     /// The index name inside each release (`rootfs`).
     pub name: &'a str,
     pub keys: &'a TrustedKeys,
@@ -88,6 +105,9 @@ pub struct PullOptions<'a> {
 pub struct PullSummary {
     pub channels: Vec<String>,
     pub releases: Vec<String>,
+    /// Releases listed before a pulled one that the published store no longer holds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub passed_over: Vec<String>,
     pub packs_fetched: u64,
     pub packs_present: u64,
     pub bytes_fetched: u64,
@@ -103,7 +123,15 @@ impl std::fmt::Display for PullSummary {
             self.packs_fetched,
             self.bytes_fetched,
             self.packs_present
-        )
+        )?;
+        if !self.passed_over.is_empty() {
+            writeln!(
+                f,
+                "listed before them but no longer published, passed over: [{}]",
+                self.passed_over.join(", ")
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -155,9 +183,31 @@ pub async fn pull(store: &Store, options: &PullOptions<'_>) -> Result<PullSummar
             wanted.push(version.clone());
         }
     }
+    let mut older: Vec<String> = Vec::new();
     for version in &wanted {
-        pull_release(store, &remote, options, version, &mut summary).await?;
+        let names = pull_release(store, &remote, options, version, &mut summary).await?;
         summary.releases.push(version.clone());
+        if options.older == 0 {
+            continue;
+        }
+        for name in names {
+            let listed = remote.releases_before(version, &name).await?;
+            for before in listed.into_iter().take(options.older) {
+                if !wanted.contains(&before) && !older.contains(&before) {
+                    older.push(before);
+                }
+            }
+        }
+    }
+    for version in older {
+        match pull_release(store, &remote, options, &version, &mut summary).await {
+            Ok(_) => summary.releases.push(version),
+            Err(PullError::NoRelease { url }) => {
+                tracing::warn!(%url, "a release listed before a pulled one is no longer published");
+                summary.passed_over.push(version);
+            }
+            Err(e) => return Err(e),
+        }
     }
     for (path, bytes, signature) in channel_files {
         write_atomic(&path, &bytes).map_err(io_error(&path))?;
@@ -169,13 +219,14 @@ pub async fn pull(store: &Store, options: &PullOptions<'_>) -> Result<PullSummar
 
 /// A release: its manifest when it has one (a release of several images) and every index
 /// it pins, else its index named `options.name`; the packs they name; the manifest last.
+/// Returns the names of the indexes pulled.
 async fn pull_release(
     store: &Store,
     remote: &Remote,
     options: &PullOptions<'_>,
     version: &str,
     summary: &mut PullSummary,
-) -> Result<(), PullError> {
+) -> Result<Vec<String>, PullError> {
     diffota_format::index::validate_version(version).map_err(|source| PullError::Untrusted {
         url: remote.shown(&format!("releases/{version}")),
         source,
@@ -203,6 +254,10 @@ async fn pull_release(
         Err(PullError::Status { status, .. }) if status == reqwest::StatusCode::NOT_FOUND => None,
         Err(e) => return Err(e),
     };
+    let names: Vec<String> = match &manifest {
+        Some((manifest, ..)) => manifest.images.iter().map(|i| i.name.clone()).collect(),
+        None => vec![options.name.to_owned()],
+    };
     match &manifest {
         Some((manifest, ..)) => {
             for image in &manifest.images {
@@ -223,7 +278,7 @@ async fn pull_release(
     if let Some((_, bytes, signature)) = manifest {
         write_signed(&store.manifest_path(version), &bytes, &signature)?;
     }
-    Ok(())
+    Ok(names)
 }
 
 /// One index of a release, checked against its signature (and against the manifest's pin
@@ -238,7 +293,13 @@ async fn pull_index(
     summary: &mut PullSummary,
 ) -> Result<(), PullError> {
     let relative = format!("releases/{version}/{name}.didx");
-    let (bytes, signature) = remote.signed(&relative, limits::INDEX).await?;
+    let bytes = match remote.bounded(&relative, limits::INDEX).await {
+        Err(PullError::Status { url, status }) if status == reqwest::StatusCode::NOT_FOUND => {
+            return Err(PullError::NoRelease { url })
+        }
+        fetched => fetched?,
+    };
+    let signature = remote.signature(&relative).await?;
     let signed = SignedIndex {
         bytes: &bytes,
         signature: &signature,
@@ -396,10 +457,33 @@ impl Remote {
     /// A file and its `.minisig`, as fetched (not yet trusted).
     async fn signed(&self, relative: &str, limit: u64) -> Result<(Vec<u8>, String), PullError> {
         let bytes = self.bounded(relative, limit).await?;
+        Ok((bytes, self.signature(relative).await?))
+    }
+
+    /// The `.minisig` of a file, as fetched (not yet trusted).
+    async fn signature(&self, relative: &str) -> Result<String, PullError> {
         let signature = self
             .bounded(&signature_of(relative), limits::SIGNATURE)
             .await?;
-        Ok((bytes, String::from_utf8_lossy(&signature).into_owned()))
+        Ok(String::from_utf8_lossy(&signature).into_owned())
+    }
+
+    /// The releases listed before release `version`, image `name`, newest first: none when
+    /// the store has no list there (a release made before `make` wrote them).
+    async fn releases_before(&self, version: &str, name: &str) -> Result<Vec<String>, PullError> {
+        use diffota_format::releases_before::{store_path, ReleasesBefore, MAX_BYTES};
+        let relative = store_path(version, name);
+        let bytes = match self.bounded(&relative, MAX_BYTES).await {
+            Err(PullError::Status { status, .. }) if status == reqwest::StatusCode::NOT_FOUND => {
+                return Ok(Vec::new())
+            }
+            fetched => fetched?,
+        };
+        let list = ReleasesBefore::parse(&bytes).map_err(|source| PullError::ReleasesBefore {
+            url: self.shown(&relative),
+            source,
+        })?;
+        Ok(list.before)
     }
 
     /// Fetches `pack` into `path` (through a temporary file), checking its length and hash.

@@ -89,6 +89,8 @@ pub enum Problem {
         file: String,
         problem: IndexDeltaProblem,
     },
+    #[error("{file}: {problem} (chunk-server pull fails on it)")]
+    ReleasesBefore { file: String, problem: String },
     #[error("{file}: {problem}")]
     Channel {
         file: String,
@@ -230,6 +232,7 @@ pub fn verify_store(
             check_deltas(store, &index, &file, &usable_packs, known, &mut report);
         }
         check_index_deltas(store, &release, &mut report)?;
+        check_releases_before(store, &release, &mut report);
     }
     check_manifests(store, version, keys, &mut report)?;
     if version.is_none() {
@@ -362,6 +365,33 @@ fn check_index_deltas(
         }
     }
     Ok(())
+}
+
+/// `<name>.before.json` beside the index, when there is one (releases made before `make`
+/// wrote it have none), must be a list `chunk-server pull` reads. The releases it names may
+/// be gone (pruned): pull passes those over.
+fn check_releases_before(
+    store: &Store,
+    release: &crate::store::ReleaseFile,
+    report: &mut VerifyReport,
+) {
+    let relative = diffota_format::releases_before::store_path(&release.version, &release.name);
+    let path = store.root().join(&relative);
+    if !path.exists() {
+        return;
+    }
+    let problem = match read_store_file(&path, diffota_format::releases_before::MAX_BYTES) {
+        Ok(bytes) => diffota_format::releases_before::ReleasesBefore::parse(&bytes)
+            .err()
+            .map(|e| e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(problem) = problem {
+        report.problems.push(Problem::ReleasesBefore {
+            file: relative,
+            problem,
+        });
+    }
 }
 
 /// What an index delta file rebuilds its release's index from.

@@ -13,6 +13,7 @@ pub mod index_deltas;
 pub mod limits;
 pub mod manifest;
 pub mod ranges;
+pub mod releases_before;
 pub mod signature;
 pub mod version;
 

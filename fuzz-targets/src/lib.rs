@@ -22,6 +22,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("bundle", bundle),
     ("channel", channel),
     ("manifest", manifest),
+    ("releases_before", releases_before),
     ("uboot_env", uboot_env),
     ("grubenv", grubenv),
     ("http_range", http_range),
@@ -184,6 +185,17 @@ pub fn channel(data: &[u8]) {
     if let Ok(channel) = Channel::parse(data) {
         let again = Channel::parse(&channel.to_json()).expect("a parsed channel re-parses");
         assert_eq!(again, channel);
+    }
+}
+
+/// The list of releases before a release, which `chunk-server pull` reads from the published
+/// store: a parsed one re-parses to itself and names valid versions, at most eight, once each.
+pub fn releases_before(data: &[u8]) {
+    use diffota_format::releases_before::{ReleasesBefore, MAX_LISTED};
+    if let Ok(list) = ReleasesBefore::parse(data) {
+        assert!(list.before.len() <= MAX_LISTED);
+        let again = ReleasesBefore::parse(&list.to_json()).expect("a parsed list re-parses");
+        assert_eq!(again, list);
     }
 }
 

@@ -43,12 +43,7 @@ pub fn choose_default_bases(
     candidates: &[BaseCandidate],
     depth: usize,
 ) -> Vec<String> {
-    let mut older: Vec<&BaseCandidate> = candidates
-        .iter()
-        .filter(|c| c.same_name_and_compatible)
-        .filter(|c| compare_versions(&c.version, version) == Ordering::Less)
-        .collect();
-    older.sort_by(|a, b| compare_versions(&b.version, &a.version).then(b.version.cmp(&a.version)));
+    let older = newest_older(version, candidates);
     let mut chosen: Vec<String> = older
         .iter()
         .take(depth)
@@ -62,6 +57,17 @@ pub fn choose_default_bases(
         chosen.push(target.version.clone());
     }
     chosen
+}
+
+/// The candidates of the same name and compatible older than `version`, newest first.
+fn newest_older<'a>(version: &str, candidates: &'a [BaseCandidate]) -> Vec<&'a BaseCandidate> {
+    let mut older: Vec<&BaseCandidate> = candidates
+        .iter()
+        .filter(|c| c.same_name_and_compatible)
+        .filter(|c| compare_versions(&c.version, version) == Ordering::Less)
+        .collect();
+    older.sort_by(|a, b| compare_versions(&b.version, &a.version).then(b.version.cmp(&a.version)));
+    older
 }
 
 /// `choose_default_bases` for a release `name` of `compatible` about to be made in `store`:
@@ -89,6 +95,39 @@ pub fn default_delta_bases(
         });
     }
     Ok(choose_default_bases(version, &candidates, depth))
+}
+
+/// The releases before `version` of `name` and `compatible` in `store` that a build host
+/// needs for the next release's default bases: the newest older ones, at most
+/// `releases_before::MAX_LISTED`, what `make` writes into `<name>.before.json` for
+/// `chunk-server pull` to follow. Reads indexes newest first until it has them.
+pub fn releases_before(
+    store: &Store,
+    name: &str,
+    compatible: &str,
+    version: &str,
+) -> Result<Vec<String>, MakeError> {
+    let others: Vec<BaseCandidate> = store
+        .releases()?
+        .into_iter()
+        .filter(|r| r.name == name && r.version != version)
+        .map(|r| BaseCandidate {
+            version: r.version,
+            same_name_and_compatible: true,
+            on_channel: false,
+        })
+        .collect();
+    let mut before = Vec::new();
+    for candidate in newest_older(version, &others) {
+        if before.len() == diffota_format::releases_before::MAX_LISTED {
+            break;
+        }
+        let index = read_index(&store.index_path(&candidate.version, name))?;
+        if index.compatible == compatible {
+            before.push(candidate.version.clone());
+        }
+    }
+    Ok(before)
 }
 
 /// The index paths (`releases/<version>/<name>.didx`) the store's channel files name.

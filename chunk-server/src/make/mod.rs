@@ -89,6 +89,9 @@ pub struct MakeSummary {
     pub index_deltas: Vec<crate::index_deltas::IndexDeltaFile>,
     /// The index compressed, for devices that store none of those.
     pub compressed_index: crate::index_deltas::CompressedIndexFile,
+    /// The older releases of the same name and compatible the store holds, newest first
+    /// (`<name>.before.json`, which `chunk-server pull` follows).
+    pub releases_before: Vec<String>,
     pub pack: Option<String>,
     pub seconds: f64,
 }
@@ -190,6 +193,7 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         options.version,
         &index_bytes,
     )?;
+    let releases_before = write_releases_before(store, options)?;
     let distinct: std::collections::HashSet<_> = index.chunks.iter().map(|c| c.id).collect();
     Ok(MakeSummary {
         version: options.version.to_owned(),
@@ -206,9 +210,26 @@ pub fn make(store: &Store, options: &MakeOptions) -> Result<MakeSummary, MakeErr
         delta_frames: index.deltas.frames.len() as u64,
         index_deltas,
         compressed_index,
+        releases_before,
         pack: new_pack.map(|p| p.store_path()),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Writes `releases/<version>/<name>.before.json`: the older releases a build host needs for
+/// the next release's default delta bases (`diffota_format::releases_before`).
+fn write_releases_before(store: &Store, options: &MakeOptions) -> Result<Vec<String>, MakeError> {
+    let before =
+        base_releases::releases_before(store, options.name, options.compatible, options.version)?;
+    let path = store
+        .root()
+        .join(diffota_format::releases_before::store_path(
+            options.version,
+            options.name,
+        ));
+    let list = diffota_format::releases_before::ReleasesBefore::new(&before);
+    write_atomic(&path, &list.to_json()).map_err(io_error(&path))?;
+    Ok(list.before)
 }
 
 /// Reads the image in batches (on a thread of its own), hashes every chunk, and compresses

@@ -478,6 +478,12 @@ fn pull_brings_a_release_of_several_images_and_the_next_make_has_frames_per_imag
     let local = fleet.path("build-host-store");
     let output = fleet.pull_into(&local, &ca, &server.url);
     assert!(output.status.success(), "{}", stderr(&output));
+    let pulled: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        pulled["releases"],
+        serde_json::json!(["2.0", "1.0"]),
+        "{pulled}"
+    );
     for file in [
         "release.json",
         "release.json.minisig",
@@ -510,9 +516,27 @@ fn pull_brings_a_release_of_several_images_and_the_next_make_has_frames_per_imag
         &[],
         &[],
     );
-    for image in made["images"].as_array().unwrap() {
-        assert_eq!(image["delta_bases"], serde_json::json!(["2.0"]), "{image}");
-    }
+    // rootfs also against 1.0 (a one-image release), which pull brought as the release
+    // its list names before 2.0; appfs, which 1.0 lacks, against 2.0 alone.
+    let bases: Vec<(String, serde_json::Value)> = made["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|image| {
+            (
+                image["name"].as_str().unwrap().to_owned(),
+                image["delta_bases"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        bases,
+        [
+            ("rootfs".to_owned(), serde_json::json!(["2.0", "1.0"])),
+            ("appfs".to_owned(), serde_json::json!(["2.0"]))
+        ],
+        "{made}"
+    );
 }
 
 #[test]

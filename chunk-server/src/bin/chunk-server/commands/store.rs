@@ -63,6 +63,7 @@ pub fn pull(args: crate::cli::PullArgs, json: bool) -> Result<ExitCode> {
         url: &args.url,
         channels: &channels,
         releases: &args.release,
+        older: args.older as usize,
         name: &args.name,
         keys: &keys,
         ca_file: args.ca_file.as_deref(),
