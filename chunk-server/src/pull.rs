@@ -254,11 +254,7 @@ async fn pull_release(
         Err(PullError::Status { status, .. }) if status == reqwest::StatusCode::NOT_FOUND => None,
         Err(e) => return Err(e),
     };
-    let names: Vec<String> = match &manifest {
-        Some((manifest, ..)) => manifest.images.iter().map(|i| i.name.clone()).collect(),
-        None => vec![options.name.to_owned()],
-    };
-    match &manifest {
+    let names = match &manifest {
         Some((manifest, ..)) => {
             for image in &manifest.images {
                 pull_index(
@@ -272,9 +268,13 @@ async fn pull_release(
                 )
                 .await?;
             }
+            manifest.images.iter().map(|i| i.name.clone()).collect()
         }
-        None => pull_index(store, remote, options, version, options.name, None, summary).await?,
-    }
+        None => {
+            pull_index(store, remote, options, version, options.name, None, summary).await?;
+            vec![options.name.to_owned()]
+        }
+    };
     if let Some((_, bytes, signature)) = manifest {
         write_signed(&store.manifest_path(version), &bytes, &signature)?;
     }

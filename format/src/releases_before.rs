@@ -24,14 +24,9 @@ pub const MAX_LISTED: usize = 8;
 /// The most bytes a reader takes of the file (eight versions of 128 characters fit).
 pub const MAX_BYTES: u64 = 4096;
 
-/// The file name beside a release's index `<name>.didx`.
-pub fn file_name(name: &str) -> String {
-    format!("{name}.before.json")
-}
-
-/// The store path of the list of release `version`, image `name`.
+/// The store path of the list of release `version`, image `name` (beside `<name>.didx`).
 pub fn store_path(version: &str, name: &str) -> String {
-    format!("releases/{version}/{}", file_name(name))
+    format!("releases/{version}/{name}.before.json")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,7 +25,8 @@ pub const DEFAULT_DELTA_DEPTH: usize = 3;
 
 /// The most newest older releases `--delta-depth` may ask for: each is a search of its own
 /// and frames of their own, so this bounds make's time and memory whatever the store holds.
-pub const MAX_DELTA_DEPTH: usize = 8;
+/// As many as `<name>.before.json` lists, so that `pull` can bring a build host all of them.
+pub const MAX_DELTA_DEPTH: usize = diffota_format::releases_before::MAX_LISTED;
 
 /// A release of the store that could be a base: its version, whether its name and compatible
 /// match the new release's, and whether a channel points at it.

@@ -176,7 +176,7 @@ pub struct PullArgs {
     /// Also pull this many of the releases published before each channel's and each
     /// --release's release (make lists them in releases/<version>/<name>.before.json): with
     /// the release itself, the three newest releases make takes as default delta bases
-    #[arg(long, value_name = "N", default_value_t = chunk_server::make::base_releases::DEFAULT_DELTA_DEPTH as u64 - 1, value_parser = clap::value_parser!(u64).range(0..=8))]
+    #[arg(long, value_name = "N", default_value_t = chunk_server::make::base_releases::DEFAULT_DELTA_DEPTH as u64 - 1, value_parser = clap::value_parser!(u64).range(0..=diffota_format::releases_before::MAX_LISTED as u64))]
     pub older: u64,
     /// Index file name inside releases/<version>/
     #[arg(long, default_value = "rootfs")]
