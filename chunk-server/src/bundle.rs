@@ -436,6 +436,7 @@ pub fn bundle_from_images(
                 progress: &|_| {},
                 delta_from: &[],
                 delta_level: images.zstd_level,
+                image_level: images.zstd_level,
                 delta_siblings: false,
                 image_frames: false,
                 delta_from_images: &[],

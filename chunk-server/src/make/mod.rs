@@ -55,8 +55,10 @@ pub struct MakeOptions<'a> {
     /// Also write delta frames against these releases of the store (same index name), in
     /// this order (a device considers them in it): `default_delta_bases` or the user's.
     pub delta_from: &'a [String],
-    /// zstd level of the delta frames (and the image frames).
+    /// zstd level of the delta frames.
     pub delta_level: i32,
+    /// zstd level of the image frames.
+    pub image_level: i32,
     /// Delta frames may also name chunks this release added (rebuilt by an earlier frame)
     /// as bases, not only chunks of the `delta_from` release.
     pub delta_siblings: bool,
@@ -349,6 +351,7 @@ fn write_frames(
         level: options.delta_level,
         siblings: options.delta_siblings,
         fallbacks: true,
+        preceding: 0,
     };
     for (position, from_index) in from_indexes.iter().enumerate() {
         // Fallback frames serve devices that take a frame naming a sibling through
@@ -396,7 +399,7 @@ fn write_frames(
             &distinct_chunks(chunked),
             pack_reader,
             pack,
-            options.delta_level,
+            options.image_level,
             &mut image_frames,
         )?;
     }
