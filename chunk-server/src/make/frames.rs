@@ -42,9 +42,7 @@ use super::pack::PackWriter;
 use crate::frames::anchors::{anchors, AnchorDensity};
 use crate::frames::bases::{AnchorIndex, VoteRule};
 use crate::frames::covers::{find_covers, worth_trying};
-use crate::frames::groups::{
-    group_ranges, plan_groups, with_preceding, GroupLimits, NewChunk, PlannedGroup,
-};
+use crate::frames::groups::{group_ranges, plan_groups, GroupLimits, NewChunk, PlannedGroup};
 use crate::in_order::map_in_order;
 use crate::store::{io_error, read_chunk_checked, Store, StoreError};
 
@@ -86,9 +84,6 @@ pub struct DeltaSettings {
     pub siblings: bool,
     /// Whether a frame naming a sibling gets a fallback frame naming old chunks only.
     pub fallbacks: bool,
-    /// How many bytes of the release's chunks just before a group its dictionary ends with
-    /// (`with_preceding`; image frames), 0 for none.
-    pub preceding: u64,
 }
 
 /// Writes the delta frames of `added` against the chunks of `from` into `pack` (after the
@@ -110,7 +105,6 @@ pub(crate) fn write_delta_frames(
         level,
         siblings,
         fallbacks: write_fallbacks,
-        preceding,
     } = settings;
     let old = match from {
         DeltaSource::Release(index) => OldChunks::open(store, index)?,
@@ -167,25 +161,11 @@ pub(crate) fn write_delta_frames(
             })
             .collect()
     };
-    let mut groups = plan_groups(
+    let groups = plan_groups(
         &vote(&|_| true, siblings),
         |n| candidates.length(n),
         GROUP_LIMITS,
     );
-    if preceding > 0 {
-        let added_numbers: Vec<u32> = (0..added.len())
-            .map(|i| candidates.added_number(i))
-            .collect();
-        for group in &mut groups {
-            group.bases = with_preceding(
-                &group.bases,
-                &added_numbers[..group.chunks.start],
-                |n| candidates.length(n),
-                preceding,
-                GROUP_LIMITS.max_dictionary_bytes,
-            );
-        }
-    }
     // A group that names a sibling also gets a fallback frame with old bases only: a device
     // that has not rebuilt the sibling (one that takes the chunk another way, or one further
     // behind, given inherited frames) uses that instead. The fallbacks follow all the other
@@ -530,15 +510,12 @@ pub(crate) struct ReleaseChunk {
 /// 1 MiB, after everything else in the new pack, into `deltas` (a base table of their own,
 /// pack numbers left 0). A device whose plan would cost more in plain frames (a wiped slot,
 /// a device far behind) takes these, so it downloads about what the compressed image costs,
-/// not more. Each group is compressed against the 1 MiB of the image's distinct chunks just
-/// before it and the earlier chunks of the release it resembles (siblings, found by anchor
-/// voting as for delta frames; `IMAGE_FRAME_PRECEDING`), which a device taking the image
-/// frames in order has rebuilt: the context a whole-image compressor has, within a frame's
-/// dictionary. The next frame names the chunks of each frame but the last (its window), so
-/// those are all written (producers, whether they pay or not), and a device lacking
-/// everything takes the chain; the last is left out when it saves less than 1/32 of its
-/// plain frames (`pays`). No fallbacks: a device that does not take a frame's producers
-/// takes plain frames. Returns how many frames were written.
+/// not more. Each group is compressed against the earlier chunks of the release it
+/// resembles (siblings, found by anchor voting as for delta frames), which a device taking
+/// the image frames in order has rebuilt: the context a whole-image compressor has, within
+/// a frame's dictionary. No fallbacks: a device that does not take a frame's producers takes
+/// plain frames. A group whose frame saves less than 1/32 of its plain frames is left out
+/// (`pays`), unless a later frame names its chunks. Returns how many frames were written.
 ///
 /// A device weighs the image frames as a chain (`choose_delta_frames_among`): taken one by
 /// one in index order, a link that does not pay alone would be left out and the frames
@@ -558,7 +535,6 @@ pub(crate) fn write_image_frames(
         level,
         siblings: true,
         fallbacks: false,
-        preceding: IMAGE_FRAME_PRECEDING,
     };
     let written = write_delta_frames(
         store,
@@ -571,16 +547,6 @@ pub(crate) fn write_image_frames(
     )?;
     Ok(written.frames)
 }
-
-/// The image frames' dictionaries end with the 1 MiB of the image's distinct chunks just
-/// before their group, after the voted bases that fit the other 1 MiB (`with_preceding`):
-/// the context a whole-image compressor has, the content it just read as well as the older
-/// content it matched. A wiped slot installing the bench's v2 downloaded 0.9991x `zstd -19`
-/// of the image plus the index (ext4), 1.0075x (arm64-erofs), 1.0212x (arm64-ext4) with voted
-/// bases alone at level 16, 0.9885x, 0.9971x and 1.0008x with the preceding 1 MiB (512 KiB:
-/// 1.0024x, 1.5 MiB: 1.0043x on arm64-ext4; the whole 2 MiB and no votes: 1.0356x), and at
-/// level 19 (the image frames' default) 0.9809x, 0.9883x and 0.9912x (bench/README.md).
-pub const IMAGE_FRAME_PRECEDING: u64 = 1024 * 1024;
 
 /// What delta frames are made against: a release of the store, or the image file of a
 /// release the store does not hold (chunked as a release of it would be: a device that

@@ -44,9 +44,9 @@ pub fn keygen(
 const DEFAULT_DELTA_LEVEL: i32 = 16;
 
 /// The image frames' zstd level when --delta-level does not set it: they serve a device
-/// that lacks everything, whose download they are (on the bench's v2, level 19 took a wiped
-/// slot's download from 0.9885-1.0008x `zstd -19` of the image to 0.9809-0.9912x, for
-/// 10-20% more make time).
+/// that lacks everything, whose download they are (on the bench's arm64-ext4 v2, level 19
+/// took a wiped slot's download from 1.0212x `zstd -19` of the image to 1.0127x, for about
+/// 15-20% more make time with image frames).
 const DEFAULT_IMAGE_LEVEL: i32 = 19;
 
 pub fn make(args: MakeArgs, json: bool) -> Result<ExitCode> {
