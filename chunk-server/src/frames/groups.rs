@@ -73,6 +73,44 @@ pub fn group_ranges(
     ranges
 }
 
+/// A dictionary of the content just before a group (`preceding`: the chunks before it, in
+/// order, as many as make up `window` bytes counting back from the group) after the voted
+/// `bases` (in dictionary order, the best last) that are not among them, as many of those
+/// as fit in the rest of `cap`, the best first. What a whole-image compressor has: the
+/// content it just read, and the older content it matched.
+pub fn with_preceding(
+    bases: &[u32],
+    preceding: &[u32],
+    base_length: impl Fn(u32) -> u32,
+    window: u64,
+    cap: u64,
+) -> Vec<u32> {
+    let mut recent = Vec::new();
+    let mut recent_bytes = 0u64;
+    for &chunk in preceding.iter().rev() {
+        let length = u64::from(base_length(chunk));
+        if recent_bytes + length > window.min(cap) {
+            break;
+        }
+        recent_bytes += length;
+        recent.push(chunk);
+    }
+    recent.reverse();
+    let in_window: std::collections::HashSet<u32> = recent.iter().copied().collect();
+    let mut voted = Vec::new();
+    let mut voted_bytes = 0u64;
+    for &base in bases.iter().rev().filter(|b| !in_window.contains(b)) {
+        let length = u64::from(base_length(base));
+        if recent_bytes + voted_bytes + length <= cap {
+            voted_bytes += length;
+            voted.push(base);
+        }
+    }
+    voted.reverse();
+    voted.extend(recent);
+    voted
+}
+
 fn dictionary(chunks: &[NewChunk], base_length: &impl Fn(u32) -> u32, cap: u64) -> Vec<u32> {
     let mut total: HashMap<u32, u64> = HashMap::new();
     for vote in chunks.iter().flat_map(|c| &c.votes) {
@@ -124,6 +162,32 @@ mod tests {
         let groups = plan_groups(&chunks, |_| 20, LIMITS);
         let ranges: Vec<_> = groups.iter().map(|g| g.chunks.clone()).collect();
         assert_eq!(ranges, vec![0..2, 2..3, 3..4, 4..5]);
+    }
+
+    #[test]
+    fn the_preceding_window_comes_last_and_the_best_voted_bases_fill_the_rest() {
+        // Chunks 0..10 of 10 bytes each precede the group; voted bases (best last): 20, 3,
+        // 9, 21, 22 (30 bytes each for 20..; 3 and 9 are in the window).
+        let length = |n: u32| if n >= 20 { 30 } else { 10 };
+        let preceding: Vec<u32> = (0..10).collect();
+        let voted = [20, 3, 9, 21, 22];
+        // A 40-byte window (chunks 6..10), a 100-byte cap: 60 bytes left for 22 and 21.
+        assert_eq!(
+            with_preceding(&voted, &preceding, length, 40, 100),
+            vec![21, 22, 6, 7, 8, 9]
+        );
+        // No window: the voted bases that fit the cap, best first (20 does not).
+        assert_eq!(
+            with_preceding(&voted, &preceding, length, 0, 100),
+            vec![3, 9, 21, 22]
+        );
+        // Nothing before the group: the voted bases alone.
+        assert_eq!(with_preceding(&[1, 2], &[], length, 40, 100), vec![1, 2]);
+        // A window larger than the cap is cut to it.
+        assert_eq!(
+            with_preceding(&voted, &preceding, length, 1000, 30),
+            vec![7, 8, 9]
+        );
     }
 
     #[test]

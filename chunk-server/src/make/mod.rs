@@ -351,6 +351,7 @@ fn write_frames(
         level: options.delta_level,
         siblings: options.delta_siblings,
         fallbacks: true,
+        preceding: 0,
     };
     for (position, from_index) in from_indexes.iter().enumerate() {
         // Fallback frames serve devices that take a frame naming a sibling through

@@ -63,26 +63,29 @@ pub(super) async fn fetch_delta_frames(
         return Ok(to_fetch);
     }
     // Bases the running slot does not hold may be chunks of the new release: those already
-    // in the target slot (in place, or copied there by the local phase), and those an
-    // earlier usable frame rebuilds. Only the named ones are tracked.
-    let named: HashSet<ChunkId> = frames
+    // in the target slot (in place, or copied there by the local phase), tracked here, and
+    // those an earlier usable frame rebuilds, found where `wanted` puts them (no map: on a
+    // wiped slot taking image frames, every chunk of the image is named).
+    let wanted = Wanted::new(&index.chunks, to_fetch);
+    let named_in_place: HashSet<ChunkId> = frames
         .iter()
         .flat_map(|&f| &index.deltas.frames[f].bases)
         .map(|&b| index.deltas.bases[b as usize].id)
-        .filter(|id| !bases.contains_key(id))
+        .filter(|id| !bases.contains_key(id) && !wanted.holds(id))
         .collect();
-    let wanted = Wanted::new(to_fetch);
-    let mut in_target: BaseOffsets = HashMap::new();
-    for chunk in index.chunks.iter().filter(|c| named.contains(&c.id)) {
-        if !wanted.holds(&chunk.id) {
-            in_target.insert(chunk.id, (chunk.offset, chunk.length));
-        }
-    }
+    let in_target: BaseOffsets = index
+        .chunks
+        .iter()
+        .filter(|c| named_in_place.contains(&c.id))
+        .map(|c| (c.id, (c.offset, c.length)))
+        .collect();
+    drop(named_in_place);
     // What is really left to fetch decides (the local phase may have found chunks in place),
     // and a base counts as held only when its bytes match its id.
     let mut checked: HashMap<ChunkId, bool> = HashMap::new();
     let mut scratch = Vec::new();
-    let usable = choose_delta_frames_among(index, &wanted.chunks, frames, |id, _| {
+    let still_wanted = wanted.entries();
+    let usable = choose_delta_frames_among(index, &still_wanted, frames, |id, _| {
         *checked.entry(*id).or_insert_with(|| {
             scratch.clear();
             let place = base_place(id, bases, running, &in_target, slot);
@@ -90,16 +93,6 @@ pub(super) async fn fetch_delta_frames(
         })
     });
     drop((scratch, checked));
-    for &f in &usable {
-        for &n in &index.deltas.frames[f].chunks {
-            let chunk = &index.chunks[n as usize];
-            let offset = wanted.first_offset(&chunk.id);
-            if let (true, Some(offset)) = (named.contains(&chunk.id), offset) {
-                in_target.entry(chunk.id).or_insert((offset, chunk.length));
-            }
-        }
-    }
-    drop(named);
     // Where the frames are: the store's packs, or the bundle file (as its only "pack").
     // From the store, the plain frames of the chunks no usable frame rebuilds are planned
     // with them, as the plan's summary (and `chunk-server diff`) counts requests: those in
@@ -113,8 +106,7 @@ pub(super) async fn fetch_delta_frames(
                 .map(|&n| index.chunks[n as usize].id)
                 .collect();
             let mut seen = HashSet::new();
-            let plain = wanted
-                .chunks
+            let plain = still_wanted
                 .iter()
                 .filter(|c| !rebuilt.contains(&c.id) && seen.insert(c.id))
                 .copied();
@@ -141,6 +133,7 @@ pub(super) async fn fetch_delta_frames(
                 .collect(),
         ),
     };
+    drop(still_wanted);
     let by_place: HashMap<(u32, u64), usize> = entries
         .iter()
         .zip(&usable)
@@ -188,24 +181,59 @@ pub(super) async fn fetch_delta_frames(
     Ok(wanted.into_inner().expect("no writer panicked").into_left())
 }
 
-/// The chunks still to write, sorted by id and offset, and which of them a frame wrote: the
-/// chunks to fetch themselves, so that tracking them costs a byte per chunk, not a map.
-struct Wanted {
-    chunks: Vec<ChunkEntry>,
+/// The chunks still to write, as their numbers in the index sorted by id and offset, and
+/// which of them a frame wrote: four bytes and a flag per chunk, not a copy of its entry
+/// (on a wiped slot that is every chunk of the image, 0.8 MB of entries on a 1 GiB image).
+struct Wanted<'a> {
+    chunks: &'a [ChunkEntry],
+    numbers: Vec<u32>,
     written: Vec<bool>,
+    /// Chunks to fetch that are not entries of the index (none: the plan takes them from
+    /// it); fetched as plain frames, never named.
+    strays: Vec<ChunkEntry>,
 }
 
-impl Wanted {
-    fn new(mut chunks: Vec<ChunkEntry>) -> Wanted {
-        chunks.sort_unstable_by_key(|c| (c.id, c.offset));
-        let written = vec![false; chunks.len()];
-        Wanted { chunks, written }
+impl<'a> Wanted<'a> {
+    /// `to_fetch` among `chunks`, the index's chunks (in image order, contiguous).
+    fn new(chunks: &'a [ChunkEntry], to_fetch: Vec<ChunkEntry>) -> Wanted<'a> {
+        let mut numbers = Vec::with_capacity(to_fetch.len());
+        let mut strays = Vec::new();
+        for chunk in to_fetch {
+            match chunks.binary_search_by_key(&chunk.offset, |c| c.offset) {
+                Ok(n) if chunks[n] == chunk => numbers.push(n as u32),
+                _ => strays.push(chunk),
+            }
+        }
+        numbers.sort_unstable_by_key(|&n| (chunks[n as usize].id, n));
+        let written = vec![false; numbers.len()];
+        Wanted {
+            chunks,
+            numbers,
+            written,
+            strays,
+        }
+    }
+
+    fn entry(&self, position: usize) -> &'a ChunkEntry {
+        &self.chunks[self.numbers[position] as usize]
+    }
+
+    /// Copies of the entries still to write (for weighing frames, before the fetch).
+    fn entries(&self) -> Vec<ChunkEntry> {
+        (0..self.numbers.len())
+            .filter(|&p| !self.written[p])
+            .map(|p| *self.entry(p))
+            .chain(self.strays.iter().copied())
+            .collect()
     }
 
     /// The entries of `id` (one per image offset).
     fn span(&self, id: &ChunkId) -> std::ops::Range<usize> {
-        let start = self.chunks.partition_point(|c| c.id < *id);
-        let end = start + self.chunks[start..].partition_point(|c| c.id == *id);
+        let start = self
+            .numbers
+            .partition_point(|&n| self.chunks[n as usize].id < *id);
+        let end =
+            start + self.numbers[start..].partition_point(|&n| self.chunks[n as usize].id == *id);
         start..end
     }
 
@@ -215,10 +243,14 @@ impl Wanted {
         !span.is_empty() && !self.written[span.start]
     }
 
-    /// The first image offset `id` is still to be written at.
-    fn first_offset(&self, id: &ChunkId) -> Option<u64> {
+    /// Where `id` goes (its first image offset) and its length, written yet or not: where
+    /// a later frame reads it as a base once an earlier frame rebuilt it.
+    fn place(&self, id: &ChunkId) -> Option<(u64, u32)> {
         let span = self.span(id);
-        (!span.is_empty() && !self.written[span.start]).then(|| self.chunks[span.start].offset)
+        (!span.is_empty()).then(|| {
+            let chunk = self.entry(span.start);
+            (chunk.offset, chunk.length)
+        })
     }
 
     /// Marks `id` written and returns the image offsets it goes to (none when it was not
@@ -229,16 +261,17 @@ impl Wanted {
             return Vec::new();
         }
         self.written[span.clone()].fill(true);
-        self.chunks[span].iter().map(|c| c.offset).collect()
+        span.map(|p| self.entry(p).offset).collect()
     }
 
     /// The chunks no frame wrote, in image order.
     fn into_left(self) -> Vec<ChunkEntry> {
         let mut left: Vec<ChunkEntry> = self
-            .chunks
-            .into_iter()
-            .zip(self.written)
-            .filter_map(|(chunk, written)| (!written).then_some(chunk))
+            .numbers
+            .iter()
+            .zip(&self.written)
+            .filter_map(|(&n, &written)| (!written).then_some(self.chunks[n as usize]))
+            .chain(self.strays)
             .collect();
         left.sort_unstable_by_key(|c| c.offset);
         left
@@ -282,26 +315,26 @@ fn append_base(
 
 /// Receives a range of delta frames (and plain frames amid them) and hands each complete
 /// frame to its decoder.
-struct FrameWriter<'a> {
+struct FrameWriter<'a, 'i> {
     received: FrameCutter,
     items: Vec<ChunkEntry>,
     /// Frames fully handled so far.
     next: usize,
-    decoder: FrameDecoder<'a>,
+    decoder: FrameDecoder<'a, 'i>,
 }
 
 /// Decodes a delta frame against its bases and writes the chunks it rebuilds wherever the
 /// image needs them.
-struct FrameDecoder<'a> {
+struct FrameDecoder<'a, 'i> {
     url: String,
     index: &'a Index,
     by_place: &'a HashMap<(u32, u64), usize>,
     bases: &'a BaseOffsets,
-    /// Bases that are chunks of the new release: where they are (or will be, once an earlier
-    /// frame rebuilt them) in the target slot.
+    /// Bases that are chunks of the new release the target slot held before this phase.
     in_target: &'a BaseOffsets,
-    /// Where each chunk still to write goes in the image.
-    wanted: &'a std::sync::Mutex<Wanted>,
+    /// Where each chunk still to write goes in the image (and a base an earlier frame
+    /// rebuilt is read from).
+    wanted: &'a std::sync::Mutex<Wanted<'i>>,
     running: &'a std::fs::File,
     slot: &'a TargetSlot,
     progress: &'a dyn Progress,
@@ -316,7 +349,7 @@ struct FrameBuffers {
     content: Vec<u8>,
 }
 
-impl FrameDecoder<'_> {
+impl FrameDecoder<'_, '_> {
     /// Writes what `item` rebuilds: a delta frame's chunks, or a plain frame's chunk.
     fn write_item(&mut self, item: &ChunkEntry, compressed: &[u8]) -> Result<(), InstallError> {
         match self.by_place.get(&(item.pack, item.pack_offset)) {
@@ -356,7 +389,12 @@ impl FrameDecoder<'_> {
         // Exactly what the largest dictionary so far needs, not the next power of two.
         prefix.reserve_exact(dictionary);
         for DeltaBase { id, .. } in deltas.dictionary_bases(frame) {
-            let place = base_place(&id, self.bases, self.running, self.in_target, self.slot);
+            let place = base_place(&id, self.bases, self.running, self.in_target, self.slot)
+                .or_else(|| {
+                    let wanted = self.wanted.lock().expect("no writer panicked");
+                    let (offset, length) = wanted.place(&id)?;
+                    Some((self.slot.file(), offset, length))
+                });
             if !append_base(id, place, prefix) {
                 // A base was checked before fetching or written by an earlier frame; if it
                 // no longer matches its id, this frame's chunks come plain.
@@ -400,7 +438,7 @@ impl FrameDecoder<'_> {
 
 /// Writes `chunk`'s verified bytes at every image offset it is still wanted at.
 fn write_wanted(
-    wanted: &std::sync::Mutex<Wanted>,
+    wanted: &std::sync::Mutex<Wanted<'_>>,
     slot: &TargetSlot,
     progress: &dyn Progress,
     chunk: &ChunkEntry,
@@ -416,7 +454,7 @@ fn write_wanted(
     Ok(())
 }
 
-impl RangeSink for FrameWriter<'_> {
+impl RangeSink for FrameWriter<'_, '_> {
     type Error = InstallError;
 
     fn accept(&mut self, bytes: &[u8]) -> Result<(), InstallError> {
@@ -432,7 +470,7 @@ impl RangeSink for FrameWriter<'_> {
     }
 }
 
-impl ResumableSink for FrameWriter<'_> {
+impl ResumableSink for FrameWriter<'_, '_> {
     fn finished(&self) -> usize {
         self.next
     }
@@ -455,23 +493,40 @@ mod tests {
 
     #[test]
     fn wanted_chunks_are_written_at_every_offset_once_and_the_rest_is_left_in_image_order() {
-        let to_fetch = vec![
+        let index_chunks = vec![
             chunk(b"a", 0),
+            chunk(b"x", 5),
             chunk(b"b", 10),
             chunk(b"a", 20),
             chunk(b"c", 30),
         ];
-        let mut wanted = Wanted::new(to_fetch);
+        // All but x (in place already), and one that is not an entry of the index.
+        let to_fetch = vec![
+            chunk(b"b", 10),
+            chunk(b"a", 0),
+            chunk(b"a", 20),
+            chunk(b"c", 30),
+            chunk(b"d", 40),
+        ];
+        let mut wanted = Wanted::new(&index_chunks, to_fetch);
+        assert_eq!(wanted.entries().len(), 5);
+        assert!(!wanted.holds(&ChunkId::of(b"x")));
+        assert!(!wanted.holds(&ChunkId::of(b"d")), "a stray is never named");
         let a = ChunkId::of(b"a");
         assert!(wanted.holds(&a));
         assert!(!wanted.holds(&ChunkId::of(b"z")));
-        assert_eq!(wanted.first_offset(&a), Some(0));
+        assert_eq!(wanted.place(&a), Some((0, 1)));
         assert_eq!(wanted.take(&a), vec![0, 20]);
         assert!(!wanted.holds(&a));
-        assert_eq!(wanted.first_offset(&a), None);
+        assert_eq!(
+            wanted.place(&a),
+            Some((0, 1)),
+            "still where a later frame reads it"
+        );
+        assert_eq!(wanted.place(&ChunkId::of(b"z")), None);
         assert_eq!(wanted.take(&a), Vec::<u64>::new(), "written once");
         assert_eq!(wanted.take(&ChunkId::of(b"z")), Vec::<u64>::new());
         let left: Vec<u64> = wanted.into_left().iter().map(|c| c.offset).collect();
-        assert_eq!(left, vec![10, 30]);
+        assert_eq!(left, vec![10, 30, 40]);
     }
 }

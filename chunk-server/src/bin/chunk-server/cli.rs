@@ -265,10 +265,10 @@ pub struct MakeArgs {
     #[arg(long, hide = true, conflicts_with = "no_delta_siblings")]
     pub delta_siblings: bool,
     /// Also write the whole image as image frames (1 MiB groups of its distinct chunks, each
-    /// compressed against the earlier chunks of the release it resembles; about the
-    /// compressed image again in store space, and make takes 20-25 times a plain make): a
-    /// device whose plan would cost more in plain frames (a wiped slot, a major upgrade)
-    /// takes these instead, about `zstd -19` of the image
+    /// compressed against the 1 MiB of the image just before it and the earlier chunks of
+    /// the release it resembles; about the compressed image again in store space, and make
+    /// takes 20-30 times a plain make): a device whose plan would cost more in plain frames
+    /// (a wiped slot, a major upgrade) takes these instead, about `zstd -19` of the image
     #[arg(long)]
     pub image_frames: bool,
     /// A release of several images: NAME=PATH of an image devices install into the inactive

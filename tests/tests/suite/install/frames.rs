@@ -248,6 +248,35 @@ fn image_frames_build_on_chunks_an_earlier_image_frame_rebuilt() {
             && new.deltas.bases.iter().all(|b| new_ids.contains(&b.id)),
         "image frames name chunks of the release itself, and only those"
     );
+    // Each image frame's dictionary ends with the compressible content just before its
+    // group (its window): the distinct chunk right before a group is named when it
+    // compresses by a tenth.
+    let mut seen = HashSet::new();
+    let first_seen: Vec<bool> = new.chunks.iter().map(|c| seen.insert(c.id)).collect();
+    let before_group = |n: u32| {
+        (0..n as usize)
+            .rev()
+            .find(|&m| first_seen[m])
+            .map(|m| &new.chunks[m])
+            .filter(|c| u64::from(c.compressed_length) * 10 <= u64::from(c.length) * 9)
+    };
+    let windows: Vec<bool> = new
+        .deltas
+        .frames
+        .iter()
+        .filter_map(|f| {
+            let before = before_group(*f.chunks.first()?)?;
+            Some(
+                f.bases
+                    .iter()
+                    .any(|&b| new.deltas.bases[b as usize].id == before.id),
+            )
+        })
+        .collect();
+    assert!(
+        !windows.is_empty() && windows.iter().all(|&named| named),
+        "frames after compressible content that name it: {windows:?}"
+    );
     let plain_all: u64 = {
         let mut seen = HashSet::new();
         new.chunks
