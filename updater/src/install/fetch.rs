@@ -28,11 +28,12 @@ pub(super) struct FetchContext<'a> {
     pub(super) progress: &'a dyn Progress,
 }
 
-/// Fetches `chunks` from where the release came from: the store, or for a bundle the bundle
-/// file, and what the bundle lacks from the configured store.
+/// Fetches the chunks numbered `numbers` in the index from where the release came from: the
+/// store, or for a bundle the bundle file, and what the bundle lacks from the configured
+/// store.
 pub(super) async fn fetch_all(
     fetching: &FetchContext<'_>,
-    chunks: &[ChunkEntry],
+    numbers: &[u32],
 ) -> Result<(), InstallError> {
     let FetchContext {
         index,
@@ -43,9 +44,10 @@ pub(super) async fn fetch_all(
         traffic,
         progress,
     } = *fetching;
+    let chunks: Vec<ChunkEntry> = numbers.iter().map(|&n| index.chunks[n as usize]).collect();
     let mut pack_paths: Vec<String> = index.packs.iter().map(|p| p.store_path()).collect();
     let Some(bundle) = bundle else {
-        let ranges = plan_ranges(chunks, config.http.max_gap);
+        let ranges = plan_ranges(&chunks, config.http.max_gap);
         return fetch_chunks(source, &pack_paths, ranges, slot, config, traffic, progress).await;
     };
     let bundle_pack = pack_paths.len() as u32;

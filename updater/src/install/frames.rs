@@ -41,15 +41,15 @@ pub(super) fn base_offsets(index: &Index, frames: &[usize], seeds: &SeedMap) -> 
         .collect()
 }
 
-/// Rebuilds what it can of `to_fetch` from the frames `frames`; returns the chunks left to
-/// fetch as plain frames.
+/// Rebuilds what it can of `to_fetch` (chunk numbers in the index) from the frames `frames`;
+/// returns the chunks left to fetch as plain frames, as numbers in image order.
 pub(super) async fn fetch_delta_frames(
     fetching: &FetchContext<'_>,
     frames: &[usize],
     bases: &BaseOffsets,
-    to_fetch: Vec<ChunkEntry>,
+    to_fetch: Vec<u32>,
     running: &std::fs::File,
-) -> Result<Vec<ChunkEntry>, InstallError> {
+) -> Result<Vec<u32>, InstallError> {
     let FetchContext {
         index,
         source,
@@ -188,29 +188,17 @@ struct Wanted<'a> {
     chunks: &'a [ChunkEntry],
     numbers: Vec<u32>,
     written: Vec<bool>,
-    /// Chunks to fetch that are not entries of the index (none: the plan takes them from
-    /// it); fetched as plain frames, never named.
-    strays: Vec<ChunkEntry>,
 }
 
 impl<'a> Wanted<'a> {
-    /// `to_fetch` among `chunks`, the index's chunks (in image order, contiguous).
-    fn new(chunks: &'a [ChunkEntry], to_fetch: Vec<ChunkEntry>) -> Wanted<'a> {
-        let mut numbers = Vec::with_capacity(to_fetch.len());
-        let mut strays = Vec::new();
-        for chunk in to_fetch {
-            match chunks.binary_search_by_key(&chunk.offset, |c| c.offset) {
-                Ok(n) if chunks[n] == chunk => numbers.push(n as u32),
-                _ => strays.push(chunk),
-            }
-        }
-        numbers.sort_unstable_by_key(|&n| (chunks[n as usize].id, n));
-        let written = vec![false; numbers.len()];
+    /// The chunks numbered `to_fetch` among `chunks`, the index's chunks.
+    fn new(chunks: &'a [ChunkEntry], mut to_fetch: Vec<u32>) -> Wanted<'a> {
+        to_fetch.sort_unstable_by_key(|&n| (chunks[n as usize].id, n));
+        let written = vec![false; to_fetch.len()];
         Wanted {
             chunks,
-            numbers,
+            numbers: to_fetch,
             written,
-            strays,
         }
     }
 
@@ -218,12 +206,11 @@ impl<'a> Wanted<'a> {
         &self.chunks[self.numbers[position] as usize]
     }
 
-    /// Copies of the entries still to write (for weighing frames, before the fetch).
+    /// Copies of the entries to write (for weighing frames, before the fetch writes any).
     fn entries(&self) -> Vec<ChunkEntry> {
-        (0..self.numbers.len())
-            .filter(|&p| !self.written[p])
-            .map(|p| *self.entry(p))
-            .chain(self.strays.iter().copied())
+        self.numbers
+            .iter()
+            .map(|&n| self.chunks[n as usize])
             .collect()
     }
 
@@ -264,16 +251,15 @@ impl<'a> Wanted<'a> {
         span.map(|p| self.entry(p).offset).collect()
     }
 
-    /// The chunks no frame wrote, in image order.
-    fn into_left(self) -> Vec<ChunkEntry> {
-        let mut left: Vec<ChunkEntry> = self
+    /// The numbers of the chunks no frame wrote, in image order.
+    fn into_left(self) -> Vec<u32> {
+        let mut left: Vec<u32> = self
             .numbers
-            .iter()
-            .zip(&self.written)
-            .filter_map(|(&n, &written)| (!written).then_some(self.chunks[n as usize]))
-            .chain(self.strays)
+            .into_iter()
+            .zip(self.written)
+            .filter_map(|(n, written)| (!written).then_some(n))
             .collect();
-        left.sort_unstable_by_key(|c| c.offset);
+        left.sort_unstable();
         left
     }
 }
@@ -500,18 +486,10 @@ mod tests {
             chunk(b"a", 20),
             chunk(b"c", 30),
         ];
-        // All but x (in place already), and one that is not an entry of the index.
-        let to_fetch = vec![
-            chunk(b"b", 10),
-            chunk(b"a", 0),
-            chunk(b"a", 20),
-            chunk(b"c", 30),
-            chunk(b"d", 40),
-        ];
-        let mut wanted = Wanted::new(&index_chunks, to_fetch);
-        assert_eq!(wanted.entries().len(), 5);
+        // All but x (in place already), by their numbers in the index.
+        let mut wanted = Wanted::new(&index_chunks, vec![0, 2, 3, 4]);
+        assert_eq!(wanted.entries().len(), 4);
         assert!(!wanted.holds(&ChunkId::of(b"x")));
-        assert!(!wanted.holds(&ChunkId::of(b"d")), "a stray is never named");
         let a = ChunkId::of(b"a");
         assert!(wanted.holds(&a));
         assert!(!wanted.holds(&ChunkId::of(b"z")));
@@ -526,7 +504,6 @@ mod tests {
         assert_eq!(wanted.place(&ChunkId::of(b"z")), None);
         assert_eq!(wanted.take(&a), Vec::<u64>::new(), "written once");
         assert_eq!(wanted.take(&ChunkId::of(b"z")), Vec::<u64>::new());
-        let left: Vec<u64> = wanted.into_left().iter().map(|c| c.offset).collect();
-        assert_eq!(left, vec![10, 30, 40]);
+        assert_eq!(wanted.into_left(), vec![2, 4]);
     }
 }

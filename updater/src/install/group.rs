@@ -258,7 +258,10 @@ pub(super) async fn write_planned(
     progress.event(Event::Image { name: &image.name });
     let to_fetch =
         local::write_local_chunks(plan, scan_written, index, running, slot, report, progress)?;
-    let fetched_image_bytes = to_fetch.iter().map(|c| u64::from(c.length)).sum::<u64>();
+    let fetched_image_bytes = to_fetch
+        .iter()
+        .map(|&n| u64::from(index.chunks[n as usize].length))
+        .sum::<u64>();
     report.fetched_image_bytes += fetched_image_bytes;
     report.images.push(ImageFigures {
         name: image.name.clone(),

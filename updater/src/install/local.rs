@@ -1,7 +1,7 @@
 //! The install's first writing phase: every chunk already in the target or in the running
 //! slot, each re-hashed before it is trusted.
 
-use diffota_format::{ChunkData, ChunkEntry, ChunkId, Index};
+use diffota_format::{ChunkData, ChunkId, Index};
 
 use super::seeds::ScanWritten;
 use super::{InstallError, InstallReport};
@@ -10,8 +10,10 @@ use crate::progress::{Event, Progress};
 use crate::slot::{read_at, TargetSlot};
 
 /// Takes every chunk it can from the target (already in place) or the running slot, each
-/// re-hashed before use; returns the chunks that must be fetched. Chunks the scan of the
-/// running slot wrote (`scan_written`) are counted as copied and left alone.
+/// re-hashed before use; returns the chunks that must be fetched, as their numbers in the
+/// index in image order (four bytes each: on a wiped slot that is every chunk of the image).
+/// Chunks the scan of the running slot wrote (`scan_written`) are counted as copied and left
+/// alone.
 pub(super) fn write_local_chunks(
     plan: &Plan,
     scan_written: Option<&ScanWritten>,
@@ -20,7 +22,7 @@ pub(super) fn write_local_chunks(
     slot: &TargetSlot,
     report: &mut InstallReport,
     progress: &dyn Progress,
-) -> Result<Vec<ChunkEntry>, InstallError> {
+) -> Result<Vec<u32>, InstallError> {
     let mut to_fetch = Vec::new();
     let mut stale_seeds = 0u64;
     for (number, step) in plan.steps(index).enumerate() {
@@ -63,7 +65,7 @@ pub(super) fn write_local_chunks(
                 None => stale_seeds += 1,
             }
         }
-        to_fetch.push(*chunk);
+        to_fetch.push(number as u32);
     }
     if stale_seeds > 0 {
         tracing::warn!(

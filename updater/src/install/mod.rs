@@ -337,7 +337,10 @@ pub async fn install(
     // Past the local phase only the plan's delta frames are needed: its per-chunk sources
     // are freed before the frames' buffers are.
     let delta_frames = job.plan.into_delta_frames();
-    let fetched_image_bytes = to_fetch.iter().map(|c| u64::from(c.length)).sum();
+    let fetched_image_bytes = to_fetch
+        .iter()
+        .map(|&n| u64::from(release.index.chunks[n as usize].length))
+        .sum();
     let fetching = fetch::FetchContext {
         index: &release.index,
         source: &release.source,
