@@ -89,6 +89,9 @@ pub struct DeltaSettings {
     /// How many bytes of the release's chunks just before a group its dictionary ends with
     /// (`with_preceding`; image frames), 0 for none.
     pub preceding: u64,
+    /// How far a device that stores no index cuts its running slot to find the bases: the
+    /// length of the release's image (`found_by_a_slot_scan`).
+    pub scan_length: u64,
 }
 
 /// Writes the delta frames of `added` against the chunks of `from` into `pack` (after the
@@ -111,10 +114,11 @@ pub(crate) fn write_delta_frames(
         siblings,
         fallbacks: write_fallbacks,
         preceding,
+        scan_length,
     } = settings;
     let old = match from {
-        DeltaSource::Release(index) => OldChunks::open(store, index)?,
-        DeltaSource::Image(image) => OldChunks::of_image(image)?,
+        DeltaSource::Release(index) => OldChunks::open(store, index, scan_length)?,
+        DeltaSource::Image(image) => OldChunks::of_image(image, scan_length)?,
         DeltaSource::Nothing => OldChunks::none(),
     };
     let reader = ChunkReader::open(store, added, new_pack, pack.path())?;
@@ -574,6 +578,7 @@ pub(crate) fn write_image_frames(
         siblings: true,
         fallbacks: false,
         preceding: IMAGE_FRAME_PRECEDING,
+        scan_length: 0, // no old chunks
     };
     let written = write_delta_frames(
         store,
@@ -634,7 +639,7 @@ struct OldChunks {
 }
 
 impl OldChunks {
-    fn open(store: &Store, from: &Index) -> Result<OldChunks, StoreError> {
+    fn open(store: &Store, from: &Index, scan_length: u64) -> Result<OldChunks, StoreError> {
         let packs = from
             .packs
             .iter()
@@ -645,7 +650,7 @@ impl OldChunks {
             })
             .collect::<Result<_, StoreError>>()?;
         Ok(OldChunks {
-            chunks: Self::distinct(&from.chunks),
+            chunks: Self::found_by_a_slot_scan(&from.chunks, scan_length),
             packs,
             image: None,
         })
@@ -660,22 +665,35 @@ impl OldChunks {
         }
     }
 
-    fn of_image(image: &BaseImage) -> Result<OldChunks, StoreError> {
+    fn of_image(image: &BaseImage, scan_length: u64) -> Result<OldChunks, StoreError> {
         let file = File::open(&image.path).map_err(io_error(&image.path))?;
         Ok(OldChunks {
-            chunks: Self::distinct(&image.chunks),
+            chunks: Self::found_by_a_slot_scan(&image.chunks, scan_length),
             packs: Vec::new(),
             image: Some((image.path.clone(), file)),
         })
     }
 
-    /// Each chunk once, at its first place.
-    fn distinct(chunks: &[ChunkEntry]) -> Vec<ChunkEntry> {
+    /// The chunks of an image (`chunks`, in image order) that a device running it finds by
+    /// cutting its running slot up to `scan_length` (the new image's length: what it reads
+    /// when it stores no index, factory-flashed and never provisioned), each once at its
+    /// first such place. The partition goes on past the image, so the chunk cut at the
+    /// image's end ends elsewhere in a longer scan, and a shorter one stops before the
+    /// chunks past its end: a frame naming one of those as a base would be of no use to such
+    /// a device (on the bench's erofs pairs, whose images grow, one such frame cost it about
+    /// 200 KB). The others lose little: a base less to choose from.
+    fn found_by_a_slot_scan(chunks: &[ChunkEntry], scan_length: u64) -> Vec<ChunkEntry> {
         let mut seen = std::collections::HashSet::new();
+        let last = chunks.len().saturating_sub(1);
         chunks
             .iter()
-            .filter(|c| seen.insert(c.id))
-            .copied()
+            .enumerate()
+            .filter(|&(n, chunk)| {
+                let end = chunk.offset + u64::from(chunk.length);
+                end <= scan_length && (n < last || end == scan_length)
+            })
+            .filter(|(_, chunk)| seen.insert(chunk.id))
+            .map(|(_, chunk)| *chunk)
             .collect()
     }
 
@@ -780,6 +798,40 @@ fn read_checked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slot_scan_finds_the_chunks_within_it_and_the_last_only_where_the_image_ends_there() {
+        // An image of chunks a (0..10), b (10..20), a (20..30), c (30..40).
+        let image: Vec<ChunkEntry> = [&b"a"[..], b"b", b"a", b"c"]
+            .iter()
+            .enumerate()
+            .map(|(n, content)| ChunkEntry {
+                offset: n as u64 * 10,
+                length: 10,
+                ..chunk(content, 0)
+            })
+            .collect();
+        let found = |scan_length| -> Vec<(u64, ChunkId)> {
+            OldChunks::found_by_a_slot_scan(&image, scan_length)
+                .iter()
+                .map(|c| (c.offset, c.id))
+                .collect()
+        };
+        let (a, b, c) = (ChunkId::of(b"a"), ChunkId::of(b"b"), ChunkId::of(b"c"));
+        assert_eq!(
+            found(40),
+            [(0, a), (10, b), (30, c)],
+            "the same length: all"
+        );
+        assert_eq!(found(50), [(0, a), (10, b)], "longer: not the last");
+        assert_eq!(found(25), [(0, a), (10, b)], "shorter: what ends within it");
+        assert_eq!(found(5), []);
+        assert_eq!(
+            OldChunks::found_by_a_slot_scan(&image[..3], 50),
+            [image[0], image[1]],
+            "a last chunk that lies earlier too is found there"
+        );
+    }
 
     #[test]
     fn a_frame_pays_when_it_saves_a_thirty_second() {

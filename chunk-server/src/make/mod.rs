@@ -352,6 +352,7 @@ fn write_frames(
         siblings: options.delta_siblings,
         fallbacks: true,
         preceding: 0,
+        scan_length: chunked.image_length,
     };
     for (position, from_index) in from_indexes.iter().enumerate() {
         // Fallback frames serve devices that take a frame naming a sibling through

@@ -93,7 +93,8 @@ pub(super) fn scan_running(
     // The partition is usually larger than the image it holds; cutting past the image's end
     // would change the last chunk. Without a stored index the old image's length is unknown:
     // assume it matches the new one (fixed-size filesystem images). A wrong guess only costs
-    // seeds, never correctness: every seed chunk is re-hashed before use.
+    // seeds, never correctness: every seed chunk is re-hashed before use. make names as delta
+    // bases only the old chunks this cut finds (`found_by_a_slot_scan` in chunk-server).
     let limited = std::io::Read::take(file, index.image_length);
     let Some(target) = target else {
         let seeds = scan(&index.chunker, limited, read_error, progress, |_| Ok(()))?;

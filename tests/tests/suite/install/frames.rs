@@ -443,13 +443,7 @@ fn a_device_two_releases_behind_uses_inherited_frames() {
         fetched * 2 < plain_bytes,
         "two behind: {fetched} bytes against {plain_bytes} of plain frames"
     );
-    let diff: serde_json::Value = serde_json::from_str(&run_ok(
-        chunk_server()
-            .args(["diff", "--json"])
-            .arg(fixture.store.join("releases/1.0/rootfs.didx"))
-            .arg(fixture.store.join("releases/3.0/rootfs.didx")),
-    ))
-    .unwrap();
+    let diff = store_diff(&fixture.store, "1.0", "3.0");
     assert!(diff["delta_frames"].as_u64().unwrap() > 0, "{diff}");
 }
 
@@ -898,5 +892,86 @@ fn frames_against_an_image_file_serve_devices_that_run_it() {
     assert!(
         with_frames * 2 < without,
         "against the image file {with_frames} bytes, plain {without}"
+    );
+}
+
+/// A factory-flashed device cuts its running slot as far as the new image goes, and the
+/// partition goes on past the image it was flashed with: where the new image is longer, the
+/// chunk the old one ended with (cut at its end) ends elsewhere in that cut, so the device
+/// does not find it. make names no such chunk as a base: a release that edits the end of the
+/// image and grows it still gets its frames, and the device (on a partition 2 MiB larger than
+/// its image) takes every frame a device holding 1.0's chunks takes, downloading from the
+/// packs exactly what `chunk-server diff` predicts for 1.0.
+#[test]
+fn a_factory_flashed_device_on_a_larger_partition_takes_every_frame() {
+    let mut fleet = Fleet::new();
+    // Content that resembles only itself (xorshift), so that the edited end of 2.0 has one
+    // old chunk to build on: the one 1.0 ends with. An edit in the middle gets a frame too.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let v1: Vec<u8> = (0..8 * MIB)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    fleet.image_bytes("1.0", &v1);
+    fleet.make("1.0");
+    let mut v2 = v1.clone();
+    let old_length = v1.len();
+    for at in
+        (2 * MIB as usize..2 * MIB as usize + 64 * 1024).chain(old_length - 16 * 1024..old_length)
+    {
+        if at % 512 == 0 {
+            v2[at] ^= 0x5a;
+        }
+    }
+    v2.extend(v1[..64 * 1024].iter().map(|byte| byte.rotate_left(3)));
+    let length = v2.len();
+    fleet.image_bytes("2.0", &v2);
+    fleet.make_with("2.0", &["--delta-from", "1.0"]);
+    fleet.publish("2.0");
+
+    let (old, new) = (fleet.index("1.0"), fleet.index("2.0"));
+    let last = old.chunks.last().unwrap();
+    assert!(
+        old.chunks[..old.chunks.len() - 1]
+            .iter()
+            .all(|c| c.id != last.id),
+        "1.0's last chunk lies only at its end"
+    );
+    assert!(!new.deltas.frames.is_empty(), "2.0 has delta frames");
+    assert!(
+        new.deltas.bases.iter().all(|b| b.id != last.id),
+        "no frame names the chunk 1.0 ends with"
+    );
+
+    let diff = store_diff(&fleet.store, "1.0", "2.0");
+    let index_bytes: u64 = ["rootfs.didx.from-1.0", "rootfs.didx.minisig"]
+        .iter()
+        .map(|file| {
+            std::fs::metadata(fleet.store.join("releases/2.0").join(file))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    let server = fleet.serve();
+    // Slot A: 1.0 as the factory flashed it, on a partition 2 MiB larger (erased: zeros).
+    let flashed = fleet.path("flashed.img");
+    let mut partition = v1.clone();
+    partition.resize(old_length + 2 * MIB as usize, 0);
+    std::fs::write(&flashed, &partition).unwrap();
+    let device = fleet.device_running("factory", &flashed, 10 * MIB, &server.url, |_| {});
+    let (fetched, check) = install_as_checked(&device, &server);
+    assert!(device.slot_bytes(Slot::B, length) == v2, "slot b holds 2.0");
+    assert_eq!(
+        check["plan"]["delta_frames"], diff["delta_frames"],
+        "the frames a device holding 1.0 takes: {check} {diff}"
+    );
+    assert_eq!(
+        fetched,
+        diff["download_bytes"].as_u64().unwrap() - index_bytes,
+        "diff's prediction for 1.0, less the index delta and its signature: {diff}"
     );
 }

@@ -75,13 +75,7 @@ fn index_delta_replaces_the_whole_index_for_a_device_on_the_older_release() {
         "only the index delta was fetched"
     );
     // `chunk-server diff` predicted it: index delta, delta frames and requests, to the byte.
-    let diff: serde_json::Value = serde_json::from_str(&run_ok(
-        chunk_server()
-            .args(["diff", "--json"])
-            .arg(fixture.store.join("releases/1.0/rootfs.didx"))
-            .arg(fixture.store.join("releases/2.0/rootfs.didx")),
-    ))
-    .unwrap();
+    let diff = store_diff(&fixture.store, "1.0", "2.0");
     let served: Vec<Served> = server
         .served()
         .into_iter()

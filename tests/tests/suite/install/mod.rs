@@ -106,6 +106,18 @@ fn delta_fixture() -> Fleet {
     fleet
 }
 
+/// `chunk-server diff --json` from release `from` to release `to` of `store`.
+fn store_diff(store: &Path, from: &str, to: &str) -> serde_json::Value {
+    let index = |version: &str| store.join(format!("releases/{version}/rootfs.didx"));
+    serde_json::from_str(&run_ok(
+        chunk_server()
+            .args(["diff", "--json"])
+            .arg(index(from))
+            .arg(index(to)),
+    ))
+    .unwrap()
+}
+
 fn v2_len(fleet: &Fleet) -> usize {
     std::fs::metadata(fleet.image("2.0")).unwrap().len() as usize
 }
