@@ -905,17 +905,9 @@ fn frames_against_an_image_file_serve_devices_that_run_it() {
 #[test]
 fn a_factory_flashed_device_on_a_larger_partition_takes_every_frame() {
     let mut fleet = Fleet::new();
-    // Content that resembles only itself (xorshift), so that the edited end of 2.0 has one
-    // old chunk to build on: the one 1.0 ends with. An edit in the middle gets a frame too.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let v1: Vec<u8> = (0..8 * MIB)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    // Content that resembles only itself (noise), so that the edited end of 2.0 has one old
+    // chunk to build on: the one 1.0 ends with. An edit in the middle gets a frame too.
+    let v1 = noise(29, 8 * MIB as usize);
     fleet.image_bytes("1.0", &v1);
     fleet.make("1.0");
     let mut v2 = v1.clone();
